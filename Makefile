@@ -1,0 +1,18 @@
+# The build service's entry points. `make demo` runs the main job on a fresh
+# machine; `make test` runs every test against a real local stack.
+SHELL := /bin/bash
+STACK := $(CURDIR)/.stack
+BIN := $(STACK)/bin
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
+
+.PHONY: proto
+## proto: regenerate the Go code of proto/ (protoc from Debian, plugins at pinned versions)
+proto:
+	@command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
+	GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(BIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	PATH=$(BIN):$$PATH protoc -I proto \
+		--go_out=proto --go_opt=paths=source_relative \
+		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
+		proto/build/v1/build.proto

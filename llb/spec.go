@@ -1,0 +1,80 @@
+// Package llb turns a build spec into a BuildKit LLB definition: the git
+// source at one commit, `go build` in a builder image with the Go caches
+// mounted, and the binary copied onto a runtime base image.
+//
+// It is a pure package: no daemon, no network, no file system. The caller
+// resolves image configs and commit SHAs first and puts them in the Spec, so
+// the same Spec always gives the same definition, byte for byte.
+package llb
+
+import (
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Stable ids of the cache mounts every build shares. The Go module and build
+// caches are safe for concurrent use, so the mounts use shared sharing.
+// Changing an id makes every build start cold.
+const (
+	GoModCacheID   = "buildsvc-gomodcache"
+	GoBuildCacheID = "buildsvc-gocache"
+)
+
+// Paths inside the builder container.
+const (
+	SourceDir      = "/src"
+	OutputDir      = "/out"
+	GoModCachePath = "/go/pkg/mod"
+	GoCachePath    = "/root/.cache/go-build"
+)
+
+// Labels the service always sets on the image.
+const (
+	LabelSource   = "org.opencontainers.image.source"
+	LabelRevision = "org.opencontainers.image.revision"
+)
+
+// Image is an image reference with its config, resolved by the caller.
+type Image struct {
+	// Ref is the image reference, ideally pinned by digest.
+	Ref string
+	// Config is the image's config JSON (an OCI image config), or nil if
+	// unknown. The builder's ENV is taken from it; the runtime image's
+	// config is the start of the pushed image's config.
+	Config []byte
+}
+
+// Spec is one validated build. Every field is already checked and
+// defaulted by the caller; Build only converts.
+type Spec struct {
+	// Repo is the git URL BuildKit fetches, without credentials.
+	Repo string
+	// Commit is the full commit SHA to build.
+	Commit string
+	// Dir is the module directory inside the repository, cleaned, "." for
+	// the root.
+	Dir string
+	// Package is the Go package to build, relative to Dir, e.g. "./cmd/app".
+	Package string
+	// Binary is the file name of the built program in the image.
+	Binary string
+	// BuildFlags are extra `go build` flags, in order.
+	BuildFlags []string
+	// LDFlags is the value of -ldflags; empty for none.
+	LDFlags string
+	// Env is extra environment for `go build`.
+	Env map[string]string
+	// GoProxy and GoFlags become GOPROXY and GOFLAGS of `go build`; empty
+	// leaves the builder image's value.
+	GoProxy string
+	GoFlags string
+	// BuildPlatform is the platform the builder runs on (the daemon's).
+	BuildPlatform ocispecs.Platform
+	// Platform is the platform of the image (cross-compiled, no emulation).
+	Platform ocispecs.Platform
+	// Builder is the image with the Go toolchain.
+	Builder Image
+	// Base is the runtime base image.
+	Base Image
+	// Labels are extra image labels.
+	Labels map[string]string
+}
