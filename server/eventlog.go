@@ -1,0 +1,100 @@
+package server
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+)
+
+// eventLog is one build's append-only, sequence-numbered event log. Every
+// reader (the CreateImage stream, GetBuild, later watchers) reads from it.
+// Appending never waits for a reader: readers wait on a channel that is
+// closed, and replaced, on every append, then read what they missed.
+type eventLog struct {
+	buildID string
+	redact  func(*buildv1.BuildEvent)
+	now     func() time.Time
+
+	mu      sync.Mutex
+	events  []*buildv1.BuildEvent
+	closed  bool
+	changed chan struct{}
+}
+
+func newEventLog(buildID string, redact func(*buildv1.BuildEvent)) *eventLog {
+	return &eventLog{buildID: buildID, redact: redact, now: time.Now, changed: make(chan struct{})}
+}
+
+// append stamps e with the build id, the next sequence number and the time,
+// and adds it. Events appended after close are dropped: the log of an ended
+// build never changes.
+func (l *eventLog) append(e *buildv1.BuildEvent) {
+	if l.redact != nil {
+		l.redact(e)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	e.BuildId = l.buildID
+	e.Seq = uint64(len(l.events)) + 1
+	e.Time = timestamppb.New(l.now())
+	l.events = append(l.events, e)
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// close marks the log complete and wakes every reader.
+func (l *eventLog) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	l.closed = true
+	close(l.changed)
+}
+
+// since returns the events after sequence number seq, whether the log is
+// complete, and a channel closed on the next change.
+func (l *eventLog) since(seq uint64) ([]*buildv1.BuildEvent, bool, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var evs []*buildv1.BuildEvent
+	if seq < uint64(len(l.events)) {
+		evs = l.events[seq:len(l.events):len(l.events)]
+	}
+	return evs, l.closed, l.changed
+}
+
+// follow sends every event after sequence number from, in order, and then
+// every new one as it is appended, until the log is complete, send fails or
+// ctx ends.
+func (l *eventLog) follow(ctx context.Context, from uint64, send func(*buildv1.BuildEvent) error) error {
+	seq := from
+	for {
+		evs, closed, changed := l.since(seq)
+		for _, e := range evs {
+			if err := send(e); err != nil {
+				return err
+			}
+			seq = e.Seq
+		}
+		if len(evs) > 0 {
+			continue
+		}
+		if closed {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

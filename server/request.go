@@ -1,0 +1,330 @@
+package server
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"sort"
+	"strings"
+	"unicode"
+
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/buildsvc/buildsvc/llb"
+	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+)
+
+// FieldError says which request field is not valid and why. It becomes a
+// gRPC InvalidArgument naming the field.
+type FieldError struct {
+	// Field is the proto field name, e.g. "git_repo" or "env[GOOS]".
+	Field string
+	// Reason says what is wrong, without echoing secrets.
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+func fieldErr(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// request is a CreateImageRequest that has been checked and defaulted: all
+// of the build spec that needs no I/O.
+type request struct {
+	Repo       string
+	Ref        string
+	Tag        string
+	Dir        string
+	Package    string
+	Binary     string
+	BuildFlags []string
+	LDFlags    string
+	Env        map[string]string
+	BaseImage  string
+	Labels     map[string]string
+}
+
+// reservedEnv are variables the service sets itself for every build.
+var reservedEnv = map[string]bool{
+	"GOOS": true, "GOARCH": true, "GOARM": true, "GOCACHE": true, "GOMODCACHE": true,
+	"GOROOT": true, "HOME": true, "PATH": true,
+}
+
+// reservedFlags are go build flags the service sets itself.
+var reservedFlags = map[string]string{
+	"-o":        "the service chooses the output path",
+	"-ldflags":  "use the ldflags field",
+	"-trimpath": "always set",
+	"-C":        "use the dir field",
+}
+
+var (
+	envKeyRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	binaryRE   = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+	shaRE      = regexp.MustCompile(`^[0-9a-f]{40}$|^[0-9a-f]{64}$`)
+	labelKeyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]*$`)
+)
+
+// parseRequest checks every field of req and fills in defaults. It does no
+// I/O; the first bad field is returned as a *FieldError.
+func parseRequest(req *buildv1.CreateImageRequest, allowInsecureGit bool, defaultBase string) (*request, error) {
+	if req == nil {
+		return nil, fieldErr("request", "is empty")
+	}
+	r := &request{
+		LDFlags: req.GetLdflags(),
+		Env:     map[string]string{},
+		Labels:  map[string]string{},
+	}
+	var err error
+	if r.Repo, err = parseRepo(req.GetGitRepo(), allowInsecureGit); err != nil {
+		return nil, err
+	}
+	if r.Ref, err = parseRef(req.GetGitCommit()); err != nil {
+		return nil, err
+	}
+	if r.Tag, err = parseTag(req.GetImageTag()); err != nil {
+		return nil, err
+	}
+	if r.Dir, err = parseRelPath("dir", req.GetDir()); err != nil {
+		return nil, err
+	}
+	if r.Package, err = parsePackage(req.GetPackage()); err != nil {
+		return nil, err
+	}
+	r.Binary = binaryName(r.Repo, r.Dir, r.Package)
+	for i, f := range req.GetBuildFlags() {
+		if err := checkBuildFlag(f); err != nil {
+			return nil, fieldErr(fmt.Sprintf("build_flags[%d]", i), "%s", err.Reason)
+		}
+		r.BuildFlags = append(r.BuildFlags, f)
+	}
+	if strings.ContainsRune(r.LDFlags, 0) || strings.ContainsAny(r.LDFlags, "\n\r") {
+		return nil, fieldErr("ldflags", "must be one line of text")
+	}
+	for _, k := range sortedKeys(req.GetEnv()) {
+		v := req.GetEnv()[k]
+		field := "env[" + k + "]"
+		switch {
+		case !envKeyRE.MatchString(k):
+			return nil, fieldErr("env", "%q is not a valid variable name", k)
+		case reservedEnv[k]:
+			return nil, fieldErr(field, "is set by the service and can't be overridden")
+		case strings.ContainsRune(v, 0):
+			return nil, fieldErr(field, "contains a NUL byte")
+		}
+		r.Env[k] = v
+	}
+	r.BaseImage = defaultBase
+	if b := strings.TrimSpace(req.GetBaseImage()); b != "" {
+		ref, err := parseImageRef(b)
+		if err != nil {
+			return nil, fieldErr("base_image", "%v", err)
+		}
+		r.BaseImage = ref
+	}
+	for _, k := range sortedKeys(req.GetLabels()) {
+		switch {
+		case !labelKeyRE.MatchString(k):
+			return nil, fieldErr("labels", "%q is not a valid label key", k)
+		case k == llb.LabelSource || k == llb.LabelRevision:
+			return nil, fieldErr("labels["+k+"]", "is set by the service")
+		}
+		r.Labels[k] = req.GetLabels()[k]
+	}
+	return r, nil
+}
+
+// proto returns the request as accepted, with defaults filled in.
+func (r *request) proto() *buildv1.CreateImageRequest {
+	return &buildv1.CreateImageRequest{
+		GitRepo:    r.Repo,
+		GitCommit:  r.Ref,
+		ImageTag:   r.Tag,
+		Package:    r.Package,
+		Dir:        r.Dir,
+		BuildFlags: r.BuildFlags,
+		Ldflags:    r.LDFlags,
+		Env:        r.Env,
+		BaseImage:  r.BaseImage,
+		Labels:     r.Labels,
+	}
+}
+
+func parseRepo(raw string, allowInsecure bool) (string, error) {
+	const field = "git_repo"
+	s := strings.TrimSpace(raw)
+	switch {
+	case s == "":
+		return "", fieldErr(field, "is required")
+	case strings.HasPrefix(s, "-"):
+		return "", fieldErr(field, "must not start with '-'")
+	case strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+		return "", fieldErr(field, "must not contain spaces or control characters")
+	}
+	ep, err := transport.NewEndpoint(s)
+	if err != nil {
+		return "", fieldErr(field, "is not a git URL")
+	}
+	if ep.Password != "" || (ep.User != "" && ep.Protocol != "ssh") {
+		return "", fieldErr(field, "must not contain credentials; give them separately")
+	}
+	switch ep.Protocol {
+	case "https", "ssh", "git":
+		if ep.Host == "" {
+			return "", fieldErr(field, "has no host")
+		}
+	case "http":
+		if !allowInsecure {
+			return "", fieldErr(field, "plain http:// is not allowed on this server; use https://")
+		}
+	case "file":
+		if !strings.HasPrefix(s, "file://") {
+			return "", fieldErr(field, "is not a URL; want https://, ssh://, git:// or user@host:path")
+		}
+		if !allowInsecure {
+			return "", fieldErr(field, "file:// repositories are not allowed on this server")
+		}
+	default:
+		return "", fieldErr(field, "scheme %q is not supported; want https, ssh or git", ep.Protocol)
+	}
+	if p := strings.Trim(ep.Path, "/"); p == "" || p == ".git" {
+		return "", fieldErr(field, "has no repository path")
+	}
+	return s, nil
+}
+
+// parseRef accepts what git accepts as a ref name or a full SHA, and refuses
+// what could be taken for an option or a range.
+func parseRef(raw string) (string, error) {
+	const field = "git_commit"
+	s := strings.TrimSpace(raw)
+	if s == "" {
+		return "HEAD", nil
+	}
+	switch {
+	case len(s) > 255:
+		return "", fieldErr(field, "is too long")
+	case strings.HasPrefix(s, "-"):
+		return "", fieldErr(field, "must not start with '-'")
+	case strings.Contains(s, ".."), strings.Contains(s, "@{"), strings.HasSuffix(s, ".lock"),
+		strings.HasSuffix(s, "/"), strings.HasSuffix(s, "."), strings.Contains(s, "//"):
+		return "", fieldErr(field, "%q is not a valid branch, tag or commit", s)
+	case strings.IndexFunc(s, func(r rune) bool {
+		return unicode.IsSpace(r) || unicode.IsControl(r) || strings.ContainsRune("~^:?*[\\", r)
+	}) >= 0:
+		return "", fieldErr(field, "%q is not a valid branch, tag or commit", s)
+	}
+	return s, nil
+}
+
+func parseTag(raw string) (string, error) {
+	const field = "image_tag"
+	s := strings.TrimSpace(raw)
+	if s == "" {
+		return "", fieldErr(field, "is required")
+	}
+	if strings.Contains(s, "@") {
+		return "", fieldErr(field, "must be a tag, not a digest: the digest is known only after the push")
+	}
+	t, err := name.NewTag(s, name.StrictValidation)
+	if err != nil {
+		// StrictValidation wants an explicit registry and tag; the weak
+		// form fills in docker.io and latest, as docker does.
+		if t, err = name.NewTag(s); err != nil {
+			return "", fieldErr(field, "is not a valid image reference: %v", err)
+		}
+	}
+	return t.Name(), nil
+}
+
+// parseImageRef checks an image reference (tag or digest) and returns it in
+// full form.
+func parseImageRef(s string) (string, error) {
+	ref, err := name.ParseReference(s)
+	if err != nil {
+		return "", fmt.Errorf("%q is not a valid image reference: %w", s, err)
+	}
+	return ref.Name(), nil
+}
+
+// parseRelPath checks a slash-separated path relative to the repository
+// root and returns it cleaned, "." for the root.
+func parseRelPath(field, raw string) (string, error) {
+	s := strings.TrimSpace(raw)
+	if s == "" {
+		return ".", nil
+	}
+	if strings.HasPrefix(s, "/") || strings.Contains(s, "\\") || strings.ContainsRune(s, 0) {
+		return "", fieldErr(field, "must be a relative path inside the repository")
+	}
+	c := path.Clean(s)
+	if c == ".." || strings.HasPrefix(c, "../") {
+		return "", fieldErr(field, "must stay inside the repository")
+	}
+	return c, nil
+}
+
+func parsePackage(raw string) (string, error) {
+	const field = "package"
+	if strings.HasPrefix(strings.TrimSpace(raw), "-") {
+		return "", fieldErr(field, "must not start with '-'")
+	}
+	if strings.Contains(raw, "...") {
+		return "", fieldErr(field, "must name one main package, not a pattern")
+	}
+	p, err := parseRelPath(field, raw)
+	if err != nil {
+		return "", err
+	}
+	if p == "." {
+		return ".", nil
+	}
+	return "./" + p, nil
+}
+
+// binaryName names the program after its package directory, or after the
+// repository when the package is the module root.
+func binaryName(repo, dir, pkg string) string {
+	base := path.Base(pkg)
+	if pkg == "." {
+		base = path.Base(dir)
+	}
+	if base == "." || base == "/" {
+		repo = strings.TrimSuffix(strings.TrimRight(repo, "/"), ".git")
+		base = path.Base(strings.ReplaceAll(repo, ":", "/"))
+	}
+	base = strings.Trim(binaryRE.ReplaceAllString(base, "-"), ".-")
+	if base == "" {
+		return "app"
+	}
+	return base
+}
+
+func checkBuildFlag(f string) *FieldError {
+	if !strings.HasPrefix(f, "-") || f == "-" || f == "--" {
+		return &FieldError{Reason: fmt.Sprintf("%q is not a flag; give flags with values as -name=value", f)}
+	}
+	if strings.ContainsRune(f, 0) || strings.ContainsAny(f, "\n\r") {
+		return &FieldError{Reason: "must be one line of text"}
+	}
+	flagName, _, _ := strings.Cut(strings.TrimPrefix(f, "-"), "=")
+	if why, ok := reservedFlags["-"+strings.TrimPrefix(flagName, "-")]; ok {
+		return &FieldError{Reason: fmt.Sprintf("%s can't be set: %s", f, why)}
+	}
+	return nil
+}
+
+// isSHA reports whether s is a full commit id.
+func isSHA(s string) bool { return shaRE.MatchString(s) }
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,178 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/containerd/platforms"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/client/llb/sourceresolver"
+	"github.com/moby/buildkit/exporter/containerimage/exptypes"
+	gateway "github.com/moby/buildkit/frontend/gateway/client"
+	"github.com/moby/buildkit/session"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/buildsvc/buildsvc/buildkitd"
+	"github.com/buildsvc/buildsvc/llb"
+	"github.com/buildsvc/buildsvc/progress"
+	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+)
+
+// run waits for a build slot, solves the build and records how it ended.
+func (s *Server) run(ctx context.Context, b *build, sha string, log *slog.Logger) {
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	case <-ctx.Done():
+		s.end(b, ctx.Err(), log)
+		return
+	}
+	b.setState(buildv1.BuildState_BUILD_STATE_BUILDING, "building "+sha)
+	res, err := s.solve(ctx, b, sha)
+	if err != nil {
+		s.end(b, err, log)
+		return
+	}
+	log.Info("build succeeded", "image", res.Image)
+	b.succeed(res)
+}
+
+// end records a build that ended without an image.
+func (s *Server) end(b *build, err error, log *slog.Logger) {
+	state := buildv1.BuildState_BUILD_STATE_FAILED
+	if errors.Is(err, context.Canceled) {
+		state = buildv1.BuildState_BUILD_STATE_CANCELLED
+		if s.stopping.Load() {
+			state = buildv1.BuildState_BUILD_STATE_INTERRUPTED
+			err = fmt.Errorf("the server stopped during the build: %w", err)
+		}
+	}
+	log.Warn("build ended", "state", state.String(), "err", err)
+	b.fail(state, buildError(err))
+}
+
+// solve runs the build graph on buildkitd, which pushes the image, and
+// streams BuildKit's progress into the build's log.
+func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.BuildResult, error) {
+	workers, err := s.bk.ListWorkers(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("buildkitd unavailable: %w", err)
+	}
+	if len(workers) == 0 || len(workers[0].Platforms) == 0 {
+		return nil, errors.New("buildkitd has no workers")
+	}
+	platform := platforms.Normalize(workers[0].Platforms[0])
+
+	auth, err := buildkitd.DockerAuth(s.cfg.DockerConfigDir)
+	if err != nil {
+		return nil, err
+	}
+	opt := client.SolveOpt{
+		Exports: []client.ExportEntry{{
+			Type:  client.ExporterImage,
+			Attrs: map[string]string{"name": b.req.Tag, "push": "true"},
+		}},
+		Session: []session.Attachable{auth},
+	}
+	build := func(ctx context.Context, c gateway.Client) (*gateway.Result, error) {
+		builder, err := resolveImage(ctx, c, s.cfg.BuilderImage, platform)
+		if err != nil {
+			return nil, fmt.Errorf("builder image: %w", err)
+		}
+		base, err := resolveImage(ctx, c, b.req.BaseImage, platform)
+		if err != nil {
+			return nil, fmt.Errorf("base image: %w", err)
+		}
+		def, err := llb.Build(ctx, s.spec(b.req, sha, platform, builder, base))
+		if err != nil {
+			return nil, err
+		}
+		res, err := c.Solve(ctx, gateway.SolveRequest{Definition: def.Definition.ToPB(), Evaluate: true})
+		if err != nil {
+			return nil, err
+		}
+		res.AddMeta(exptypes.ExporterImageConfigKey, def.ImageConfig)
+		b.setState(buildv1.BuildState_BUILD_STATE_PUSHING, "pushing "+b.req.Tag)
+		return res, nil
+	}
+
+	statusCh := make(chan *client.SolveStatus)
+	var resp *client.SolveResponse
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.Go(func() error {
+		// Drain every status, even after an error, so the solve never blocks.
+		for st := range statusCh {
+			for _, e := range progress.FromSolveStatus(st) {
+				b.log.append(e)
+			}
+		}
+		return nil
+	})
+	eg.Go(func() error {
+		var err error
+		resp, err = s.bk.Build(ectx, opt, "buildsvc", build, statusCh)
+		return err
+	})
+	if err := eg.Wait(); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	dgst := resp.ExporterResponse[exptypes.ExporterImageDigestKey]
+	if dgst == "" {
+		return nil, errors.New("buildkitd reported no image digest")
+	}
+	tag, err := name.NewTag(b.req.Tag)
+	if err != nil {
+		return nil, err
+	}
+	return &buildv1.BuildResult{
+		Image:  tag.Context().Digest(dgst).Name(),
+		Tag:    b.req.Tag,
+		Digest: dgst,
+		Commit: sha,
+	}, nil
+}
+
+// spec turns an accepted request into the LLB spec of one build.
+func (s *Server) spec(r *request, sha string, platform ocispecs.Platform, builder, base llb.Image) llb.Spec {
+	return llb.Spec{
+		Repo:          r.Repo,
+		Commit:        sha,
+		Dir:           r.Dir,
+		Package:       r.Package,
+		Binary:        r.Binary,
+		BuildFlags:    r.BuildFlags,
+		LDFlags:       r.LDFlags,
+		Env:           r.Env,
+		GoProxy:       s.cfg.GoProxy,
+		GoFlags:       s.cfg.GoFlags,
+		BuildPlatform: platform,
+		Platform:      platform,
+		Builder:       builder,
+		Base:          base,
+		Labels:        r.Labels,
+	}
+}
+
+// resolveImage looks up ref's config for platform through the gateway (so
+// with the session's registry credentials) and pins ref to its digest.
+func resolveImage(ctx context.Context, c gateway.Client, ref string, platform ocispecs.Platform) (llb.Image, error) {
+	named, err := name.ParseReference(ref)
+	if err != nil {
+		return llb.Image{}, err
+	}
+	_, dgst, cfg, err := c.ResolveImageConfig(ctx, ref, sourceresolver.Opt{
+		LogName:  "resolve image config for " + ref,
+		ImageOpt: &sourceresolver.ResolveImageOpt{Platform: &platform, ResolveMode: "default"},
+	})
+	if err != nil {
+		return llb.Image{}, fmt.Errorf("resolve %s: %w", ref, err)
+	}
+	return llb.Image{Ref: named.Context().Digest(dgst.String()).Name(), Config: cfg}, nil
+}
