@@ -1,0 +1,223 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # the variables are for the scripts that source this
+# Shared settings and helpers for the local stack scripts. Sourced, never run.
+#
+# Everything the stack creates lives under $STACK (the repo's .stack/, git-ignored):
+#   bin/      binaries built from pinned versions (bin/versions.stamp records them)
+#   run/      pid files          logs/  service logs
+#   buildkit/ buildkitd root     registry/  registry data, htpasswd, password
+#   docker/   DOCKER_CONFIG      git/       bare repos served by git daemon
+#   env       `export` lines for other scripts and the integration tests
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+STACK="$ROOT/.stack"
+BIN="$STACK/bin"
+RUN="$STACK/run"
+LOGS="$STACK/logs"
+STAMP="$BIN/versions.stamp"
+
+REGISTRY_PORT="${REGISTRY_PORT:-15000}"
+GIT_PORT="${GIT_PORT:-19418}"
+SERVER_PORT="${SERVER_PORT:-17070}"
+
+# Pinned tool versions. BUILDKIT_VERSION must match the main module's go.mod
+# (checked in ensure_buildkit).
+BUILDKIT_VERSION="v0.34.2"
+REGISTRY_VERSION="v3.1.2"
+CRANE_VERSION="v0.22.1"
+
+REGISTRY_ADDR="127.0.0.1:$REGISTRY_PORT"
+REGISTRY_USER="buildsvc"
+BUILDKIT_SOCK="$STACK/buildkitd.sock"
+BUILDKIT_ADDR="unix://$BUILDKIT_SOCK"
+BUILD_SERVER_ADDR="127.0.0.1:$SERVER_PORT"
+GIT_BASE_URL="git://127.0.0.1:$GIT_PORT"
+GIT_BASE_DIR="$STACK/git"
+DOCKER_CONFIG_DIR="$STACK/docker"
+
+# Go: the machines have it in /usr/local/go; a non-login shell may lack it in PATH.
+if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+	export PATH="/usr/local/go/bin:$PATH"
+fi
+# VCS stamping needs a trusted git checkout and adds nothing here.
+case " ${GOFLAGS:-} " in
+*" -buildvcs="*) ;;
+*) export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false" ;;
+esac
+
+log() { printf '==> %s\n' "$*" >&2; }
+warn() { printf 'WARNING: %s\n' "$*" >&2; }
+die() {
+	printf 'ERROR: %s\n' "$*" >&2
+	exit 1
+}
+
+require_go() {
+	command -v go >/dev/null 2>&1 || die "go is not installed (expected /usr/local/go/bin/go)"
+}
+
+# go_version prints the local toolchain's version without the "go" prefix (1.26.8).
+go_version() {
+	local v
+	v="$(go env GOVERSION)"
+	printf '%s\n' "${v#go}"
+}
+
+builder_image() { printf '%s/buildsvc/builder:go%s\n' "$REGISTRY_ADDR" "$(go_version)"; }
+base_image() { printf '%s/buildsvc/base:latest\n' "$REGISTRY_ADDR"; }
+
+# ensure_apt PKG... installs the Debian packages that are not installed yet.
+ensure_apt() {
+	local missing=() p
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	((${#missing[@]} == 0)) && return 0
+	[[ $(id -u) -eq 0 ]] || die "missing packages ${missing[*]}; run as root or install them"
+	log "apt-get install ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q >/dev/null
+	apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# stamp_get NAME prints the version recorded for NAME in the stamp file.
+stamp_get() {
+	[[ -f $STAMP ]] || return 0
+	awk -v n="$1" '$1 == n { $1 = ""; sub(/^ /, ""); print; exit }' "$STAMP"
+}
+
+# stamp_set NAME VERSION records VERSION for NAME.
+stamp_set() {
+	mkdir -p "$BIN"
+	local tmp="$STAMP.tmp.$$"
+	{
+		[[ -f $STAMP ]] && awk -v n="$1" '$1 != n' "$STAMP"
+		printf '%s %s\n' "$1" "$2"
+	} >"$tmp"
+	mv -f "$tmp" "$STAMP"
+}
+
+# ensure_bin NAME VERSION CMD... runs CMD (which must produce $BIN/NAME) unless
+# $BIN/NAME exists and was built for VERSION.
+ensure_bin() {
+	local name="$1" version="$2"
+	shift 2
+	if [[ -x $BIN/$name && "$(stamp_get "$name")" == "$version" ]]; then
+		return 0
+	fi
+	log "building $name ($version)"
+	mkdir -p "$BIN"
+	"$@" || die "building $name failed"
+	[[ -x $BIN/$name ]] || die "building $name did not produce $BIN/$name"
+	stamp_set "$name" "$version"
+}
+
+# pid_alive PIDFILE BINARY: the pid in PIDFILE is a live process running BINARY.
+pid_alive() {
+	local pidfile="$1" binary="$2" pid exe
+	[[ -f $pidfile ]] || return 1
+	pid="$(cat "$pidfile" 2>/dev/null)" || return 1
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	kill -0 "$pid" 2>/dev/null || return 1
+	# Guard against pid reuse: the process must be the binary we started
+	# (after a rebuild the old inode shows as "BINARY (deleted)").
+	exe="$(readlink "/proc/$pid/exe" 2>/dev/null)" || return 1
+	[[ $exe == "$binary" || $exe == "$binary (deleted)" ]]
+}
+
+# tcp_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
+tcp_open() {
+	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# stop_pid NAME PIDFILE BINARY: TERM, wait up to 20 s, then KILL.
+stop_pid() {
+	local name="$1" pidfile="$2" binary="$3" pid i
+	if ! pid_alive "$pidfile" "$binary"; then
+		rm -f "$pidfile"
+		return 0
+	fi
+	pid="$(cat "$pidfile")"
+	log "stopping $name (pid $pid)"
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 200; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		warn "$name did not exit after TERM; sending KILL"
+		kill -KILL "$pid" 2>/dev/null || true
+		for ((i = 0; i < 50; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+	fi
+	rm -f "$pidfile"
+}
+
+# start_bg NAME PIDFILE LOGFILE BINARY ARGS...: start BINARY in a session of
+# its own (no SIGHUP/SIGINT from the caller's terminal) with stdio detached
+# from the caller (so make/CI don't wait on it), appending to LOGFILE. The
+# process writes its own pid before exec'ing BINARY, so the pid file is right
+# even if setsid has to fork.
+start_bg() {
+	local name="$1" pidfile="$2" logfile="$3" binary="$4" i
+	shift 3
+	mkdir -p "$(dirname "$pidfile")" "$(dirname "$logfile")"
+	rm -f "$pidfile"
+	printf '\n==== %s: starting %s at %s\n' "$name" "$*" "$(date -u +%FT%TZ)" >>"$logfile"
+	# shellcheck disable=SC2016 # $$, $0 and $@ belong to the inner bash
+	setsid bash -c 'echo $$ >"$0.tmp" && mv -f "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" \
+		</dev/null >>"$logfile" 2>&1 &
+	for ((i = 0; i < 100; i++)); do
+		pid_alive "$pidfile" "$binary" && break
+		sleep 0.05
+	done
+	pid_alive "$pidfile" "$binary" || {
+		tail -n 30 "$logfile" >&2 || true
+		die "$name failed to start (log: $logfile)"
+	}
+	log "started $name (pid $(cat "$pidfile")), log $logfile"
+}
+
+# wait_until NAME SECONDS PIDFILE BINARY LOGFILE CMD...: poll CMD until it
+# succeeds; fail early (with the log's tail) if the process dies.
+wait_until() {
+	local name="$1" secs="$2" pidfile="$3" binary="$4" logfile="$5" i
+	shift 5
+	for ((i = 0; i < secs * 5; i++)); do
+		if "$@" >/dev/null 2>&1; then
+			return 0
+		fi
+		if ! pid_alive "$pidfile" "$binary"; then
+			tail -n 50 "$logfile" >&2 || true
+			die "$name exited during startup (log: $logfile)"
+		fi
+		sleep 0.2
+	done
+	tail -n 50 "$logfile" >&2 || true
+	die "$name did not become ready within ${secs}s (log: $logfile)"
+}
+
+# write_if_changed FILE: write stdin to FILE; return 0 if the content changed.
+write_if_changed() {
+	local file="$1" tmp
+	tmp="$(mktemp "$file.XXXXXX")"
+	cat >"$tmp"
+	if [[ -f $file ]] && cmp -s "$tmp" "$file"; then
+		rm -f "$tmp"
+		return 1
+	fi
+	chmod 644 "$tmp"
+	mv -f "$tmp" "$file"
+	return 0
+}
+
+# load_env: source .stack/env written by up.sh.
+load_env() {
+	[[ -f $STACK/env ]] || die "$STACK/env is missing; run scripts/up.sh (make up) first"
+	# shellcheck source=/dev/null
+	source "$STACK/env"
+}
