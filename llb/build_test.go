@@ -1,0 +1,610 @@
+package llb
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/moby/buildkit/solver/pb"
+	digest "github.com/opencontainers/go-digest"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+const (
+	sha1Commit   = "0123456789abcdef0123456789abcdef01234567"
+	sha256Commit = "89abcdef0123456789abcdef0123456789abcdef0123456789abcdef01234567"
+)
+
+var (
+	amd64 = ocispecs.Platform{OS: "linux", Architecture: "amd64"}
+	arm64 = ocispecs.Platform{OS: "linux", Architecture: "arm64"}
+	armv7 = ocispecs.Platform{OS: "linux", Architecture: "arm", Variant: "v7"}
+)
+
+const builderConfig = `{
+  "architecture": "amd64", "os": "linux",
+  "config": {
+    "Env": ["PATH=/usr/local/go/bin:/go/bin:/bin", "GOROOT=/usr/local/go", "GOPATH=/go", "GOTOOLCHAIN=local"],
+    "WorkingDir": "/go"
+  },
+  "rootfs": {"type": "layers", "diff_ids": ["sha256:1111111111111111111111111111111111111111111111111111111111111111"]}
+}`
+
+const baseConfig = `{
+  "architecture": "amd64", "os": "linux",
+  "created": "2024-01-02T03:04:05Z",
+  "config": {
+    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],
+    "User": "65532:65532",
+    "Cmd": ["/bin/sh"],
+    "Labels": {"maintainer": "base <b@example.com>", "org.opencontainers.image.source": "https://base.example/base"},
+    "Healthcheck": {"Test": ["NONE"]}
+  },
+  "rootfs": {"type": "layers", "diff_ids": ["sha256:2222222222222222222222222222222222222222222222222222222222222222"]},
+  "history": [{"created": "2024-01-02T03:04:05Z", "created_by": "COPY certs /etc/ssl/certs"}]
+}`
+
+// specs are the golden cases, by golden file name.
+func specs() map[string]Spec {
+	return map[string]Spec{
+		"root": {
+			Repo:          "https://github.com/example/hello.git",
+			Commit:        sha1Commit,
+			Dir:           ".",
+			Package:       ".",
+			Binary:        "hello",
+			BuildPlatform: amd64,
+			Platform:      amd64,
+			Builder:       Image{Ref: "registry.example/builder/go:1.26", Config: []byte(builderConfig)},
+			Base:          Image{Ref: "registry.example/base/static:latest", Config: []byte(baseConfig)},
+		},
+		"subdir": {
+			Repo:          "https://git.example/team/mono.git",
+			Commit:        sha256Commit,
+			Dir:           "services/api",
+			Package:       "./cmd/app",
+			Binary:        "app",
+			BuildFlags:    []string{"-tags", "netgo,osusergo", "-v"},
+			LDFlags:       "-s -w -X main.version=1.2.3",
+			Env:           map[string]string{"ZZ_LAST": "z", "CGO_ENABLED": "1", "AA_FIRST": "a"},
+			GoProxy:       "https://proxy.example,direct",
+			GoFlags:       "-mod=vendor",
+			BuildPlatform: amd64,
+			Platform:      amd64,
+			Builder:       Image{Ref: "golang:alpine", Config: []byte(builderConfig)},
+			Base:          Image{Ref: "gcr.io/distroless/static@sha256:3333333333333333333333333333333333333333333333333333333333333333", Config: []byte(baseConfig)},
+			Labels:        map[string]string{"team": "api", LabelSource: "overridden by the service"},
+		},
+		"arm64": {
+			Repo:          "https://github.com/example/hello.git",
+			Commit:        sha1Commit,
+			Dir:           ".",
+			Package:       "./cmd/hello",
+			Binary:        "hello",
+			BuildPlatform: amd64,
+			Platform:      arm64,
+			Builder:       Image{Ref: "registry.example/builder/go:1.26", Config: []byte(builderConfig)},
+			Base:          Image{Ref: "registry.example/base/static:latest", Config: []byte(strings.Replace(baseConfig, `"amd64"`, `"arm64"`, 1))},
+		},
+		"noconfig-armv7": {
+			Repo:          "git://127.0.0.1:9418/hello.git",
+			Commit:        sha1Commit,
+			Dir:           ".",
+			Package:       ".",
+			Binary:        "hello",
+			BuildPlatform: amd64,
+			Platform:      armv7,
+			Builder:       Image{Ref: "127.0.0.1:5000/builder:latest"},
+			Base:          Image{Ref: "127.0.0.1:5000/base:latest"},
+		},
+	}
+}
+
+func mustBuild(t *testing.T, s Spec) *Result {
+	t.Helper()
+	res, err := Build(context.Background(), s)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	return res
+}
+
+func TestGolden(t *testing.T) {
+	for name, s := range specs() {
+		t.Run(name, func(t *testing.T) {
+			got := dump(t, mustBuild(t, s))
+			file := filepath.Join("testdata", name+".golden")
+			if *update {
+				if err := os.WriteFile(file, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatalf("%v (run go test ./llb/ -update to create it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s differs from the build's output; if the change is intended, run go test ./llb/ -update and review the diff.\ngot:\n%s", file, got)
+			}
+		})
+	}
+}
+
+// dump is a readable, complete rendering of a Result: every op in
+// definition order with its digest, metadata and protobuf as JSON, then the
+// image config.
+func dump(t *testing.T, res *Result) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	for i, dt := range res.Definition.Def {
+		dgst := digest.FromBytes(dt)
+		var op pb.Op
+		if err := proto.Unmarshal(dt, &op); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "# op %d %s\n", i, dgst)
+		if md, ok := res.Definition.Metadata[dgst]; ok {
+			fmt.Fprintf(&b, "## metadata\n%s\n", indentJSON(t, mustMarshal(t, md)))
+		}
+		opJSON, err := protojson.Marshal(&op)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "## op\n%s\n\n", indentJSON(t, opJSON))
+	}
+	fmt.Fprintf(&b, "# image config\n%s\n", indentJSON(t, res.ImageConfig))
+	return b.Bytes()
+}
+
+// indentJSON re-indents JSON; compacting first drops the whitespace
+// protojson varies on purpose, so the golden files do not depend on it.
+func indentJSON(t *testing.T, in []byte) []byte {
+	t.Helper()
+	var compact, out bytes.Buffer
+	if err := json.Compact(&compact, in); err != nil {
+		t.Fatalf("compact %s: %v", in, err)
+	}
+	if err := json.Indent(&out, compact.Bytes(), "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+func mustMarshal(t *testing.T, v any) []byte {
+	t.Helper()
+	dt, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dt
+}
+
+// graph is a definition read back into protobuf ops.
+type graph struct {
+	ops  map[string]*pb.Op // by digest
+	head *pb.Op            // the op the definition's output points at
+}
+
+func readBack(t *testing.T, res *Result) graph {
+	t.Helper()
+	g := graph{ops: map[string]*pb.Op{}}
+	def := res.Definition.Def
+	for _, dt := range def {
+		var op pb.Op
+		if err := proto.Unmarshal(dt, &op); err != nil {
+			t.Fatal(err)
+		}
+		g.ops[digest.FromBytes(dt).String()] = &op
+	}
+	var last pb.Op
+	if err := proto.Unmarshal(def[len(def)-1], &last); err != nil {
+		t.Fatal(err)
+	}
+	if last.Op != nil || len(last.Inputs) != 1 {
+		t.Fatalf("last op is not the output marker: %v", &last)
+	}
+	g.head = g.input(t, last.Inputs[0])
+	return g
+}
+
+func (g graph) input(t *testing.T, in *pb.Input) *pb.Op {
+	t.Helper()
+	op, ok := g.ops[in.Digest]
+	if !ok {
+		t.Fatalf("input %s is not in the definition", in.Digest)
+	}
+	return op
+}
+
+func (g graph) only(t *testing.T, kind string, match func(*pb.Op) bool) *pb.Op {
+	t.Helper()
+	var found []*pb.Op
+	for _, op := range g.ops {
+		if match(op) {
+			found = append(found, op)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("want 1 %s op, found %d", kind, len(found))
+	}
+	return found[0]
+}
+
+func envMap(env []string) map[string]string {
+	m := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	return m
+}
+
+func TestReadBack(t *testing.T) {
+	for name, s := range specs() {
+		t.Run(name, func(t *testing.T) {
+			res := mustBuild(t, s)
+			g := readBack(t, res)
+
+			// The head is the copy onto the base image.
+			file := g.head.GetFile()
+			if file == nil || len(file.Actions) != 1 || file.Actions[0].GetCopy() == nil {
+				t.Fatalf("head op is not a single copy: %v", g.head)
+			}
+			cp := file.Actions[0].GetCopy()
+			if want := "/usr/local/bin/" + s.Binary; cp.Dest != want {
+				t.Errorf("copy dest = %q, want %q", cp.Dest, want)
+			}
+			if want := "/" + s.Binary; cp.Src != want {
+				t.Errorf("copy src = %q, want %q", cp.Src, want)
+			}
+			if cp.Mode != 0o755 || !cp.CreateDestPath {
+				t.Errorf("copy mode %o, create dest path %v; want 755, true", cp.Mode, cp.CreateDestPath)
+			}
+			if len(g.head.Inputs) != 2 {
+				t.Fatalf("copy has %d inputs, want 2 (base, build output)", len(g.head.Inputs))
+			}
+			baseOp := g.input(t, g.head.Inputs[file.Actions[0].Input])
+			outOp := g.input(t, g.head.Inputs[file.Actions[0].SecondaryInput])
+
+			// The base image, on the target platform.
+			src := baseOp.GetSource()
+			if src == nil || !strings.HasPrefix(src.Identifier, "docker-image://") {
+				t.Fatalf("copy base is not an image source: %v", baseOp)
+			}
+			if wantRef := normalizedRef(s.Base.Ref); src.Identifier != "docker-image://"+wantRef {
+				t.Errorf("base identifier %q, want docker-image://%s", src.Identifier, wantRef)
+			}
+			assertPlatform(t, "base", baseOp.Platform, s.Platform)
+
+			// The build output: the /out mount of the go build exec.
+			exec := outOp.GetExec()
+			if exec == nil {
+				t.Fatalf("copy source is not an exec: %v", outOp)
+			}
+			assertPlatform(t, "exec", outOp.Platform, s.BuildPlatform)
+			var outMount *pb.Mount
+			for _, m := range exec.Mounts {
+				if m.Dest == OutputDir {
+					outMount = m
+				}
+			}
+			if outMount == nil || outMount.Input != int64(pb.Empty) || outMount.Output < 0 {
+				t.Fatalf("no scratch output mount at %s: %v", OutputDir, exec.Mounts)
+			}
+			outIndex := g.head.Inputs[file.Actions[0].SecondaryInput].Index
+			if outIndex != outMount.Output {
+				t.Errorf("copy reads exec output %d, the /out mount is output %d", outIndex, outMount.Output)
+			}
+
+			wantArgs := []string{"go", "build", "-trimpath", "-o", "/out/" + s.Binary}
+			wantArgs = append(wantArgs, s.BuildFlags...)
+			if s.LDFlags != "" {
+				wantArgs = append(wantArgs, "-ldflags", s.LDFlags)
+			}
+			wantArgs = append(wantArgs, s.Package)
+			if !slices.Equal(exec.Meta.Args, wantArgs) {
+				t.Errorf("args = %q, want %q", exec.Meta.Args, wantArgs)
+			}
+			if want := filepath.Join("/src", s.Dir); exec.Meta.Cwd != want {
+				t.Errorf("cwd = %q, want %q", exec.Meta.Cwd, want)
+			}
+
+			env := envMap(exec.Meta.Env)
+			if len(env) != len(exec.Meta.Env) {
+				t.Errorf("env has duplicate keys: %q", exec.Meta.Env)
+			}
+			wantEnv := map[string]string{
+				"CGO_ENABLED": "0",
+				"GOOS":        s.Platform.OS,
+				"GOARCH":      s.Platform.Architecture,
+				"HOME":        "/root",
+				"GOCACHE":     "/root/.cache/go-build",
+				"GOMODCACHE":  "/go/pkg/mod",
+			}
+			if s.Platform.Architecture == "arm" {
+				wantEnv["GOARM"] = strings.TrimPrefix(s.Platform.Variant, "v")
+			}
+			if s.GoProxy != "" {
+				wantEnv["GOPROXY"] = s.GoProxy
+			}
+			if s.GoFlags != "" {
+				wantEnv["GOFLAGS"] = s.GoFlags
+			}
+			for k, v := range s.Env {
+				wantEnv[k] = v
+			}
+			for k, v := range wantEnv {
+				if got, ok := env[k]; !ok || got != v {
+					t.Errorf("env %s = %q (set %v), want %q", k, got, ok, v)
+				}
+			}
+			if _, ok := env["GOARM"]; ok && s.Platform.Architecture != "arm" {
+				t.Errorf("GOARM set for %s", s.Platform.Architecture)
+			}
+			if s.Builder.Config != nil {
+				// The builder's ENV is carried.
+				if env["GOROOT"] != "/usr/local/go" || env["PATH"] != "/usr/local/go/bin:/go/bin:/bin" {
+					t.Errorf("builder image env not carried: %q", exec.Meta.Env)
+				}
+			} else if !strings.Contains(env["PATH"], "/usr/local/go/bin") {
+				t.Errorf("no builder config and PATH %q has no Go toolchain", env["PATH"])
+			}
+
+			// Mounts: root = builder image, /src = git read-only, caches.
+			mounts := map[string]*pb.Mount{}
+			for _, m := range exec.Mounts {
+				mounts[m.Dest] = m
+			}
+			if len(mounts) != 5 {
+				t.Errorf("want 5 mounts (/, /src, /out, 2 caches), got %v", exec.Mounts)
+			}
+			for dest, id := range map[string]string{
+				"/go/pkg/mod":           "buildsvc-gomodcache",
+				"/root/.cache/go-build": "buildsvc-gocache",
+			} {
+				m := mounts[dest]
+				if m == nil {
+					t.Errorf("no cache mount at %s", dest)
+					continue
+				}
+				if m.MountType != pb.MountType_CACHE || m.CacheOpt.GetID() != id ||
+					m.CacheOpt.GetSharing() != pb.CacheSharingOpt_SHARED || m.Input != int64(pb.Empty) {
+					t.Errorf("cache mount at %s = %v, want CACHE id %s SHARED from scratch", dest, m, id)
+				}
+			}
+
+			root := mounts["/"]
+			if root == nil {
+				t.Fatal("no root mount")
+			}
+			builderOp := g.input(t, outOp.Inputs[root.Input])
+			if id := builderOp.GetSource().GetIdentifier(); id != "docker-image://"+normalizedRef(s.Builder.Ref) {
+				t.Errorf("builder identifier %q, want docker-image://%s", id, normalizedRef(s.Builder.Ref))
+			}
+			assertPlatform(t, "builder", builderOp.Platform, s.BuildPlatform)
+
+			srcMount := mounts["/src"]
+			if srcMount == nil || !srcMount.Readonly {
+				t.Fatalf("source mount %v, want read-only at /src", srcMount)
+			}
+			gitOp := g.input(t, outOp.Inputs[srcMount.Input])
+			gitSrc := gitOp.GetSource()
+			if gitSrc == nil || !strings.HasPrefix(gitSrc.Identifier, "git://") ||
+				!strings.HasSuffix(gitSrc.Identifier, "#"+s.Commit) {
+				t.Errorf("git identifier %q does not pin %s", gitSrc.GetIdentifier(), s.Commit)
+			}
+			if gitSrc.Attrs[pb.AttrKeepGitDir] != "" {
+				t.Errorf("git source keeps .git: %v", gitSrc.Attrs)
+			}
+			if gitSrc.Attrs[pb.AttrFullRemoteURL] != s.Repo {
+				t.Errorf("git full URL %q, want %q", gitSrc.Attrs[pb.AttrFullRemoteURL], s.Repo)
+			}
+
+			// Custom names.
+			names := map[string]bool{}
+			for _, md := range res.Definition.Metadata {
+				if n := md.Description["llb.customname"]; n != "" {
+					names[n] = true
+				}
+			}
+			for _, n := range []string{
+				"git " + s.Repo + "@" + s.Commit[:12],
+				"go build " + s.Package,
+				"copy " + s.Binary,
+			} {
+				if !names[n] {
+					t.Errorf("no vertex named %q in %v", n, names)
+				}
+			}
+
+			checkImageConfig(t, s, res.ImageConfig)
+		})
+	}
+}
+
+func normalizedRef(ref string) string {
+	switch ref {
+	case "golang:alpine":
+		return "docker.io/library/golang:alpine"
+	}
+	return ref
+}
+
+func assertPlatform(t *testing.T, what string, got *pb.Platform, want ocispecs.Platform) {
+	t.Helper()
+	if got == nil || got.OS != want.OS || got.Architecture != want.Architecture || got.Variant != want.Variant {
+		t.Errorf("%s platform = %v, want %s/%s/%s", what, got, want.OS, want.Architecture, want.Variant)
+	}
+}
+
+func checkImageConfig(t *testing.T, s Spec, dt []byte) {
+	t.Helper()
+	var img ocispecs.Image
+	if err := json.Unmarshal(dt, &img); err != nil {
+		t.Fatalf("image config: %v", err)
+	}
+	if img.OS != s.Platform.OS || img.Architecture != s.Platform.Architecture || img.Variant != s.Platform.Variant {
+		t.Errorf("image platform %s/%s/%s, want %v", img.OS, img.Architecture, img.Variant, s.Platform)
+	}
+	if img.Created != nil {
+		t.Errorf("image config has created %v; the exporter sets it", img.Created)
+	}
+	if want := []string{"/usr/local/bin/" + s.Binary}; !slices.Equal(img.Config.Entrypoint, want) {
+		t.Errorf("entrypoint %q, want %q", img.Config.Entrypoint, want)
+	}
+	if img.Config.Cmd != nil {
+		t.Errorf("cmd %q, want none", img.Config.Cmd)
+	}
+	if img.Config.Labels[LabelSource] != s.Repo || img.Config.Labels[LabelRevision] != s.Commit {
+		t.Errorf("labels %v lack source %s / revision %s", img.Config.Labels, s.Repo, s.Commit)
+	}
+	for k, v := range s.Labels {
+		if k == LabelSource || k == LabelRevision {
+			continue
+		}
+		if img.Config.Labels[k] != v {
+			t.Errorf("label %s = %q, want %q", k, img.Config.Labels[k], v)
+		}
+	}
+
+	if s.Base.Config == nil {
+		if img.Config.WorkingDir != "/" || !slices.Equal(img.Config.Env, []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}) {
+			t.Errorf("minimal config: workdir %q env %q", img.Config.WorkingDir, img.Config.Env)
+		}
+		if img.RootFS.Type != "layers" || len(img.RootFS.DiffIDs) != 0 || len(img.History) != 0 {
+			t.Errorf("minimal config rootfs %v history %v", img.RootFS, img.History)
+		}
+		return
+	}
+	var base ocispecs.Image
+	if err := json.Unmarshal(s.Base.Config, &base); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(img.Config.Env, base.Config.Env) || img.Config.User != base.Config.User {
+		t.Errorf("env %q user %q, want the base's %q %q", img.Config.Env, img.Config.User, base.Config.Env, base.Config.User)
+	}
+	if img.Config.WorkingDir != "/" {
+		t.Errorf("workdir %q, want /", img.Config.WorkingDir)
+	}
+	if img.Config.Labels["maintainer"] != base.Config.Labels["maintainer"] {
+		t.Errorf("base label lost: %v", img.Config.Labels)
+	}
+	if !slices.Equal(img.RootFS.DiffIDs, base.RootFS.DiffIDs) || len(img.History) != len(base.History) {
+		t.Errorf("rootfs/history changed: %v %v", img.RootFS, img.History)
+	}
+	// Fields this package does not model pass through.
+	var raw struct {
+		Config map[string]json.RawMessage `json:"config"`
+	}
+	if err := json.Unmarshal(dt, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if string(raw.Config["Healthcheck"]) != `{"Test":["NONE"]}` {
+		t.Errorf("Healthcheck not kept: %s", raw.Config["Healthcheck"])
+	}
+}
+
+func TestDeterministic(t *testing.T) {
+	for name, s := range specs() {
+		t.Run(name, func(t *testing.T) {
+			first := serialize(t, mustBuild(t, s))
+			for range 10 {
+				if got := serialize(t, mustBuild(t, s)); !bytes.Equal(got, first) {
+					t.Fatal("two builds of the same spec differ")
+				}
+			}
+		})
+	}
+}
+
+// serialize is every byte of a Result: the definition as a deterministic
+// protobuf (ops, metadata, source map) and the image config.
+func serialize(t *testing.T, res *Result) []byte {
+	t.Helper()
+	def, err := proto.MarshalOptions{Deterministic: true}.Marshal(res.Definition.ToPB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(append(def, 0), res.ImageConfig...)
+}
+
+func TestInvalidSpec(t *testing.T) {
+	good := specs()["root"]
+	for _, tc := range []struct {
+		name   string
+		change func(*Spec)
+	}{
+		{"empty repo", func(s *Spec) { s.Repo = "" }},
+		{"ssh repo", func(s *Spec) { s.Repo = "git@github.com:example/hello.git" }},
+		{"ssh url repo", func(s *Spec) { s.Repo = "ssh://git@github.com/example/hello.git" }},
+		{"credentials in repo", func(s *Spec) { s.Repo = "https://user:token@github.com/example/hello.git" }},
+		{"fragment in repo", func(s *Spec) { s.Repo = "https://github.com/example/hello.git#main" }},
+		{"unsupported scheme", func(s *Spec) { s.Repo = "ftp://example.com/hello.git" }},
+		{"branch commit", func(s *Spec) { s.Commit = "main" }},
+		{"short commit", func(s *Spec) { s.Commit = sha1Commit[:12] }},
+		{"uppercase commit", func(s *Spec) { s.Commit = strings.ToUpper(sha1Commit) }},
+		{"41 char commit", func(s *Spec) { s.Commit = sha1Commit + "0" }},
+		{"empty binary", func(s *Spec) { s.Binary = "" }},
+		{"binary path", func(s *Spec) { s.Binary = "bin/hello" }},
+		{"dot binary", func(s *Spec) { s.Binary = ".." }},
+		{"empty package", func(s *Spec) { s.Package = "" }},
+		{"empty dir", func(s *Spec) { s.Dir = "" }},
+		{"absolute dir", func(s *Spec) { s.Dir = "/etc" }},
+		{"escaping dir", func(s *Spec) { s.Dir = "a/../../etc" }},
+		{"empty builder", func(s *Spec) { s.Builder.Ref = "" }},
+		{"empty base", func(s *Spec) { s.Base.Ref = "" }},
+		{"no platform", func(s *Spec) { s.Platform = ocispecs.Platform{} }},
+		{"no build platform", func(s *Spec) { s.BuildPlatform = ocispecs.Platform{OS: "linux"} }},
+		{"bad builder config", func(s *Spec) { s.Builder.Config = []byte("{") }},
+		{"null base config", func(s *Spec) { s.Base.Config = []byte("null") }},
+		{"bad base labels", func(s *Spec) { s.Base.Config = []byte(`{"config":{"Labels":["x"]}}`) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := good
+			tc.change(&s)
+			res, err := Build(context.Background(), s)
+			if err == nil {
+				t.Fatalf("Build succeeded: %v", res)
+			}
+			if !errors.Is(err, ErrInvalidSpec) {
+				t.Errorf("error %q does not wrap ErrInvalidSpec", err)
+			}
+		})
+	}
+}
+
+// TestBadImageRef checks that a reference BuildKit cannot parse fails the
+// build instead of making a graph.
+func TestBadImageRef(t *testing.T) {
+	s := specs()["root"]
+	s.Base.Ref = "Not A Reference"
+	if _, err := Build(context.Background(), s); err == nil {
+		t.Fatal("Build with an invalid base reference succeeded")
+	}
+}
+
+// TestDoesNotMutateSpec checks that Build leaves the caller's config bytes
+// and maps alone.
+func TestDoesNotMutateSpec(t *testing.T) {
+	s := specs()["subdir"]
+	cfg := slices.Clone(s.Base.Config)
+	env := fmt.Sprint(s.Env)
+	labels := fmt.Sprint(s.Labels)
+	mustBuild(t, s)
+	if !bytes.Equal(cfg, s.Base.Config) || env != fmt.Sprint(s.Env) || labels != fmt.Sprint(s.Labels) {
+		t.Error("Build changed its Spec")
+	}
+}

@@ -1,0 +1,100 @@
+package llb
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/moby/buildkit/util/gitutil"
+)
+
+// ErrInvalidSpec is wrapped by the errors Build returns for a Spec it
+// cannot convert. The checks are minimal: the caller validates requests
+// properly; these only keep a bad Spec from making a misleading graph.
+var ErrInvalidSpec = errors.New("invalid build spec")
+
+func validate(s Spec) error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidSpec, fmt.Sprintf(format, a...))
+	}
+	if s.Repo == "" {
+		return bad("repo is empty")
+	}
+	if err := checkRepo(s.Repo); err != nil {
+		return bad("repo %q: %v", s.Repo, err)
+	}
+	if !isSHA(s.Commit) {
+		return bad("commit %q is not a full lowercase hex SHA (40 or 64 characters)", s.Commit)
+	}
+	if !localDir(s.Dir) {
+		return bad("dir %q is not a relative path inside the repository", s.Dir)
+	}
+	if s.Package == "" {
+		return bad("package is empty")
+	}
+	if s.Binary == "" || strings.Contains(s.Binary, "/") || s.Binary == "." || s.Binary == ".." {
+		return bad("binary name %q is empty, a path or a dot name", s.Binary)
+	}
+	if s.Builder.Ref == "" {
+		return bad("builder image is empty")
+	}
+	if s.Base.Ref == "" {
+		return bad("base image is empty")
+	}
+	if s.BuildPlatform.OS == "" || s.BuildPlatform.Architecture == "" {
+		return bad("build platform %+v lacks os or architecture", s.BuildPlatform)
+	}
+	if s.Platform.OS == "" || s.Platform.Architecture == "" {
+		return bad("platform %+v lacks os or architecture", s.Platform)
+	}
+	return nil
+}
+
+// checkRepo refuses the git URLs that would make the graph depend on more
+// than the Spec: SSH URLs (BuildKit's llb.Git scans the host's keys over the
+// network while marshalling), credentials in the URL (they belong in
+// BuildKit secrets) and fragments (the commit is the only ref).
+func checkRepo(repo string) error {
+	u, err := gitutil.ParseURL(repo)
+	if errors.Is(err, gitutil.ErrUnknownProtocol) {
+		// llb.Git reads a bare host/path as https.
+		u, err = gitutil.ParseURL("https://" + repo)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case u.Scheme == gitutil.SSHProtocol:
+		return errors.New("ssh git URLs are not supported, use https or git")
+	case u.User != nil:
+		return errors.New("credentials in the URL are not allowed")
+	case strings.Contains(repo, "#"):
+		return errors.New("a fragment is not allowed, the commit is the ref")
+	case u.Host == "":
+		return errors.New("no host")
+	}
+	return nil
+}
+
+func isSHA(s string) bool {
+	if len(s) != 40 && len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// localDir reports whether dir is a relative path that stays inside the
+// repository ("." is the root).
+func localDir(dir string) bool {
+	if dir == "" || path.IsAbs(dir) {
+		return false
+	}
+	c := path.Clean(dir)
+	return c != ".." && !strings.HasPrefix(c, "../")
+}
