@@ -16,3 +16,22 @@ proto:
 		--go_out=proto --go_opt=paths=source_relative \
 		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
 		proto/build/v1/build.proto
+
+# ---- local stack (scripts/, state in .stack/) --------------------------------
+
+.PHONY: up down images demo test
+## up: start the local stack (registry, buildkitd, git daemon, build server); idempotent
+up:
+	bash scripts/up.sh
+## down: stop the local stack (state in .stack/ is kept)
+down:
+	bash scripts/down.sh
+## images: build and push the builder and base images if the registry lacks them
+images:
+	bash scripts/images.sh
+## demo: build testdata/sampleapp from git into an image, check it and run it
+demo:
+	bash scripts/demo.sh
+## test: go vet, unit tests, then the integration tests against the local stack
+test:
+	bash scripts/test.sh

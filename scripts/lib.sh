@@ -132,7 +132,8 @@ tcp_open() {
 	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# stop_pid NAME PIDFILE BINARY: TERM, wait up to 20 s, then KILL.
+# stop_pid NAME PIDFILE BINARY: TERM, wait up to 40 s (the build server lets
+# running builds finish for 30 s), then KILL.
 stop_pid() {
 	local name="$1" pidfile="$2" binary="$3" pid i
 	if ! pid_alive "$pidfile" "$binary"; then
@@ -142,7 +143,7 @@ stop_pid() {
 	pid="$(cat "$pidfile")"
 	log "stopping $name (pid $pid)"
 	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 200; i++)); do
+	for ((i = 0; i < 400; i++)); do
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Every test: static checks and unit tests (no daemons), then the integration
+# tests against the real local stack (started if needed, left running so a
+# rerun is fast; `make down` stops it).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_go
+cd "$ROOT"
+
+log "go vet ./..."
+go vet ./...
+
+log "tools/buildkit: go vet, deploy/buildkitd.toml check"
+(cd tools/buildkit && go vet ./cmd/... && go run ./cmd/checkconfig "$ROOT/deploy/buildkitd.toml")
+
+log "unit tests: go test ./..."
+t0=$SECONDS
+go test -timeout 5m ./...
+log "unit tests took $((SECONDS - t0))s"
+
+bash "$ROOT/scripts/up.sh"
+bash "$ROOT/scripts/images.sh"
+
+if [[ ! -d $ROOT/integration ]]; then
+	log "integration/ does not exist yet: skipping the integration tests"
+	exit 0
+fi
+
+load_env
+export STACK_DIR BUILD_SERVER_ADDR BUILDKIT_ADDR REGISTRY_ADDR REGISTRY_USER REGISTRY_PASSWORD_FILE \
+	DOCKER_CONFIG GIT_BASE_URL GIT_BASE_DIR BUILDER_IMAGE BASE_IMAGE
+log "integration tests: go test -tags integration ./integration/..."
+rc=0
+go test -tags integration -count=1 -timeout 40m ./integration/... || rc=$?
+if ((rc != 0)); then
+	for f in "$LOGS/buildkitd.log" "$LOGS/server.log"; do
+		printf '\n===== last 200 lines of %s =====\n' "$f"
+		tail -n 200 "$f" 2>/dev/null || echo "(missing)"
+	done
+	die "integration tests failed (exit $rc); the stack is left running for inspection"
+fi
