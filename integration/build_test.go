@@ -1,0 +1,186 @@
+//go:build integration
+
+package integration
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/buildsvc/buildsvc/llb"
+	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+)
+
+const sampleOutput = "hello from sampleapp "
+
+func sampleFiles(t testing.TB) map[string]string { return readDir(t, "../testdata/sampleapp") }
+
+func tagFor(t testing.TB, suffix string) string {
+	st := loadStack(t)
+	repo := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	return fmt.Sprintf("%s/it/%s:%s", st.RegistryAddr, repo, suffix)
+}
+
+func requireSuccess(t testing.TB, o outcome) *buildv1.BuildResult {
+	t.Helper()
+	if o.err != nil {
+		t.Fatalf("stream failed: %v\nlogs:\n%s", o.err, o.logs())
+	}
+	res := o.result()
+	if res == nil {
+		t.Fatalf("no result; error %v\nlogs:\n%s", o.buildErr(), o.logs())
+	}
+	return res
+}
+
+// The main job: a branch of the sample app becomes a pushed, valid,
+// runnable image; a new commit on top then builds with the caches warm.
+func TestBuildSampleAndWarmRebuild(t *testing.T) {
+	c := startServer(t, nil)
+	repo := newRepo(t, sampleFiles(t))
+	mainSHA := repo.git(repo.work, "rev-parse", "HEAD")
+	tag := tagFor(t, "v1")
+
+	o := build(t, c, &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tag})
+	res := requireSuccess(t, o)
+
+	wantStates := []buildv1.BuildState{
+		buildv1.BuildState_BUILD_STATE_RESOLVING, buildv1.BuildState_BUILD_STATE_QUEUED,
+		buildv1.BuildState_BUILD_STATE_BUILDING, buildv1.BuildState_BUILD_STATE_PUSHING,
+		buildv1.BuildState_BUILD_STATE_SUCCEEDED,
+	}
+	if fmt.Sprint(o.states()) != fmt.Sprint(wantStates) {
+		t.Errorf("states = %v, want %v", o.states(), wantStates)
+	}
+	if res.Commit != mainSHA {
+		t.Errorf("result commit = %s, want %s", res.Commit, mainSHA)
+	}
+	if got := tagDigest(t, tag); got != res.Digest {
+		t.Errorf("registry has %s at %s, build reported %s", got, tag, res.Digest)
+	}
+	if !strings.HasSuffix(res.Image, "@"+res.Digest) {
+		t.Errorf("image %q is not pinned to digest %s", res.Image, res.Digest)
+	}
+	img := pushedImage(t, res.Image)
+	if out := runEntrypoint(t, img); !strings.HasPrefix(out, sampleOutput) {
+		t.Errorf("binary printed %q, want prefix %q", out, sampleOutput)
+	}
+	labels := imageLabels(t, img)
+	if labels[llb.LabelRevision] != mainSHA || labels[llb.LabelSource] != repo.URL {
+		t.Errorf("labels = %v, want revision %s and source %s", labels, mainSHA, repo.URL)
+	}
+	var vertices int
+	for _, e := range o.events {
+		if e.GetVertex() != nil {
+			vertices++
+		}
+	}
+	if vertices == 0 {
+		t.Error("no vertex progress was streamed")
+	}
+
+	// A new commit: the source changed, so go build runs again, but the
+	// module cache is warm, so nothing is downloaded.
+	files := sampleFiles(t)
+	files["main.go"] = strings.Replace(files["main.go"], "hello from sampleapp", "hello again from sampleapp", 1)
+	newSHA := repo.commit("main", "second", files)
+	o2 := build(t, c, &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: newSHA, ImageTag: tagFor(t, "v2")})
+	res2 := requireSuccess(t, o2)
+	if strings.Contains(o2.logs(), "go: downloading") {
+		t.Errorf("warm rebuild downloaded modules:\n%s", o2.logs())
+	}
+	if out := runEntrypoint(t, pushedImage(t, res2.Image)); !strings.HasPrefix(out, "hello again from sampleapp") {
+		t.Errorf("rebuilt binary printed %q", out)
+	}
+}
+
+// A branch name resolves to the branch's SHA, and the image says so.
+func TestBranchResolvesToSHA(t *testing.T) {
+	c := startServer(t, nil)
+	repo := newRepo(t, sampleFiles(t))
+	files := sampleFiles(t)
+	files["main.go"] = strings.Replace(files["main.go"], "hello from sampleapp", "hello from feature", 1)
+	featureSHA := repo.commit("feature/x", "feature", files)
+
+	res := requireSuccess(t, build(t, c, &buildv1.CreateImageRequest{
+		GitRepo: repo.URL, GitCommit: "feature/x", ImageTag: tagFor(t, "feature"),
+	}))
+	if res.Commit != featureSHA {
+		t.Errorf("built %s, want feature/x at %s", res.Commit, featureSHA)
+	}
+	img := pushedImage(t, res.Image)
+	if got := imageLabels(t, img)[llb.LabelRevision]; got != featureSHA {
+		t.Errorf("revision label = %s, want %s", got, featureSHA)
+	}
+	if out := runEntrypoint(t, img); !strings.HasPrefix(out, "hello from feature") {
+		t.Errorf("binary printed %q", out)
+	}
+}
+
+// A compile error fails the build, with the compiler's message in the logs
+// and the record readable afterwards.
+func TestCompileErrorFails(t *testing.T) {
+	c := startServer(t, nil)
+	files := sampleFiles(t)
+	files["broken.go"] = "package main\n\nfunc broken() { undefinedThing() }\n"
+	repo := newRepo(t, files)
+
+	o := build(t, c, &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "broken")})
+	if o.err != nil {
+		t.Fatalf("stream error: %v", o.err)
+	}
+	berr := o.buildErr()
+	if berr == nil || o.result() != nil {
+		t.Fatalf("want a build error, got result %v", o.result())
+	}
+	states := o.states()
+	if last := states[len(states)-1]; last != buildv1.BuildState_BUILD_STATE_FAILED {
+		t.Errorf("final state %v, want FAILED", last)
+	}
+	if !strings.Contains(o.logs(), "undefined: undefinedThing") {
+		t.Errorf("compiler message not in logs:\n%s", o.logs())
+	}
+	info, err := c.GetBuild(t.Context(), &buildv1.GetBuildRequest{BuildId: o.events[0].BuildId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State != buildv1.BuildState_BUILD_STATE_FAILED || info.Error.GetMessage() == "" {
+		t.Errorf("GetBuild = %v", info)
+	}
+}
+
+// Bad input is refused before anything is built, naming the field.
+func TestBadInput(t *testing.T) {
+	c := startServer(t, nil)
+	repo := newRepo(t, sampleFiles(t))
+	tag := tagFor(t, "x")
+	tests := []struct {
+		name  string
+		req   *buildv1.CreateImageRequest
+		code  codes.Code
+		field string
+	}{
+		{"empty repo", &buildv1.CreateImageRequest{ImageTag: tag}, codes.InvalidArgument, "git_repo"},
+		{"malformed repo", &buildv1.CreateImageRequest{GitRepo: "::not a url::", ImageTag: tag}, codes.InvalidArgument, "git_repo"},
+		{"file url", &buildv1.CreateImageRequest{GitRepo: "file:///etc", ImageTag: tag}, codes.InvalidArgument, "git_repo"},
+		{"malformed tag", &buildv1.CreateImageRequest{GitRepo: repo.URL, ImageTag: "UPPER/Case::bad"}, codes.InvalidArgument, "image_tag"},
+		{"unknown commit", &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "no-such-branch", ImageTag: tag}, codes.NotFound, "git_commit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := build(t, c, tt.req)
+			st, _ := status.FromError(o.err)
+			if st.Code() != tt.code || !strings.HasPrefix(st.Message(), tt.field+":") {
+				t.Fatalf("status = %v %q, want %v naming %s", st.Code(), st.Message(), tt.code, tt.field)
+			}
+			for _, e := range o.events {
+				if e.GetVertex() != nil {
+					t.Errorf("something was solved: %v", e)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,106 @@
+//go:build integration
+
+package integration
+
+import (
+	"archive/tar"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+)
+
+// pushedImage fetches ref from the registry with the stack's credentials
+// (DOCKER_CONFIG) and checks it with go-containerregistry's validate.
+func pushedImage(t testing.TB, ref string) v1.Image {
+	t.Helper()
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(r, remote.WithAuthFromKeychain(authn.DefaultKeychain))
+	if err != nil {
+		t.Fatalf("fetch %s: %v", ref, err)
+	}
+	if err := validate.Image(img); err != nil {
+		t.Fatalf("validate %s: %v", ref, err)
+	}
+	return img
+}
+
+// tagDigest asks the registry which manifest the tag points at.
+func tagDigest(t testing.TB, tag string) string {
+	t.Helper()
+	r, err := name.NewTag(tag, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Head(r, remote.WithAuthFromKeychain(authn.DefaultKeychain))
+	if err != nil {
+		t.Fatalf("HEAD %s: %v", tag, err)
+	}
+	return desc.Digest.String()
+}
+
+// runEntrypoint extracts the image's entrypoint binary from its file
+// system and runs it on the host (it is a static Linux binary).
+func runEntrypoint(t testing.TB, img v1.Image, args ...string) string {
+	t.Helper()
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Config.Entrypoint) == 0 {
+		t.Fatal("image has no entrypoint")
+	}
+	want := strings.TrimPrefix(cfg.Config.Entrypoint[0], "/")
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	bin := filepath.Join(t.TempDir(), filepath.Base(want))
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			t.Fatalf("entrypoint %s not in the image", want)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.TrimPrefix(h.Name, "./") != want {
+			continue
+		}
+		f, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(f, tr); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		break
+	}
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("run %s: %v\n%s", want, err, out)
+	}
+	return string(out)
+}
+
+func imageLabels(t testing.TB, img v1.Image) map[string]string {
+	t.Helper()
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Config.Labels
+}

@@ -1,0 +1,248 @@
+//go:build integration
+
+// Package integration tests the build service end to end against the real
+// local stack that scripts/up.sh starts: buildkitd with runc, a registry
+// that requires login, and a git daemon. Run it with `make test`, which
+// starts the stack and exports its .stack/env.
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/buildsvc/buildsvc/buildkitd"
+	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+	"github.com/buildsvc/buildsvc/server"
+)
+
+// stack is the local stack's environment, from .stack/env.
+type stack struct {
+	BuildKitAddr, RegistryAddr, DockerConfig, GitBaseURL, GitBaseDir, BuilderImage, BaseImage string
+}
+
+func loadStack(t testing.TB) stack {
+	t.Helper()
+	s := stack{
+		BuildKitAddr: os.Getenv("BUILDKIT_ADDR"),
+		RegistryAddr: os.Getenv("REGISTRY_ADDR"),
+		DockerConfig: os.Getenv("DOCKER_CONFIG"),
+		GitBaseURL:   os.Getenv("GIT_BASE_URL"),
+		GitBaseDir:   os.Getenv("GIT_BASE_DIR"),
+		BuilderImage: os.Getenv("BUILDER_IMAGE"),
+		BaseImage:    os.Getenv("BASE_IMAGE"),
+	}
+	for k, v := range map[string]string{"BUILDKIT_ADDR": s.BuildKitAddr, "REGISTRY_ADDR": s.RegistryAddr,
+		"DOCKER_CONFIG": s.DockerConfig, "GIT_BASE_URL": s.GitBaseURL, "GIT_BASE_DIR": s.GitBaseDir,
+		"BUILDER_IMAGE": s.BuilderImage, "BASE_IMAGE": s.BaseImage} {
+		if v == "" {
+			t.Fatalf("%s is not set: run the integration tests with `make test`, which starts the stack and sources .stack/env", k)
+		}
+	}
+	return s
+}
+
+// startServer runs a build server in-process on 127.0.0.1 and returns a
+// client for it. mutate may change the config (another docker config, ...).
+func startServer(t testing.TB, mutate func(*server.Config)) buildv1.BuildClient {
+	t.Helper()
+	st := loadStack(t)
+	goproxy, _ := exec.Command("go", "env", "GOPROXY").Output()
+	cfg := server.Config{
+		BuildKit:         buildkitd.Endpoint{Address: st.BuildKitAddr},
+		BuilderImage:     st.BuilderImage,
+		BaseImage:        st.BaseImage,
+		DockerConfigDir:  st.DockerConfig,
+		GoProxy:          strings.TrimSpace(string(goproxy)),
+		AllowInsecureGit: false,
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	ctx := context.Background()
+	srv, err := server.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	buildv1.RegisterBuildServer(gs, srv)
+	go gs.Serve(lis)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		gs.Stop()
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Close(cctx)
+	})
+	return buildv1.NewBuildClient(conn)
+}
+
+// outcome is everything a CreateImage stream delivered.
+type outcome struct {
+	events []*buildv1.BuildEvent
+	err    error // the stream's final status
+}
+
+func (o outcome) result() *buildv1.BuildResult {
+	for _, e := range o.events {
+		if r := e.GetResult(); r != nil {
+			return r
+		}
+	}
+	return nil
+}
+
+func (o outcome) buildErr() *buildv1.BuildError {
+	for _, e := range o.events {
+		if r := e.GetError(); r != nil {
+			return r
+		}
+	}
+	return nil
+}
+
+func (o outcome) logs() string {
+	var b strings.Builder
+	for _, e := range o.events {
+		if l := e.GetLog(); l != nil {
+			b.Write(l.Data)
+		}
+	}
+	return b.String()
+}
+
+func (o outcome) states() []buildv1.BuildState {
+	var out []buildv1.BuildState
+	for _, e := range o.events {
+		if s := e.GetState(); s != nil {
+			out = append(out, s.State)
+		}
+	}
+	return out
+}
+
+// build runs CreateImage to the end.
+func build(t testing.TB, c buildv1.BuildClient, req *buildv1.CreateImageRequest) outcome {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	stream, err := c.CreateImage(ctx, req)
+	if err != nil {
+		return outcome{err: err}
+	}
+	var o outcome
+	for {
+		e, err := stream.Recv()
+		if err != nil {
+			if err.Error() != "EOF" {
+				o.err = err
+			}
+			break
+		}
+		o.events = append(o.events, e)
+	}
+	for i, e := range o.events {
+		if e.Seq != uint64(i+1) {
+			t.Fatalf("event %d has seq %d: the stream skipped or repeated events", i, e.Seq)
+		}
+	}
+	return o
+}
+
+// gitRepo is a bare repository served by the stack's git daemon, with a
+// work tree to make commits in.
+type gitRepo struct {
+	t          testing.TB
+	work, bare string
+	URL        string
+}
+
+var repoSeq atomic.Int64
+
+func newRepo(t testing.TB, files map[string]string) *gitRepo {
+	t.Helper()
+	st := loadStack(t)
+	name := fmt.Sprintf("%s-%d-%d", strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()), time.Now().UnixNano(), repoSeq.Add(1))
+	r := &gitRepo{t: t, work: t.TempDir(), bare: filepath.Join(st.GitBaseDir, name+".git"), URL: st.GitBaseURL + "/" + name + ".git"}
+	r.git(st.GitBaseDir, "init", "-q", "--bare", "-b", "main", r.bare)
+	t.Cleanup(func() { os.RemoveAll(r.bare) })
+	r.git(r.work, "init", "-q", "-b", "main")
+	r.git(r.work, "remote", "add", "origin", r.bare)
+	r.commit("main", "initial", files)
+	return r
+}
+
+func (r *gitRepo) git(dir string, args ...string) string {
+	r.t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=test", "GIT_AUTHOR_EMAIL=test@example.com",
+		"GIT_COMMITTER_NAME=test", "GIT_COMMITTER_EMAIL=test@example.com")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// commit writes files (a nil value deletes one), commits on branch and
+// pushes; it returns the new commit's SHA.
+func (r *gitRepo) commit(branch, msg string, files map[string]string) string {
+	r.t.Helper()
+	if cur := r.git(r.work, "symbolic-ref", "--short", "HEAD"); cur != branch {
+		r.git(r.work, "checkout", "-q", "-B", branch)
+	}
+	for name, content := range files {
+		p := filepath.Join(r.work, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			r.t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	r.git(r.work, "add", "-A")
+	r.git(r.work, "commit", "-q", "--allow-empty", "-m", msg)
+	r.git(r.work, "push", "-q", "-f", "origin", "HEAD:refs/heads/"+branch)
+	return r.git(r.work, "rev-parse", "HEAD")
+}
+
+// readDir returns every file under dir (relative path → content).
+func readDir(t testing.TB, dir string) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		files[filepath.ToSlash(rel)] = string(b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
