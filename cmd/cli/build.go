@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+
+	"github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/util/progress/progressui"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/codes"
+
+	"github.com/buildsvc/buildsvc/progress"
+	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+)
+
+func buildCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "build",
+		Usage: "build an image from a git commit, push it, and print its pinned reference",
+		Description: "Asks the build server to build the Go package at --package of --repo at --commit\n" +
+			"into an image and push it to --tag. Progress goes to stderr; on success the last\n" +
+			"line on stdout is the pushed image pinned by digest (REPO@sha256:...).",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "repo", Usage: "the git repository's `URL` (required)"},
+			&cli.StringFlag{Name: "commit", Usage: "the `REF` to build: a branch, a tag or a commit SHA", DefaultText: "the default branch"},
+			&cli.StringFlag{Name: "tag", Usage: "the `IMAGE` reference to push to, e.g. registry.example/team/app:v1 (required)"},
+			&cli.StringFlag{Name: "package", Usage: "the Go `PACKAGE` to build, relative to --dir", DefaultText: "."},
+			&cli.StringFlag{Name: "dir", Usage: "the `DIR` of the Go module (its go.mod) inside the repository", DefaultText: "."},
+			&cli.StringSliceFlag{Name: "build-flag", Usage: "an extra go build `FLAG`, e.g. -tags=netgo (repeatable)"},
+			&cli.StringFlag{Name: "ldflags", Usage: "the `FLAGS` given to go build -ldflags, e.g. \"-s -w\"", DefaultText: "none"},
+			&cli.StringSliceFlag{Name: "env", Usage: "extra environment for go build, `KEY=VALUE` (repeatable)"},
+			&cli.StringFlag{Name: "base-image", Usage: "the runtime base `IMAGE`", DefaultText: "the server's"},
+			&cli.StringSliceFlag{Name: "label", Usage: "an extra image label, `KEY=VALUE` (repeatable)"},
+			serverFlag(),
+			&cli.StringFlag{Name: "progress", Usage: "the progress output `MODE`: auto, tty, plain, rawjson or quiet", Value: string(progressui.AutoMode)},
+		},
+		Action: runBuild,
+	}
+}
+
+func runBuild(cCtx *cli.Context) error {
+	if cCtx.Args().Present() {
+		return usageError(cCtx, "unexpected argument %q (flags must come before it)", cCtx.Args().First())
+	}
+	req, err := buildRequest(cCtx)
+	if err != nil {
+		return usageError(cCtx, "%v", err)
+	}
+	disp, err := newDisplay(cCtx.App.ErrWriter, cCtx.String("progress"))
+	if err != nil {
+		return usageError(cCtx, "%v", err)
+	}
+	bc, closeConn, err := dialServer(cCtx)
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+
+	var (
+		buildID string
+		final   *buildv1.BuildEvent
+	)
+	onState := func(e *buildv1.BuildEvent) {
+		if buildID == "" {
+			buildID = e.GetBuildId()
+		}
+		if ended(e.GetState().GetState()) {
+			// The plain display buffers a little: shown now, the build's
+			// end could come before its last progress lines.
+			final = e
+			return
+		}
+		if disp.states != nil {
+			fmt.Fprintln(disp.states, stateLine(e))
+		}
+	}
+	res, berr, err := followBuild(cCtx.Context, bc, req, disp.Display, onState)
+	if final != nil && disp.states != nil {
+		fmt.Fprintln(disp.states, stateLine(final))
+	}
+	switch {
+	case err != nil:
+		return withBuildID(callError(cCtx, "build", err), buildID)
+	case berr != nil:
+		msg := berr.GetMessage()
+		if msg == "" {
+			msg = "build failed: " + codes.Code(berr.GetCode()).String()
+		}
+		return cli.Exit(msg, exitCodeFor(codes.Code(berr.GetCode())))
+	case res.GetImage() == "":
+		return cli.Exit(fmt.Sprintf("build %s: the server reported success without an image", buildID), exitFailed)
+	}
+	_, err = fmt.Fprintln(cCtx.App.Writer, res.GetImage())
+	return err
+}
+
+// withBuildID names the build in err's message, once the server gave the
+// build an id, so that the user can look it up.
+func withBuildID(err error, id string) error {
+	if id == "" {
+		return err
+	}
+	code := exitFailed
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		code = ec.ExitCode()
+	}
+	return cli.Exit(fmt.Sprintf("%v (build %s)", err, id), code)
+}
+
+// buildRequest makes the CreateImage request from the build command's flags.
+// Its errors are usage errors.
+func buildRequest(cCtx *cli.Context) (*buildv1.CreateImageRequest, error) {
+	req := &buildv1.CreateImageRequest{
+		GitRepo:    strings.TrimSpace(cCtx.String("repo")),
+		GitCommit:  strings.TrimSpace(cCtx.String("commit")),
+		ImageTag:   strings.TrimSpace(cCtx.String("tag")),
+		Package:    cCtx.String("package"),
+		Dir:        cCtx.String("dir"),
+		BuildFlags: cCtx.StringSlice("build-flag"),
+		Ldflags:    cCtx.String("ldflags"),
+		BaseImage:  strings.TrimSpace(cCtx.String("base-image")),
+	}
+	switch {
+	case req.GitRepo == "":
+		return nil, fmt.Errorf("--repo is required")
+	case req.ImageTag == "":
+		return nil, fmt.Errorf("--tag is required")
+	}
+	var err error
+	if req.Env, err = parseKV("env", cCtx.StringSlice("env")); err != nil {
+		return nil, err
+	}
+	if req.Labels, err = parseKV("label", cCtx.StringSlice("label")); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+// display is a build's progress display, and where lines about the build's
+// state changes go.
+type display struct {
+	progressui.Display
+	// states is nil when state changes are not shown: on a tty they would
+	// tear the display, and rawjson and quiet output have no place for them.
+	states io.Writer
+}
+
+// newDisplay makes the progress display for the --progress mode, on stderr.
+func newDisplay(stderr io.Writer, mode string) (display, error) {
+	switch m := progressui.DisplayMode(mode); m {
+	case progressui.AutoMode:
+		if d, err := progressui.NewDisplay(stderr, progressui.TtyMode); err == nil {
+			return display{Display: d}, nil
+		}
+		return plainDisplay(stderr)
+	case progressui.PlainMode:
+		return plainDisplay(stderr)
+	case progressui.TtyMode, progressui.RawJSONMode, progressui.QuietMode:
+		d, err := progressui.NewDisplay(stderr, m)
+		if err != nil {
+			return display{}, fmt.Errorf("--progress %s: %w", mode, err)
+		}
+		return display{Display: d}, nil
+	default:
+		return display{}, fmt.Errorf("--progress %q: want auto, tty, plain, rawjson or quiet", mode)
+	}
+}
+
+// plainDisplay shows progress and state changes as lines of text. Both write
+// through one lock: they come from different goroutines.
+func plainDisplay(stderr io.Writer) (display, error) {
+	w := &lockedWriter{w: stderr}
+	d, err := progressui.NewDisplay(w, progressui.PlainMode)
+	if err != nil {
+		return display{}, fmt.Errorf("--progress plain: %w", err)
+	}
+	return display{Display: d, states: w}, nil
+}
+
+// ended reports whether a build in state s has ended.
+func ended(s buildv1.BuildState) bool {
+	switch s {
+	case buildv1.BuildState_BUILD_STATE_SUCCEEDED, buildv1.BuildState_BUILD_STATE_FAILED,
+		buildv1.BuildState_BUILD_STATE_CANCELLED, buildv1.BuildState_BUILD_STATE_INTERRUPTED:
+		return true
+	}
+	return false
+}
+
+// stateLine describes a state change in one line, e.g.
+// "build 01J...: building: resolved main to 1a2b3c".
+func stateLine(e *buildv1.BuildEvent) string {
+	sc := e.GetState()
+	state := strings.ToLower(strings.TrimPrefix(sc.GetState().String(), "BUILD_STATE_"))
+	line := fmt.Sprintf("build %s: %s", e.GetBuildId(), state)
+	if msg := sc.GetMessage(); msg != "" {
+		line += ": " + msg
+	}
+	return line
+}
+
+// followBuild starts the build and shows its progress on disp until the
+// build ends, then returns the build's outcome as progress.Follow does. The
+// display has finished when followBuild returns.
+func followBuild(ctx context.Context, bc buildv1.BuildClient, req *buildv1.CreateImageRequest, disp progressui.Display, onState func(*buildv1.BuildEvent)) (*buildv1.BuildResult, *buildv1.BuildError, error) {
+	ch := make(chan *client.SolveStatus)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		// Warnings are shown by the display itself.
+		_, err := disp.UpdateFrom(gctx, ch)
+		return err
+	})
+	var (
+		res  *buildv1.BuildResult
+		berr *buildv1.BuildError
+	)
+	g.Go(func() error {
+		stream, err := bc.CreateImage(gctx, req)
+		if err != nil {
+			close(ch)
+			return fmt.Errorf("create image: %w", err)
+		}
+		res, berr, err = progress.Follow(gctx, stream.Recv, ch, onState)
+		return err
+	})
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
+	return res, berr, nil
+}
+
+// lockedWriter serialises writes from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

@@ -1,0 +1,111 @@
+// Command buildsvc is the build service's command-line client: it asks a
+// build server to turn a git commit into a container image, shows the build's
+// progress with BuildKit's progress display, and prints the pushed image.
+//
+// Exit codes: 0 on success, 1 when the build failed or the server could not
+// do what was asked, 2 on bad usage (missing or malformed flags, or a request
+// the server refused as invalid or naming something that does not exist).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
+
+	// urfaveNoHelpTopic is urfave/cli's exit code for `help UNKNOWN`; to us
+	// that is bad usage like any other.
+	urfaveNoHelpTopic = 3
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run runs the command line args (args[0] is the program name) and returns
+// the process's exit code. Every message goes to stdout or stderr.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	err := newApp(stdout, stderr).RunContext(ctx, args)
+	if err == nil {
+		return exitOK
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintf(stderr, "error: %s\n", msg)
+		}
+		if code := ec.ExitCode(); code != urfaveNoHelpTopic {
+			return code
+		}
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "error: %v\n", err)
+	return exitFailed
+}
+
+// newApp builds the command line application. It writes only to stdout and
+// stderr and never exits the process: errors come back from Run, and run
+// turns them into exit codes.
+func newApp(stdout, stderr io.Writer) *cli.App {
+	app := &cli.App{
+		Name:                      "buildsvc",
+		HelpName:                  "buildsvc",
+		Usage:                     "build container images from git commits of Go programs",
+		Writer:                    stdout,
+		ErrWriter:                 stderr,
+		HideVersion:               true,
+		DisableSliceFlagSeparator: true, // --build-flag=-tags=a,b is one flag
+		Commands: []*cli.Command{
+			buildCommand(),
+			getCommand(),
+			bootstrapCommand(),
+		},
+		Action: func(cCtx *cli.Context) error {
+			if cCtx.Args().Present() {
+				return usageError(cCtx, "unknown command %q", cCtx.Args().First())
+			}
+			return cli.ShowAppHelp(cCtx)
+		},
+		OnUsageError: onUsageError,
+		// run prints errors and picks exit codes; urfave's default handler
+		// would call os.Exit.
+		ExitErrHandler: func(*cli.Context, error) {},
+	}
+	for _, c := range app.Commands {
+		if c.OnUsageError == nil {
+			c.OnUsageError = onUsageError
+		}
+	}
+	return app
+}
+
+// onUsageError turns urfave's flag parsing errors (an unknown flag, a flag
+// without its value) into exit code 2.
+func onUsageError(cCtx *cli.Context, err error, _ bool) error {
+	return usageError(cCtx, "%v", err)
+}
+
+// usageError reports bad usage of the current command: exit code 2, with a
+// pointer to the command's help.
+func usageError(cCtx *cli.Context, format string, args ...any) error {
+	name := cCtx.App.HelpName
+	if cCtx.Command != nil && cCtx.Command.HelpName != "" {
+		name = cCtx.Command.HelpName
+	}
+	return cli.Exit(fmt.Sprintf(format, args...)+"\nRun '"+name+" --help' for usage.", exitUsage)
+}
