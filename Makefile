@@ -19,7 +19,7 @@ proto:
 
 # ---- local stack (scripts/, state in .stack/) --------------------------------
 
-.PHONY: up down images demo test
+.PHONY: up down images demo test bench
 ## up: start the local stack (registry, buildkitd, git daemon, build server); idempotent
 up:
 	bash scripts/up.sh
@@ -35,3 +35,6 @@ demo:
 ## test: go vet, unit tests, then the integration tests against the local stack
 test:
 	bash scripts/test.sh
+## bench: warm rebuild of a new commit, build service vs a Dockerfile via buildctl (medians of 3)
+bench:
+	bash scripts/bench.sh
