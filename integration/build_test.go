@@ -4,6 +4,7 @@ package integration
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -16,11 +17,13 @@ import (
 
 const sampleOutput = "hello from sampleapp "
 
+var nonRepoChars = regexp.MustCompile(`[^a-z0-9]+`)
+
 func sampleFiles(t testing.TB) map[string]string { return readDir(t, "../testdata/sampleapp") }
 
 func tagFor(t testing.TB, suffix string) string {
 	st := loadStack(t)
-	repo := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	repo := strings.Trim(nonRepoChars.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-")
 	return fmt.Sprintf("%s/it/%s:%s", st.RegistryAddr, repo, suffix)
 }
 
