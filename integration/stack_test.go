@@ -56,6 +56,13 @@ func loadStack(t testing.TB) stack {
 // client for it. mutate may change the config (another docker config, ...).
 func startServer(t testing.TB, mutate func(*server.Config)) buildv1.BuildClient {
 	t.Helper()
+	c, _ := startServerAddr(t, mutate)
+	return c
+}
+
+// startServerAddr is startServer that also returns the server's address.
+func startServerAddr(t testing.TB, mutate func(*server.Config)) (buildv1.BuildClient, string) {
+	t.Helper()
 	st := loadStack(t)
 	goproxy, _ := exec.Command("go", "env", "GOPROXY").Output()
 	cfg := server.Config{
@@ -92,7 +99,7 @@ func startServer(t testing.TB, mutate func(*server.Config)) buildv1.BuildClient 
 		defer cancel()
 		srv.Close(cctx)
 	})
-	return buildv1.NewBuildClient(conn)
+	return buildv1.NewBuildClient(conn), lis.Addr().String()
 }
 
 // outcome is everything a CreateImage stream delivered.
