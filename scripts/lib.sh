@@ -132,10 +132,12 @@ tcp_open() {
 	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# stop_pid NAME PIDFILE BINARY: TERM, wait up to 40 s (the build server lets
-# running builds finish for 30 s), then KILL.
+# stop_pid NAME PIDFILE BINARY [SECONDS]: TERM, wait up to SECONDS (15), then
+# KILL. buildkitd's graceful stop waits for running builds, so a KILL is
+# normal when a build is in flight; cleanup_buildkit_leftovers then removes
+# its containers and mounts.
 stop_pid() {
-	local name="$1" pidfile="$2" binary="$3" pid i
+	local name="$1" pidfile="$2" binary="$3" secs="${4:-15}" pid i
 	if ! pid_alive "$pidfile" "$binary"; then
 		rm -f "$pidfile"
 		return 0
@@ -143,12 +145,12 @@ stop_pid() {
 	pid="$(cat "$pidfile")"
 	log "stopping $name (pid $pid)"
 	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 400; i++)); do
+	for ((i = 0; i < secs * 10; i++)); do
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done
 	if kill -0 "$pid" 2>/dev/null; then
-		warn "$name did not exit after TERM; sending KILL"
+		warn "$name did not exit within ${secs}s of TERM; sending KILL"
 		kill -KILL "$pid" 2>/dev/null || true
 		for ((i = 0; i < 50; i++)); do
 			kill -0 "$pid" 2>/dev/null || break
@@ -214,6 +216,32 @@ write_if_changed() {
 	chmod 644 "$tmp"
 	mv -f "$tmp" "$file"
 	return 0
+}
+
+# cleanup_buildkit_leftovers: after buildkitd has stopped. It normally removes
+# its build containers and unmounts its snapshots on exit, but after a KILL or
+# a crash runc containers (bundles under its root) and overlay mounts can be
+# left behind, which would break the next start or an `rm -rf .stack`.
+# Removes those containers (killing their processes) and unmounts, deepest
+# first. Touches nothing outside $STACK/buildkit.
+cleanup_buildkit_leftovers() {
+	local root="$STACK/buildkit" id m
+	if pid_alive "$RUN/buildkitd.pid" "$BIN/buildkitd"; then
+		warn "buildkitd is running; not cleaning up its containers and mounts"
+		return 0
+	fi
+	if command -v runc >/dev/null 2>&1; then
+		while read -r id; do
+			[[ -n $id ]] || continue
+			log "removing leftover build container $id"
+			runc delete --force "$id" >/dev/null 2>&1 || warn "could not remove runc container $id"
+		done < <(runc list 2>/dev/null | awk -v p="$root/" 'NR > 1 && index($4, p) == 1 { print $1 }')
+	fi
+	while read -r m; do
+		[[ -n $m ]] || continue
+		log "unmounting leftover $m"
+		umount "$m" 2>/dev/null || umount -l "$m" || warn "could not unmount $m"
+	done < <(awk -v root="$root" 'index($2, root "/") == 1 || $2 == root { print $2 }' /proc/self/mounts | sort -r)
 }
 
 # load_env: source .stack/env written by up.sh.

@@ -161,6 +161,7 @@ if pid_alive "$BK_PID" "$BIN/buildkitd" && ((bk_changed)); then
 fi
 if ! pid_alive "$BK_PID" "$BIN/buildkitd"; then
 	[[ $(id -u) -eq 0 ]] || die "buildkitd (OCI worker, overlayfs) must run as root"
+	cleanup_buildkit_leftovers
 	rm -f "$BUILDKIT_SOCK"
 	start_bg buildkitd "$BK_PID" "$BK_LOG" "$BIN/buildkitd" --config "$BK_CONF"
 fi
@@ -242,7 +243,7 @@ else
 	write_if_changed "$RUN/server.args" < <(printf '%s\n' "${SRV_ARGS[@]}") && srv_changed=1
 	if pid_alive "$SRV_PID" "$SRV_BIN" && ((srv_changed)); then
 		log "build server binary or flags changed; restarting"
-		stop_pid server "$SRV_PID" "$SRV_BIN"
+		stop_pid server "$SRV_PID" "$SRV_BIN" 40
 	fi
 	if ! pid_alive "$SRV_PID" "$SRV_BIN"; then
 		tcp_open "$SERVER_PORT" && die "port $SERVER_PORT is in use by another process (set SERVER_PORT)"
