@@ -18,9 +18,27 @@ RUN="$STACK/run"
 LOGS="$STACK/logs"
 STAMP="$BIN/versions.stamp"
 
-REGISTRY_PORT="${REGISTRY_PORT:-15000}"
-GIT_PORT="${GIT_PORT:-19418}"
-SERVER_PORT="${SERVER_PORT:-17070}"
+# Ports: REGISTRY_PORT, GIT_PORT, SERVER_PORT from the environment if set,
+# else the ones this stack last used ($STACK/ports, written by up.sh), else
+# the defaults. up.sh moves a port that is not set in the environment to a
+# free one when another process holds it (say, the stack of another clone).
+PORTS_FILE="$STACK/ports"
+DEFAULT_REGISTRY_PORT=15000
+DEFAULT_GIT_PORT=19418
+DEFAULT_SERVER_PORT=17070
+PORTS_FROM_ENV=""
+for _p in REGISTRY_PORT GIT_PORT SERVER_PORT; do
+	if [[ -n ${!_p:-} ]]; then
+		[[ ${!_p} =~ ^[0-9]+$ ]] || { printf 'ERROR: %s=%s is not a port\n' "$_p" "${!_p}" >&2; exit 1; }
+		PORTS_FROM_ENV+=" $_p"
+	elif [[ -f $PORTS_FILE ]] && _v="$(awk -F= -v k="$_p" '$1 == k && $2 ~ /^[0-9]+$/ { print $2; exit }' "$PORTS_FILE")" && [[ -n $_v ]]; then
+		printf -v "$_p" '%s' "$_v"
+	else
+		_d="DEFAULT_$_p"
+		printf -v "$_p" '%s' "${!_d}"
+	fi
+done
+unset _p _v _d
 
 # Pinned tool versions. BUILDKIT_VERSION must match the main module's go.mod
 # (checked in ensure_buildkit).
@@ -28,14 +46,18 @@ BUILDKIT_VERSION="v0.34.2"
 REGISTRY_VERSION="v3.1.2"
 CRANE_VERSION="v0.22.1"
 
-REGISTRY_ADDR="127.0.0.1:$REGISTRY_PORT"
 REGISTRY_USER="buildsvc"
 BUILDKIT_SOCK="$STACK/buildkitd.sock"
 BUILDKIT_ADDR="unix://$BUILDKIT_SOCK"
-BUILD_SERVER_ADDR="127.0.0.1:$SERVER_PORT"
-GIT_BASE_URL="git://127.0.0.1:$GIT_PORT"
 GIT_BASE_DIR="$STACK/git"
 DOCKER_CONFIG_DIR="$STACK/docker"
+# derive_addrs sets the addresses that depend on the ports.
+derive_addrs() {
+	REGISTRY_ADDR="127.0.0.1:$REGISTRY_PORT"
+	BUILD_SERVER_ADDR="127.0.0.1:$SERVER_PORT"
+	GIT_BASE_URL="git://127.0.0.1:$GIT_PORT"
+}
+derive_addrs
 
 # Go: the machines have it in /usr/local/go; a non-login shell may lack it in PATH.
 if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
@@ -130,6 +152,26 @@ pid_alive() {
 # tcp_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
 tcp_open() {
 	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# choose_port VAR PIDFILE BINARY: keep port $VAR if our service (PIDFILE,
+# BINARY) runs or the port is free; otherwise, unless VAR came from the
+# environment, move VAR to the next free port above it.
+choose_port() {
+	local var="$1" pidfile="$2" binary="$3" port i
+	port="${!var}"
+	pid_alive "$pidfile" "$binary" && return 0
+	tcp_open "$port" || return 0
+	[[ " $PORTS_FROM_ENV " == *" $var "* ]] &&
+		die "port $port ($var) is in use by another process; set $var to a free port"
+	for ((i = 1; i <= 100; i++)); do
+		if ! tcp_open $((port + i)); then
+			warn "port $port is in use by another process; $var=$((port + i)) for this stack (saved in $PORTS_FILE)"
+			printf -v "$var" '%s' $((port + i))
+			return 0
+		fi
+	done
+	die "no free port in $port..$((port + 100)) for $var"
 }
 
 # stop_pid NAME PIDFILE BINARY [SECONDS]: TERM, wait up to SECONDS (15), then

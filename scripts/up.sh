@@ -6,12 +6,23 @@
 # generated config changed is restarted).
 #
 # Environment: REGISTRY_PORT (15000), GIT_PORT (19418), SERVER_PORT (17070),
-# STACK_NO_SERVER=1 to skip building and starting the build server.
+# STACK_NO_SERVER=1 to skip building and starting the build server. A port
+# not set in the environment that another process holds (e.g. the stack of
+# another clone) is moved to the next free one and kept in .stack/ports;
+# scripts and tests read the addresses from .stack/env.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 mkdir -p "$STACK" "$BIN" "$RUN" "$LOGS"
+
+# ---------------------------------------------------------------- ports
+choose_port REGISTRY_PORT "$RUN/registry.pid" "$BIN/registry"
+choose_port GIT_PORT "$RUN/git-daemon.pid" "$(git --exec-path 2>/dev/null || echo /nonexistent)/git-daemon"
+choose_port SERVER_PORT "$RUN/server.pid" "$BIN/buildsvc-server"
+derive_addrs
+printf 'REGISTRY_PORT=%s\nGIT_PORT=%s\nSERVER_PORT=%s\n' "$REGISTRY_PORT" "$GIT_PORT" "$SERVER_PORT" |
+	write_if_changed "$PORTS_FILE" || true
 
 # ---------------------------------------------------------------- packages
 ensure_apt runc busybox-static git ca-certificates
@@ -206,10 +217,16 @@ ensure_sample_repo() {
 }
 ensure_sample_repo
 
+GIT_ARGS=(--export-all --reuseaddr --verbose
+	--base-path="$GIT_BASE_DIR" --listen=127.0.0.1 --port="$GIT_PORT" "$GIT_BASE_DIR")
+if write_if_changed "$RUN/git-daemon.args" < <(printf '%s\n' "${GIT_ARGS[@]}") &&
+	pid_alive "$GIT_PID" "$GIT_DAEMON"; then
+	log "git daemon flags changed; restarting"
+	stop_pid git-daemon "$GIT_PID" "$GIT_DAEMON"
+fi
 if ! pid_alive "$GIT_PID" "$GIT_DAEMON"; then
 	tcp_open "$GIT_PORT" && die "port $GIT_PORT is in use by another process (set GIT_PORT)"
-	start_bg git-daemon "$GIT_PID" "$GIT_LOG" "$GIT_DAEMON" --export-all --reuseaddr --verbose \
-		--base-path="$GIT_BASE_DIR" --listen=127.0.0.1 --port="$GIT_PORT" "$GIT_BASE_DIR"
+	start_bg git-daemon "$GIT_PID" "$GIT_LOG" "$GIT_DAEMON" "${GIT_ARGS[@]}"
 fi
 wait_until git-daemon 15 "$GIT_PID" "$GIT_DAEMON" "$GIT_LOG" git ls-remote "$GIT_BASE_URL/sample.git"
 
