@@ -17,6 +17,7 @@ package buildv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -107,6 +108,125 @@ func (BuildState) EnumDescriptor() ([]byte, []int) {
 	return file_build_v1_build_proto_rawDescGZIP(), []int{0}
 }
 
+// CleanupRequest asks for a cleanup run with the server's configured policy.
+type CleanupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CleanupRequest) Reset() {
+	*x = CleanupRequest{}
+	mi := &file_build_v1_build_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CleanupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CleanupRequest) ProtoMessage() {}
+
+func (x *CleanupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CleanupRequest.ProtoReflect.Descriptor instead.
+func (*CleanupRequest) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{0}
+}
+
+// CleanupResponse says what a cleanup run freed.
+type CleanupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes BuildKit's prune freed.
+	BuildkitBytesFreed int64 `protobuf:"varint,1,opt,name=buildkit_bytes_freed,json=buildkitBytesFreed,proto3" json:"buildkit_bytes_freed,omitempty"`
+	// Cache records BuildKit's prune removed.
+	BuildkitRecordsPruned int64 `protobuf:"varint,2,opt,name=buildkit_records_pruned,json=buildkitRecordsPruned,proto3" json:"buildkit_records_pruned,omitempty"`
+	// Ended builds removed from the history by age or count.
+	BuildsDeleted int64 `protobuf:"varint,3,opt,name=builds_deleted,json=buildsDeleted,proto3" json:"builds_deleted,omitempty"`
+	// Bytes of the server's temporary files removed.
+	TempBytesFreed int64 `protobuf:"varint,4,opt,name=temp_bytes_freed,json=tempBytesFreed,proto3" json:"temp_bytes_freed,omitempty"`
+	// How long the run took, in seconds.
+	Seconds       float64 `protobuf:"fixed64,5,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CleanupResponse) Reset() {
+	*x = CleanupResponse{}
+	mi := &file_build_v1_build_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CleanupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CleanupResponse) ProtoMessage() {}
+
+func (x *CleanupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CleanupResponse.ProtoReflect.Descriptor instead.
+func (*CleanupResponse) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CleanupResponse) GetBuildkitBytesFreed() int64 {
+	if x != nil {
+		return x.BuildkitBytesFreed
+	}
+	return 0
+}
+
+func (x *CleanupResponse) GetBuildkitRecordsPruned() int64 {
+	if x != nil {
+		return x.BuildkitRecordsPruned
+	}
+	return 0
+}
+
+func (x *CleanupResponse) GetBuildsDeleted() int64 {
+	if x != nil {
+		return x.BuildsDeleted
+	}
+	return 0
+}
+
+func (x *CleanupResponse) GetTempBytesFreed() int64 {
+	if x != nil {
+		return x.TempBytesFreed
+	}
+	return 0
+}
+
+func (x *CleanupResponse) GetSeconds() float64 {
+	if x != nil {
+		return x.Seconds
+	}
+	return 0
+}
+
 // CreateImageRequest asks for one image built from one commit.
 type CreateImageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -140,14 +260,18 @@ type CreateImageRequest struct {
 	BaseImage string `protobuf:"bytes,9,opt,name=base_image,json=baseImage,proto3" json:"base_image,omitempty"`
 	// Extra labels for the image config. The service always sets
 	// org.opencontainers.image.source and org.opencontainers.image.revision.
-	Labels        map[string]string `protobuf:"bytes,10,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,10,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// How long the build may run once it has left the queue. Unset means the
+	// server's default; more than the server's maximum is cut to the maximum.
+	// A build that runs out of time ends FAILED with DEADLINE_EXCEEDED.
+	Timeout       *durationpb.Duration `protobuf:"bytes,11,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateImageRequest) Reset() {
 	*x = CreateImageRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[0]
+	mi := &file_build_v1_build_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -159,7 +283,7 @@ func (x *CreateImageRequest) String() string {
 func (*CreateImageRequest) ProtoMessage() {}
 
 func (x *CreateImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[0]
+	mi := &file_build_v1_build_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -172,7 +296,7 @@ func (x *CreateImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateImageRequest.ProtoReflect.Descriptor instead.
 func (*CreateImageRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{0}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreateImageRequest) GetGitRepo() string {
@@ -245,6 +369,298 @@ func (x *CreateImageRequest) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *CreateImageRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// StartBuildResponse says which build a StartBuild request started or joined.
+type StartBuildResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The build id, for WatchBuild, GetBuild and CancelBuild.
+	BuildId string `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	// True when the request joined an identical build that was already queued
+	// or running, instead of starting a new one.
+	Joined        bool `protobuf:"varint,2,opt,name=joined,proto3" json:"joined,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartBuildResponse) Reset() {
+	*x = StartBuildResponse{}
+	mi := &file_build_v1_build_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartBuildResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartBuildResponse) ProtoMessage() {}
+
+func (x *StartBuildResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartBuildResponse.ProtoReflect.Descriptor instead.
+func (*StartBuildResponse) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StartBuildResponse) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
+func (x *StartBuildResponse) GetJoined() bool {
+	if x != nil {
+		return x.Joined
+	}
+	return false
+}
+
+// WatchBuildRequest names a build and where in its event log to start.
+type WatchBuildRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The build to watch.
+	BuildId string `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	// Send the events whose seq is greater than this; 0 sends them all.
+	FromSeq       uint64 `protobuf:"varint,2,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchBuildRequest) Reset() {
+	*x = WatchBuildRequest{}
+	mi := &file_build_v1_build_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchBuildRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchBuildRequest) ProtoMessage() {}
+
+func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchBuildRequest.ProtoReflect.Descriptor instead.
+func (*WatchBuildRequest) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *WatchBuildRequest) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
+func (x *WatchBuildRequest) GetFromSeq() uint64 {
+	if x != nil {
+		return x.FromSeq
+	}
+	return 0
+}
+
+// ListBuildsRequest filters and pages the build history.
+type ListBuildsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only builds in one of these states; empty means every state.
+	States []BuildState `protobuf:"varint,1,rep,packed,name=states,proto3,enum=build.v1.BuildState" json:"states,omitempty"`
+	// Only builds of this repository (exactly as requested); empty means all.
+	GitRepo string `protobuf:"bytes,2,opt,name=git_repo,json=gitRepo,proto3" json:"git_repo,omitempty"`
+	// At most this many builds; 0 means 50, and more than 1000 is cut to 1000.
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBuildsRequest) Reset() {
+	*x = ListBuildsRequest{}
+	mi := &file_build_v1_build_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBuildsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBuildsRequest) ProtoMessage() {}
+
+func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBuildsRequest.ProtoReflect.Descriptor instead.
+func (*ListBuildsRequest) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListBuildsRequest) GetStates() []BuildState {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+func (x *ListBuildsRequest) GetGitRepo() string {
+	if x != nil {
+		return x.GitRepo
+	}
+	return ""
+}
+
+func (x *ListBuildsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListBuildsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListBuildsResponse is one page of builds.
+type ListBuildsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Builds, newest first.
+	Builds []*BuildInfo `protobuf:"bytes,1,rep,name=builds,proto3" json:"builds,omitempty"`
+	// Pass as page_token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBuildsResponse) Reset() {
+	*x = ListBuildsResponse{}
+	mi := &file_build_v1_build_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBuildsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBuildsResponse) ProtoMessage() {}
+
+func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBuildsResponse.ProtoReflect.Descriptor instead.
+func (*ListBuildsResponse) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListBuildsResponse) GetBuilds() []*BuildInfo {
+	if x != nil {
+		return x.Builds
+	}
+	return nil
+}
+
+func (x *ListBuildsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// CancelBuildRequest names the build to cancel.
+type CancelBuildRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The build to cancel.
+	BuildId       string `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelBuildRequest) Reset() {
+	*x = CancelBuildRequest{}
+	mi := &file_build_v1_build_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelBuildRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelBuildRequest) ProtoMessage() {}
+
+func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelBuildRequest.ProtoReflect.Descriptor instead.
+func (*CancelBuildRequest) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CancelBuildRequest) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
 // GetBuildRequest names a build.
 type GetBuildRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -256,7 +672,7 @@ type GetBuildRequest struct {
 
 func (x *GetBuildRequest) Reset() {
 	*x = GetBuildRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[1]
+	mi := &file_build_v1_build_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -268,7 +684,7 @@ func (x *GetBuildRequest) String() string {
 func (*GetBuildRequest) ProtoMessage() {}
 
 func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[1]
+	mi := &file_build_v1_build_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -281,7 +697,7 @@ func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{1}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetBuildRequest) GetBuildId() string {
@@ -318,7 +734,7 @@ type BuildEvent struct {
 
 func (x *BuildEvent) Reset() {
 	*x = BuildEvent{}
-	mi := &file_build_v1_build_proto_msgTypes[2]
+	mi := &file_build_v1_build_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -330,7 +746,7 @@ func (x *BuildEvent) String() string {
 func (*BuildEvent) ProtoMessage() {}
 
 func (x *BuildEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[2]
+	mi := &file_build_v1_build_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -343,7 +759,7 @@ func (x *BuildEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildEvent.ProtoReflect.Descriptor instead.
 func (*BuildEvent) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{2}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BuildEvent) GetBuildId() string {
@@ -498,14 +914,16 @@ type StateChange struct {
 	// Human-readable detail, for example "resolved main to 1a2b3c...".
 	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	// The resolved commit SHA, set from the state after RESOLVING on.
-	Commit        string `protobuf:"bytes,3,opt,name=commit,proto3" json:"commit,omitempty"`
+	Commit string `protobuf:"bytes,3,opt,name=commit,proto3" json:"commit,omitempty"`
+	// While QUEUED: how many builds are ahead in the queue (0 = next).
+	QueuePosition int32 `protobuf:"varint,4,opt,name=queue_position,json=queuePosition,proto3" json:"queue_position,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StateChange) Reset() {
 	*x = StateChange{}
-	mi := &file_build_v1_build_proto_msgTypes[3]
+	mi := &file_build_v1_build_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -517,7 +935,7 @@ func (x *StateChange) String() string {
 func (*StateChange) ProtoMessage() {}
 
 func (x *StateChange) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[3]
+	mi := &file_build_v1_build_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -530,7 +948,7 @@ func (x *StateChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateChange.ProtoReflect.Descriptor instead.
 func (*StateChange) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{3}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StateChange) GetState() BuildState {
@@ -552,6 +970,13 @@ func (x *StateChange) GetCommit() string {
 		return x.Commit
 	}
 	return ""
+}
+
+func (x *StateChange) GetQueuePosition() int32 {
+	if x != nil {
+		return x.QueuePosition
+	}
+	return 0
 }
 
 // Vertex is one step of the build graph (a git fetch, an image pull, a run
@@ -578,7 +1003,7 @@ type Vertex struct {
 
 func (x *Vertex) Reset() {
 	*x = Vertex{}
-	mi := &file_build_v1_build_proto_msgTypes[4]
+	mi := &file_build_v1_build_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +1015,7 @@ func (x *Vertex) String() string {
 func (*Vertex) ProtoMessage() {}
 
 func (x *Vertex) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[4]
+	mi := &file_build_v1_build_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +1028,7 @@ func (x *Vertex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vertex.ProtoReflect.Descriptor instead.
 func (*Vertex) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{4}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Vertex) GetDigest() string {
@@ -680,7 +1105,7 @@ type VertexStatus struct {
 
 func (x *VertexStatus) Reset() {
 	*x = VertexStatus{}
-	mi := &file_build_v1_build_proto_msgTypes[5]
+	mi := &file_build_v1_build_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +1117,7 @@ func (x *VertexStatus) String() string {
 func (*VertexStatus) ProtoMessage() {}
 
 func (x *VertexStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[5]
+	mi := &file_build_v1_build_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +1130,7 @@ func (x *VertexStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VertexStatus.ProtoReflect.Descriptor instead.
 func (*VertexStatus) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{5}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *VertexStatus) GetId() string {
@@ -781,7 +1206,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_build_v1_build_proto_msgTypes[6]
+	mi := &file_build_v1_build_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +1218,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[6]
+	mi := &file_build_v1_build_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +1231,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{6}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LogChunk) GetVertex() string {
@@ -856,7 +1281,7 @@ type Warning struct {
 
 func (x *Warning) Reset() {
 	*x = Warning{}
-	mi := &file_build_v1_build_proto_msgTypes[7]
+	mi := &file_build_v1_build_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +1293,7 @@ func (x *Warning) String() string {
 func (*Warning) ProtoMessage() {}
 
 func (x *Warning) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[7]
+	mi := &file_build_v1_build_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +1306,7 @@ func (x *Warning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Warning.ProtoReflect.Descriptor instead.
 func (*Warning) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{7}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Warning) GetVertex() string {
@@ -937,7 +1362,7 @@ type BuildResult struct {
 
 func (x *BuildResult) Reset() {
 	*x = BuildResult{}
-	mi := &file_build_v1_build_proto_msgTypes[8]
+	mi := &file_build_v1_build_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1374,7 @@ func (x *BuildResult) String() string {
 func (*BuildResult) ProtoMessage() {}
 
 func (x *BuildResult) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[8]
+	mi := &file_build_v1_build_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1387,7 @@ func (x *BuildResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
 func (*BuildResult) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{8}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BuildResult) GetImage() string {
@@ -1010,7 +1435,7 @@ type BuildError struct {
 
 func (x *BuildError) Reset() {
 	*x = BuildError{}
-	mi := &file_build_v1_build_proto_msgTypes[9]
+	mi := &file_build_v1_build_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1447,7 @@ func (x *BuildError) String() string {
 func (*BuildError) ProtoMessage() {}
 
 func (x *BuildError) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[9]
+	mi := &file_build_v1_build_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1460,7 @@ func (x *BuildError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildError.ProtoReflect.Descriptor instead.
 func (*BuildError) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{9}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BuildError) GetCode() int32 {
@@ -1072,14 +1497,23 @@ type BuildInfo struct {
 	// Set when state is SUCCEEDED.
 	Result *BuildResult `protobuf:"bytes,8,opt,name=result,proto3" json:"result,omitempty"`
 	// Set when state is FAILED, CANCELLED or INTERRUPTED.
-	Error         *BuildError `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Error *BuildError `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	// While QUEUED: how many builds are ahead in the queue (0 = next).
+	QueuePosition int32 `protobuf:"varint,10,opt,name=queue_position,json=queuePosition,proto3" json:"queue_position,omitempty"`
+	// The seq of the build's last event so far.
+	LastSeq uint64 `protobuf:"varint,11,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	// How many identical requests joined this build after it started.
+	Joined int32 `protobuf:"varint,12,opt,name=joined,proto3" json:"joined,omitempty"`
+	// Bytes of step output left out of the log because it reached the
+	// server's per-build cap. The log says where the cap was reached.
+	LogBytesDropped int64 `protobuf:"varint,13,opt,name=log_bytes_dropped,json=logBytesDropped,proto3" json:"log_bytes_dropped,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *BuildInfo) Reset() {
 	*x = BuildInfo{}
-	mi := &file_build_v1_build_proto_msgTypes[10]
+	mi := &file_build_v1_build_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1525,7 @@ func (x *BuildInfo) String() string {
 func (*BuildInfo) ProtoMessage() {}
 
 func (x *BuildInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[10]
+	mi := &file_build_v1_build_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1538,7 @@ func (x *BuildInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildInfo.ProtoReflect.Descriptor instead.
 func (*BuildInfo) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{10}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BuildInfo) GetBuildId() string {
@@ -1170,11 +1604,46 @@ func (x *BuildInfo) GetError() *BuildError {
 	return nil
 }
 
+func (x *BuildInfo) GetQueuePosition() int32 {
+	if x != nil {
+		return x.QueuePosition
+	}
+	return 0
+}
+
+func (x *BuildInfo) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *BuildInfo) GetJoined() int32 {
+	if x != nil {
+		return x.Joined
+	}
+	return 0
+}
+
+func (x *BuildInfo) GetLogBytesDropped() int64 {
+	if x != nil {
+		return x.LogBytesDropped
+	}
+	return 0
+}
+
 var File_build_v1_build_proto protoreflect.FileDescriptor
 
 const file_build_v1_build_proto_rawDesc = "" +
 	"\n" +
-	"\x14build/v1/build.proto\x12\bbuild.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x03\n" +
+	"\x14build/v1/build.proto\x12\bbuild.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x10\n" +
+	"\x0eCleanupRequest\"\xe6\x01\n" +
+	"\x0fCleanupResponse\x120\n" +
+	"\x14buildkit_bytes_freed\x18\x01 \x01(\x03R\x12buildkitBytesFreed\x126\n" +
+	"\x17buildkit_records_pruned\x18\x02 \x01(\x03R\x15buildkitRecordsPruned\x12%\n" +
+	"\x0ebuilds_deleted\x18\x03 \x01(\x03R\rbuildsDeleted\x12(\n" +
+	"\x10temp_bytes_freed\x18\x04 \x01(\x03R\x0etempBytesFreed\x12\x18\n" +
+	"\aseconds\x18\x05 \x01(\x01R\aseconds\"\x94\x04\n" +
 	"\x12CreateImageRequest\x12\x19\n" +
 	"\bgit_repo\x18\x01 \x01(\tR\agitRepo\x12\x1d\n" +
 	"\n" +
@@ -1189,13 +1658,31 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\n" +
 	"base_image\x18\t \x01(\tR\tbaseImage\x12@\n" +
 	"\x06labels\x18\n" +
-	" \x03(\v2(.build.v1.CreateImageRequest.LabelsEntryR\x06labels\x1a6\n" +
+	" \x03(\v2(.build.v1.CreateImageRequest.LabelsEntryR\x06labels\x123\n" +
+	"\atimeout\x18\v \x01(\v2\x19.google.protobuf.DurationR\atimeout\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\",\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
+	"\x12StartBuildResponse\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x16\n" +
+	"\x06joined\x18\x02 \x01(\bR\x06joined\"I\n" +
+	"\x11WatchBuildRequest\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x19\n" +
+	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\"\x98\x01\n" +
+	"\x11ListBuildsRequest\x12,\n" +
+	"\x06states\x18\x01 \x03(\x0e2\x14.build.v1.BuildStateR\x06states\x12\x19\n" +
+	"\bgit_repo\x18\x02 \x01(\tR\agitRepo\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"i\n" +
+	"\x12ListBuildsResponse\x12+\n" +
+	"\x06builds\x18\x01 \x03(\v2\x13.build.v1.BuildInfoR\x06builds\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"/\n" +
+	"\x12CancelBuildRequest\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\tR\abuildId\",\n" +
 	"\x0fGetBuildRequest\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\"\xb5\x03\n" +
 	"\n" +
@@ -1211,11 +1698,12 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\awarning\x18\x0e \x01(\v2\x11.build.v1.WarningH\x00R\awarning\x12/\n" +
 	"\x06result\x18\x0f \x01(\v2\x15.build.v1.BuildResultH\x00R\x06result\x12,\n" +
 	"\x05error\x18\x10 \x01(\v2\x14.build.v1.BuildErrorH\x00R\x05errorB\a\n" +
-	"\x05event\"k\n" +
+	"\x05event\"\x92\x01\n" +
 	"\vStateChange\x12*\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x14.build.v1.BuildStateR\x05state\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
-	"\x06commit\x18\x03 \x01(\tR\x06commit\"\xea\x01\n" +
+	"\x06commit\x18\x03 \x01(\tR\x06commit\x12%\n" +
+	"\x0equeue_position\x18\x04 \x01(\x05R\rqueuePosition\"\xea\x01\n" +
 	"\x06Vertex\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x16\n" +
 	"\x06inputs\x18\x02 \x03(\tR\x06inputs\x12\x12\n" +
@@ -1252,7 +1740,7 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\n" +
 	"BuildError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xa1\x03\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xa7\x04\n" +
 	"\tBuildInfo\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x126\n" +
 	"\arequest\x18\x02 \x01(\v2\x1c.build.v1.CreateImageRequestR\arequest\x12*\n" +
@@ -1262,7 +1750,12 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\astarted\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x126\n" +
 	"\bfinished\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\x12-\n" +
 	"\x06result\x18\b \x01(\v2\x15.build.v1.BuildResultR\x06result\x12*\n" +
-	"\x05error\x18\t \x01(\v2\x14.build.v1.BuildErrorR\x05error*\xfa\x01\n" +
+	"\x05error\x18\t \x01(\v2\x14.build.v1.BuildErrorR\x05error\x12%\n" +
+	"\x0equeue_position\x18\n" +
+	" \x01(\x05R\rqueuePosition\x12\x19\n" +
+	"\blast_seq\x18\v \x01(\x04R\alastSeq\x12\x16\n" +
+	"\x06joined\x18\f \x01(\x05R\x06joined\x12*\n" +
+	"\x11log_bytes_dropped\x18\r \x01(\x03R\x0flogBytesDropped*\xfa\x01\n" +
 	"\n" +
 	"BuildState\x12\x1b\n" +
 	"\x17BUILD_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -1273,10 +1766,19 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x15BUILD_STATE_SUCCEEDED\x10\x05\x12\x16\n" +
 	"\x12BUILD_STATE_FAILED\x10\x06\x12\x19\n" +
 	"\x15BUILD_STATE_CANCELLED\x10\a\x12\x1b\n" +
-	"\x17BUILD_STATE_INTERRUPTED\x10\b2\x88\x01\n" +
+	"\x17BUILD_STATE_INTERRUPTED\x10\b2\xa0\x03\n" +
 	"\x05Build\x12C\n" +
-	"\vCreateImage\x12\x1c.build.v1.CreateImageRequest\x1a\x14.build.v1.BuildEvent0\x01\x12:\n" +
-	"\bGetBuild\x12\x19.build.v1.GetBuildRequest\x1a\x13.build.v1.BuildInfoB5Z3github.com/buildsvc/buildsvc/proto/build/v1;buildv1b\x06proto3"
+	"\vCreateImage\x12\x1c.build.v1.CreateImageRequest\x1a\x14.build.v1.BuildEvent0\x01\x12H\n" +
+	"\n" +
+	"StartBuild\x12\x1c.build.v1.CreateImageRequest\x1a\x1c.build.v1.StartBuildResponse\x12A\n" +
+	"\n" +
+	"WatchBuild\x12\x1b.build.v1.WatchBuildRequest\x1a\x14.build.v1.BuildEvent0\x01\x12:\n" +
+	"\bGetBuild\x12\x19.build.v1.GetBuildRequest\x1a\x13.build.v1.BuildInfo\x12G\n" +
+	"\n" +
+	"ListBuilds\x12\x1b.build.v1.ListBuildsRequest\x1a\x1c.build.v1.ListBuildsResponse\x12@\n" +
+	"\vCancelBuild\x12\x1c.build.v1.CancelBuildRequest\x1a\x13.build.v1.BuildInfo2G\n" +
+	"\x05Admin\x12>\n" +
+	"\aCleanup\x12\x18.build.v1.CleanupRequest\x1a\x19.build.v1.CleanupResponseB5Z3github.com/buildsvc/buildsvc/proto/build/v1;buildv1b\x06proto3"
 
 var (
 	file_build_v1_build_proto_rawDescOnce sync.Once
@@ -1291,58 +1793,79 @@ func file_build_v1_build_proto_rawDescGZIP() []byte {
 }
 
 var file_build_v1_build_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_build_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_build_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_build_v1_build_proto_goTypes = []any{
 	(BuildState)(0),               // 0: build.v1.BuildState
-	(*CreateImageRequest)(nil),    // 1: build.v1.CreateImageRequest
-	(*GetBuildRequest)(nil),       // 2: build.v1.GetBuildRequest
-	(*BuildEvent)(nil),            // 3: build.v1.BuildEvent
-	(*StateChange)(nil),           // 4: build.v1.StateChange
-	(*Vertex)(nil),                // 5: build.v1.Vertex
-	(*VertexStatus)(nil),          // 6: build.v1.VertexStatus
-	(*LogChunk)(nil),              // 7: build.v1.LogChunk
-	(*Warning)(nil),               // 8: build.v1.Warning
-	(*BuildResult)(nil),           // 9: build.v1.BuildResult
-	(*BuildError)(nil),            // 10: build.v1.BuildError
-	(*BuildInfo)(nil),             // 11: build.v1.BuildInfo
-	nil,                           // 12: build.v1.CreateImageRequest.EnvEntry
-	nil,                           // 13: build.v1.CreateImageRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*CleanupRequest)(nil),        // 1: build.v1.CleanupRequest
+	(*CleanupResponse)(nil),       // 2: build.v1.CleanupResponse
+	(*CreateImageRequest)(nil),    // 3: build.v1.CreateImageRequest
+	(*StartBuildResponse)(nil),    // 4: build.v1.StartBuildResponse
+	(*WatchBuildRequest)(nil),     // 5: build.v1.WatchBuildRequest
+	(*ListBuildsRequest)(nil),     // 6: build.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),    // 7: build.v1.ListBuildsResponse
+	(*CancelBuildRequest)(nil),    // 8: build.v1.CancelBuildRequest
+	(*GetBuildRequest)(nil),       // 9: build.v1.GetBuildRequest
+	(*BuildEvent)(nil),            // 10: build.v1.BuildEvent
+	(*StateChange)(nil),           // 11: build.v1.StateChange
+	(*Vertex)(nil),                // 12: build.v1.Vertex
+	(*VertexStatus)(nil),          // 13: build.v1.VertexStatus
+	(*LogChunk)(nil),              // 14: build.v1.LogChunk
+	(*Warning)(nil),               // 15: build.v1.Warning
+	(*BuildResult)(nil),           // 16: build.v1.BuildResult
+	(*BuildError)(nil),            // 17: build.v1.BuildError
+	(*BuildInfo)(nil),             // 18: build.v1.BuildInfo
+	nil,                           // 19: build.v1.CreateImageRequest.EnvEntry
+	nil,                           // 20: build.v1.CreateImageRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
 }
 var file_build_v1_build_proto_depIdxs = []int32{
-	12, // 0: build.v1.CreateImageRequest.env:type_name -> build.v1.CreateImageRequest.EnvEntry
-	13, // 1: build.v1.CreateImageRequest.labels:type_name -> build.v1.CreateImageRequest.LabelsEntry
-	14, // 2: build.v1.BuildEvent.time:type_name -> google.protobuf.Timestamp
-	4,  // 3: build.v1.BuildEvent.state:type_name -> build.v1.StateChange
-	5,  // 4: build.v1.BuildEvent.vertex:type_name -> build.v1.Vertex
-	6,  // 5: build.v1.BuildEvent.status:type_name -> build.v1.VertexStatus
-	7,  // 6: build.v1.BuildEvent.log:type_name -> build.v1.LogChunk
-	8,  // 7: build.v1.BuildEvent.warning:type_name -> build.v1.Warning
-	9,  // 8: build.v1.BuildEvent.result:type_name -> build.v1.BuildResult
-	10, // 9: build.v1.BuildEvent.error:type_name -> build.v1.BuildError
-	0,  // 10: build.v1.StateChange.state:type_name -> build.v1.BuildState
-	14, // 11: build.v1.Vertex.started:type_name -> google.protobuf.Timestamp
-	14, // 12: build.v1.Vertex.completed:type_name -> google.protobuf.Timestamp
-	14, // 13: build.v1.VertexStatus.timestamp:type_name -> google.protobuf.Timestamp
-	14, // 14: build.v1.VertexStatus.started:type_name -> google.protobuf.Timestamp
-	14, // 15: build.v1.VertexStatus.completed:type_name -> google.protobuf.Timestamp
-	14, // 16: build.v1.LogChunk.timestamp:type_name -> google.protobuf.Timestamp
-	1,  // 17: build.v1.BuildInfo.request:type_name -> build.v1.CreateImageRequest
-	0,  // 18: build.v1.BuildInfo.state:type_name -> build.v1.BuildState
-	14, // 19: build.v1.BuildInfo.created:type_name -> google.protobuf.Timestamp
-	14, // 20: build.v1.BuildInfo.started:type_name -> google.protobuf.Timestamp
-	14, // 21: build.v1.BuildInfo.finished:type_name -> google.protobuf.Timestamp
-	9,  // 22: build.v1.BuildInfo.result:type_name -> build.v1.BuildResult
-	10, // 23: build.v1.BuildInfo.error:type_name -> build.v1.BuildError
-	1,  // 24: build.v1.Build.CreateImage:input_type -> build.v1.CreateImageRequest
-	2,  // 25: build.v1.Build.GetBuild:input_type -> build.v1.GetBuildRequest
-	3,  // 26: build.v1.Build.CreateImage:output_type -> build.v1.BuildEvent
-	11, // 27: build.v1.Build.GetBuild:output_type -> build.v1.BuildInfo
-	26, // [26:28] is the sub-list for method output_type
-	24, // [24:26] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	19, // 0: build.v1.CreateImageRequest.env:type_name -> build.v1.CreateImageRequest.EnvEntry
+	20, // 1: build.v1.CreateImageRequest.labels:type_name -> build.v1.CreateImageRequest.LabelsEntry
+	21, // 2: build.v1.CreateImageRequest.timeout:type_name -> google.protobuf.Duration
+	0,  // 3: build.v1.ListBuildsRequest.states:type_name -> build.v1.BuildState
+	18, // 4: build.v1.ListBuildsResponse.builds:type_name -> build.v1.BuildInfo
+	22, // 5: build.v1.BuildEvent.time:type_name -> google.protobuf.Timestamp
+	11, // 6: build.v1.BuildEvent.state:type_name -> build.v1.StateChange
+	12, // 7: build.v1.BuildEvent.vertex:type_name -> build.v1.Vertex
+	13, // 8: build.v1.BuildEvent.status:type_name -> build.v1.VertexStatus
+	14, // 9: build.v1.BuildEvent.log:type_name -> build.v1.LogChunk
+	15, // 10: build.v1.BuildEvent.warning:type_name -> build.v1.Warning
+	16, // 11: build.v1.BuildEvent.result:type_name -> build.v1.BuildResult
+	17, // 12: build.v1.BuildEvent.error:type_name -> build.v1.BuildError
+	0,  // 13: build.v1.StateChange.state:type_name -> build.v1.BuildState
+	22, // 14: build.v1.Vertex.started:type_name -> google.protobuf.Timestamp
+	22, // 15: build.v1.Vertex.completed:type_name -> google.protobuf.Timestamp
+	22, // 16: build.v1.VertexStatus.timestamp:type_name -> google.protobuf.Timestamp
+	22, // 17: build.v1.VertexStatus.started:type_name -> google.protobuf.Timestamp
+	22, // 18: build.v1.VertexStatus.completed:type_name -> google.protobuf.Timestamp
+	22, // 19: build.v1.LogChunk.timestamp:type_name -> google.protobuf.Timestamp
+	3,  // 20: build.v1.BuildInfo.request:type_name -> build.v1.CreateImageRequest
+	0,  // 21: build.v1.BuildInfo.state:type_name -> build.v1.BuildState
+	22, // 22: build.v1.BuildInfo.created:type_name -> google.protobuf.Timestamp
+	22, // 23: build.v1.BuildInfo.started:type_name -> google.protobuf.Timestamp
+	22, // 24: build.v1.BuildInfo.finished:type_name -> google.protobuf.Timestamp
+	16, // 25: build.v1.BuildInfo.result:type_name -> build.v1.BuildResult
+	17, // 26: build.v1.BuildInfo.error:type_name -> build.v1.BuildError
+	3,  // 27: build.v1.Build.CreateImage:input_type -> build.v1.CreateImageRequest
+	3,  // 28: build.v1.Build.StartBuild:input_type -> build.v1.CreateImageRequest
+	5,  // 29: build.v1.Build.WatchBuild:input_type -> build.v1.WatchBuildRequest
+	9,  // 30: build.v1.Build.GetBuild:input_type -> build.v1.GetBuildRequest
+	6,  // 31: build.v1.Build.ListBuilds:input_type -> build.v1.ListBuildsRequest
+	8,  // 32: build.v1.Build.CancelBuild:input_type -> build.v1.CancelBuildRequest
+	1,  // 33: build.v1.Admin.Cleanup:input_type -> build.v1.CleanupRequest
+	10, // 34: build.v1.Build.CreateImage:output_type -> build.v1.BuildEvent
+	4,  // 35: build.v1.Build.StartBuild:output_type -> build.v1.StartBuildResponse
+	10, // 36: build.v1.Build.WatchBuild:output_type -> build.v1.BuildEvent
+	18, // 37: build.v1.Build.GetBuild:output_type -> build.v1.BuildInfo
+	7,  // 38: build.v1.Build.ListBuilds:output_type -> build.v1.ListBuildsResponse
+	18, // 39: build.v1.Build.CancelBuild:output_type -> build.v1.BuildInfo
+	2,  // 40: build.v1.Admin.Cleanup:output_type -> build.v1.CleanupResponse
+	34, // [34:41] is the sub-list for method output_type
+	27, // [27:34] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_build_v1_build_proto_init() }
@@ -1350,7 +1873,7 @@ func file_build_v1_build_proto_init() {
 	if File_build_v1_build_proto != nil {
 		return
 	}
-	file_build_v1_build_proto_msgTypes[2].OneofWrappers = []any{
+	file_build_v1_build_proto_msgTypes[9].OneofWrappers = []any{
 		(*BuildEvent_State)(nil),
 		(*BuildEvent_Vertex)(nil),
 		(*BuildEvent_Status)(nil),
@@ -1365,9 +1888,9 @@ func file_build_v1_build_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_build_v1_build_proto_rawDesc), len(file_build_v1_build_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   20,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_build_v1_build_proto_goTypes,
 		DependencyIndexes: file_build_v1_build_proto_depIdxs,

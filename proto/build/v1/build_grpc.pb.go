@@ -28,7 +28,11 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	Build_CreateImage_FullMethodName = "/build.v1.Build/CreateImage"
+	Build_StartBuild_FullMethodName  = "/build.v1.Build/StartBuild"
+	Build_WatchBuild_FullMethodName  = "/build.v1.Build/WatchBuild"
 	Build_GetBuild_FullMethodName    = "/build.v1.Build/GetBuild"
+	Build_ListBuilds_FullMethodName  = "/build.v1.Build/ListBuilds"
+	Build_CancelBuild_FullMethodName = "/build.v1.Build/CancelBuild"
 )
 
 // BuildClient is the client API for Build service.
@@ -42,10 +46,28 @@ type BuildClient interface {
 	// the build ends. The first event carries the build id. A request that is
 	// not valid fails with INVALID_ARGUMENT (or NOT_FOUND for a commit that does
 	// not exist) before anything is built; the error names the field.
+	//
+	// The build does not depend on the call: a client that goes away leaves it
+	// running, and WatchBuild shows it again. A request identical to a build
+	// that is queued or running (same repository, resolved commit, tag and
+	// options) joins that build and streams its log from the start. When the
+	// queue is full the call fails with RESOURCE_EXHAUSTED.
 	CreateImage(ctx context.Context, in *CreateImageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BuildEvent], error)
+	// StartBuild is CreateImage without waiting: it validates, resolves and
+	// queues the build (or joins an identical one), and returns its id.
+	StartBuild(ctx context.Context, in *CreateImageRequest, opts ...grpc.CallOption) (*StartBuildResponse, error)
+	// WatchBuild replays a build's events after from_seq and then follows
+	// them live until the build ends. Every event arrives exactly once, in
+	// order, so a client that lost its stream resumes from the last seq it saw.
+	WatchBuild(ctx context.Context, in *WatchBuildRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BuildEvent], error)
 	// GetBuild returns a build's current state, and its result or error once it
 	// has ended.
 	GetBuild(ctx context.Context, in *GetBuildRequest, opts ...grpc.CallOption) (*BuildInfo, error)
+	// ListBuilds lists builds, newest first, a page at a time.
+	ListBuilds(ctx context.Context, in *ListBuildsRequest, opts ...grpc.CallOption) (*ListBuildsResponse, error)
+	// CancelBuild stops a queued or running build; it ends CANCELLED. A build
+	// that has already ended is returned as it is.
+	CancelBuild(ctx context.Context, in *CancelBuildRequest, opts ...grpc.CallOption) (*BuildInfo, error)
 }
 
 type buildClient struct {
@@ -75,10 +97,59 @@ func (c *buildClient) CreateImage(ctx context.Context, in *CreateImageRequest, o
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Build_CreateImageClient = grpc.ServerStreamingClient[BuildEvent]
 
+func (c *buildClient) StartBuild(ctx context.Context, in *CreateImageRequest, opts ...grpc.CallOption) (*StartBuildResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StartBuildResponse)
+	err := c.cc.Invoke(ctx, Build_StartBuild_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *buildClient) WatchBuild(ctx context.Context, in *WatchBuildRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BuildEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Build_ServiceDesc.Streams[1], Build_WatchBuild_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchBuildRequest, BuildEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Build_WatchBuildClient = grpc.ServerStreamingClient[BuildEvent]
+
 func (c *buildClient) GetBuild(ctx context.Context, in *GetBuildRequest, opts ...grpc.CallOption) (*BuildInfo, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(BuildInfo)
 	err := c.cc.Invoke(ctx, Build_GetBuild_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *buildClient) ListBuilds(ctx context.Context, in *ListBuildsRequest, opts ...grpc.CallOption) (*ListBuildsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListBuildsResponse)
+	err := c.cc.Invoke(ctx, Build_ListBuilds_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *buildClient) CancelBuild(ctx context.Context, in *CancelBuildRequest, opts ...grpc.CallOption) (*BuildInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BuildInfo)
+	err := c.cc.Invoke(ctx, Build_CancelBuild_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -96,10 +167,28 @@ type BuildServer interface {
 	// the build ends. The first event carries the build id. A request that is
 	// not valid fails with INVALID_ARGUMENT (or NOT_FOUND for a commit that does
 	// not exist) before anything is built; the error names the field.
+	//
+	// The build does not depend on the call: a client that goes away leaves it
+	// running, and WatchBuild shows it again. A request identical to a build
+	// that is queued or running (same repository, resolved commit, tag and
+	// options) joins that build and streams its log from the start. When the
+	// queue is full the call fails with RESOURCE_EXHAUSTED.
 	CreateImage(*CreateImageRequest, grpc.ServerStreamingServer[BuildEvent]) error
+	// StartBuild is CreateImage without waiting: it validates, resolves and
+	// queues the build (or joins an identical one), and returns its id.
+	StartBuild(context.Context, *CreateImageRequest) (*StartBuildResponse, error)
+	// WatchBuild replays a build's events after from_seq and then follows
+	// them live until the build ends. Every event arrives exactly once, in
+	// order, so a client that lost its stream resumes from the last seq it saw.
+	WatchBuild(*WatchBuildRequest, grpc.ServerStreamingServer[BuildEvent]) error
 	// GetBuild returns a build's current state, and its result or error once it
 	// has ended.
 	GetBuild(context.Context, *GetBuildRequest) (*BuildInfo, error)
+	// ListBuilds lists builds, newest first, a page at a time.
+	ListBuilds(context.Context, *ListBuildsRequest) (*ListBuildsResponse, error)
+	// CancelBuild stops a queued or running build; it ends CANCELLED. A build
+	// that has already ended is returned as it is.
+	CancelBuild(context.Context, *CancelBuildRequest) (*BuildInfo, error)
 	mustEmbedUnimplementedBuildServer()
 }
 
@@ -113,8 +202,20 @@ type UnimplementedBuildServer struct{}
 func (UnimplementedBuildServer) CreateImage(*CreateImageRequest, grpc.ServerStreamingServer[BuildEvent]) error {
 	return status.Error(codes.Unimplemented, "method CreateImage not implemented")
 }
+func (UnimplementedBuildServer) StartBuild(context.Context, *CreateImageRequest) (*StartBuildResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartBuild not implemented")
+}
+func (UnimplementedBuildServer) WatchBuild(*WatchBuildRequest, grpc.ServerStreamingServer[BuildEvent]) error {
+	return status.Error(codes.Unimplemented, "method WatchBuild not implemented")
+}
 func (UnimplementedBuildServer) GetBuild(context.Context, *GetBuildRequest) (*BuildInfo, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetBuild not implemented")
+}
+func (UnimplementedBuildServer) ListBuilds(context.Context, *ListBuildsRequest) (*ListBuildsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListBuilds not implemented")
+}
+func (UnimplementedBuildServer) CancelBuild(context.Context, *CancelBuildRequest) (*BuildInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelBuild not implemented")
 }
 func (UnimplementedBuildServer) mustEmbedUnimplementedBuildServer() {}
 func (UnimplementedBuildServer) testEmbeddedByValue()               {}
@@ -148,6 +249,35 @@ func _Build_CreateImage_Handler(srv interface{}, stream grpc.ServerStream) error
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Build_CreateImageServer = grpc.ServerStreamingServer[BuildEvent]
 
+func _Build_StartBuild_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateImageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BuildServer).StartBuild(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Build_StartBuild_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BuildServer).StartBuild(ctx, req.(*CreateImageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Build_WatchBuild_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchBuildRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(BuildServer).WatchBuild(m, &grpc.GenericServerStream[WatchBuildRequest, BuildEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Build_WatchBuildServer = grpc.ServerStreamingServer[BuildEvent]
+
 func _Build_GetBuild_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetBuildRequest)
 	if err := dec(in); err != nil {
@@ -166,6 +296,42 @@ func _Build_GetBuild_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Build_ListBuilds_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListBuildsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BuildServer).ListBuilds(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Build_ListBuilds_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BuildServer).ListBuilds(ctx, req.(*ListBuildsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Build_CancelBuild_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelBuildRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BuildServer).CancelBuild(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Build_CancelBuild_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BuildServer).CancelBuild(ctx, req.(*CancelBuildRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Build_ServiceDesc is the grpc.ServiceDesc for Build service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -174,8 +340,20 @@ var Build_ServiceDesc = grpc.ServiceDesc{
 	HandlerType: (*BuildServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
+			MethodName: "StartBuild",
+			Handler:    _Build_StartBuild_Handler,
+		},
+		{
 			MethodName: "GetBuild",
 			Handler:    _Build_GetBuild_Handler,
+		},
+		{
+			MethodName: "ListBuilds",
+			Handler:    _Build_ListBuilds_Handler,
+		},
+		{
+			MethodName: "CancelBuild",
+			Handler:    _Build_CancelBuild_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -184,6 +362,123 @@ var Build_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Build_CreateImage_Handler,
 			ServerStreams: true,
 		},
+		{
+			StreamName:    "WatchBuild",
+			Handler:       _Build_WatchBuild_Handler,
+			ServerStreams: true,
+		},
 	},
+	Metadata: "build/v1/build.proto",
+}
+
+const (
+	Admin_Cleanup_FullMethodName = "/build.v1.Admin/Cleanup"
+)
+
+// AdminClient is the client API for Admin service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Admin is for the service's operators.
+type AdminClient interface {
+	// Cleanup runs the periodic cleanup now: a BuildKit prune (keeping the
+	// shared Go caches younger than the keep-duration), history retention, and
+	// removal of the server's temporary files. It returns what was freed.
+	Cleanup(ctx context.Context, in *CleanupRequest, opts ...grpc.CallOption) (*CleanupResponse, error)
+}
+
+type adminClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAdminClient(cc grpc.ClientConnInterface) AdminClient {
+	return &adminClient{cc}
+}
+
+func (c *adminClient) Cleanup(ctx context.Context, in *CleanupRequest, opts ...grpc.CallOption) (*CleanupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CleanupResponse)
+	err := c.cc.Invoke(ctx, Admin_Cleanup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AdminServer is the server API for Admin service.
+// All implementations must embed UnimplementedAdminServer
+// for forward compatibility.
+//
+// Admin is for the service's operators.
+type AdminServer interface {
+	// Cleanup runs the periodic cleanup now: a BuildKit prune (keeping the
+	// shared Go caches younger than the keep-duration), history retention, and
+	// removal of the server's temporary files. It returns what was freed.
+	Cleanup(context.Context, *CleanupRequest) (*CleanupResponse, error)
+	mustEmbedUnimplementedAdminServer()
+}
+
+// UnimplementedAdminServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAdminServer struct{}
+
+func (UnimplementedAdminServer) Cleanup(context.Context, *CleanupRequest) (*CleanupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Cleanup not implemented")
+}
+func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
+func (UnimplementedAdminServer) testEmbeddedByValue()               {}
+
+// UnsafeAdminServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AdminServer will
+// result in compilation errors.
+type UnsafeAdminServer interface {
+	mustEmbedUnimplementedAdminServer()
+}
+
+func RegisterAdminServer(s grpc.ServiceRegistrar, srv AdminServer) {
+	// If the following call panics, it indicates UnimplementedAdminServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Admin_ServiceDesc, srv)
+}
+
+func _Admin_Cleanup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CleanupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Cleanup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Cleanup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Cleanup(ctx, req.(*CleanupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Admin_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "build.v1.Admin",
+	HandlerType: (*AdminServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Cleanup",
+			Handler:    _Admin_Cleanup_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
 	Metadata: "build/v1/build.proto",
 }
