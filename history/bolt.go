@@ -1,0 +1,194 @@
+package history
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+)
+
+var (
+	buildsBucket = []byte("builds") // id -> BuildInfo
+	eventsBucket = []byte("events") // id -> bucket of seq (big endian) -> BuildEvent
+)
+
+// Bolt is a Store in one bbolt file.
+type Bolt struct {
+	db *bolt.DB
+}
+
+var _ Store = (*Bolt)(nil)
+
+// Open opens (or creates) the store file at path. Only one process may have
+// it open: a second one waits up to 5 s and then fails.
+func Open(path string) (*Bolt, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("history: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("history: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{buildsBucket, eventsBucket} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("history: init %s: %w", path, err)
+	}
+	return &Bolt{db: db}, nil
+}
+
+// Close implements Store.
+func (s *Bolt) Close() error { return s.db.Close() }
+
+// PutBuild implements Store.
+func (s *Bolt) PutBuild(_ context.Context, b *buildv1.BuildInfo) error {
+	v, err := proto.Marshal(b)
+	if err != nil {
+		return fmt.Errorf("history: encode build %s: %w", b.GetBuildId(), err)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(buildsBucket).Put([]byte(b.GetBuildId()), v)
+	})
+}
+
+func seqKey(seq uint64) []byte {
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], seq)
+	return k[:]
+}
+
+// AppendEvents implements Store.
+func (s *Bolt) AppendEvents(_ context.Context, id string, events []*buildv1.BuildEvent) error {
+	if len(events) == 0 {
+		return nil
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.Bucket(eventsBucket).CreateBucketIfNotExists([]byte(id))
+		if err != nil {
+			return err
+		}
+		b.FillPercent = 1 // keys only ever grow: pack pages full
+		for _, e := range events {
+			v, err := proto.Marshal(e)
+			if err != nil {
+				return fmt.Errorf("history: encode event %d of %s: %w", e.GetSeq(), id, err)
+			}
+			if err := b.Put(seqKey(e.GetSeq()), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// GetBuild implements Store.
+func (s *Bolt) GetBuild(_ context.Context, id string) (*buildv1.BuildInfo, error) {
+	var out *buildv1.BuildInfo
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(buildsBucket).Get([]byte(id))
+		if v == nil {
+			return fmt.Errorf("build %q: %w", id, ErrNotFound)
+		}
+		out = &buildv1.BuildInfo{}
+		return proto.Unmarshal(v, out)
+	})
+	return out, err
+}
+
+// Events implements Store.
+func (s *Bolt) Events(_ context.Context, id string, after uint64, limit int) ([]*buildv1.BuildEvent, error) {
+	var out []*buildv1.BuildEvent
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(buildsBucket).Get([]byte(id)) == nil {
+			return fmt.Errorf("build %q: %w", id, ErrNotFound)
+		}
+		b := tx.Bucket(eventsBucket).Bucket([]byte(id))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			e := &buildv1.BuildEvent{}
+			if err := proto.Unmarshal(v, e); err != nil {
+				return fmt.Errorf("history: decode event of %s: %w", id, err)
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// List implements Store.
+func (s *Bolt) List(_ context.Context, f Filter) ([]*buildv1.BuildInfo, bool, error) {
+	if f.Limit <= 0 {
+		return nil, false, fmt.Errorf("history: list limit %d must be positive", f.Limit)
+	}
+	var out []*buildv1.BuildInfo
+	more := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(buildsBucket).Cursor()
+		var k, v []byte
+		if f.Before == "" {
+			k, v = c.Last()
+		} else {
+			// Seek lands on the first key >= Before; step back below it.
+			k, v = c.Seek([]byte(f.Before))
+			if k == nil {
+				k, v = c.Last()
+			}
+			for k != nil && string(k) >= f.Before {
+				k, v = c.Prev()
+			}
+		}
+		for ; k != nil; k, v = c.Prev() {
+			b := &buildv1.BuildInfo{}
+			if err := proto.Unmarshal(v, b); err != nil {
+				return fmt.Errorf("history: decode build %s: %w", k, err)
+			}
+			if len(f.States) > 0 && !slices.Contains(f.States, b.GetState()) {
+				continue
+			}
+			if f.Repo != "" && b.GetRequest().GetGitRepo() != f.Repo {
+				continue
+			}
+			if len(out) == f.Limit {
+				more = true
+				return nil
+			}
+			out = append(out, b)
+		}
+		return nil
+	})
+	return out, more, err
+}
+
+// Delete implements Store.
+func (s *Bolt) Delete(_ context.Context, ids ...string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, id := range ids {
+			if err := tx.Bucket(buildsBucket).Delete([]byte(id)); err != nil {
+				return err
+			}
+			if err := tx.Bucket(eventsBucket).DeleteBucket([]byte(id)); err != nil && err != bolt.ErrBucketNotFound {
+				return err
+			}
+		}
+		return nil
+	})
+}

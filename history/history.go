@@ -1,0 +1,55 @@
+// Package history stores builds: each build's record and its append-only
+// event log, so that builds, their logs and their errors outlive the server
+// process.
+//
+// The default store is a single bbolt file. bbolt is chosen because it is
+// pure Go (no cgo, one static binary), keeps everything in one file under
+// the server's data directory with no setup, gives ACID transactions, and
+// keeps keys sorted, which is exactly what the two reads need: a build's
+// events by sequence number, and builds newest first (build ids sort by
+// creation time). It is maintained by the etcd project. A shared store for
+// several server replicas (PostgreSQL) can implement Store later.
+package history
+
+import (
+	"context"
+	"errors"
+
+	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+)
+
+// ErrNotFound is returned for a build the store does not have.
+var ErrNotFound = errors.New("build not found")
+
+// Filter selects builds for List.
+type Filter struct {
+	// States keeps builds in one of these states; empty keeps all.
+	States []buildv1.BuildState
+	// Repo keeps builds of this git repository; empty keeps all.
+	Repo string
+	// Before keeps builds whose id sorts before this one (the page token);
+	// empty starts at the newest.
+	Before string
+	// Limit is the most builds returned; it must be positive.
+	Limit int
+}
+
+// Store holds build records and event logs.
+type Store interface {
+	// PutBuild creates or replaces a build's record.
+	PutBuild(ctx context.Context, b *buildv1.BuildInfo) error
+	// AppendEvents adds events to a build's log. Their seqs follow the
+	// last stored one.
+	AppendEvents(ctx context.Context, buildID string, events []*buildv1.BuildEvent) error
+	// GetBuild returns a build's record, or ErrNotFound.
+	GetBuild(ctx context.Context, id string) (*buildv1.BuildInfo, error)
+	// Events returns up to limit events of a build with seq > after, in
+	// order.
+	Events(ctx context.Context, id string, after uint64, limit int) ([]*buildv1.BuildEvent, error)
+	// List returns builds newest first and whether more match after them.
+	List(ctx context.Context, f Filter) ([]*buildv1.BuildInfo, bool, error)
+	// Delete removes builds and their events.
+	Delete(ctx context.Context, ids ...string) error
+	// Close releases the store.
+	Close() error
+}
