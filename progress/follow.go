@@ -16,7 +16,7 @@ import (
 var ErrNoOutcome = errors.New("event stream ended before the build did")
 
 // Follow reads a build's events with recv (for example a CreateImage or
-// WatchBuild stream's Recv) until the build's last event, and returns how the
+// WatchBuild stream's Recv, or a Reattacher's) until the build's last event, and returns how the
 // build ended: its result if it succeeded, or its error if it ended without an
 // image. Progress events go to ch as SolveStatus values, ready for
 // progressui.Display.UpdateFrom; state events go to onState, if it is not
@@ -28,7 +28,7 @@ var ErrNoOutcome = errors.New("event stream ended before the build did")
 // progress update waited for the reader of ch.
 //
 // Follow closes ch when it returns.
-func Follow(ctx context.Context, recv func() (*buildv1.BuildEvent, error), ch chan<- *client.SolveStatus, onState func(*buildv1.BuildEvent)) (*buildv1.BuildResult, *buildv1.BuildError, error) {
+func Follow(ctx context.Context, recv Recv, ch chan<- *client.SolveStatus, onState func(*buildv1.BuildEvent)) (*buildv1.BuildResult, *buildv1.BuildError, error) {
 	defer close(ch)
 	for {
 		e, err := recv()

@@ -9,6 +9,10 @@
 // while the API itself never carries a BuildKit type. A BuildKit upgrade that
 // changes its progress types changes this package, not the clients.
 //
+// A Reattacher keeps a client's view of a build whole when its stream breaks:
+// it resumes with WatchBuild from the last seq it saw, so the reader sees
+// every event exactly once.
+//
 // What the API has no field for is dropped on the way in: a vertex's progress
 // group and a warning's source info and ranges. Text that BuildKit carries as
 // bytes (warning summaries and details) becomes a string, with invalid UTF-8
