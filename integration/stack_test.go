@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/buildsvc/buildsvc/buildkitd"
+	"github.com/buildsvc/buildsvc/history"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 	"github.com/buildsvc/buildsvc/server"
 )
@@ -65,7 +66,12 @@ func startServerAddr(t testing.TB, mutate func(*server.Config)) (buildv1.BuildCl
 	t.Helper()
 	st := loadStack(t)
 	goproxy, _ := exec.Command("go", "env", "GOPROXY").Output()
+	store, err := history.Open(filepath.Join(t.TempDir(), "history.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := server.Config{
+		Store:            store,
 		BuildKit:         buildkitd.Endpoint{Address: st.BuildKitAddr},
 		BuilderImage:     st.BuilderImage,
 		BaseImage:        st.BaseImage,
@@ -98,6 +104,7 @@ func startServerAddr(t testing.TB, mutate func(*server.Config)) (buildv1.BuildCl
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		srv.Close(cctx)
+		store.Close()
 	})
 	return buildv1.NewBuildClient(conn), lis.Addr().String()
 }

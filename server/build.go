@@ -15,14 +15,22 @@ import (
 // build is one build's record and event log. Its state only moves forward
 // and every change is also an event in its log.
 type build struct {
-	id     string
-	req    *request
-	log    *eventLog
-	cancel context.CancelFunc
+	id      string
+	req     *request
+	key     string        // dedup key: identical requests share it
+	timeout time.Duration // for the run, once out of the queue
+	log     *eventLog
+	// stop is closed when the build is asked to stop; stopCause says why
+	// (errCancelled or errShutdown).
+	stop     chan struct{}
+	stopOnce sync.Once
 
-	mu       sync.Mutex
+	mu        sync.Mutex
+	stopCause error
 	state    buildv1.BuildState
 	commit   string
+	queuePos int32
+	joined   int32
 	created  time.Time
 	started  time.Time
 	finished time.Time
@@ -34,12 +42,7 @@ type build struct {
 func newBuildID(now time.Time) string {
 	var b [5]byte
 	_, _ = rand.Read(b[:])
-	return now.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
-}
-
-func newBuild(req *request, redact func(*buildv1.BuildEvent), now time.Time) *build {
-	id := newBuildID(now)
-	return &build{id: id, req: req, log: newEventLog(id, redact), created: now}
+	return now.UTC().Format("20060102-150405.000000") + "-" + hex.EncodeToString(b[:])
 }
 
 // ended reports whether state is final.
@@ -50,6 +53,33 @@ func ended(state buildv1.BuildState) bool {
 		return true
 	}
 	return false
+}
+
+// requestStop asks the build to stop; only the first cause counts.
+func (b *build) requestStop(cause error) {
+	b.stopOnce.Do(func() {
+		b.mu.Lock()
+		b.stopCause = cause
+		b.mu.Unlock()
+		close(b.stop)
+	})
+}
+
+// context returns a context for running the build, cancelled with the stop
+// cause when the build is asked to stop. Call the CancelFunc when done.
+func (b *build) context() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	go func() {
+		select {
+		case <-b.stop:
+			b.mu.Lock()
+			cause := b.stopCause
+			b.mu.Unlock()
+			cancel(cause)
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancel(nil) }
 }
 
 // setState moves the build to state and records the change. It is a no-op
@@ -64,17 +94,24 @@ func (b *build) setState(state buildv1.BuildState, msg string) {
 	if state == buildv1.BuildState_BUILD_STATE_BUILDING && b.started.IsZero() {
 		b.started = time.Now()
 	}
-	commit := b.commit
+	if state != buildv1.BuildState_BUILD_STATE_QUEUED {
+		b.queuePos = 0
+	}
+	ev := &buildv1.StateChange{State: state, Message: msg, Commit: b.commit, QueuePosition: b.queuePos}
 	b.mu.Unlock()
-	b.log.append(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_State{State: &buildv1.StateChange{
-		State: state, Message: msg, Commit: commit,
-	}}})
+	b.log.append(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_State{State: ev}})
 }
 
-func (b *build) setCommit(sha string) {
+// setQueuePosition records a queued build moving up the queue.
+func (b *build) setQueuePosition(pos int) {
 	b.mu.Lock()
-	b.commit = sha
+	if b.state != buildv1.BuildState_BUILD_STATE_QUEUED || int32(pos) >= b.queuePos {
+		b.mu.Unlock()
+		return
+	}
+	b.queuePos = int32(pos)
 	b.mu.Unlock()
+	b.setState(buildv1.BuildState_BUILD_STATE_QUEUED, "moved up the queue")
 }
 
 // succeed ends the build with its result: the final state, then the result
@@ -90,9 +127,17 @@ func (b *build) succeed(res *buildv1.BuildResult) {
 }
 
 // fail ends the build in state (FAILED, CANCELLED or INTERRUPTED) with the
-// error as the last event.
+// error as the last event. Only the first end counts.
 func (b *build) fail(state buildv1.BuildState, berr *buildv1.BuildError) {
-	b.log.redact(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_Error{Error: berr}})
+	b.mu.Lock()
+	if ended(b.state) {
+		b.mu.Unlock()
+		return
+	}
+	b.mu.Unlock()
+	if b.log.redact != nil {
+		b.log.redact(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_Error{Error: berr}})
+	}
 	b.setState(state, berr.GetMessage())
 	b.mu.Lock()
 	b.err = berr
@@ -102,20 +147,32 @@ func (b *build) fail(state buildv1.BuildState, berr *buildv1.BuildError) {
 	b.log.close()
 }
 
+// isEnded reports whether the build has ended.
+func (b *build) isEnded() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return ended(b.state)
+}
+
 // info returns the build's record.
 func (b *build) info() *buildv1.BuildInfo {
+	lastSeq, dropped := b.log.stats()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return &buildv1.BuildInfo{
-		BuildId:  b.id,
-		Request:  b.req.proto(),
-		State:    b.state,
-		Commit:   b.commit,
-		Created:  timestamp(b.created),
-		Started:  timestamp(b.started),
-		Finished: timestamp(b.finished),
-		Result:   b.result,
-		Error:    b.err,
+		BuildId:         b.id,
+		Request:         b.req.proto(),
+		State:           b.state,
+		Commit:          b.commit,
+		Created:         timestamp(b.created),
+		Started:         timestamp(b.started),
+		Finished:        timestamp(b.finished),
+		Result:          b.result,
+		Error:           b.err,
+		QueuePosition:   b.queuePos,
+		LastSeq:         lastSeq,
+		Joined:          b.joined,
+		LogBytesDropped: dropped,
 	}
 }
 

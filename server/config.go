@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/buildsvc/buildsvc/buildkitd"
+	"github.com/buildsvc/buildsvc/history"
 )
 
 // Defaults for Config fields left empty.
@@ -18,6 +19,10 @@ const (
 	DefaultBaseImage     = "gcr.io/distroless/static-debian12:nonroot"
 	DefaultMaxConcurrent = 4
 	DefaultResolveTimout = 30 * time.Second
+	DefaultQueueSize     = 64
+	DefaultTimeout       = 30 * time.Minute
+	DefaultMaxTimeout    = 2 * time.Hour
+	DefaultLogCap        = 32 << 20
 )
 
 // Config is the server's configuration. The zero value of every field but
@@ -42,8 +47,21 @@ type Config struct {
 	AllowInsecureGit bool
 	// MaxConcurrent is how many builds run at once; more wait QUEUED.
 	MaxConcurrent int
+	// QueueSize is how many builds may wait for a slot; one more request
+	// gets RESOURCE_EXHAUSTED.
+	QueueSize int
+	// DefaultTimeout is how long a build may run when its request says
+	// nothing; MaxTimeout caps what a request may ask for.
+	DefaultTimeout time.Duration
+	MaxTimeout     time.Duration
+	// LogCap is how many bytes of step output one build's log keeps.
+	LogCap int64
 	// ResolveTimeout bounds resolving a git reference to a SHA.
 	ResolveTimeout time.Duration
+	// Store keeps builds, their events and logs. Required.
+	Store history.Store
+	// Observer is told about every event (metrics); nil for none.
+	Observer Observer
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -63,6 +81,28 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxConcurrent < 0 {
 		return c, errors.New("config: max concurrent builds must be positive")
+	}
+	if c.Store == nil {
+		return c, errors.New("config: a history store is required")
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.DefaultTimeout == 0 {
+		c.DefaultTimeout = DefaultTimeout
+	}
+	if c.MaxTimeout == 0 {
+		c.MaxTimeout = DefaultMaxTimeout
+	}
+	if c.LogCap == 0 {
+		c.LogCap = DefaultLogCap
+	}
+	if c.QueueSize < 0 || c.DefaultTimeout < 0 || c.MaxTimeout < 0 || c.LogCap < 0 {
+		return c, errors.New("config: queue size, timeouts and log cap must not be negative")
+	}
+	c.DefaultTimeout = min(c.DefaultTimeout, c.MaxTimeout)
+	if c.Observer == nil {
+		c.Observer = noObserver{}
 	}
 	if c.ResolveTimeout == 0 {
 		c.ResolveTimeout = DefaultResolveTimout

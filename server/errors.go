@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/buildsvc/buildsvc/history"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
@@ -22,8 +23,12 @@ func errorCode(err error) codes.Code {
 		return codes.InvalidArgument
 	case errors.Is(err, ErrRefNotFound):
 		return codes.NotFound
-	case errors.Is(err, errBuildNotFound):
+	case errors.Is(err, errBuildNotFound), errors.Is(err, history.ErrNotFound):
 		return codes.NotFound
+	case errors.Is(err, errQueueFull):
+		return codes.ResourceExhausted
+	case errors.Is(err, errShuttingDown):
+		return codes.Unavailable
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):

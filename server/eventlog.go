@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -14,19 +15,26 @@ import (
 // reader (the CreateImage stream, GetBuild, later watchers) reads from it.
 // Appending never waits for a reader: readers wait on a channel that is
 // closed, and replaced, on every append, then read what they missed.
+//
+// Step output (log chunks) is capped: past logCap bytes it is dropped,
+// counted, and a warning in the log says where the cap was reached. Every
+// other event is always kept.
 type eventLog struct {
 	buildID string
 	redact  func(*buildv1.BuildEvent)
 	now     func() time.Time
+	logCap  int64
 
-	mu      sync.Mutex
-	events  []*buildv1.BuildEvent
-	closed  bool
-	changed chan struct{}
+	mu       sync.Mutex
+	events   []*buildv1.BuildEvent
+	closed   bool
+	changed  chan struct{}
+	logBytes int64
+	dropped  int64
 }
 
-func newEventLog(buildID string, redact func(*buildv1.BuildEvent)) *eventLog {
-	return &eventLog{buildID: buildID, redact: redact, now: time.Now, changed: make(chan struct{})}
+func newEventLog(buildID string, redact func(*buildv1.BuildEvent), logCap int64) *eventLog {
+	return &eventLog{buildID: buildID, redact: redact, now: time.Now, logCap: logCap, changed: make(chan struct{})}
 }
 
 // append stamps e with the build id, the next sequence number and the time,
@@ -41,12 +49,38 @@ func (l *eventLog) append(e *buildv1.BuildEvent) {
 	if l.closed {
 		return
 	}
+	if lg := e.GetLog(); lg != nil && l.logCap > 0 {
+		n := int64(len(lg.GetData()))
+		if l.logBytes+n > l.logCap {
+			if l.dropped == 0 {
+				l.add(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_Warning{Warning: &buildv1.Warning{
+					Vertex: lg.GetVertex(),
+					Short:  fmt.Sprintf("log output reached this server's cap of %d bytes; later output is left out", l.logCap),
+				}}})
+			}
+			l.dropped += n
+			return
+		}
+		l.logBytes += n
+	}
+	l.add(e)
+}
+
+// add stamps and stores e; l.mu is held.
+func (l *eventLog) add(e *buildv1.BuildEvent) {
 	e.BuildId = l.buildID
 	e.Seq = uint64(len(l.events)) + 1
 	e.Time = timestamppb.New(l.now())
 	l.events = append(l.events, e)
 	close(l.changed)
 	l.changed = make(chan struct{})
+}
+
+// stats returns the last seq and the bytes of output dropped at the cap.
+func (l *eventLog) stats() (lastSeq uint64, dropped int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return uint64(len(l.events)), l.dropped
 }
 
 // close marks the log complete and wakes every reader.

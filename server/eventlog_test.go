@@ -19,7 +19,7 @@ func logEvent(i int) *buildv1.BuildEvent {
 // reader sees every event exactly once, in order.
 func TestEventLogSlowReaderLosesNothing(t *testing.T) {
 	const n = 100_000
-	l := newEventLog("b1", nil)
+	l := newEventLog("b1", nil, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -65,7 +65,7 @@ func TestEventLogSlowReaderLosesNothing(t *testing.T) {
 }
 
 func TestEventLogReplayFromSeq(t *testing.T) {
-	l := newEventLog("b1", nil)
+	l := newEventLog("b1", nil, 0)
 	for i := 0; i < 10; i++ {
 		l.append(logEvent(i))
 	}
@@ -84,7 +84,7 @@ func TestEventLogReplayFromSeq(t *testing.T) {
 }
 
 func TestEventLogFollowStopsWithContext(t *testing.T) {
-	l := newEventLog("b1", nil)
+	l := newEventLog("b1", nil, 0)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- l.follow(ctx, 0, func(*buildv1.BuildEvent) error { return nil }) }()
@@ -118,5 +118,33 @@ func TestRedactor(t *testing.T) {
 	// ordinary output.
 	if got := evs[4].GetState().GetMessage(); got != "***** abc" {
 		t.Errorf("state message = %q", got)
+	}
+}
+
+func TestEventLogCapsOutput(t *testing.T) {
+	l := newEventLog("b1", nil, 10)
+	for i := 0; i < 5; i++ {
+		l.append(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_Log{Log: &buildv1.LogChunk{Data: []byte("abcd")}}})
+	}
+	l.append(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_State{State: &buildv1.StateChange{}}})
+	evs, _, _ := l.since(0)
+	var kinds []string
+	for _, e := range evs {
+		switch {
+		case e.GetLog() != nil:
+			kinds = append(kinds, "log")
+		case e.GetWarning() != nil:
+			kinds = append(kinds, "warning")
+		case e.GetState() != nil:
+			kinds = append(kinds, "state")
+		}
+	}
+	// Two chunks fit in 10 bytes; the third is dropped with one warning,
+	// the rest silently; other events are kept.
+	if fmt.Sprint(kinds) != "[log log warning state]" {
+		t.Errorf("events = %v", kinds)
+	}
+	if last, dropped := l.stats(); last != 4 || dropped != 12 {
+		t.Errorf("stats = %d, %d; want 4, 12", last, dropped)
 	}
 }

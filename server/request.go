@@ -6,10 +6,12 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/google/go-containerregistry/pkg/name"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/buildsvc/buildsvc/llb"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
@@ -44,6 +46,7 @@ type request struct {
 	Env        map[string]string
 	BaseImage  string
 	Labels     map[string]string
+	Timeout    time.Duration
 }
 
 // reservedEnv are variables the service sets itself for every build.
@@ -69,7 +72,7 @@ var (
 
 // parseRequest checks every field of req and fills in defaults. It does no
 // I/O; the first bad field is returned as a *FieldError.
-func parseRequest(req *buildv1.CreateImageRequest, allowInsecureGit bool, defaultBase string) (*request, error) {
+func parseRequest(req *buildv1.CreateImageRequest, cfg Config) (*request, error) {
 	if req == nil {
 		return nil, fieldErr("request", "is empty")
 	}
@@ -79,7 +82,7 @@ func parseRequest(req *buildv1.CreateImageRequest, allowInsecureGit bool, defaul
 		Labels:  map[string]string{},
 	}
 	var err error
-	if r.Repo, err = parseRepo(req.GetGitRepo(), allowInsecureGit); err != nil {
+	if r.Repo, err = parseRepo(req.GetGitRepo(), cfg.AllowInsecureGit); err != nil {
 		return nil, err
 	}
 	if r.Ref, err = parseRef(req.GetGitCommit()); err != nil {
@@ -117,7 +120,7 @@ func parseRequest(req *buildv1.CreateImageRequest, allowInsecureGit bool, defaul
 		}
 		r.Env[k] = v
 	}
-	r.BaseImage = defaultBase
+	r.BaseImage = cfg.BaseImage
 	if b := strings.TrimSpace(req.GetBaseImage()); b != "" {
 		ref, err := parseImageRef(b)
 		if err != nil {
@@ -133,6 +136,13 @@ func parseRequest(req *buildv1.CreateImageRequest, allowInsecureGit bool, defaul
 			return nil, fieldErr("labels["+k+"]", "is set by the service")
 		}
 		r.Labels[k] = req.GetLabels()[k]
+	}
+	r.Timeout = cfg.DefaultTimeout
+	if t := req.GetTimeout(); t != nil {
+		if err := t.CheckValid(); err != nil || t.AsDuration() <= 0 {
+			return nil, fieldErr("timeout", "must be a positive duration")
+		}
+		r.Timeout = min(t.AsDuration(), cfg.MaxTimeout)
 	}
 	return r, nil
 }
@@ -150,6 +160,7 @@ func (r *request) proto() *buildv1.CreateImageRequest {
 		Env:        r.Env,
 		BaseImage:  r.BaseImage,
 		Labels:     r.Labels,
+		Timeout:    durationpb.New(r.Timeout),
 	}
 }
 

@@ -3,6 +3,9 @@ package server
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
@@ -61,6 +64,8 @@ func TestParseRequest(t *testing.T) {
 		{name: "env reserved", mutate: func(r *buildv1.CreateImageRequest) { r.Env = map[string]string{"GOOS": "windows"} }, wantField: "env[GOOS]"},
 		{name: "env bad name", mutate: func(r *buildv1.CreateImageRequest) { r.Env = map[string]string{"1X": "y"} }, wantField: "env"},
 		{name: "base image bad", mutate: func(r *buildv1.CreateImageRequest) { r.BaseImage = "::" }, wantField: "base_image"},
+		{name: "timeout", mutate: func(r *buildv1.CreateImageRequest) { r.Timeout = durationpb.New(time.Second) }},
+		{name: "negative timeout", mutate: func(r *buildv1.CreateImageRequest) { r.Timeout = durationpb.New(-time.Second) }, wantField: "timeout"},
 		{name: "label reserved", mutate: func(r *buildv1.CreateImageRequest) {
 			r.Labels = map[string]string{"org.opencontainers.image.revision": "x"}
 		}, wantField: "labels[org.opencontainers.image.revision]"},
@@ -69,7 +74,8 @@ func TestParseRequest(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			req := valid()
 			tt.mutate(req)
-			_, err := parseRequest(req, tt.insecure, "base.example/static:1")
+			_, err := parseRequest(req, Config{AllowInsecureGit: tt.insecure, BaseImage: "base.example/static:1",
+				DefaultTimeout: time.Minute, MaxTimeout: time.Hour})
 			if tt.wantField == "" {
 				if err != nil {
 					t.Fatalf("want valid, got %v", err)
@@ -94,14 +100,14 @@ func TestParseRequestDefaults(t *testing.T) {
 	r, err := parseRequest(&buildv1.CreateImageRequest{
 		GitRepo:  "git://127.0.0.1:9418/sample.git",
 		ImageTag: "127.0.0.1:5000/demo/sample",
-	}, false, "base.example/static:1")
+	}, Config{BaseImage: "base.example/static:1", DefaultTimeout: time.Minute, MaxTimeout: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := request{Repo: "git://127.0.0.1:9418/sample.git", Ref: "HEAD", Tag: "127.0.0.1:5000/demo/sample:latest",
-		Dir: ".", Package: ".", Binary: "sample", BaseImage: "base.example/static:1"}
+		Dir: ".", Package: ".", Binary: "sample", BaseImage: "base.example/static:1", Timeout: time.Minute}
 	if r.Repo != want.Repo || r.Ref != want.Ref || r.Tag != want.Tag || r.Dir != want.Dir ||
-		r.Package != want.Package || r.Binary != want.Binary || r.BaseImage != want.BaseImage {
+		r.Package != want.Package || r.Binary != want.Binary || r.BaseImage != want.BaseImage || r.Timeout != want.Timeout {
 		t.Errorf("got %+v, want %+v", *r, want)
 	}
 }
@@ -118,5 +124,17 @@ func TestBinaryName(t *testing.T) {
 		if got := binaryName(tt.repo, tt.dir, tt.pkg); got != tt.want {
 			t.Errorf("binaryName(%q, %q, %q) = %q, want %q", tt.repo, tt.dir, tt.pkg, got, tt.want)
 		}
+	}
+}
+
+func TestTimeoutIsCapped(t *testing.T) {
+	r, err := parseRequest(&buildv1.CreateImageRequest{
+		GitRepo: "https://example.com/a.git", ImageTag: "example.com/a:b", Timeout: durationpb.New(5 * time.Hour),
+	}, Config{DefaultTimeout: time.Minute, MaxTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Timeout != time.Hour {
+		t.Errorf("timeout = %v, want the server's maximum", r.Timeout)
 	}
 }

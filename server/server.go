@@ -2,19 +2,36 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/moby/buildkit/client"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/buildsvc/buildsvc/buildkitd"
+	"github.com/buildsvc/buildsvc/history"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
-var errBuildNotFound = errors.New("no build with that id")
+var (
+	errBuildNotFound = errors.New("no build with that id")
+	errQueueFull     = errors.New("the build queue is full; try again later")
+	errShuttingDown  = errors.New("the server is shutting down")
+	// Causes a build's context is cancelled with.
+	errCancelled = errors.New("the build was cancelled")
+	errShutdown  = errors.New("the server stopped while the build ran")
+)
+
+// errTimeout is the cause of a build that ran out of time.
+type errTimeout struct{ after time.Duration }
+
+func (e errTimeout) Error() string { return fmt.Sprintf("the build timed out after %s", e.after) }
 
 // Server implements the build.v1 Build service.
 type Server struct {
@@ -23,17 +40,21 @@ type Server struct {
 	cfg      Config
 	bk       *client.Client
 	resolver Resolver
-	slots    chan struct{}
 	stopping atomic.Bool
-	running  sync.WaitGroup
+	builds   sync.WaitGroup // build goroutines
+	persist  sync.WaitGroup // persisters
 
-	mu     sync.Mutex
-	builds map[string]*build
+	mu       sync.Mutex
+	active   map[string]*build // not yet ended, or ended but not yet fully stored
+	inflight map[string]*build // dedup key -> queued or running build
+	queue    []*build          // waiting for a slot, first in first out
+	running  int
 }
 
 // New returns a server that runs builds on the buildkitd cfg names. The
 // connection is made lazily, so New succeeds while buildkitd is still
-// starting.
+// starting. Builds the store holds as queued or running, left by a server
+// that stopped without ending them, are marked INTERRUPTED.
 func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -42,13 +63,16 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 	s := &Server{
 		cfg:      cfg,
 		resolver: RemoteResolver{},
-		slots:    make(chan struct{}, cfg.MaxConcurrent),
-		builds:   map[string]*build{},
+		active:   map[string]*build{},
+		inflight: map[string]*build{},
 	}
 	for _, o := range opts {
 		if err := o(s); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.interruptLeftovers(ctx); err != nil {
+		return nil, err
 	}
 	if s.bk, err = buildkitd.Dial(ctx, cfg.BuildKit); err != nil {
 		return nil, err
@@ -71,42 +95,79 @@ func WithResolver(r Resolver) Option {
 	}
 }
 
-// Close stops the server: running builds get until ctx ends to finish, then
-// they are stopped and marked INTERRUPTED. Close returns once every build
-// has ended.
+// Close stops the server. Queued builds are interrupted at once; running
+// builds get until ctx ends to finish, then they are stopped and marked
+// INTERRUPTED. Close returns once every build has ended and been stored.
+// It does not close the store.
 func (s *Server) Close(ctx context.Context) error {
 	s.stopping.Store(true)
+	s.mu.Lock()
+	queued := s.queue
+	s.queue = nil
+	s.mu.Unlock()
+	for _, b := range queued {
+		s.finishQueued(b, errShutdown)
+	}
 	done := make(chan struct{})
-	go func() { s.running.Wait(); close(done) }()
+	go func() { s.builds.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
 		s.mu.Lock()
-		for _, b := range s.builds {
-			if b.cancel != nil {
-				b.cancel()
-			}
+		for _, b := range s.active {
+			b.requestStop(errShutdown)
 		}
 		s.mu.Unlock()
 		<-done
 	}
+	s.persist.Wait()
 	return s.bk.Close()
 }
 
 // CreateImage implements buildv1.BuildServer.
 func (s *Server) CreateImage(req *buildv1.CreateImageRequest, stream buildv1.Build_CreateImageServer) error {
-	ctx := stream.Context()
-	b, err := s.start(ctx, req)
-	if b == nil {
+	b, _, err := s.start(stream.Context(), req)
+	if err != nil {
 		return toStatus(err)
 	}
-	if ferr := b.log.follow(ctx, 0, stream.Send); ferr != nil {
-		return toStatus(ferr)
+	return toStatus(b.log.follow(stream.Context(), 0, stream.Send))
+}
+
+// StartBuild implements buildv1.BuildServer.
+func (s *Server) StartBuild(ctx context.Context, req *buildv1.CreateImageRequest) (*buildv1.StartBuildResponse, error) {
+	b, joined, err := s.start(ctx, req)
+	if err != nil {
+		return nil, toStatus(err)
 	}
-	// A request that could not start (its commit does not resolve) ends
-	// with that error's status; a build that ran ends OK, its outcome being
-	// the last event.
-	return toStatus(err)
+	return &buildv1.StartBuildResponse{BuildId: b.id, Joined: joined}, nil
+}
+
+// WatchBuild implements buildv1.BuildServer.
+func (s *Server) WatchBuild(req *buildv1.WatchBuildRequest, stream buildv1.Build_WatchBuildServer) error {
+	ctx := stream.Context()
+	if req.GetBuildId() == "" {
+		return toStatus(fieldErr("build_id", "is required"))
+	}
+	if b := s.activeBuild(req.GetBuildId()); b != nil {
+		// An active build has all its events in memory.
+		return toStatus(b.log.follow(ctx, req.GetFromSeq(), stream.Send))
+	}
+	after := req.GetFromSeq()
+	for {
+		evs, err := s.cfg.Store.Events(ctx, req.GetBuildId(), after, 1000)
+		if err != nil {
+			return toStatus(err)
+		}
+		if len(evs) == 0 {
+			return nil
+		}
+		for _, e := range evs {
+			if err := stream.Send(e); err != nil {
+				return err
+			}
+			after = e.GetSeq()
+		}
+	}
 }
 
 // GetBuild implements buildv1.BuildServer.
@@ -114,61 +175,182 @@ func (s *Server) GetBuild(ctx context.Context, req *buildv1.GetBuildRequest) (*b
 	if req.GetBuildId() == "" {
 		return nil, toStatus(fieldErr("build_id", "is required"))
 	}
+	info, err := s.buildInfo(ctx, req.GetBuildId())
+	return info, toStatus(err)
+}
+
+func (s *Server) buildInfo(ctx context.Context, id string) (*buildv1.BuildInfo, error) {
+	if b := s.activeBuild(id); b != nil {
+		return b.info(), nil
+	}
+	return s.cfg.Store.GetBuild(ctx, id)
+}
+
+// ListBuilds implements buildv1.BuildServer.
+func (s *Server) ListBuilds(ctx context.Context, req *buildv1.ListBuildsRequest) (*buildv1.ListBuildsResponse, error) {
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0:
+		return nil, toStatus(fieldErr("page_size", "must not be negative"))
+	case size == 0:
+		size = 50
+	case size > 1000:
+		size = 1000
+	}
+	builds, more, err := s.cfg.Store.List(ctx, history.Filter{
+		States: req.GetStates(), Repo: req.GetGitRepo(), Before: req.GetPageToken(), Limit: size,
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &buildv1.ListBuildsResponse{Builds: builds}
+	for i, b := range builds {
+		// The stored record of an active build may lag its last event.
+		if a := s.activeBuild(b.GetBuildId()); a != nil {
+			resp.Builds[i] = a.info()
+		}
+	}
+	if more && len(builds) > 0 {
+		resp.NextPageToken = builds[len(builds)-1].GetBuildId()
+	}
+	return resp, nil
+}
+
+// CancelBuild implements buildv1.BuildServer. It waits a few seconds for
+// the build to end, so the answer usually shows it CANCELLED.
+func (s *Server) CancelBuild(ctx context.Context, req *buildv1.CancelBuildRequest) (*buildv1.BuildInfo, error) {
+	if req.GetBuildId() == "" {
+		return nil, toStatus(fieldErr("build_id", "is required"))
+	}
 	s.mu.Lock()
-	b := s.builds[req.GetBuildId()]
+	b := s.active[req.GetBuildId()]
+	queued := b != nil && s.dequeue(b)
 	s.mu.Unlock()
 	if b == nil {
-		return nil, toStatus(fmt.Errorf("build %q: %w", req.GetBuildId(), errBuildNotFound))
+		info, err := s.cfg.Store.GetBuild(ctx, req.GetBuildId())
+		return info, toStatus(err)
 	}
+	s.cfg.Logger.Info("cancelling build", "build", b.id)
+	if queued {
+		s.finishQueued(b, errCancelled)
+	} else {
+		b.requestStop(errCancelled)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_ = b.log.follow(wctx, 0, func(*buildv1.BuildEvent) error { return nil })
 	return b.info(), nil
 }
 
-// start validates req, records the build, resolves its commit and queues
-// it. A request that is not valid returns no build. A build whose commit
-// does not resolve is returned ended, with the error.
-func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*build, error) {
+func (s *Server) activeBuild(id string) *build {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active[id]
+}
+
+// dedupKey is the same for requests that would build the same image.
+func dedupKey(r *request, sha string) string {
+	p := r.proto()
+	p.Timeout = nil // how long it may take does not change what it makes
+	p.GitCommit = sha
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(p)
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// start validates req, resolves its commit, and queues a new build or
+// joins an identical one that is queued or running.
+func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*build, bool, error) {
 	if s.stopping.Load() {
-		return nil, errors.New("server is shutting down")
+		return nil, false, errShuttingDown
 	}
-	r, err := parseRequest(req, s.cfg.AllowInsecureGit, s.cfg.BaseImage)
+	r, err := parseRequest(req, s.cfg)
 	if err != nil {
-		return nil, err
+		return nil, false, err
+	}
+	if s.queueFull() {
+		return nil, false, errQueueFull
 	}
 	dockerCfg, err := buildkitd.LoadDockerConfig(s.cfg.DockerConfigDir)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	red := redactor{secrets: buildkitd.Secrets(dockerCfg)}
-	b := newBuild(r, red.event, time.Now())
-	// The build outlives the call that started it: a client that goes away
-	// does not cancel it.
-	bctx, bcancel := context.WithCancel(context.WithoutCancel(ctx))
-	b.cancel = bcancel
-	s.mu.Lock()
-	s.builds[b.id] = b
-	s.mu.Unlock()
-	log := s.cfg.Logger.With("build", b.id)
-	log.Info("build accepted", "repo", r.Repo, "ref", r.Ref, "tag", r.Tag, "package", r.Package)
-
-	b.setState(buildv1.BuildState_BUILD_STATE_RESOLVING, "resolving "+r.Ref)
+	began := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.ResolveTimeout)
 	sha, err := s.resolver.Resolve(rctx, r.Repo, r.Ref)
 	cancel()
 	if err != nil {
-		err = fmt.Errorf("git_commit: %w", err)
-		log.Warn("resolve failed", "err", err)
-		b.fail(buildv1.BuildState_BUILD_STATE_FAILED, buildError(err))
-		bcancel()
-		return b, err
+		s.cfg.Logger.Info("resolve failed", "repo", r.Repo, "ref", r.Ref, "err", err)
+		return nil, false, fmt.Errorf("git_commit: %w", err)
 	}
-	b.setCommit(sha)
-	b.setState(buildv1.BuildState_BUILD_STATE_QUEUED, fmt.Sprintf("resolved %s to %s", r.Ref, sha))
+	key := dedupKey(r, sha)
 
-	s.running.Add(1)
-	go func() {
-		defer s.running.Done()
-		defer bcancel()
-		s.run(bctx, b, sha, log)
-	}()
-	return b, nil
+	s.mu.Lock()
+	if b := s.inflight[key]; b != nil {
+		b.mu.Lock()
+		b.joined++
+		b.mu.Unlock()
+		s.mu.Unlock()
+		s.cfg.Logger.Info("request joined an identical build", "build", b.id)
+		s.cfg.Observer.Joined(b.id)
+		return b, true, nil
+	}
+	if s.queueFullLocked() {
+		s.mu.Unlock()
+		return nil, false, errQueueFull
+	}
+	red := redactor{secrets: buildkitd.Secrets(dockerCfg)}
+	now := time.Now()
+	b := &build{id: newBuildID(now), req: r, key: key, timeout: r.Timeout, commit: sha, created: now}
+	b.log = newEventLog(b.id, red.event, s.cfg.LogCap)
+	b.stop = make(chan struct{})
+	b.queuePos = int32(len(s.queue))
+	s.active[b.id] = b
+	s.inflight[key] = b
+	s.queue = append(s.queue, b)
+	s.mu.Unlock()
+
+	// The record exists before its first event, so ListBuilds shows it.
+	if err := s.cfg.Store.PutBuild(ctx, b.info()); err != nil {
+		s.cfg.Logger.Error("store build", "build", b.id, "err", err)
+	}
+	s.persist.Add(1)
+	go s.persistLog(b)
+	s.cfg.Logger.Info("build accepted", "build", b.id, "repo", r.Repo, "ref", r.Ref, "commit", sha, "tag", r.Tag, "package", r.Package)
+	b.setState(buildv1.BuildState_BUILD_STATE_RESOLVING,
+		fmt.Sprintf("resolved %s to %s in %s", r.Ref, sha, time.Since(began).Round(time.Millisecond)))
+	b.setState(buildv1.BuildState_BUILD_STATE_QUEUED, fmt.Sprintf("queued at position %d", b.queuePos))
+	s.dispatch()
+	return b, false, nil
+}
+
+func (s *Server) queueFull() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queueFullLocked()
+}
+
+func (s *Server) queueFullLocked() bool {
+	return s.running >= s.cfg.MaxConcurrent && len(s.queue) >= s.cfg.QueueSize
+}
+
+// dispatch starts queued builds while slots are free, and tells the ones
+// still waiting their new positions.
+func (s *Server) dispatch() {
+	s.mu.Lock()
+	var start []*build
+	for s.running < s.cfg.MaxConcurrent && len(s.queue) > 0 {
+		start = append(start, s.queue[0])
+		s.queue = s.queue[1:]
+		s.running++
+	}
+	waiting := slices.Clone(s.queue)
+	s.mu.Unlock()
+	for _, b := range start {
+		s.builds.Add(1)
+		go s.run(b)
+	}
+	for i, b := range waiting {
+		b.setQueuePosition(i)
+	}
 }

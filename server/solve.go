@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 
 	"github.com/containerd/platforms"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -21,39 +20,6 @@ import (
 	"github.com/buildsvc/buildsvc/progress"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
-
-// run waits for a build slot, solves the build and records how it ended.
-func (s *Server) run(ctx context.Context, b *build, sha string, log *slog.Logger) {
-	select {
-	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
-	case <-ctx.Done():
-		s.end(b, ctx.Err(), log)
-		return
-	}
-	b.setState(buildv1.BuildState_BUILD_STATE_BUILDING, "building "+sha)
-	res, err := s.solve(ctx, b, sha)
-	if err != nil {
-		s.end(b, err, log)
-		return
-	}
-	log.Info("build succeeded", "image", res.Image)
-	b.succeed(res)
-}
-
-// end records a build that ended without an image.
-func (s *Server) end(b *build, err error, log *slog.Logger) {
-	state := buildv1.BuildState_BUILD_STATE_FAILED
-	if errors.Is(err, context.Canceled) {
-		state = buildv1.BuildState_BUILD_STATE_CANCELLED
-		if s.stopping.Load() {
-			state = buildv1.BuildState_BUILD_STATE_INTERRUPTED
-			err = fmt.Errorf("the server stopped during the build: %w", err)
-		}
-	}
-	log.Warn("build ended", "state", state.String(), "err", err)
-	b.fail(state, buildError(err))
-}
 
 // solve runs the build graph on buildkitd, which pushes the image, and
 // streams BuildKit's progress into the build's log.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/buildsvc/buildsvc/buildkitd"
+	"github.com/buildsvc/buildsvc/history"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 	"github.com/buildsvc/buildsvc/server"
 )
@@ -56,6 +58,11 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "goflags", EnvVars: envs("GOFLAGS"), Usage: "GOFLAGS for every build"},
 			&cli.BoolFlag{Name: "allow-insecure-git", EnvVars: envs("ALLOW_INSECURE_GIT"), Usage: "accept file:// and plain http:// repositories (development only)"},
 			&cli.IntFlag{Name: "max-concurrent-builds", Value: server.DefaultMaxConcurrent, EnvVars: envs("MAX_CONCURRENT_BUILDS"), Usage: "builds that run at once"},
+			&cli.StringFlag{Name: "data-dir", Value: "/var/lib/buildsvc", EnvVars: envs("DATA_DIR"), Usage: "directory of the server's state (the build history database)"},
+			&cli.IntFlag{Name: "queue-size", Value: server.DefaultQueueSize, EnvVars: envs("QUEUE_SIZE"), Usage: "builds that may wait for a slot; more are refused with RESOURCE_EXHAUSTED"},
+			&cli.DurationFlag{Name: "default-timeout", Value: server.DefaultTimeout, EnvVars: envs("DEFAULT_TIMEOUT"), Usage: "how long a build may run when its request does not say"},
+			&cli.DurationFlag{Name: "max-timeout", Value: server.DefaultMaxTimeout, EnvVars: envs("MAX_TIMEOUT"), Usage: "the longest timeout a request may ask for"},
+			&cli.Int64Flag{Name: "log-cap", Value: server.DefaultLogCap, EnvVars: envs("LOG_CAP"), Usage: "bytes of step output kept per build"},
 			&cli.DurationFlag{Name: "shutdown-grace", Value: 30 * time.Second, EnvVars: envs("SHUTDOWN_GRACE"), Usage: "how long running builds may finish after SIGTERM"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: envs("LOG_LEVEL"), Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: envs("LOG_FORMAT"), Usage: "text or json"},
@@ -85,6 +92,11 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	store, err := history.Open(filepath.Join(c.String("data-dir"), "history.db"))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
 	srv, err := server.New(ctx, server.Config{
 		BuildKit: buildkitd.Endpoint{
 			Address:    c.String("buildkit-addr"),
@@ -100,6 +112,11 @@ func serve(c *cli.Context) error {
 		GoFlags:          c.String("goflags"),
 		AllowInsecureGit: c.Bool("allow-insecure-git"),
 		MaxConcurrent:    c.Int("max-concurrent-builds"),
+		QueueSize:        c.Int("queue-size"),
+		DefaultTimeout:   c.Duration("default-timeout"),
+		MaxTimeout:       c.Duration("max-timeout"),
+		LogCap:           c.Int64("log-cap"),
+		Store:            store,
 		Logger:           log,
 	})
 	if err != nil {

@@ -1,0 +1,179 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/buildsvc/buildsvc/history"
+	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+)
+
+// run solves a build that has left the queue, records how it ended, and
+// hands its slot to the next queued build.
+func (s *Server) run(b *build) {
+	defer s.builds.Done()
+	defer func() {
+		s.mu.Lock()
+		s.running--
+		delete(s.inflight, b.key)
+		s.mu.Unlock()
+		s.dispatch()
+	}()
+	ctx, cancel := b.context()
+	defer cancel()
+	ctx, cancelTimeout := context.WithTimeoutCause(ctx, b.timeout, errTimeout{after: b.timeout})
+	defer cancelTimeout()
+
+	log := s.cfg.Logger.With("build", b.id)
+	b.setState(buildv1.BuildState_BUILD_STATE_BUILDING, "building "+b.commit)
+	res, err := s.solve(ctx, b, b.commit)
+	if err == nil {
+		log.Info("build succeeded", "image", res.Image)
+		b.succeed(res)
+		return
+	}
+	if cause := context.Cause(ctx); ctx.Err() != nil && cause != nil {
+		err = cause
+	}
+	state, berr := endOf(err)
+	log.Warn("build ended", "state", state.String(), "err", berr.GetMessage())
+	b.fail(state, berr)
+}
+
+// endOf says in which state, and with which error, a build that stopped
+// with err ends.
+func endOf(err error) (buildv1.BuildState, *buildv1.BuildError) {
+	var timeout errTimeout
+	switch {
+	case errors.Is(err, errCancelled):
+		return buildv1.BuildState_BUILD_STATE_CANCELLED,
+			&buildv1.BuildError{Code: int32(codes.Canceled), Message: err.Error()}
+	case errors.Is(err, errShutdown):
+		return buildv1.BuildState_BUILD_STATE_INTERRUPTED,
+			&buildv1.BuildError{Code: int32(codes.Unavailable), Message: err.Error()}
+	case errors.As(err, &timeout):
+		return buildv1.BuildState_BUILD_STATE_FAILED,
+			&buildv1.BuildError{Code: int32(codes.DeadlineExceeded), Message: err.Error()}
+	}
+	return buildv1.BuildState_BUILD_STATE_FAILED, buildError(err)
+}
+
+// dequeue takes b out of the queue; s.mu is held. It reports whether b was
+// queued.
+func (s *Server) dequeue(b *build) bool {
+	for i, q := range s.queue {
+		if q == b {
+			s.queue = append(s.queue[:i], s.queue[i+1:]...)
+			delete(s.inflight, b.key)
+			return true
+		}
+	}
+	return false
+}
+
+// finishQueued ends a build that never left the queue.
+func (s *Server) finishQueued(b *build, cause error) {
+	b.requestStop(cause)
+	state, berr := endOf(cause)
+	b.fail(state, berr)
+	s.dispatch()
+}
+
+// persistLog stores a build's events as they come, in batches: whatever
+// arrived while the last write ran goes in the next one, so a fast build
+// never waits on the store. It also feeds the observer, in log order. When
+// the log is complete and stored, the build leaves memory; from then on it
+// is read from the store.
+func (s *Server) persistLog(b *build) {
+	defer s.persist.Done()
+	ctx := context.Background()
+	log := s.cfg.Logger.With("build", b.id)
+	var seq uint64
+	for {
+		evs, closed, changed := b.log.since(seq)
+		if len(evs) > 0 {
+			if err := s.cfg.Store.AppendEvents(ctx, b.id, evs); err != nil {
+				log.Error("store events", "err", err)
+			}
+			for _, e := range evs {
+				s.cfg.Observer.Event(e)
+			}
+			seq = evs[len(evs)-1].GetSeq()
+			info := b.info()
+			info.LastSeq = seq
+			if err := s.cfg.Store.PutBuild(ctx, info); err != nil {
+				log.Error("store build", "err", err)
+			}
+			continue
+		}
+		if closed {
+			s.mu.Lock()
+			delete(s.active, b.id)
+			s.mu.Unlock()
+			return
+		}
+		<-changed
+	}
+}
+
+// interruptLeftovers ends the builds a previous server process left queued
+// or running: they are INTERRUPTED, with an error that says so, at the end
+// of their stored log.
+func (s *Server) interruptLeftovers(ctx context.Context) error {
+	var open []*buildv1.BuildInfo
+	f := history.Filter{Limit: 500, States: []buildv1.BuildState{
+		buildv1.BuildState_BUILD_STATE_QUEUED, buildv1.BuildState_BUILD_STATE_RESOLVING,
+		buildv1.BuildState_BUILD_STATE_BUILDING, buildv1.BuildState_BUILD_STATE_PUSHING,
+		buildv1.BuildState_BUILD_STATE_UNSPECIFIED,
+	}}
+	for {
+		page, more, err := s.cfg.Store.List(ctx, f)
+		if err != nil {
+			return fmt.Errorf("read history: %w", err)
+		}
+		open = append(open, page...)
+		if !more {
+			break
+		}
+		f.Before = page[len(page)-1].GetBuildId()
+	}
+	for _, info := range open {
+		// Events may have been stored after the record was last written.
+		last := info.GetLastSeq()
+		for {
+			evs, err := s.cfg.Store.Events(ctx, info.GetBuildId(), last, 1000)
+			if err != nil {
+				return fmt.Errorf("read history: %w", err)
+			}
+			if len(evs) == 0 {
+				break
+			}
+			last = evs[len(evs)-1].GetSeq()
+		}
+		now := time.Now()
+		berr := &buildv1.BuildError{Code: int32(codes.Unavailable), Message: errShutdown.Error()}
+		evs := []*buildv1.BuildEvent{
+			{Event: &buildv1.BuildEvent_State{State: &buildv1.StateChange{
+				State: buildv1.BuildState_BUILD_STATE_INTERRUPTED, Message: berr.Message, Commit: info.GetCommit(),
+			}}},
+			{Event: &buildv1.BuildEvent_Error{Error: berr}},
+		}
+		for i, e := range evs {
+			e.BuildId, e.Seq, e.Time = info.GetBuildId(), last+uint64(i)+1, timestamp(now)
+		}
+		if err := s.cfg.Store.AppendEvents(ctx, info.GetBuildId(), evs); err != nil {
+			return fmt.Errorf("interrupt build %s: %w", info.GetBuildId(), err)
+		}
+		info.State, info.Error, info.Finished, info.LastSeq, info.QueuePosition =
+			buildv1.BuildState_BUILD_STATE_INTERRUPTED, berr, timestamp(now), last+2, 0
+		if err := s.cfg.Store.PutBuild(ctx, info); err != nil {
+			return fmt.Errorf("interrupt build %s: %w", info.GetBuildId(), err)
+		}
+		s.cfg.Logger.Warn("build left running by a previous server marked interrupted", "build", info.GetBuildId())
+	}
+	return nil
+}
