@@ -27,15 +27,15 @@ type build struct {
 
 	mu        sync.Mutex
 	stopCause error
-	state    buildv1.BuildState
-	commit   string
-	queuePos int32
-	joined   int32
-	created  time.Time
-	started  time.Time
-	finished time.Time
-	result   *buildv1.BuildResult
-	err      *buildv1.BuildError
+	state     buildv1.BuildState
+	commit    string
+	queuePos  int32
+	joined    int32
+	created   time.Time
+	started   time.Time
+	finished  time.Time
+	result    *buildv1.BuildResult
+	err       *buildv1.BuildError
 }
 
 // newBuildID returns a fresh id that sorts by creation time.
