@@ -255,7 +255,7 @@ else
 	fi
 	SRV_ARGS=(--listen "$BUILD_SERVER_ADDR" --buildkit-addr "$BUILDKIT_ADDR"
 		--docker-config "$DOCKER_CONFIG_DIR" --builder-image "$BUILDER_IMAGE" --base-image "$BASE_IMAGE"
-		--goproxy "$(go env GOPROXY)" --allow-insecure-git)
+		--goproxy "$(go env GOPROXY)" --allow-insecure-git --data-dir "$STACK/server")
 	# Restart also when the flags changed (ports, Go version).
 	write_if_changed "$RUN/server.args" < <(printf '%s\n' "${SRV_ARGS[@]}") && srv_changed=1
 	if pid_alive "$SRV_PID" "$SRV_BIN" && ((srv_changed)); then
