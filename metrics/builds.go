@@ -1,0 +1,173 @@
+package metrics
+
+import (
+	"strings"
+	"time"
+
+	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+)
+
+// Event records one event of a build's log. Events of one build must come in
+// log order; events of different builds may come from any goroutine. Log,
+// warning, result and error events are not measured. e is not modified.
+func (m *Metrics) Event(e *buildv1.BuildEvent) {
+	if e == nil {
+		return
+	}
+	var at time.Time
+	if ts := e.GetTime(); ts != nil {
+		at = ts.AsTime()
+	}
+	switch ev := e.GetEvent().(type) {
+	case *buildv1.BuildEvent_State:
+		m.stateChanged(e.GetBuildId(), ev.State.GetState(), at)
+	case *buildv1.BuildEvent_Vertex:
+		m.vertex(e.GetBuildId(), ev.Vertex)
+	case *buildv1.BuildEvent_Status:
+		m.status(e.GetBuildId(), ev.Status)
+	}
+}
+
+func (m *Metrics) stateChanged(id string, state buildv1.BuildState, at time.Time) {
+	_, isPhase := phases[state]
+	_, isFinal := finals[state]
+	if !isPhase && !isFinal {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b := m.tracked[id]
+	if isFinal {
+		m.buildsTotal[state].Inc()
+		if b == nil {
+			return
+		}
+		m.leavePhase(b, at)
+		if d, ok := elapsed(b.first, at); ok {
+			m.buildDuration[state].Observe(d)
+		}
+		m.forget(b)
+		return
+	}
+	if b == nil {
+		b = m.track(id, at)
+	}
+	if b.state == state {
+		return // QUEUED again with a new queue position: same phase
+	}
+	m.leavePhase(b, at)
+	m.inState[state]++
+	b.state, b.since = state, at
+}
+
+// leavePhase observes the time b spent in its current phase, up to at, and
+// takes b out of the state counts.
+func (m *Metrics) leavePhase(b *tracked, at time.Time) {
+	if b.state == buildv1.BuildState_BUILD_STATE_UNSPECIFIED {
+		return
+	}
+	if d, ok := elapsed(b.since, at); ok {
+		m.phaseDuration[b.state].Observe(d)
+	}
+	m.inState[b.state]--
+}
+
+// track starts a record for build id, first seen at, dropping the oldest
+// record if there are too many.
+func (m *Metrics) track(id string, at time.Time) *tracked {
+	for len(m.tracked) >= m.maxTracked {
+		oldest := m.order.Front().Value.(*tracked)
+		if oldest.state != buildv1.BuildState_BUILD_STATE_UNSPECIFIED {
+			m.inState[oldest.state]--
+		}
+		m.forget(oldest)
+	}
+	b := &tracked{id: id, first: at}
+	b.elem = m.order.PushBack(b)
+	m.tracked[id] = b
+	return b
+}
+
+func (m *Metrics) forget(b *tracked) {
+	m.order.Remove(b.elem)
+	delete(m.tracked, b.id)
+}
+
+// count returns how many tracked builds are in one of states.
+func (m *Metrics) count(states ...buildv1.BuildState) float64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, s := range states {
+		n += m.inState[s]
+	}
+	return float64(n)
+}
+
+// vertex counts a build step the first time it is seen completed.
+func (m *Metrics) vertex(id string, v *buildv1.Vertex) {
+	if v.GetCompleted() == nil || v.GetDigest() == "" {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b := m.tracked[id]
+	if b == nil {
+		return
+	}
+	if _, seen := b.vertices[v.GetDigest()]; seen {
+		return
+	}
+	if b.vertices == nil {
+		b.vertices = map[string]struct{}{}
+	}
+	b.vertices[v.GetDigest()] = struct{}{}
+	if v.GetCached() {
+		m.vertexCached.Inc()
+	} else {
+		m.vertexBuilt.Inc()
+	}
+}
+
+// status counts the bytes of a completed push status once; see the package
+// documentation for what counts as one.
+func (m *Metrics) status(id string, st *buildv1.VertexStatus) {
+	if st.GetCompleted() == nil || !isPush(st) {
+		return
+	}
+	n := st.GetCurrent()
+	if n <= 0 {
+		n = st.GetTotal()
+	}
+	if n <= 0 {
+		return
+	}
+	key := st.GetVertex() + "\x00" + st.GetId()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b := m.tracked[id]
+	if b == nil {
+		return
+	}
+	if _, seen := b.pushes[key]; seen {
+		return
+	}
+	if b.pushes == nil {
+		b.pushes = map[string]struct{}{}
+	}
+	b.pushes[key] = struct{}{}
+	m.pushedBytes.Add(float64(n))
+}
+
+func isPush(st *buildv1.VertexStatus) bool {
+	return strings.HasPrefix(st.GetId(), "pushing") || strings.HasPrefix(st.GetName(), "pushing")
+}
+
+// elapsed returns the seconds from start to end, 0 if end is before start,
+// and false if either time is unknown.
+func elapsed(start, end time.Time) (float64, bool) {
+	if start.IsZero() || end.IsZero() {
+		return 0, false
+	}
+	return max(end.Sub(start).Seconds(), 0), true
+}

@@ -1,0 +1,372 @@
+// Package metrics exposes the build service's Prometheus metrics.
+//
+// A *Metrics is a server.Observer: the server hands it every event of every
+// build (in log order per build) and every dedup join, and it turns them into
+// counters, gauges and histograms. It also carries the cleanup counters
+// (CleanupRan) and, when given a disk-usage function (WithDiskUsage), a
+// collector that asks buildkitd for its disk usage on every scrape.
+//
+// Nothing is registered globally: New registers on the registry it is given.
+// NewRegistry returns a registry that already holds the Go and process
+// collectors, and Handler serves a registry on /metrics:
+//
+//	reg := metrics.NewRegistry()
+//	m, err := metrics.New(reg, metrics.WithDiskUsage(func(ctx context.Context) ([]*client.UsageInfo, error) {
+//		return bk.DiskUsage(ctx)
+//	}))
+//	...
+//	mux.Handle("/metrics", metrics.Handler(reg))
+//
+// # Metrics
+//
+// Builds, from the event log:
+//   - buildsvc_builds_total{state}: builds that ended, by final state
+//     (succeeded, failed, cancelled, interrupted).
+//   - buildsvc_build_duration_seconds{state}: histogram of a build's duration,
+//     from the time of its first state event to the time of its final state
+//     event, by final state. Buckets from 1s to 1h.
+//   - buildsvc_build_phase_duration_seconds{phase}: histogram of the time a
+//     build spent in one phase (queued, resolving, building, pushing): from the
+//     event that entered the state to the next state event with a different
+//     state (QUEUED repeated with a new queue position stays in the phase). A
+//     phase is observed when the build leaves it, so a build that fails while
+//     queued observes queued and nothing else. Buckets from 100ms to 1h.
+//   - buildsvc_builds_in_flight: builds now BUILDING or PUSHING.
+//   - buildsvc_queue_depth: builds now QUEUED.
+//   - buildsvc_vertices_total{cached}: build steps that completed, counted once
+//     per vertex digest per build, on the first vertex event that has a
+//     completion time; cached="true" when that event says the result came
+//     from the cache. The cache hit ratio is
+//     sum(rate(buildsvc_vertices_total{cached="true"}[5m])) / sum(rate(buildsvc_vertices_total[5m])).
+//     A step that failed counts as cached="false".
+//   - buildsvc_pushed_bytes_total: bytes of completed push progress (see
+//     below).
+//   - buildsvc_dedup_joins_total: requests that joined an identical in-flight
+//     build (Joined).
+//
+// Cleanup (CleanupRan):
+//   - buildsvc_cleanup_runs_total: cleanup runs.
+//   - buildsvc_cleanup_freed_bytes_total{what}: bytes freed, what="buildkit"
+//     (BuildKit's prune) or what="temp" (the server's temporary files).
+//   - buildsvc_cleanup_builds_deleted_total: ended builds removed from the
+//     history by retention. (A count of builds, not bytes, so it is a metric
+//     of its own rather than a what="history" series of the bytes counter.)
+//
+// buildkitd, asked at scrape time (only with WithDiskUsage):
+//   - buildsvc_buildkitd_up: 1 when the disk-usage call succeeded within the
+//     scrape timeout, 0 otherwise.
+//   - buildsvc_buildkitd_disk_usage_bytes{type}: the sum of the Size of every
+//     record BuildKit's DiskUsage returned, by record type (regular,
+//     exec.cachemount, source.local, source.git.checkout, frontend, internal,
+//     each present even at 0; "unknown" for a record without a type; the Go
+//     module and build caches are exec.cachemount). Summed over all types it
+//     is the total `buildctl du` prints. Left out when buildkitd is down.
+//
+// # Pushed bytes
+//
+// buildsvc_pushed_bytes_total adds, once per (build, vertex, status id), the
+// byte count of a VertexStatus event that is completed (has a completion
+// time) and whose id or name begins with "pushing": its current counter, or
+// its total when current is 0. Pull progress (ids "sha256:...") and local
+// transfers ("transferring") are never counted.
+//
+// BuildKit v0.34.2, the version this service uses, reports a push only as two
+// statuses without byte counters ("pushing layers" and "pushing manifest for
+// <ref>", both from progress.OneOff in util/push/push.go), so with it this
+// counter stays at 0. It counts real bytes as soon as BuildKit reports push
+// progress with counters, with no change here.
+//
+// # Tracking builds
+//
+// Phases, durations and the gauges need a small record per running build. A
+// record is made by a build's first non-final state event and removed by its
+// final state event (SUCCEEDED, FAILED, CANCELLED or INTERRUPTED), so builds
+// that a crash left unfinished are removed when the server marks them
+// INTERRUPTED. Vertex and status events of a build without a record (one that
+// ended, or that began before this Metrics saw it) are ignored. A final state
+// event of a build without a record still counts in buildsvc_builds_total,
+// but has no duration. As a safety net at most WithMaxTrackedBuilds records
+// are kept; past that the oldest is dropped without being observed.
+//
+// Every method is safe for concurrent use and returns quickly: Event takes
+// one mutex for a few map operations and never does I/O.
+package metrics
+
+import (
+	"container/list"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+)
+
+const namespace = "buildsvc"
+
+// Defaults of the options.
+const (
+	DefaultDiskUsageTimeout = 5 * time.Second
+	DefaultMaxTrackedBuilds = 10000
+)
+
+// buildBuckets are the buckets of buildsvc_build_duration_seconds, in
+// seconds: from 1s (a fully cached build) to 1h.
+var buildBuckets = []float64{1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600}
+
+// phaseBuckets are the buckets of buildsvc_build_phase_duration_seconds, in
+// seconds: from 100ms (a short wait in the queue or a cached push) to 1h.
+var phaseBuckets = []float64{0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600}
+
+// phases names the phase of each non-final state.
+var phases = map[buildv1.BuildState]string{
+	buildv1.BuildState_BUILD_STATE_QUEUED:    "queued",
+	buildv1.BuildState_BUILD_STATE_RESOLVING: "resolving",
+	buildv1.BuildState_BUILD_STATE_BUILDING:  "building",
+	buildv1.BuildState_BUILD_STATE_PUSHING:   "pushing",
+}
+
+// finals names each final state.
+var finals = map[buildv1.BuildState]string{
+	buildv1.BuildState_BUILD_STATE_SUCCEEDED:   "succeeded",
+	buildv1.BuildState_BUILD_STATE_FAILED:      "failed",
+	buildv1.BuildState_BUILD_STATE_CANCELLED:   "cancelled",
+	buildv1.BuildState_BUILD_STATE_INTERRUPTED: "interrupted",
+}
+
+// Option configures New.
+type Option func(*options) error
+
+type options struct {
+	diskUsage        DiskUsageFunc
+	diskUsageTimeout time.Duration
+	maxTracked       int
+}
+
+// WithDiskUsage adds the buildkitd collector (buildsvc_buildkitd_up and
+// buildsvc_buildkitd_disk_usage_bytes), which calls fn on every scrape. fn
+// must honour its context's deadline. Without this option there are no
+// buildkitd metrics.
+func WithDiskUsage(fn DiskUsageFunc) Option {
+	return func(o *options) error {
+		if fn == nil {
+			return errors.New("disk usage function is nil")
+		}
+		o.diskUsage = fn
+		return nil
+	}
+}
+
+// WithDiskUsageTimeout sets how long one scrape waits for the disk-usage
+// function before it reports buildkitd down. Default DefaultDiskUsageTimeout.
+func WithDiskUsageTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("disk usage timeout %v is not positive", d)
+		}
+		o.diskUsageTimeout = d
+		return nil
+	}
+}
+
+// WithMaxTrackedBuilds bounds how many unfinished builds are tracked at once.
+// Default DefaultMaxTrackedBuilds, far above any queue the server allows.
+func WithMaxTrackedBuilds(n int) Option {
+	return func(o *options) error {
+		if n <= 0 {
+			return fmt.Errorf("max tracked builds %d is not positive", n)
+		}
+		o.maxTracked = n
+		return nil
+	}
+}
+
+// Metrics turns build events into Prometheus metrics. It implements
+// server.Observer. Make one with New.
+type Metrics struct {
+	buildsTotal   map[buildv1.BuildState]prometheus.Counter
+	buildDuration map[buildv1.BuildState]prometheus.Observer
+	phaseDuration map[buildv1.BuildState]prometheus.Observer
+	vertexCached  prometheus.Counter
+	vertexBuilt   prometheus.Counter
+	pushedBytes   prometheus.Counter
+	dedupJoins    prometheus.Counter
+	cleanupRuns   prometheus.Counter
+	cleanupFreed  *prometheus.CounterVec
+	cleanupBuilds prometheus.Counter
+
+	maxTracked int
+
+	mu      sync.Mutex
+	tracked map[string]*tracked
+	order   *list.List // of *tracked, oldest first
+	inState map[buildv1.BuildState]int
+}
+
+// tracked is what is kept of one unfinished build.
+type tracked struct {
+	id       string
+	elem     *list.Element
+	first    time.Time // time of the first state event
+	state    buildv1.BuildState
+	since    time.Time           // when state was entered
+	vertices map[string]struct{} // digests counted in buildsvc_vertices_total
+	pushes   map[string]struct{} // vertex + "\x00" + status id counted as pushed
+}
+
+// New makes the build service's metrics and registers them on reg.
+func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
+	if reg == nil {
+		return nil, errors.New("metrics: registerer is nil")
+	}
+	o := options{diskUsageTimeout: DefaultDiskUsageTimeout, maxTracked: DefaultMaxTrackedBuilds}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+	}
+
+	builds := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "builds_total",
+		Help:      "Builds that ended, by final state.",
+	}, []string{"state"})
+	buildDuration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace,
+		Name:      "build_duration_seconds",
+		Help:      "Time from a build's first state event to its final state event, by final state.",
+		Buckets:   buildBuckets,
+	}, []string{"state"})
+	phaseDuration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace,
+		Name:      "build_phase_duration_seconds",
+		Help:      "Time a build spent in one phase (queued, resolving, building, pushing), observed when it left the phase.",
+		Buckets:   phaseBuckets,
+	}, []string{"phase"})
+	vertices := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace,
+		Name:      "vertices_total",
+		Help:      "Build steps that completed, once per step per build, by whether the result came from the cache.",
+	}, []string{"cached"})
+	m := &Metrics{
+		buildsTotal:   map[buildv1.BuildState]prometheus.Counter{},
+		buildDuration: map[buildv1.BuildState]prometheus.Observer{},
+		phaseDuration: map[buildv1.BuildState]prometheus.Observer{},
+		vertexCached:  vertices.WithLabelValues("true"),
+		vertexBuilt:   vertices.WithLabelValues("false"),
+		pushedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "pushed_bytes_total",
+			Help:      "Bytes of completed push progress BuildKit reported (BuildKit v0.34.2 reports none).",
+		}),
+		dedupJoins: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "dedup_joins_total",
+			Help:      "Requests that joined an identical queued or running build instead of starting one.",
+		}),
+		cleanupRuns: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "cleanup_runs_total",
+			Help:      "Cleanup runs.",
+		}),
+		cleanupFreed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "cleanup_freed_bytes_total",
+			Help:      "Bytes freed by cleanup: buildkit by BuildKit's prune, temp by removing the server's temporary files.",
+		}, []string{"what"}),
+		cleanupBuilds: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "cleanup_builds_deleted_total",
+			Help:      "Ended builds removed from the history by cleanup.",
+		}),
+		maxTracked: o.maxTracked,
+		tracked:    map[string]*tracked{},
+		order:      list.New(),
+		inState:    map[buildv1.BuildState]int{},
+	}
+	// Every series that can exist is made now, so it reads 0 before the
+	// first build instead of being absent.
+	for state, name := range finals {
+		m.buildsTotal[state] = builds.WithLabelValues(name)
+		m.buildDuration[state] = buildDuration.WithLabelValues(name)
+	}
+	for state, name := range phases {
+		m.phaseDuration[state] = phaseDuration.WithLabelValues(name)
+	}
+	m.cleanupFreed.WithLabelValues("buildkit")
+	m.cleanupFreed.WithLabelValues("temp")
+
+	cs := []prometheus.Collector{
+		builds, buildDuration, phaseDuration, vertices,
+		m.pushedBytes, m.dedupJoins, m.cleanupRuns, m.cleanupFreed, m.cleanupBuilds,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "builds_in_flight",
+			Help:      "Builds now building or pushing.",
+		}, func() float64 {
+			return m.count(buildv1.BuildState_BUILD_STATE_BUILDING, buildv1.BuildState_BUILD_STATE_PUSHING)
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "queue_depth",
+			Help:      "Builds now queued.",
+		}, func() float64 {
+			return m.count(buildv1.BuildState_BUILD_STATE_QUEUED)
+		}),
+	}
+	if o.diskUsage != nil {
+		cs = append(cs, newBuildkitdCollector(o.diskUsage, o.diskUsageTimeout))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("metrics: register: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// NewRegistry returns a registry holding the standard Go runtime and process
+// collectors, for New and Handler. Callers that bring their own registry add
+// those collectors themselves if they want them.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return reg
+}
+
+// Handler serves the metrics g gathers in the Prometheus exposition format.
+func Handler(g prometheus.Gatherer) http.Handler {
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+}
+
+// Joined counts a request that joined the identical build buildID instead of
+// starting one.
+func (m *Metrics) Joined(buildID string) {
+	m.dedupJoins.Inc()
+}
+
+// CleanupRan records one cleanup run: buildkitBytes freed by BuildKit's
+// prune, historyBuilds ended builds deleted from the history, and tempBytes
+// of the server's temporary files removed. Call it once per run, also for a
+// run that freed nothing. Negative values are taken as 0.
+func (m *Metrics) CleanupRan(buildkitBytes, historyBuilds, tempBytes int64) {
+	m.cleanupRuns.Inc()
+	m.cleanupFreed.WithLabelValues("buildkit").Add(nonNegative(buildkitBytes))
+	m.cleanupFreed.WithLabelValues("temp").Add(nonNegative(tempBytes))
+	m.cleanupBuilds.Add(nonNegative(historyBuilds))
+}
+
+func nonNegative(n int64) float64 {
+	if n < 0 {
+		return 0
+	}
+	return float64(n)
+}
