@@ -93,6 +93,7 @@ func startServerAddr(t testing.TB, mutate func(*server.Config)) (buildv1.BuildCl
 	}
 	gs := grpc.NewServer()
 	buildv1.RegisterBuildServer(gs, srv)
+	buildv1.RegisterAdminServer(gs, srv)
 	go gs.Serve(lis)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

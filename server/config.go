@@ -58,6 +58,8 @@ type Config struct {
 	LogCap int64
 	// ResolveTimeout bounds resolving a git reference to a SHA.
 	ResolveTimeout time.Duration
+	// Cleanup is the policy of the periodic cleanup.
+	Cleanup CleanupPolicy
 	// Store keeps builds, their events and logs. Required.
 	Store history.Store
 	// Observer is told about every event (metrics); nil for none.
@@ -96,6 +98,10 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.LogCap == 0 {
 		c.LogCap = DefaultLogCap
+	}
+	if c.Cleanup.Interval < 0 || c.Cleanup.KeepDuration < 0 || c.Cleanup.KeepStorage < 0 ||
+		c.Cleanup.HistoryMaxAge < 0 || c.Cleanup.HistoryMaxBuilds < 0 {
+		return c, errors.New("config: cleanup settings must not be negative")
 	}
 	if c.QueueSize < 0 || c.DefaultTimeout < 0 || c.MaxTimeout < 0 || c.LogCap < 0 {
 		return c, errors.New("config: queue size, timeouts and log cap must not be negative")

@@ -33,9 +33,10 @@ type errTimeout struct{ after time.Duration }
 
 func (e errTimeout) Error() string { return fmt.Sprintf("the build timed out after %s", e.after) }
 
-// Server implements the build.v1 Build service.
+// Server implements the build.v1 Build and Admin services.
 type Server struct {
 	buildv1.UnimplementedBuildServer
+	buildv1.UnimplementedAdminServer
 
 	cfg      Config
 	bk       *client.Client
