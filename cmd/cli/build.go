@@ -2,17 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"sync"
 
-	"github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/util/progress/progressui"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/buildsvc/buildsvc/progress"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
@@ -24,7 +21,12 @@ func buildCommand() *cli.Command {
 		Usage: "build an image from a git commit, push it, and print its pinned reference",
 		Description: "Asks the build server to build the Go package at --package of --repo at --commit\n" +
 			"into an image and push it to --tag. Progress goes to stderr; on success the last\n" +
-			"line on stdout is the pushed image pinned by digest (REPO@sha256:...).",
+			"line on stdout is the pushed image pinned by digest (REPO@sha256:...).\n\n" +
+			"The build runs on the server, not in this command: if the connection breaks, the\n" +
+			"command reattaches to the build and goes on from the last event it showed, and an\n" +
+			"interrupted command leaves the build running ('buildsvc builds watch ID' shows it\n" +
+			"again, 'buildsvc builds cancel ID' stops it). With --detach the command prints the\n" +
+			"build's id on stdout and returns at once.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "repo", Usage: "the git repository's `URL` (required)"},
 			&cli.StringFlag{Name: "commit", Usage: "the `REF` to build: a branch, a tag or a commit SHA", DefaultText: "the default branch"},
@@ -36,6 +38,8 @@ func buildCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "env", Usage: "extra environment for go build, `KEY=VALUE` (repeatable)"},
 			&cli.StringFlag{Name: "base-image", Usage: "the runtime base `IMAGE`", DefaultText: "the server's"},
 			&cli.StringSliceFlag{Name: "label", Usage: "an extra image label, `KEY=VALUE` (repeatable)"},
+			&cli.DurationFlag{Name: "timeout", Usage: "how long the build may run once it has left the queue, e.g. 10m; at most the server's maximum", DefaultText: "the server's default"},
+			&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}, Usage: "start the build, print its id and return without waiting for it"},
 			serverFlag(),
 			&cli.StringFlag{Name: "progress", Usage: "the progress output `MODE`: auto, tty, plain, rawjson or quiet", Value: string(progressui.AutoMode)},
 		},
@@ -51,6 +55,9 @@ func runBuild(cCtx *cli.Context) error {
 	if err != nil {
 		return usageError(cCtx, "%v", err)
 	}
+	if cCtx.Bool("detach") {
+		return startBuild(cCtx, req)
+	}
 	disp, err := newDisplay(cCtx.App.ErrWriter, cCtx.String("progress"))
 	if err != nil {
 		return usageError(cCtx, "%v", err)
@@ -61,56 +68,31 @@ func runBuild(cCtx *cli.Context) error {
 	}
 	defer closeConn()
 
-	var (
-		buildID string
-		final   *buildv1.BuildEvent
-	)
-	onState := func(e *buildv1.BuildEvent) {
-		if buildID == "" {
-			buildID = e.GetBuildId()
+	return showBuild(cCtx, bc, disp, "", func(ctx context.Context) (progress.Recv, error) {
+		stream, err := bc.CreateImage(ctx, req)
+		if err != nil {
+			return nil, fmt.Errorf("create image: %w", err)
 		}
-		if ended(e.GetState().GetState()) {
-			// The plain display buffers a little: shown now, the build's
-			// end could come before its last progress lines.
-			final = e
-			return
-		}
-		if disp.states != nil {
-			fmt.Fprintln(disp.states, stateLine(e))
-		}
-	}
-	res, berr, err := followBuild(cCtx.Context, bc, req, disp.Display, onState)
-	if final != nil && disp.states != nil {
-		fmt.Fprintln(disp.states, stateLine(final))
-	}
-	switch {
-	case err != nil:
-		return withBuildID(callError(cCtx, "build", err), buildID)
-	case berr != nil:
-		msg := berr.GetMessage()
-		if msg == "" {
-			msg = "build failed: " + codes.Code(berr.GetCode()).String()
-		}
-		return cli.Exit(msg, exitCodeFor(codes.Code(berr.GetCode())))
-	case res.GetImage() == "":
-		return cli.Exit(fmt.Sprintf("build %s: the server reported success without an image", buildID), exitFailed)
-	}
-	_, err = fmt.Fprintln(cCtx.App.Writer, res.GetImage())
-	return err
+		return stream.Recv, nil
+	})
 }
 
-// withBuildID names the build in err's message, once the server gave the
-// build an id, so that the user can look it up.
-func withBuildID(err error, id string) error {
-	if id == "" {
+// startBuild starts the build without waiting for it and prints its id.
+func startBuild(cCtx *cli.Context, req *buildv1.CreateImageRequest) error {
+	bc, closeConn, err := dialServer(cCtx)
+	if err != nil {
 		return err
 	}
-	code := exitFailed
-	var ec cli.ExitCoder
-	if errors.As(err, &ec) {
-		code = ec.ExitCode()
+	defer closeConn()
+	resp, err := bc.StartBuild(cCtx.Context, req)
+	if err != nil {
+		return callError(cCtx, "start build", err)
 	}
-	return cli.Exit(fmt.Sprintf("%v (build %s)", err, id), code)
+	if resp.GetJoined() {
+		fmt.Fprintf(cCtx.App.ErrWriter, "build %s: joined an identical build that was already queued or running\n", resp.GetBuildId())
+	}
+	_, err = fmt.Fprintln(cCtx.App.Writer, resp.GetBuildId())
+	return err
 }
 
 // buildRequest makes the CreateImage request from the build command's flags.
@@ -138,6 +120,12 @@ func buildRequest(cCtx *cli.Context) (*buildv1.CreateImageRequest, error) {
 	}
 	if req.Labels, err = parseKV("label", cCtx.StringSlice("label")); err != nil {
 		return nil, err
+	}
+	switch t := cCtx.Duration("timeout"); {
+	case t < 0:
+		return nil, fmt.Errorf("--timeout %v: want a positive duration", t)
+	case t > 0:
+		req.Timeout = durationpb.New(t)
 	}
 	return req, nil
 }
@@ -194,45 +182,18 @@ func ended(s buildv1.BuildState) bool {
 }
 
 // stateLine describes a state change in one line, e.g.
-// "build 01J...: building: resolved main to 1a2b3c".
+// "build 01J...: building: resolved main to 1a2b3c", or
+// "build 01J...: queued: 2 ahead".
 func stateLine(e *buildv1.BuildEvent) string {
 	sc := e.GetState()
-	state := strings.ToLower(strings.TrimPrefix(sc.GetState().String(), "BUILD_STATE_"))
-	line := fmt.Sprintf("build %s: %s", e.GetBuildId(), state)
+	line := fmt.Sprintf("build %s: %s", e.GetBuildId(), stateName(sc.GetState()))
+	if sc.GetState() == buildv1.BuildState_BUILD_STATE_QUEUED && sc.GetQueuePosition() > 0 {
+		line += fmt.Sprintf(": %d ahead", sc.GetQueuePosition())
+	}
 	if msg := sc.GetMessage(); msg != "" {
 		line += ": " + msg
 	}
 	return line
-}
-
-// followBuild starts the build and shows its progress on disp until the
-// build ends, then returns the build's outcome as progress.Follow does. The
-// display has finished when followBuild returns.
-func followBuild(ctx context.Context, bc buildv1.BuildClient, req *buildv1.CreateImageRequest, disp progressui.Display, onState func(*buildv1.BuildEvent)) (*buildv1.BuildResult, *buildv1.BuildError, error) {
-	ch := make(chan *client.SolveStatus)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		// Warnings are shown by the display itself.
-		_, err := disp.UpdateFrom(gctx, ch)
-		return err
-	})
-	var (
-		res  *buildv1.BuildResult
-		berr *buildv1.BuildError
-	)
-	g.Go(func() error {
-		stream, err := bc.CreateImage(gctx, req)
-		if err != nil {
-			close(ch)
-			return fmt.Errorf("create image: %w", err)
-		}
-		res, berr, err = progress.Follow(gctx, stream.Recv, ch, onState)
-		return err
-	})
-	if err := g.Wait(); err != nil {
-		return nil, nil, err
-	}
-	return res, berr, nil
 }
 
 // lockedWriter serialises writes from several goroutines.

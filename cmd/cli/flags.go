@@ -3,13 +3,18 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
@@ -27,6 +32,15 @@ func serverFlag() cli.Flag {
 	}
 }
 
+// connectParams pace gRPC's own reconnection to the server so that it keeps
+// up with reattaching (see progress.DefaultBackoff): with gRPC's defaults,
+// the wait between connection attempts grows to two minutes, and a stream
+// could not be resumed for that long after a server restart.
+var connectParams = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+	MinConnectTimeout: 20 * time.Second,
+}
+
 // dialServer makes a client for the server named by --server. The connection
 // is lazy: an unreachable server shows up on the first call.
 func dialServer(cCtx *cli.Context) (buildv1.BuildClient, func(), error) {
@@ -34,7 +48,7 @@ func dialServer(cCtx *cli.Context) (buildv1.BuildClient, func(), error) {
 	if strings.TrimSpace(addr) == "" {
 		return nil, nil, usageError(cCtx, "--server is empty")
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithConnectParams(connectParams))
 	if err != nil {
 		return nil, nil, usageError(cCtx, "--server %q: %v", addr, err)
 	}
@@ -100,5 +114,84 @@ func callError(cCtx *cli.Context, call string, err error) error {
 		return cli.Exit(fmt.Sprintf("%s: server %s unavailable: %s", call, cCtx.String("server"), msg), code)
 	default:
 		return cli.Exit(fmt.Sprintf("%s: %s (%s)", call, msg, st.Code()), code)
+	}
+}
+
+// outputFlag is the --output flag of the commands that print records.
+func outputFlag() cli.Flag {
+	return &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "the output `FORMAT`: text, or json for scripts", Value: "text"}
+}
+
+// jsonOutput reports whether --output asks for JSON. Its error is a usage
+// error.
+func jsonOutput(cCtx *cli.Context) (bool, error) {
+	switch output := cCtx.String("output"); output {
+	case "text":
+		return false, nil
+	case "json":
+		return true, nil
+	default:
+		return false, usageError(cCtx, "--output %q: want text or json", output)
+	}
+}
+
+// buildIDArg returns the command's one BUILD_ID argument. Its error is a
+// usage error.
+func buildIDArg(cCtx *cli.Context) (string, error) {
+	switch args := cCtx.Args().Slice(); {
+	case len(args) == 0:
+		return "", usageError(cCtx, "BUILD_ID is missing")
+	case len(args) > 1 && strings.HasPrefix(args[1], "-"):
+		return "", usageError(cCtx, "flags must come before BUILD_ID, found %q after it", args[1])
+	case len(args) > 1:
+		return "", usageError(cCtx, "want one BUILD_ID, got %d arguments", len(args))
+	}
+	id := strings.TrimSpace(cCtx.Args().First())
+	if id == "" {
+		return "", usageError(cCtx, "BUILD_ID is empty")
+	}
+	return id, nil
+}
+
+// writeJSON prints m as one indented protojson document, with the API's
+// JSON field names (buildId, gitRepo, ...) and state names
+// (BUILD_STATE_SUCCEEDED).
+func writeJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", m.ProtoReflect().Descriptor().Name(), err)
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+// statePrefix is the prefix of every BuildState name, left out of text output.
+const statePrefix = "BUILD_STATE_"
+
+// stateName is the name a state goes by in text output and in --state:
+// lowercase, without the prefix, e.g. "building".
+func stateName(s buildv1.BuildState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), statePrefix))
+}
+
+// parseState parses a state name as stateName gives it, in any case; the
+// full enum name (BUILD_STATE_QUEUED) is accepted too.
+func parseState(name string) (buildv1.BuildState, error) {
+	upper := strings.ToUpper(strings.TrimSpace(name))
+	v, ok := buildv1.BuildState_value[statePrefix+strings.TrimPrefix(upper, statePrefix)]
+	if !ok || v == int32(buildv1.BuildState_BUILD_STATE_UNSPECIFIED) {
+		return 0, fmt.Errorf("unknown state %q: want one of %s", name, strings.Join(stateNames(), ", "))
+	}
+	return buildv1.BuildState(v), nil
+}
+
+// stateNames lists the states a build can be in, in the order of its life.
+func stateNames() []string {
+	var names []string
+	for v := int32(1); ; v++ {
+		if _, ok := buildv1.BuildState_name[v]; !ok {
+			return names
+		}
+		names = append(names, stateName(buildv1.BuildState(v)))
 	}
 }

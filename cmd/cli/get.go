@@ -3,47 +3,35 @@ package main
 import (
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
+// getCommand is `builds get`, and `get` for short.
 func getCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "get",
 		Usage:     "print a build's record: its request, state, and result or error",
 		ArgsUsage: "BUILD_ID",
-		Flags: []cli.Flag{
-			serverFlag(),
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output format: text or json", Value: "text"},
-		},
-		Action: runGet,
+		Flags:     []cli.Flag{serverFlag(), outputFlag()},
+		Action:    runGet,
 	}
 }
 
 func runGet(cCtx *cli.Context) error {
-	switch args := cCtx.Args().Slice(); {
-	case len(args) == 0:
-		return usageError(cCtx, "BUILD_ID is missing")
-	case len(args) > 1 && strings.HasPrefix(args[1], "-"):
-		return usageError(cCtx, "flags must come before BUILD_ID, found %q after it", args[1])
-	case len(args) > 1:
-		return usageError(cCtx, "want one BUILD_ID, got %d arguments", len(args))
+	id, err := buildIDArg(cCtx)
+	if err != nil {
+		return err
 	}
-	id := strings.TrimSpace(cCtx.Args().First())
-	if id == "" {
-		return usageError(cCtx, "BUILD_ID is empty")
-	}
-	output := cCtx.String("output")
-	if output != "text" && output != "json" {
-		return usageError(cCtx, "--output %q: want text or json", output)
+	asJSON, err := jsonOutput(cCtx)
+	if err != nil {
+		return err
 	}
 	bc, closeConn, err := dialServer(cCtx)
 	if err != nil {
@@ -55,13 +43,8 @@ func runGet(cCtx *cli.Context) error {
 	if err != nil {
 		return callError(cCtx, "get build", err)
 	}
-	if output == "json" {
-		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(info)
-		if err != nil {
-			return fmt.Errorf("encode build %s: %w", id, err)
-		}
-		_, err = fmt.Fprintln(cCtx.App.Writer, string(b))
-		return err
+	if asJSON {
+		return writeJSON(cCtx.App.Writer, info)
 	}
 	return writeBuildInfo(cCtx.App.Writer, info)
 }
@@ -77,7 +60,10 @@ func writeBuildInfo(w io.Writer, info *buildv1.BuildInfo) error {
 	}
 	req := info.GetRequest()
 	line("build", info.GetBuildId())
-	line("state", strings.ToLower(strings.TrimPrefix(info.GetState().String(), "BUILD_STATE_")))
+	line("state", stateName(info.GetState()))
+	if info.GetState() == buildv1.BuildState_BUILD_STATE_QUEUED {
+		line("queue position", fmt.Sprintf("%d ahead", info.GetQueuePosition()))
+	}
 	line("repo", req.GetGitRepo())
 	line("ref", req.GetGitCommit())
 	line("commit", info.GetCommit())
@@ -85,6 +71,9 @@ func writeBuildInfo(w io.Writer, info *buildv1.BuildInfo) error {
 	line("dir", req.GetDir())
 	line("tag", req.GetImageTag())
 	line("base image", req.GetBaseImage())
+	if t := req.GetTimeout(); t != nil {
+		line("timeout", t.AsDuration().String())
+	}
 	line("created", formatTime(info.GetCreated()))
 	line("started", formatTime(info.GetStarted()))
 	line("finished", formatTime(info.GetFinished()))
@@ -94,6 +83,12 @@ func writeBuildInfo(w io.Writer, info *buildv1.BuildInfo) error {
 	}
 	if e := info.GetError(); e != nil {
 		line("error", fmt.Sprintf("%s (%s)", e.GetMessage(), codes.Code(e.GetCode())))
+	}
+	if n := info.GetJoined(); n > 0 {
+		line("joined", fmt.Sprintf("%d identical requests", n))
+	}
+	if n := info.GetLogBytesDropped(); n > 0 {
+		line("log dropped", fmt.Sprintf("%d bytes over the server's cap", n))
 	}
 	return tw.Flush()
 }

@@ -1,6 +1,11 @@
 // Command buildsvc is the build service's command-line client: it asks a
 // build server to turn a git commit into a container image, shows the build's
 // progress with BuildKit's progress display, and prints the pushed image.
+// Its builds commands list, inspect, follow and cancel the server's builds.
+//
+// A build lives on the server, so a broken connection does not end it: build
+// and builds watch reattach to it with WatchBuild from the last event they
+// showed, and builds watch shows it again from its start.
 //
 // Exit codes: 0 on success, 1 when the build failed or the server could not
 // do what was asked, 2 on bad usage (missing or malformed flags, or a request
@@ -72,7 +77,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		DisableSliceFlagSeparator: true, // --build-flag=-tags=a,b is one flag
 		Commands: []*cli.Command{
 			buildCommand(),
-			getCommand(),
+			buildsCommand(),
+			shortGetCommand(),
 			bootstrapCommand(),
 		},
 		Action: func(cCtx *cli.Context) error {
@@ -86,12 +92,26 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		// would call os.Exit.
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
-	for _, c := range app.Commands {
+	setOnUsageError(app.Commands)
+	return app
+}
+
+// setOnUsageError makes every command and subcommand report flag errors as
+// bad usage.
+func setOnUsageError(cmds []*cli.Command) {
+	for _, c := range cmds {
 		if c.OnUsageError == nil {
 			c.OnUsageError = onUsageError
 		}
+		setOnUsageError(c.Subcommands)
 	}
-	return app
+}
+
+// shortGetCommand is `builds get` under its older, shorter name.
+func shortGetCommand() *cli.Command {
+	c := getCommand()
+	c.Usage += " (the same as builds get)"
+	return c
 }
 
 // onUsageError turns urfave's flag parsing errors (an unknown flag, a flag

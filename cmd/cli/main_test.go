@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -25,26 +26,69 @@ const (
 	testVertex = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
 )
 
-// fakeServer is an in-process Build server that answers CreateImage with a
-// fixed list of events followed by a fixed error, and records the requests.
+// fakeServer is an in-process Build server. CreateImage and WatchBuild
+// stream a fixed list of events (seq i+1 for events[i], build id b-1)
+// followed by a fixed error, and can break their streams; the other calls
+// answer from fixed records. It records the requests.
 type fakeServer struct {
 	buildv1.UnimplementedBuildServer
 
 	events []*buildv1.BuildEvent
-	err    error // returned after the events
+	err    error // returned after the events, and by the unary calls
 	info   *buildv1.BuildInfo
 	// block, if not nil, is closed after the events are sent, and then
-	// CreateImage waits for the client to go away.
+	// the stream waits for the client to go away.
 	block chan struct{}
+
+	// breaks makes stream i (counting CreateImage and WatchBuild calls from
+	// 0) break after breaks[i] events: with UNAVAILABLE, or by closing the
+	// client's connection if dropConn is set. beforeBreak, if not nil, runs
+	// first.
+	breaks      map[int]int
+	dropConn    bool
+	beforeBreak func()
+	// watchErr, if not nil, is WatchBuild's answer.
+	watchErr error
+	// overlap makes WatchBuild send again this many events that the client
+	// has already seen, before the ones it asked for.
+	overlap int
+
+	started *buildv1.StartBuildResponse // StartBuild's answer
+	builds  []*buildv1.BuildInfo        // ListBuilds pages through these
 
 	mu       sync.Mutex
 	requests []proto.Message
+	streams  int
+	conns    []net.Conn
 }
 
 func (f *fakeServer) CreateImage(req *buildv1.CreateImageRequest, stream grpc.ServerStreamingServer[buildv1.BuildEvent]) error {
 	f.record(req)
-	for i, e := range f.events {
-		e = proto.CloneOf(e)
+	return f.send(0, stream)
+}
+
+func (f *fakeServer) WatchBuild(req *buildv1.WatchBuildRequest, stream grpc.ServerStreamingServer[buildv1.BuildEvent]) error {
+	f.record(req)
+	if f.watchErr != nil {
+		return f.watchErr
+	}
+	from := max(int(req.GetFromSeq())-f.overlap, 0)
+	return f.send(from, stream)
+}
+
+// send streams the events after the first from, then breaks the stream,
+// blocks or returns f.err.
+func (f *fakeServer) send(from int, stream grpc.ServerStreamingServer[buildv1.BuildEvent]) error {
+	f.mu.Lock()
+	n := f.streams
+	f.streams++
+	f.mu.Unlock()
+	breakAfter, breaks := f.breaks[n]
+	for i := from; i < len(f.events); i++ {
+		if breaks && i-from == breakAfter {
+			return f.breakStream(stream)
+		}
+		e := proto.CloneOf(f.events[i])
 		e.BuildId, e.Seq, e.Time = "b-1", uint64(i+1), timestamppb.Now()
 		if err := stream.Send(e); err != nil {
 			return err
@@ -58,12 +102,71 @@ func (f *fakeServer) CreateImage(req *buildv1.CreateImageRequest, stream grpc.Se
 	return f.err
 }
 
+func (f *fakeServer) breakStream(stream grpc.ServerStreamingServer[buildv1.BuildEvent]) error {
+	if f.beforeBreak != nil {
+		f.beforeBreak()
+	}
+	if !f.dropConn {
+		return status.Error(codes.Unavailable, "fake: connection lost")
+	}
+	f.mu.Lock()
+	for _, c := range f.conns {
+		c.Close()
+	}
+	f.conns = nil
+	f.mu.Unlock()
+	<-stream.Context().Done()
+	return stream.Context().Err()
+}
+
 func (f *fakeServer) GetBuild(_ context.Context, req *buildv1.GetBuildRequest) (*buildv1.BuildInfo, error) {
 	f.record(req)
 	if f.err != nil {
 		return nil, f.err
 	}
 	return f.info, nil
+}
+
+func (f *fakeServer) StartBuild(_ context.Context, req *buildv1.CreateImageRequest) (*buildv1.StartBuildResponse, error) {
+	f.record(req)
+	if f.err != nil {
+		return nil, f.err
+	}
+	return f.started, nil
+}
+
+func (f *fakeServer) CancelBuild(_ context.Context, req *buildv1.CancelBuildRequest) (*buildv1.BuildInfo, error) {
+	f.record(req)
+	if f.err != nil {
+		return nil, f.err
+	}
+	return f.info, nil
+}
+
+// ListBuilds pages through f.builds; a page token is the index of the
+// page's first build.
+func (f *fakeServer) ListBuilds(_ context.Context, req *buildv1.ListBuildsRequest) (*buildv1.ListBuildsResponse, error) {
+	f.record(req)
+	if f.err != nil {
+		return nil, f.err
+	}
+	first := 0
+	if req.GetPageToken() != "" {
+		var err error
+		if first, err = strconv.Atoi(req.GetPageToken()); err != nil || first > len(f.builds) {
+			return nil, status.Errorf(codes.InvalidArgument, "page_token %q: not a token", req.GetPageToken())
+		}
+	}
+	size := int(req.GetPageSize())
+	if size == 0 {
+		size = 50
+	}
+	end := min(first+size, len(f.builds))
+	resp := &buildv1.ListBuildsResponse{Builds: f.builds[first:end]}
+	if end < len(f.builds) {
+		resp.NextPageToken = strconv.Itoa(end)
+	}
+	return resp, nil
 }
 
 func (f *fakeServer) record(m proto.Message) {
@@ -87,9 +190,25 @@ func (f *fakeServer) start(t *testing.T) string {
 	}
 	s := grpc.NewServer()
 	buildv1.RegisterBuildServer(s, f)
-	go func() { _ = s.Serve(lis) }()
+	go func() { _ = s.Serve(&trackingListener{Listener: lis, f: f}) }()
 	t.Cleanup(s.Stop)
 	return lis.Addr().String()
+}
+
+// trackingListener keeps the fake's connections, so that it can drop them.
+type trackingListener struct {
+	net.Listener
+	f *fakeServer
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.f.mu.Lock()
+		l.f.conns = append(l.f.conns, c)
+		l.f.mu.Unlock()
+	}
+	return c, err
 }
 
 type result struct {
@@ -344,35 +463,38 @@ func TestGet(t *testing.T) {
 		Result:  &buildv1.BuildResult{Image: testImage, Digest: "sha256:0123"},
 	}
 	addr := (&fakeServer{info: info}).start(t)
+	for _, cmd := range [][]string{{"get"}, {"builds", "get"}} {
+		t.Run(strings.Join(cmd, " "), func(t *testing.T) {
+			r := runCLI(t, append(cmd, "--server", addr, "b-1")...)
+			if r.code != exitOK {
+				t.Fatalf("text: exit code %d\nstderr:\n%s", r.code, r.stderr)
+			}
+			fields := map[string]string{}
+			for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+				name, value, _ := strings.Cut(line, "  ")
+				fields[name] = strings.TrimSpace(value)
+			}
+			for name, want := range map[string]string{"build": "b-1", "state": "succeeded", "ref": "main", "commit": "1a2b3c", "created": "2025-11-25T10:00:00Z", "image": testImage} {
+				if fields[name] != want {
+					t.Errorf("text output: %s = %q, want %q\n%s", name, fields[name], want, r.stdout)
+				}
+			}
+			if _, ok := fields["base image"]; ok {
+				t.Errorf("text output shows an unset field:\n%s", r.stdout)
+			}
 
-	r := runCLI(t, "get", "--server", addr, "b-1")
-	if r.code != exitOK {
-		t.Fatalf("text: exit code %d\nstderr:\n%s", r.code, r.stderr)
-	}
-	fields := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
-		name, value, _ := strings.Cut(line, "  ")
-		fields[name] = strings.TrimSpace(value)
-	}
-	for name, want := range map[string]string{"build": "b-1", "state": "succeeded", "ref": "main", "commit": "1a2b3c", "created": "2025-11-25T10:00:00Z", "image": testImage} {
-		if fields[name] != want {
-			t.Errorf("text output: %s = %q, want %q\n%s", name, fields[name], want, r.stdout)
-		}
-	}
-	if _, ok := fields["base image"]; ok {
-		t.Errorf("text output shows an unset field:\n%s", r.stdout)
-	}
-
-	r = runCLI(t, "get", "--server", addr, "--output", "json", "b-1")
-	if r.code != exitOK {
-		t.Fatalf("json: exit code %d\nstderr:\n%s", r.code, r.stderr)
-	}
-	var got map[string]any
-	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
-		t.Fatalf("json output: %v\n%s", err, r.stdout)
-	}
-	if got["buildId"] != "b-1" || got["state"] != "BUILD_STATE_SUCCEEDED" || got["request"].(map[string]any)["gitRepo"] != "https://git.example/app.git" {
-		t.Errorf("json output = %v", got)
+			r = runCLI(t, append(cmd, "--server", addr, "--output", "json", "b-1")...)
+			if r.code != exitOK {
+				t.Fatalf("json: exit code %d\nstderr:\n%s", r.code, r.stderr)
+			}
+			var got map[string]any
+			if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+				t.Fatalf("json output: %v\n%s", err, r.stdout)
+			}
+			if got["buildId"] != "b-1" || got["state"] != "BUILD_STATE_SUCCEEDED" || got["request"].(map[string]any)["gitRepo"] != "https://git.example/app.git" {
+				t.Errorf("json output = %v", got)
+			}
+		})
 	}
 }
 
