@@ -269,7 +269,7 @@ func TestWatchOutcome(t *testing.T) {
 		wantStderr string
 	}{
 		{name: "cancelled", server: &fakeServer{events: failed}, args: []string{"b-1"}, wantCode: exitFailed, wantStderr: "build b-1: cancelled: cancelled by a user\nerror: build cancelled\n"},
-		{name: "unknown build", server: &fakeServer{watchErr: status.Error(codes.NotFound, "build nope not found")}, args: []string{"nope"}, wantCode: exitUsage, wantStderr: "error: build nope not found"},
+		{name: "unknown build", server: &fakeServer{watchErr: status.Error(codes.NotFound, "build nope not found")}, args: []string{"nope"}, wantCode: exitUsage, wantStderr: "error: build nope not found\n"},
 		{name: "no id", args: nil, wantCode: exitUsage, wantStderr: "BUILD_ID is missing"},
 		{name: "bad progress", args: []string{"--progress", "fancy", "b-1"}, wantCode: exitUsage, wantStderr: `--progress "fancy"`},
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -92,17 +94,26 @@ func exitCodeFor(c codes.Code) int {
 	}
 }
 
+// grpcStatus finds the gRPC status err wraps, with the server's own message
+// (status.FromError would put err's whole text in the message).
+func grpcStatus(err error) (*status.Status, bool) {
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &se) || se.GRPCStatus() == nil {
+		return nil, false
+	}
+	return se.GRPCStatus(), true
+}
+
 // callError turns the error of a call to the server into the command's
 // error, keeping the server's own message, which names the bad field.
 func callError(cCtx *cli.Context, call string, err error) error {
 	if cCtx.Context.Err() != nil {
 		return cli.Exit("interrupted", exitFailed)
 	}
-	var se interface{ GRPCStatus() *status.Status }
-	if !errors.As(err, &se) {
+	st, ok := grpcStatus(err)
+	if !ok {
 		return fmt.Errorf("%s: %w", call, err)
 	}
-	st := se.GRPCStatus()
 	msg := st.Message()
 	if msg == "" {
 		msg = st.Code().String()
@@ -153,15 +164,21 @@ func buildIDArg(cCtx *cli.Context) (string, error) {
 	return id, nil
 }
 
-// writeJSON prints m as one indented protojson document, with the API's
-// JSON field names (buildId, gitRepo, ...) and state names
-// (BUILD_STATE_SUCCEEDED).
+// writeJSON prints m as one indented JSON document, with the API's JSON
+// field names (buildId, gitRepo, ...) and state names
+// (BUILD_STATE_SUCCEEDED). protojson's own spacing varies from run to run on
+// purpose; encoding/json's indentation is stable.
 func writeJSON(w io.Writer, m proto.Message) error {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+	b, err := protojson.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", m.ProtoReflect().Descriptor().Name(), err)
 	}
-	_, err = fmt.Fprintln(w, string(b))
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return fmt.Errorf("indent %s: %w", m.ProtoReflect().Descriptor().Name(), err)
+	}
+	out.WriteByte('\n')
+	_, err = out.WriteTo(w)
 	return err
 }
 

@@ -11,7 +11,6 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/buildsvc/buildsvc/progress"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
@@ -59,7 +58,7 @@ func reattachLine(a progress.Attempt) string {
 // describe says what went wrong in a few words: a gRPC status as its code
 // and message, anything else as it is.
 func describe(err error) string {
-	if st, ok := status.FromError(err); ok && st.Code() != codes.OK {
+	if st, ok := grpcStatus(err); ok && st.Code() != codes.OK {
 		return strings.ToLower(st.Code().String()) + ": " + st.Message()
 	}
 	return fmt.Sprint(err)
@@ -84,13 +83,14 @@ func showBuild(cCtx *cli.Context, bc buildv1.BuildClient, disp display, id strin
 			fmt.Fprintln(disp.states, stateLine(e))
 		}
 	}
+	given := id != ""
 	res, berr, id, err := followBuild(cCtx.Context, bc, disp, id, open, onState)
 	if final != nil && disp.states != nil {
 		fmt.Fprintln(disp.states, stateLine(final))
 	}
 	switch {
 	case err != nil:
-		return followError(cCtx, err, id)
+		return followError(cCtx, err, id, given)
 	case berr != nil:
 		msg := berr.GetMessage()
 		if msg == "" {
@@ -143,20 +143,29 @@ func followBuild(ctx context.Context, bc buildv1.BuildClient, disp display, id s
 }
 
 // followError turns the error of following build id (id may be "") into the
-// command's error.
-func followError(cCtx *cli.Context, err error, id string) error {
-	call := cCtx.Command.Name
+// command's error, which names the build unless the user gave its id.
+func followError(cCtx *cli.Context, err error, id string, given bool) error {
 	var re *progress.ReattachError
 	switch {
-	case cCtx.Context.Err() != nil:
-		return withBuildID(callError(cCtx, call, err), id)
-	case errors.As(err, &re):
+	case cCtx.Context.Err() == nil && errors.As(err, &re):
 		return cli.Exit(fmt.Sprintf("%v; the build may still be running: see 'buildsvc builds watch %s'", re, re.BuildID), exitFailed)
-	case id == "" && progress.Transient(err):
+	case cCtx.Context.Err() == nil && id == "" && progress.Transient(err) && !notConnected(err):
 		// Nothing named the build yet: there is nothing to reattach to.
-		return cli.Exit(fmt.Sprintf("%v (the stream broke before the server named the build, so it cannot be reattached; 'buildsvc builds ls' lists the builds)", callError(cCtx, call, err)), exitFailed)
+		return cli.Exit(fmt.Sprintf("%v (the stream broke before the server named the build, so it cannot be reattached; 'buildsvc builds ls' lists the builds)", callError(cCtx, cCtx.Command.Name, err)), exitFailed)
 	}
-	return withBuildID(callError(cCtx, call, err), id)
+	err = callError(cCtx, cCtx.Command.Name, err)
+	if given {
+		return err
+	}
+	return withBuildID(err, id)
+}
+
+// notConnected reports whether err says that the client never reached the
+// server (gRPC words its dial failures "connection error: ..."), so that no
+// request was sent and no build can have started.
+func notConnected(err error) bool {
+	st, ok := grpcStatus(err)
+	return ok && strings.HasPrefix(st.Message(), "connection error:")
 }
 
 // withBuildID names the build in err's message, once the server gave the

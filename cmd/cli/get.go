@@ -85,7 +85,7 @@ func writeBuildInfo(w io.Writer, info *buildv1.BuildInfo) error {
 		line("error", fmt.Sprintf("%s (%s)", e.GetMessage(), codes.Code(e.GetCode())))
 	}
 	if n := info.GetJoined(); n > 0 {
-		line("joined", fmt.Sprintf("%d identical requests", n))
+		line("joined", plural(int(n), "identical request"))
 	}
 	if n := info.GetLogBytesDropped(); n > 0 {
 		line("log dropped", fmt.Sprintf("%d bytes over the server's cap", n))
@@ -98,4 +98,12 @@ func formatTime(ts *timestamppb.Timestamp) string {
 		return ""
 	}
 	return ts.AsTime().Format(time.RFC3339)
+}
+
+// plural is "1 thing" or "n things".
+func plural(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }

@@ -442,6 +442,9 @@ func TestServerUnreachable(t *testing.T) {
 	if r.code != exitFailed || !strings.Contains(r.stderr, "unavailable") {
 		t.Errorf("exit code %d, stderr %q; want 1 and unavailable", r.code, r.stderr)
 	}
+	if strings.Contains(r.stderr, "reattached") {
+		t.Errorf("stderr %q talks of reattaching to a build that cannot have started", r.stderr)
+	}
 }
 
 func TestServerFromEnv(t *testing.T) {
