@@ -273,7 +273,7 @@ func runLogs(cCtx *cli.Context) error {
 		r := newReattacher(bc, id, first, cCtx.App.ErrWriter)
 		err = copyLogs(func() (*buildv1.BuildEvent, error) { return r.Recv(ctx) }, until, cCtx.App.Writer, cCtx.App.ErrWriter)
 		if err != nil {
-			return withBuildID(callError(cCtx, "watch build", err), id)
+			return followError(cCtx, err, id, true)
 		}
 	}
 	if follow {
