@@ -7,12 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/docker/cli/cli/config"
 	"github.com/docker/cli/cli/config/configfile"
 	"github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/session"
 	"github.com/moby/buildkit/session/auth/authprovider"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // Endpoint says where a buildkitd listens and how to reach it.
@@ -47,13 +50,25 @@ func (e Endpoint) Validate() error {
 	return nil
 }
 
+// reconnect paces gRPC's reconnection to buildkitd. buildkitd may be
+// restarted at any time (it holds nothing but cache, and a managed one is
+// restarted by its Supervisor); with gRPC's defaults the wait between
+// connection attempts grows to two minutes, so a client could stay
+// disconnected long after the daemon is back. The attempts are cheap (a
+// unix socket or one TCP dial), so they are capped at one second.
+var reconnect = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+	MinConnectTimeout: 20 * time.Second,
+}
+
 // Dial connects to the daemon. The connection is lazy: an unreachable daemon
-// shows up on the first call, not here.
+// shows up on the first call, not here. After the daemon restarts, the
+// client reconnects within about a second.
 func Dial(ctx context.Context, e Endpoint) (*client.Client, error) {
 	if err := e.Validate(); err != nil {
 		return nil, err
 	}
-	var opts []client.ClientOpt
+	opts := []client.ClientOpt{client.WithGRPCDialOption(grpc.WithConnectParams(reconnect))}
 	if e.CACert != "" {
 		opts = append(opts, client.WithServerConfig(e.ServerName, e.CACert))
 	}
