@@ -1,0 +1,473 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/docker/go-units"
+	"github.com/urfave/cli/v2"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/buildsvc/buildsvc/buildkitd"
+	"github.com/buildsvc/buildsvc/server"
+)
+
+// How an option is set. Every option has one name, used three ways:
+//
+//	flag      --NAME VALUE
+//	env var   BUILDSVC_NAME (upper case, "-" becomes "_")
+//	file key  NAME: VALUE in the YAML file of --config (env BUILDSVC_CONFIG)
+//
+// and the first of these that sets it wins: flag, then env var, then file,
+// then the default. The values have the same syntax everywhere: durations
+// as Go writes them ("90s", "1h30m", "336h"), sizes with units ("20GB",
+// "512MiB"; binary multiples, as buildkitd.toml reads them, or a plain byte
+// count), booleans as true/false. docs/operations.md lists every option
+// (a test keeps it complete); `buildsvc-server --print-config` prints the
+// effective configuration, with where each value came from, in the file's
+// format.
+
+// envPrefix starts every option's environment variable.
+const envPrefix = "BUILDSVC_"
+
+// kind is the type of an option's value.
+type kind int
+
+const (
+	kString kind = iota
+	kInt
+	kBool
+	kDuration
+	kSize // bytes, with units
+)
+
+// option is one setting of the server.
+type option struct {
+	name     string
+	kind     kind
+	def      string // default, in the syntax of the file
+	defText  string // the default as help and --print-config explain it, when def alone is not the whole story
+	usage    string
+	category string
+	// mask hides secrets in a value for --print-config; nil when the value
+	// holds none.
+	mask func(string) string
+}
+
+// Categories of options in --help and in docs/operations.md.
+const (
+	catServer   = "Server"
+	catBuildKit = "BuildKit"
+	catManaged  = "Managed buildkitd (when --buildkit-addr is empty)"
+	catBuilds   = "Builds"
+	catCleanup  = "Cleanup"
+)
+
+// options are every setting of the server, in the order --help and
+// --print-config show them.
+var options = []option{
+	{name: "listen", def: "127.0.0.1:17070", category: catServer, usage: "gRPC listen `ADDRESS` (Build, Admin, health, reflection)"},
+	{name: "metrics-listen", def: "127.0.0.1:17071", category: catServer, usage: "`ADDRESS` of the Prometheus /metrics HTTP listener; empty turns it off"},
+	{name: "data-dir", def: "/var/lib/buildsvc", category: catServer, usage: "`DIR` of the server's state: the build history, and the managed buildkitd's socket, pid file and root"},
+	{name: "shutdown-grace", kind: kDuration, def: "30s", category: catServer, usage: "how long running builds may finish after SIGTERM"},
+	{name: "log-level", def: "info", category: catServer, usage: "debug, info, warn or error"},
+	{name: "log-format", def: "text", category: catServer, usage: "text or json"},
+
+	{name: "buildkit-addr", category: catBuildKit, defText: "empty: start and supervise a local buildkitd", usage: "`ADDRESS` of a buildkitd to use, unix:///path or tcp://host:port; empty starts a managed one"},
+	{name: "buildkit-ca", category: catBuildKit, usage: "CA certificate `FILE` of buildkitd (tcp with TLS)"},
+	{name: "buildkit-cert", category: catBuildKit, usage: "client certificate `FILE` for buildkitd mTLS"},
+	{name: "buildkit-key", category: catBuildKit, usage: "client key `FILE` for buildkitd mTLS"},
+	{name: "buildkit-server-name", category: catBuildKit, usage: "`NAME` to check in buildkitd's certificate"},
+	{name: "buildkit-check-interval", kind: kDuration, def: "5s", category: catBuildKit, usage: "how often the health check asks buildkitd whether it answers (every second while it does not)"},
+
+	{name: "buildkitd-binary", def: "buildkitd", category: catManaged, usage: "the buildkitd `PATH`, or a name looked up in PATH"},
+	{name: "buildkitd-config", category: catManaged, usage: "buildkitd.toml `FILE` for the managed buildkitd; its root and [grpc] address are used when set"},
+	{name: "buildkitd-root", category: catManaged, defText: "the buildkitd config's root, else <data-dir>/buildkit", usage: "state `DIR` of the managed buildkitd (its cache)"},
+	{name: "buildkitd-start-timeout", kind: kDuration, def: "1m", category: catManaged, usage: "how long a started buildkitd may take to answer before it is restarted (and, at startup, the server gives up)"},
+
+	{name: "builder-image", def: server.DefaultBuilderImage, category: catBuilds, usage: "`IMAGE` with the Go toolchain"},
+	{name: "base-image", def: server.DefaultBaseImage, category: catBuilds, usage: "default runtime base `IMAGE`"},
+	{name: "docker-config", category: catBuilds, defText: "$DOCKER_CONFIG or ~/.docker", usage: "`DIR` of the docker config.json with registry credentials (read, never printed)"},
+	{name: "goproxy", category: catBuilds, usage: "GOPROXY for every build (credentials in its URLs are masked in --print-config)", mask: maskURLPasswords},
+	{name: "goflags", category: catBuilds, usage: "GOFLAGS for every build"},
+	{name: "allow-insecure-git", kind: kBool, def: "false", category: catBuilds, usage: "accept file:// and plain http:// repositories (development only)"},
+	{name: "max-concurrent-builds", kind: kInt, def: strconv.Itoa(server.DefaultMaxConcurrent), category: catBuilds, usage: "builds that run at once"},
+	{name: "queue-size", kind: kInt, def: strconv.Itoa(server.DefaultQueueSize), category: catBuilds, usage: "builds that may wait for a slot; more are refused with RESOURCE_EXHAUSTED"},
+	{name: "default-timeout", kind: kDuration, def: fmtDuration(server.DefaultTimeout), category: catBuilds, usage: "how long a build may run when its request does not say"},
+	{name: "max-timeout", kind: kDuration, def: fmtDuration(server.DefaultMaxTimeout), category: catBuilds, usage: "the longest timeout a request may ask for"},
+	{name: "resolve-timeout", kind: kDuration, def: fmtDuration(server.DefaultResolveTimout), category: catBuilds, usage: "how long resolving a git reference to a commit may take"},
+	{name: "log-cap", kind: kSize, def: "32MiB", category: catBuilds, usage: "step output kept per build"},
+
+	{name: "cleanup-interval", kind: kDuration, def: "1h", category: catCleanup, usage: "time between cleanup runs (BuildKit prune and history retention); 0 turns the periodic run off"},
+	{name: "cleanup-keep-duration", kind: kDuration, def: "336h", category: catCleanup, usage: "BuildKit cache used within this long is kept; the Go module and build cache mounts are only ever pruned when older"},
+	{name: "cleanup-keep-storage", kind: kSize, def: "20GB", category: catCleanup, usage: "BuildKit cache (other than the Go cache mounts) older than the keep-duration is pruned down to this size"},
+	{name: "history-max-age", kind: kDuration, def: "720h", category: catCleanup, usage: "ended builds are removed from the history after this long; 0 keeps them"},
+	{name: "history-max-builds", kind: kInt, def: "10000", category: catCleanup, usage: "the history keeps at most this many ended builds, the newest; 0 means no limit"},
+}
+
+// Flags that are not settings: they are only flags (and --config also an
+// env var), never file keys.
+const (
+	flagConfig      = "config"
+	flagPrintConfig = "print-config"
+)
+
+// envName is the environment variable of the option name.
+func envName(name string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// flags are the command line flags: --config, --print-config and one per
+// option. The env vars and the file are applied by resolve, not by
+// urfave/cli, so that the precedence lives in one place.
+func flags() []cli.Flag {
+	fs := []cli.Flag{
+		&cli.StringFlag{Name: flagConfig, EnvVars: []string{envPrefix + "CONFIG"}, Usage: "YAML `FILE` of settings (keys are the flag names); flags and env vars override it"},
+		&cli.BoolFlag{Name: flagPrintConfig, Usage: "print the effective configuration as YAML (secrets masked) and exit"},
+	}
+	for _, o := range options {
+		usage := o.usage + " [$" + envName(o.name) + "]"
+		if o.kind == kBool {
+			fs = append(fs, &cli.BoolFlag{Name: o.name, Usage: usage, Category: o.category})
+			continue
+		}
+		defText := o.defText
+		if defText == "" && o.def != "" {
+			defText = strconv.Quote(o.def)
+		}
+		fs = append(fs, &cli.StringFlag{Name: o.name, Usage: usage, Category: o.category, DefaultText: defText})
+	}
+	return fs
+}
+
+// setting is the effective value of one option and where it came from.
+type setting struct {
+	value  string
+	source string // "flag", "env BUILDSVC_X", "file", "default"
+}
+
+// resolve picks each option's value: the flag if it was given, else its env
+// var (set, even to ""), else the file's key, else the default. file is the
+// --config file's path, "" for none.
+func resolve(c *cli.Context, file string) (map[string]setting, error) {
+	var fromFile map[string]string
+	if file != "" {
+		var err error
+		if fromFile, err = readConfigFile(file); err != nil {
+			return nil, err
+		}
+	}
+	out := make(map[string]setting, len(options))
+	for _, o := range options {
+		if c.IsSet(o.name) {
+			v := c.String(o.name)
+			if o.kind == kBool {
+				v = strconv.FormatBool(c.Bool(o.name))
+			}
+			out[o.name] = setting{v, "flag"}
+		} else if v, ok := os.LookupEnv(envName(o.name)); ok {
+			out[o.name] = setting{v, "env " + envName(o.name)}
+		} else if v, ok := fromFile[o.name]; ok {
+			out[o.name] = setting{v, "file"}
+		} else {
+			out[o.name] = setting{o.def, "default"}
+		}
+	}
+	return out, nil
+}
+
+// readConfigFile reads a YAML mapping of option names to scalar values.
+// Unknown keys are errors, so a typo does not go unnoticed.
+func readConfigFile(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	out := map[string]string{}
+	if len(doc.Content) == 0 { // empty file
+		return out, nil
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("config file %s: want a mapping of option names to values", path)
+	}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		if !slices.ContainsFunc(options, func(o option) bool { return o.name == k.Value }) {
+			return nil, fmt.Errorf("config file %s:%d: unknown key %q (keys are the flag names; see --help)", path, k.Line, k.Value)
+		}
+		if _, dup := out[k.Value]; dup {
+			return nil, fmt.Errorf("config file %s:%d: %q is given twice", path, k.Line, k.Value)
+		}
+		switch {
+		case v.Kind == yaml.ScalarNode && v.Tag == "!!null":
+			out[k.Value] = ""
+		case v.Kind == yaml.ScalarNode:
+			out[k.Value] = v.Value
+		default:
+			return nil, fmt.Errorf("config file %s:%d: %s: want a single value", path, v.Line, k.Value)
+		}
+	}
+	return out, nil
+}
+
+// config is the server's effective configuration, parsed and checked.
+type config struct {
+	Listen        string
+	MetricsListen string
+	DataDir       string
+	ShutdownGrace time.Duration
+	LogLevel      slog.Level
+	LogFormat     string
+
+	// BuildKit is the remote buildkitd; an empty Address means a managed
+	// one (Managed).
+	BuildKit      buildkitd.Endpoint
+	CheckInterval time.Duration
+	Managed       managedConfig
+
+	// Server is everything of server.Config that comes from settings (not
+	// the store, observer or logger); BuildKit is set by serve.
+	Server server.Config
+}
+
+// managedConfig configures the managed buildkitd.
+type managedConfig struct {
+	Binary, ConfigFile, Root string
+	StartTimeout             time.Duration
+}
+
+// parseConfig turns the settings into a config, reporting every bad value
+// with its option and source.
+func parseConfig(s map[string]setting) (config, error) {
+	p := &parser{s: s}
+	cfg := config{
+		Listen:        p.str("listen"),
+		MetricsListen: p.str("metrics-listen"),
+		DataDir:       p.str("data-dir"),
+		ShutdownGrace: p.duration("shutdown-grace"),
+		LogFormat:     strings.ToLower(p.str("log-format")),
+		BuildKit: buildkitd.Endpoint{
+			Address:    p.str("buildkit-addr"),
+			CACert:     p.str("buildkit-ca"),
+			Cert:       p.str("buildkit-cert"),
+			Key:        p.str("buildkit-key"),
+			ServerName: p.str("buildkit-server-name"),
+		},
+		CheckInterval: p.duration("buildkit-check-interval"),
+		Managed: managedConfig{
+			Binary:       p.str("buildkitd-binary"),
+			ConfigFile:   p.str("buildkitd-config"),
+			Root:         p.str("buildkitd-root"),
+			StartTimeout: p.duration("buildkitd-start-timeout"),
+		},
+		Server: server.Config{
+			BuilderImage:     p.str("builder-image"),
+			BaseImage:        p.str("base-image"),
+			DockerConfigDir:  p.str("docker-config"),
+			GoProxy:          p.str("goproxy"),
+			GoFlags:          p.str("goflags"),
+			AllowInsecureGit: p.bool("allow-insecure-git"),
+			MaxConcurrent:    p.int("max-concurrent-builds"),
+			QueueSize:        p.int("queue-size"),
+			DefaultTimeout:   p.duration("default-timeout"),
+			MaxTimeout:       p.duration("max-timeout"),
+			ResolveTimeout:   p.duration("resolve-timeout"),
+			LogCap:           p.size("log-cap"),
+			Cleanup: server.CleanupPolicy{
+				Interval:         p.duration("cleanup-interval"),
+				KeepDuration:     p.duration("cleanup-keep-duration"),
+				KeepStorage:      p.size("cleanup-keep-storage"),
+				HistoryMaxAge:    p.duration("history-max-age"),
+				HistoryMaxBuilds: p.int("history-max-builds"),
+			},
+		},
+	}
+	if err := cfg.LogLevel.UnmarshalText([]byte(p.str("log-level"))); err != nil {
+		p.fail("log-level", err)
+	}
+	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
+		p.fail("log-format", errors.New("want text or json"))
+	}
+	if cfg.Listen == "" {
+		p.fail("listen", errors.New("must not be empty"))
+	}
+	if cfg.DataDir == "" {
+		p.fail("data-dir", errors.New("must not be empty"))
+	}
+	if cfg.CheckInterval <= 0 {
+		p.fail("buildkit-check-interval", errors.New("must be positive"))
+	}
+	if cfg.BuildKit.Address != "" {
+		if err := cfg.BuildKit.Validate(); err != nil {
+			p.fail("buildkit-addr", err)
+		}
+	} else {
+		if cfg.Managed.Binary == "" {
+			p.fail("buildkitd-binary", errors.New("must not be empty when buildkit-addr is"))
+		}
+		if cfg.Managed.StartTimeout <= 0 {
+			p.fail("buildkitd-start-timeout", errors.New("must be positive"))
+		}
+	}
+	return cfg, errors.Join(p.errs...)
+}
+
+// parser parses settings, collecting errors.
+type parser struct {
+	s    map[string]setting
+	errs []error
+}
+
+func (p *parser) fail(name string, err error) {
+	s := p.s[name]
+	p.errs = append(p.errs, fmt.Errorf("%s %q (from %s): %w", name, s.value, s.source, err))
+}
+
+func (p *parser) str(name string) string { return strings.TrimSpace(p.s[name].value) }
+
+func (p *parser) int(name string) int {
+	n, err := strconv.Atoi(p.str(name))
+	if err != nil {
+		p.fail(name, errors.New("not an integer"))
+	} else if n < 0 {
+		p.fail(name, errors.New("must not be negative"))
+	}
+	return n
+}
+
+func (p *parser) bool(name string) bool {
+	b, err := strconv.ParseBool(p.str(name))
+	if err != nil {
+		p.fail(name, errors.New("want true or false"))
+	}
+	return b
+}
+
+func (p *parser) duration(name string) time.Duration {
+	v := p.str(name)
+	if v == "0" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		p.fail(name, errors.New(`want a duration such as "90s", "30m" or "336h"`))
+	} else if d < 0 {
+		p.fail(name, errors.New("must not be negative"))
+	}
+	return d
+}
+
+func (p *parser) size(name string) int64 {
+	n, err := units.RAMInBytes(p.str(name))
+	if err != nil {
+		p.fail(name, errors.New(`want a size such as "20GB", "512MiB" or a byte count`))
+	} else if n < 0 {
+		p.fail(name, errors.New("must not be negative"))
+	}
+	return n
+}
+
+// printConfig writes the settings as a YAML config file, each value with a
+// comment saying where it came from, secrets masked. file is the --config
+// file, "" for none.
+func printConfig(w io.Writer, s map[string]setting, file string) error {
+	from := "no config file"
+	if file != "" {
+		from = "config file " + file
+	}
+	doc := &yaml.Node{Kind: yaml.MappingNode, HeadComment: "Effective configuration of buildsvc-server (" + from + ").\n" +
+		"Precedence: flag > env var > file > default. Secrets are masked."}
+	category := ""
+	for _, o := range options {
+		st := s[o.name]
+		v := st.value
+		if o.mask != nil {
+			v = o.mask(v)
+		}
+		key := &yaml.Node{Kind: yaml.ScalarNode, Value: o.name}
+		if o.category != category {
+			category = o.category
+			key.HeadComment = category
+		}
+		val := &yaml.Node{Kind: yaml.ScalarNode, Value: v, Tag: "!!str"}
+		switch o.kind {
+		case kInt:
+			val.Tag = "!!int"
+		case kBool:
+			val.Tag = "!!bool"
+		}
+		val.LineComment = st.source
+		if st.source == "default" && o.defText != "" {
+			val.LineComment += " (" + o.defText + ")"
+		}
+		doc.Content = append(doc.Content, key, val)
+	}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil {
+		return fmt.Errorf("print config: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return fmt.Errorf("print config: %w", err)
+	}
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// masked replaces a secret in --print-config.
+const masked = "xxxxx"
+
+// maskURLPasswords hides the password of every URL in a GOPROXY-style list
+// (URLs separated by "," or "|"), or the user name of one that has no
+// password (a token).
+func maskURLPasswords(v string) string {
+	var b strings.Builder
+	start := 0
+	for i := 0; i <= len(v); i++ {
+		if i < len(v) && v[i] != ',' && v[i] != '|' {
+			continue
+		}
+		part := v[start:i]
+		if u, err := url.Parse(part); err == nil && u.User != nil {
+			if _, has := u.User.Password(); has {
+				u.User = url.UserPassword(u.User.Username(), masked)
+			} else { // a user name alone is often a token
+				u.User = url.User(masked)
+			}
+			part = u.String()
+		}
+		b.WriteString(part)
+		if i < len(v) {
+			b.WriteByte(v[i])
+		}
+		start = i + 1
+	}
+	return b.String()
+}
+
+// fmtDuration writes d as a config value: "30m" rather than "30m0s".
+func fmtDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/moby/buildkit/client"
+	"github.com/urfave/cli/v2"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/buildsvc/buildsvc/buildkitd"
+	"github.com/buildsvc/buildsvc/history"
+	"github.com/buildsvc/buildsvc/metrics"
+	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+	"github.com/buildsvc/buildsvc/server"
+)
+
+// serve wires the server together and runs it until ctx ends, then shuts
+// it down in order: health NOT_SERVING, running builds get the grace period,
+// the listeners stop, and last the managed buildkitd (which the builds
+// needed) is stopped.
+func serve(ctx context.Context, cfg config, log *slog.Logger) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	health := newHealthReporter(log)
+	defer func() {
+		health.shutdown()
+		log.Info("stopped")
+	}()
+
+	// buildkitd: the configured one, or a managed child.
+	endpoint := cfg.BuildKit
+	var sup *buildkitd.Supervisor
+	var monitor *buildkitd.Monitor
+	if endpoint.Address == "" {
+		var err error
+		sup, err = buildkitd.NewSupervisor(buildkitd.SupervisorConfig{
+			Binary:       cfg.Managed.Binary,
+			ConfigFile:   cfg.Managed.ConfigFile,
+			Dir:          cfg.DataDir,
+			Root:         cfg.Managed.Root,
+			ReadyTimeout: cfg.Managed.StartTimeout,
+			Logger:       log.With("component", "buildkitd"),
+			// Probe at once when the child exits or comes back, rather
+			// than at the next interval. monitor is set before Run starts.
+			OnChange: func(bool) { monitor.Check() },
+		})
+		if err != nil {
+			return configError(err)
+		}
+		endpoint = sup.Endpoint()
+	}
+
+	// One client for the health probe and the metrics' disk usage; the
+	// server dials its own for the builds.
+	bk, err := buildkitd.Dial(ctx, endpoint)
+	if err != nil {
+		return configError(err)
+	}
+	defer bk.Close()
+	monitor, err = buildkitd.NewMonitor(buildkitd.MonitorConfig{
+		Probe:    func(ctx context.Context) error { return buildkitd.Probe(ctx, bk) },
+		Interval: cfg.CheckInterval,
+		OnChange: health.buildkitdChanged,
+	})
+	if err != nil {
+		return err
+	}
+
+	if sup != nil {
+		supCtx, stopSup := context.WithCancel(context.WithoutCancel(ctx))
+		supDone := make(chan error, 1)
+		go func() { supDone <- sup.Run(supCtx) }()
+		// The managed buildkitd is stopped after everything that uses it.
+		defer func() {
+			stopSup()
+			if err := <-supDone; err != nil {
+				log.Error("stopping buildkitd", "err", err)
+			}
+		}()
+		log.Info("waiting for the managed buildkitd", "address", endpoint.Address, "timeout", cfg.Managed.StartTimeout)
+		wctx, cancel := context.WithTimeout(ctx, cfg.Managed.StartTimeout)
+		err := sup.WaitReady(wctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while starting
+			}
+			return fmt.Errorf("managed buildkitd: %w", err)
+		}
+	}
+
+	reg := metrics.NewRegistry()
+	m, err := metrics.New(reg, metrics.WithDiskUsage(func(ctx context.Context) ([]*client.UsageInfo, error) {
+		return bk.DiskUsage(ctx)
+	}))
+	if err != nil {
+		return err
+	}
+
+	store, err := history.Open(filepath.Join(cfg.DataDir, "history.db"))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	scfg := cfg.Server
+	scfg.BuildKit = endpoint
+	scfg.Store = store
+	scfg.Observer = m
+	scfg.Logger = log
+	srv, err := server.New(ctx, scfg)
+	if err != nil {
+		return configError(err)
+	}
+
+	// Background work that must outlive the signal: it ends after the
+	// builds, before the store is closed (deferred last, so it runs first).
+	var bg sync.WaitGroup
+	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
+	defer func() { stopBg(); bg.Wait() }()
+	bg.Add(2)
+	go func() { defer bg.Done(); monitor.Run(bgCtx) }()
+	go func() { defer bg.Done(); srv.RunCleanupEvery(bgCtx) }()
+
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	gs := grpc.NewServer()
+	buildv1.RegisterBuildServer(gs, srv)
+	buildv1.RegisterAdminServer(gs, srv)
+	healthpb.RegisterHealthServer(gs, health.hs)
+	reflection.Register(gs)
+	errc := make(chan error, 2)
+	go func() { errc <- gs.Serve(lis) }()
+
+	var metricsSrv *http.Server
+	metricsAddr := ""
+	if cfg.MetricsListen != "" {
+		mlis, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			gs.Stop()
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+		metricsAddr = mlis.Addr().String()
+		metricsSrv = newMetricsServer(metrics.Handler(reg))
+		go func() {
+			if err := metricsSrv.Serve(mlis); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics: %w", err)
+			}
+		}()
+	}
+
+	log.Info("serving", "addr", lis.Addr().String(), "metrics_addr", metricsAddr,
+		"buildkit", endpoint.Address, "managed_buildkitd", cfg.BuildKit.Address == "",
+		"builder_image", scfg.BuilderImage, "base_image", scfg.BaseImage)
+
+	var serveErr error
+	select {
+	case err := <-errc:
+		serveErr = fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	log.Info("shutting down", "grace", cfg.ShutdownGrace)
+	health.shutdown()
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	// Running builds first get the grace period, then are interrupted; the
+	// streams that follow them end with their last event.
+	closeErr := srv.Close(sctx)
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		gs.Stop()
+	}
+	if metricsSrv != nil {
+		mctx, mcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = metricsSrv.Shutdown(mctx)
+		mcancel()
+	}
+	return errors.Join(serveErr, closeErr)
+}
+
+// newMetricsServer serves h on /metrics, with timeouts so that a slow or
+// stuck scraper cannot hold connections forever.
+func newMetricsServer(h http.Handler) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprintln(w, "buildsvc-server: metrics at /metrics")
+	})
+	return &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+}
+
+// configError is an error in the configuration: exit code 2.
+func configError(err error) error { return cli.Exit(err.Error(), 2) }
