@@ -6,7 +6,8 @@
 # generated config changed is restarted).
 #
 # Environment: REGISTRY_PORT (15000), GIT_PORT (19418), SERVER_PORT (17070),
-# STACK_NO_SERVER=1 to skip building and starting the build server. A port
+# METRICS_PORT (17071, the server's /metrics), STACK_NO_SERVER=1 to skip
+# building and starting the build server. A port
 # not set in the environment that another process holds (e.g. the stack of
 # another clone) is moved to the next free one and kept in .stack/ports;
 # scripts and tests read the addresses from .stack/env.
@@ -20,8 +21,20 @@ mkdir -p "$STACK" "$BIN" "$RUN" "$LOGS"
 choose_port REGISTRY_PORT "$RUN/registry.pid" "$BIN/registry"
 choose_port GIT_PORT "$RUN/git-daemon.pid" "$(git --exec-path 2>/dev/null || echo /nonexistent)/git-daemon"
 choose_port SERVER_PORT "$RUN/server.pid" "$BIN/buildsvc-server"
+# The server's metrics port, chosen like the ones above: from the
+# environment, else the one this stack last used, else the default.
+if [[ -n ${METRICS_PORT:-} ]]; then
+	[[ $METRICS_PORT =~ ^[0-9]+$ ]] || die "METRICS_PORT=$METRICS_PORT is not a port"
+	PORTS_FROM_ENV+=" METRICS_PORT"
+elif [[ -f $PORTS_FILE ]] && METRICS_PORT="$(awk -F= '$1 == "METRICS_PORT" && $2 ~ /^[0-9]+$/ { print $2; exit }' "$PORTS_FILE")" && [[ -n $METRICS_PORT ]]; then
+	:
+else
+	METRICS_PORT=17071
+fi
+choose_port METRICS_PORT "$RUN/server.pid" "$BIN/buildsvc-server"
 derive_addrs
-printf 'REGISTRY_PORT=%s\nGIT_PORT=%s\nSERVER_PORT=%s\n' "$REGISTRY_PORT" "$GIT_PORT" "$SERVER_PORT" |
+METRICS_ADDR="127.0.0.1:$METRICS_PORT"
+printf 'REGISTRY_PORT=%s\nGIT_PORT=%s\nSERVER_PORT=%s\nMETRICS_PORT=%s\n' "$REGISTRY_PORT" "$GIT_PORT" "$SERVER_PORT" "$METRICS_PORT" |
 	write_if_changed "$PORTS_FILE" || true
 
 # ---------------------------------------------------------------- packages
@@ -255,7 +268,8 @@ else
 	fi
 	SRV_ARGS=(--listen "$BUILD_SERVER_ADDR" --buildkit-addr "$BUILDKIT_ADDR"
 		--docker-config "$DOCKER_CONFIG_DIR" --builder-image "$BUILDER_IMAGE" --base-image "$BASE_IMAGE"
-		--goproxy "$(go env GOPROXY)" --allow-insecure-git --data-dir "$STACK/server")
+		--goproxy "$(go env GOPROXY)" --allow-insecure-git --data-dir "$STACK/server"
+		--metrics-listen "$METRICS_ADDR")
 	# Restart also when the flags changed (ports, Go version).
 	write_if_changed "$RUN/server.args" < <(printf '%s\n' "${SRV_ARGS[@]}") && srv_changed=1
 	if pid_alive "$SRV_PID" "$SRV_BIN" && ((srv_changed)); then
@@ -264,6 +278,7 @@ else
 	fi
 	if ! pid_alive "$SRV_PID" "$SRV_BIN"; then
 		tcp_open "$SERVER_PORT" && die "port $SERVER_PORT is in use by another process (set SERVER_PORT)"
+		tcp_open "$METRICS_PORT" && die "port $METRICS_PORT is in use by another process (set METRICS_PORT)"
 		start_bg server "$SRV_PID" "$SRV_LOG" "$SRV_BIN" "${SRV_ARGS[@]}"
 	fi
 	wait_until "build server" 30 "$SRV_PID" "$SRV_BIN" "$SRV_LOG" tcp_open "$SERVER_PORT"
@@ -273,6 +288,7 @@ fi
 env_vars=(
 	STACK_DIR="$STACK"
 	BUILD_SERVER_ADDR="$BUILD_SERVER_ADDR"
+	METRICS_ADDR="$METRICS_ADDR"
 	BUILDKIT_ADDR="$BUILDKIT_ADDR"
 	REGISTRY_ADDR="$REGISTRY_ADDR"
 	REGISTRY_USER="$REGISTRY_USER"
@@ -295,6 +311,7 @@ server_line="$BUILD_SERVER_ADDR  (log $SRV_LOG)"
 cat <<EOF
 Local stack is up (state in $STACK, env in $STACK/env):
   build server  $server_line
+  metrics       http://$METRICS_ADDR/metrics
   buildkitd     $BUILDKIT_ADDR  (log $BK_LOG)
   registry      http://$REGISTRY_ADDR  user $REGISTRY_USER, password in $PASSWORD_FILE, DOCKER_CONFIG=$DOCKER_CONFIG_DIR
   git daemon    $GIT_BASE_URL/<name>.git  serving $GIT_BASE_DIR  (e.g. $GIT_BASE_URL/sample.git)
