@@ -187,3 +187,23 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+// One commit gives one image: built twice, to two tags, it has one digest,
+// and the image's times are the commit's.
+func TestReproducibleImage(t *testing.T) {
+	c := startServer(t, nil)
+	repo := newRepo(t, sampleFiles(t))
+	ct := repo.git(repo.work, "log", "-1", "--format=%ct")
+	a := requireSuccess(t, build(t, c, &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "a")}))
+	b := requireSuccess(t, build(t, c, &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "b")}))
+	if a.Digest != b.Digest {
+		t.Errorf("same commit, two digests: %s and %s", a.Digest, b.Digest)
+	}
+	cfg, err := pushedImage(t, a.Image).ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(cfg.Created.Unix()); got != ct {
+		t.Errorf("image created %v (%s), want the commit time %s", cfg.Created, got, ct)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	bkllb "github.com/moby/buildkit/client/llb"
+	"github.com/moby/buildkit/solver/pb"
 )
 
 // BinDir is the directory of the runtime image the binary is copied into;
@@ -80,6 +81,29 @@ func source(s Spec) bkllb.State {
 	)
 }
 
+// GitSource returns the source op of the repository at the pinned commit,
+// exactly as the build's graph has it, for asking BuildKit about the commit
+// (its time) through a gateway's ResolveSourceMetadata.
+func GitSource(ctx context.Context, s Spec) (*pb.SourceOp, error) {
+	if err := validate(s); err != nil {
+		return nil, err
+	}
+	def, err := source(s).Marshal(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("marshal git source: %w", err)
+	}
+	for _, dt := range def.Def {
+		var op pb.Op
+		if err := op.UnmarshalVT(dt); err != nil {
+			return nil, fmt.Errorf("read git source: %w", err)
+		}
+		if src := op.GetSource(); src != nil {
+			return src, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: no git source in the graph", ErrInvalidSpec)
+}
+
 // compile runs `go build` in the builder image and returns the state of the
 // output directory, which holds only the binary.
 func compile(s Spec, builder *parsedConfig) (bkllb.State, error) {
@@ -129,6 +153,7 @@ func runtimeImage(s Spec, out bkllb.State) (bkllb.State, error) {
 		bkllb.Copy(out, "/"+s.Binary, binaryPath(s), &bkllb.CopyInfo{
 			Mode:           &bkllb.ChmodOpt{Mode: binaryMode},
 			CreateDestPath: true,
+			CreatedTime:    s.SourceDateEpoch,
 		}),
 		bkllb.WithCustomName("copy "+s.Binary),
 	), nil

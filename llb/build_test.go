@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moby/buildkit/solver/pb"
 	digest "github.com/opencontainers/go-digest"
@@ -86,6 +87,10 @@ func specs() map[string]Spec {
 			Builder:       Image{Ref: "golang:alpine", Config: []byte(builderConfig)},
 			Base:          Image{Ref: "gcr.io/distroless/static@sha256:3333333333333333333333333333333333333333333333333333333333333333", Config: []byte(baseConfig)},
 			Labels:        map[string]string{"team": "api", LabelSource: "overridden by the service"},
+			SourceDateEpoch: func() *time.Time {
+				t := time.Unix(1700000000, 0).UTC()
+				return &t
+			}(),
 		},
 		"arm64": {
 			Repo:          "https://github.com/example/hello.git",
@@ -606,5 +611,23 @@ func TestDoesNotMutateSpec(t *testing.T) {
 	mustBuild(t, s)
 	if !bytes.Equal(cfg, s.Base.Config) || env != fmt.Sprint(s.Env) || labels != fmt.Sprint(s.Labels) {
 		t.Error("Build changed its Spec")
+	}
+}
+
+func TestGitSourceMatchesTheGraph(t *testing.T) {
+	for name, s := range specs() {
+		t.Run(name, func(t *testing.T) {
+			src, err := GitSource(context.Background(), s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(src.GetIdentifier(), "git://") || !strings.Contains(src.GetIdentifier(), s.Commit) {
+				t.Errorf("identifier %q does not pin %s", src.GetIdentifier(), s.Commit)
+			}
+			def := dump(t, mustBuild(t, s))
+			if !strings.Contains(string(def), src.GetIdentifier()) {
+				t.Errorf("the graph has no source %q", src.GetIdentifier())
+			}
+		})
 	}
 }

@@ -8,6 +8,8 @@
 package llb
 
 import (
+	"time"
+
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -77,4 +79,8 @@ type Spec struct {
 	Base Image
 	// Labels are extra image labels.
 	Labels map[string]string
+	// SourceDateEpoch, when set (the commit time), is the timestamp of the
+	// binary in the image, so that one commit always gives one layer. The
+	// caller also hands it to the image exporter for the config's times.
+	SourceDateEpoch *time.Time
 }

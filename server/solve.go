@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/containerd/platforms"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/client/llb/sourceresolver"
 	"github.com/moby/buildkit/exporter/containerimage/exptypes"
+	commonexptypes "github.com/moby/buildkit/exporter/exptypes"
 	gateway "github.com/moby/buildkit/frontend/gateway/client"
 	"github.com/moby/buildkit/session"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
@@ -53,7 +56,13 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		if err != nil {
 			return nil, fmt.Errorf("base image: %w", err)
 		}
-		def, err := llb.Build(ctx, s.spec(b.req, sha, platform, builder, base))
+		spec := s.spec(b.req, sha, platform, builder, base)
+		epoch, err := commitEpoch(ctx, c, spec)
+		if err != nil {
+			return nil, err
+		}
+		spec.SourceDateEpoch = &epoch
+		def, err := llb.Build(ctx, spec)
 		if err != nil {
 			return nil, err
 		}
@@ -62,6 +71,8 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 			return nil, err
 		}
 		res.AddMeta(exptypes.ExporterImageConfigKey, def.ImageConfig)
+		// The image's times are the commit's: one commit, one digest.
+		res.AddMeta(commonexptypes.ExporterEpochKey, []byte(strconv.FormatInt(epoch.Unix(), 10)))
 		b.setState(buildv1.BuildState_BUILD_STATE_PUSHING, "pushing "+b.req.Tag)
 		return res, nil
 	}
@@ -124,6 +135,26 @@ func (s *Server) spec(r *request, sha string, platform ocispecs.Platform, builde
 		Base:          base,
 		Labels:        r.Labels,
 	}
+}
+
+// commitEpoch asks BuildKit (through the gateway, so with its git cache and
+// credentials) for the commit object and returns its committer time.
+func commitEpoch(ctx context.Context, c gateway.Client, spec llb.Spec) (time.Time, error) {
+	op, err := llb.GitSource(ctx, spec)
+	if err != nil {
+		return time.Time{}, err
+	}
+	md, err := c.ResolveSourceMetadata(ctx, op, sourceresolver.Opt{
+		LogName: "resolve commit " + spec.Commit,
+		GitOpt:  &sourceresolver.ResolveGitOpt{ReturnObject: true},
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read commit %s: %w", spec.Commit, err)
+	}
+	if md.Git == nil || len(md.Git.CommitObject) == 0 {
+		return time.Time{}, fmt.Errorf("read commit %s: buildkitd returned no commit object", spec.Commit)
+	}
+	return committerTime(md.Git.CommitObject)
 }
 
 // resolveImage looks up ref's config for platform through the gateway (so
