@@ -80,6 +80,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			buildsCommand(),
 			shortGetCommand(),
 			bootstrapCommand(),
+			adminCommand(),
 		},
 		Action: func(cCtx *cli.Context) error {
 			if cCtx.Args().Present() {
