@@ -37,8 +37,8 @@ func newEventLog(buildID string, redact func(*buildv1.BuildEvent), logCap int64)
 	return &eventLog{buildID: buildID, redact: redact, now: time.Now, logCap: logCap, changed: make(chan struct{})}
 }
 
-// append stamps e with the build id, the next sequence number and the time,
-// and adds it. Events appended after close are dropped: the log of an ended
+// append stamps e with the build id, the next sequence number and, unless
+// it already has one, the time, and adds it. Events appended after close are dropped: the log of an ended
 // build never changes.
 func (l *eventLog) append(e *buildv1.BuildEvent) {
 	if l.redact != nil {
@@ -70,7 +70,9 @@ func (l *eventLog) append(e *buildv1.BuildEvent) {
 func (l *eventLog) add(e *buildv1.BuildEvent) {
 	e.BuildId = l.buildID
 	e.Seq = uint64(len(l.events)) + 1
-	e.Time = timestamppb.New(l.now())
+	if e.Time == nil {
+		e.Time = timestamppb.New(l.now())
+	}
 	l.events = append(l.events, e)
 	close(l.changed)
 	l.changed = make(chan struct{})

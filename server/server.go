@@ -302,7 +302,8 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 	}
 	red := redactor{secrets: buildkitd.Secrets(dockerCfg)}
 	now := time.Now()
-	b := &build{id: newBuildID(now), req: r, key: key, timeout: r.Timeout, commit: sha, created: now}
+	b := &build{id: newBuildID(now), req: r, key: key, timeout: r.Timeout, commit: sha, created: now,
+		state: buildv1.BuildState_BUILD_STATE_RESOLVING}
 	b.log = newEventLog(b.id, red.event, s.cfg.LogCap)
 	b.stop = make(chan struct{})
 	b.queuePos = int32(len(s.queue))
@@ -318,8 +319,13 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 	s.persist.Add(1)
 	go s.persistLog(b)
 	s.cfg.Logger.Info("build accepted", "build", b.id, "repo", r.Repo, "ref", r.Ref, "commit", sha, "tag", r.Tag, "package", r.Package)
-	b.setState(buildv1.BuildState_BUILD_STATE_RESOLVING,
-		fmt.Sprintf("resolved %s to %s in %s", r.Ref, sha, time.Since(began).Round(time.Millisecond)))
+	// Resolving happened before the build was recorded; its event carries
+	// the time it began, so the phase has its real length.
+	b.log.append(&buildv1.BuildEvent{Time: timestamp(began), Event: &buildv1.BuildEvent_State{State: &buildv1.StateChange{
+		State:   buildv1.BuildState_BUILD_STATE_RESOLVING,
+		Message: fmt.Sprintf("resolved %s to %s in %s", r.Ref, sha, time.Since(began).Round(time.Millisecond)),
+		Commit:  sha,
+	}}})
 	b.setState(buildv1.BuildState_BUILD_STATE_QUEUED, fmt.Sprintf("queued at position %d", b.queuePos))
 	s.dispatch()
 	return b, false, nil
