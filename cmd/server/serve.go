@@ -33,6 +33,20 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	// Listen first: a taken port fails before anything is started. Until
+	// the gRPC server serves, connections wait in the backlog.
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer lis.Close()
+	var mlis net.Listener
+	if cfg.MetricsListen != "" {
+		if mlis, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+		defer mlis.Close()
+	}
 	health := newHealthReporter(log)
 	defer func() {
 		health.shutdown()
@@ -44,7 +58,6 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	var sup *buildkitd.Supervisor
 	var monitor *buildkitd.Monitor
 	if endpoint.Address == "" {
-		var err error
 		sup, err = buildkitd.NewSupervisor(buildkitd.SupervisorConfig{
 			Binary:       cfg.Managed.Binary,
 			ConfigFile:   cfg.Managed.ConfigFile,
@@ -133,10 +146,6 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	go func() { defer bg.Done(); monitor.Run(bgCtx) }()
 	go func() { defer bg.Done(); srv.RunCleanupEvery(bgCtx) }()
 
-	lis, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
 	gs := grpc.NewServer()
 	buildv1.RegisterBuildServer(gs, srv)
 	buildv1.RegisterAdminServer(gs, srv)
@@ -147,12 +156,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 
 	var metricsSrv *http.Server
 	metricsAddr := ""
-	if cfg.MetricsListen != "" {
-		mlis, err := net.Listen("tcp", cfg.MetricsListen)
-		if err != nil {
-			gs.Stop()
-			return fmt.Errorf("metrics listen: %w", err)
-		}
+	if mlis != nil {
 		metricsAddr = mlis.Addr().String()
 		metricsSrv = newMetricsServer(metrics.Handler(reg))
 		go func() {
