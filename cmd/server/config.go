@@ -76,7 +76,10 @@ const (
 // --print-config show them.
 var options = []option{
 	{name: "listen", def: "127.0.0.1:17070", category: catServer, usage: "gRPC listen `ADDRESS` (Build, Admin, health, reflection)"},
-	{name: "metrics-listen", def: "127.0.0.1:17071", category: catServer, usage: "`ADDRESS` of the Prometheus /metrics HTTP listener; empty turns it off"},
+	// Off by default, as containerd's metrics address and buildkitd's debug
+	// address are: a fixed default port would keep two servers from sharing
+	// a machine (tests, a second instance).
+	{name: "metrics-listen", category: catServer, defText: "empty: no metrics listener", usage: "`ADDRESS` of the Prometheus /metrics HTTP listener, e.g. 127.0.0.1:17071; empty turns it off"},
 	{name: "data-dir", def: "/var/lib/buildsvc", category: catServer, usage: "`DIR` of the server's state: the build history, and the managed buildkitd's socket, pid file and root"},
 	{name: "shutdown-grace", kind: kDuration, def: "30s", category: catServer, usage: "how long running builds may finish after SIGTERM"},
 	{name: "log-level", def: "info", category: catServer, usage: "debug, info, warn or error"},
