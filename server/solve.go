@@ -48,17 +48,31 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		Session: []session.Attachable{auth},
 	}
 	build := func(ctx context.Context, c gateway.Client) (*gateway.Result, error) {
-		builder, err := resolveImage(ctx, c, s.cfg.BuilderImage, platform)
-		if err != nil {
-			return nil, fmt.Errorf("builder image: %w", err)
-		}
-		base, err := resolveImage(ctx, c, b.req.BaseImage, platform)
-		if err != nil {
-			return nil, fmt.Errorf("base image: %w", err)
-		}
-		spec := s.spec(b.req, sha, platform, builder, base)
-		epoch, err := commitEpoch(ctx, c, spec)
-		if err != nil {
+		spec := s.spec(b.req, sha, platform, llb.Image{Ref: s.cfg.BuilderImage}, llb.Image{Ref: b.req.BaseImage})
+		// Three round trips to buildkitd before the solve; they are
+		// independent, so they overlap.
+		var epoch time.Time
+		eg, ectx := errgroup.WithContext(ctx)
+		gitSpec := spec
+		eg.Go(func() (err error) {
+			spec.Builder, err = resolveImage(ectx, c, s.cfg.BuilderImage, platform)
+			if err != nil {
+				return fmt.Errorf("builder image: %w", err)
+			}
+			return nil
+		})
+		eg.Go(func() (err error) {
+			spec.Base, err = resolveImage(ectx, c, b.req.BaseImage, platform)
+			if err != nil {
+				return fmt.Errorf("base image: %w", err)
+			}
+			return nil
+		})
+		eg.Go(func() (err error) {
+			epoch, err = commitEpoch(ectx, c, gitSpec)
+			return err
+		})
+		if err := eg.Wait(); err != nil {
 			return nil, err
 		}
 		spec.SourceDateEpoch = &epoch
