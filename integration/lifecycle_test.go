@@ -291,7 +291,9 @@ func TestServerKilledMidBuild(t *testing.T) {
 		t.Cleanup(func() { conn.Close() })
 		c := buildv1.NewBuildClient(conn)
 		for i := 0; ; i++ {
-			_, err := c.ListBuilds(t.Context(), &buildv1.ListBuildsRequest{}, grpc.WaitForReady(true))
+			actx, cancel := context.WithTimeout(t.Context(), time.Second)
+			_, err := c.ListBuilds(actx, &buildv1.ListBuildsRequest{}, grpc.WaitForReady(true))
+			cancel()
 			if err == nil {
 				break
 			}
