@@ -46,6 +46,7 @@ func (m *Metrics) stateChanged(id string, state buildv1.BuildState, at time.Time
 		if d, ok := elapsed(b.first, at); ok {
 			m.buildDuration[state].Observe(d)
 		}
+		m.countVertices(b)
 		m.forget(b)
 		return
 	}
@@ -104,7 +105,10 @@ func (m *Metrics) count(states ...buildv1.BuildState) float64 {
 	return float64(n)
 }
 
-// vertex counts a build step the first time it is seen completed.
+// vertex notes a completed build step. BuildKit may report a step
+// completed and then, in a later event, cached (an image it already had), so
+// steps are counted when the build ends, each digest once, cached if any
+// event said so.
 func (m *Metrics) vertex(id string, v *buildv1.Vertex) {
 	if v.GetCompleted() == nil || v.GetDigest() == "" {
 		return
@@ -115,17 +119,20 @@ func (m *Metrics) vertex(id string, v *buildv1.Vertex) {
 	if b == nil {
 		return
 	}
-	if _, seen := b.vertices[v.GetDigest()]; seen {
-		return
-	}
 	if b.vertices == nil {
-		b.vertices = map[string]struct{}{}
+		b.vertices = map[string]bool{}
 	}
-	b.vertices[v.GetDigest()] = struct{}{}
-	if v.GetCached() {
-		m.vertexCached.Inc()
-	} else {
-		m.vertexBuilt.Inc()
+	b.vertices[v.GetDigest()] = b.vertices[v.GetDigest()] || v.GetCached()
+}
+
+// countVertices adds a finished build's steps to buildsvc_vertices_total.
+func (m *Metrics) countVertices(b *tracked) {
+	for _, cached := range b.vertices {
+		if cached {
+			m.vertexCached.Inc()
+		} else {
+			m.vertexBuilt.Inc()
+		}
 	}
 }
 

@@ -34,9 +34,10 @@
 //   - buildsvc_builds_in_flight: builds now BUILDING or PUSHING.
 //   - buildsvc_queue_depth: builds now QUEUED.
 //   - buildsvc_vertices_total{cached}: build steps that completed, counted once
-//     per vertex digest per build, on the first vertex event that has a
-//     completion time; cached="true" when that event says the result came
-//     from the cache. The cache hit ratio is
+//     per vertex digest per build when the build ends; cached="true" when any
+//     event of that step said its result came from the cache (BuildKit may
+//     report an image step completed first and cached later). Steps of a
+//     build that never ends are not counted. The cache hit ratio is
 //     sum(rate(buildsvc_vertices_total{cached="true"}[5m])) / sum(rate(buildsvc_vertices_total[5m])).
 //     A step that failed counts as cached="false".
 //   - buildsvc_pushed_bytes_total: bytes of completed push progress (see
@@ -215,7 +216,7 @@ type tracked struct {
 	first    time.Time // time of the first state event
 	state    buildv1.BuildState
 	since    time.Time           // when state was entered
-	vertices map[string]struct{} // digests counted in buildsvc_vertices_total
+	vertices map[string]bool // completed step digests -> cached, counted at the end
 	pushes   map[string]struct{} // vertex + "\x00" + status id counted as pushed
 }
 

@@ -230,6 +230,24 @@ func TestEvents(t *testing.T) {
 			vertices:  map[string]float64{"true": 2, "false": 2},
 		},
 	}, {
+		// BuildKit v0.34 reports an image it already has as completed and
+		// then, in a later event, as cached: the later word counts.
+		name: "completed first, cached later",
+		evs: []*buildv1.BuildEvent{
+			queuedAt("l", 0, 0),
+			stateEv("l", 1, building),
+			vertexEv("l", 2, "sha256:image", true, false),
+			vertexEv("l", 2, "sha256:image", true, true),
+			vertexEv("l", 3, "sha256:build", true, false),
+			stateEv("l", 4, succeeded),
+		},
+		want: snapshot{
+			builds:    map[string]float64{"succeeded": 1},
+			durations: map[string]hist{"succeeded": {1, 4}},
+			phases:    map[string]hist{"queued": {1, 1}, "building": {1, 3}},
+			vertices:  map[string]float64{"true": 1, "false": 1},
+		},
+	}, {
 		name: "failure straight from queued",
 		evs: []*buildv1.BuildEvent{
 			queuedAt("f", 0, 0),
