@@ -216,7 +216,7 @@ type tracked struct {
 	first    time.Time // time of the first state event
 	state    buildv1.BuildState
 	since    time.Time           // when state was entered
-	vertices map[string]bool // completed step digests -> cached, counted at the end
+	vertices map[string]bool     // completed step digests -> cached, counted at the end
 	pushes   map[string]struct{} // vertex + "\x00" + status id counted as pushed
 }
 
