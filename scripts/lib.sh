@@ -154,20 +154,31 @@ tcp_open() {
 	(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+CHOSEN_PORTS=""
+
+# port_taken PORT: something listens on PORT, or this run already gave it to
+# another service (which may not be listening yet).
+port_taken() {
+	tcp_open "$1" || [[ " $CHOSEN_PORTS " == *" $1 "* ]]
+}
+
 # choose_port VAR PIDFILE BINARY: keep port $VAR if our service (PIDFILE,
 # BINARY) runs or the port is free; otherwise, unless VAR came from the
 # environment, move VAR to the next free port above it.
 choose_port() {
 	local var="$1" pidfile="$2" binary="$3" port i
 	port="${!var}"
-	pid_alive "$pidfile" "$binary" && return 0
-	tcp_open "$port" || return 0
+	if pid_alive "$pidfile" "$binary" || ! port_taken "$port"; then
+		CHOSEN_PORTS+=" $port"
+		return 0
+	fi
 	[[ " $PORTS_FROM_ENV " == *" $var "* ]] &&
 		die "port $port ($var) is in use by another process; set $var to a free port"
 	for ((i = 1; i <= 100; i++)); do
-		if ! tcp_open $((port + i)); then
+		if ! port_taken $((port + i)); then
 			warn "port $port is in use by another process; $var=$((port + i)) for this stack (saved in $PORTS_FILE)"
 			printf -v "$var" '%s' $((port + i))
+			CHOSEN_PORTS+=" $((port + i))"
 			return 0
 		fi
 	done
