@@ -245,11 +245,7 @@ func logsCommand() *cli.Command {
 }
 
 func runLogs(cCtx *cli.Context) error {
-	id, err := buildIDArg(cCtx)
-	if err != nil {
-		return err
-	}
-	bc, closeConn, err := dialServer(cCtx)
+	id, bc, closeConn, err := buildClient(cCtx)
 	if err != nil {
 		return err
 	}
@@ -339,15 +335,11 @@ func watchCommand() *cli.Command {
 }
 
 func runWatch(cCtx *cli.Context) error {
-	id, err := buildIDArg(cCtx)
-	if err != nil {
-		return err
-	}
 	disp, err := newDisplay(cCtx.App.ErrWriter, cCtx.String("progress"))
 	if err != nil {
 		return usageError(cCtx, "%v", err)
 	}
-	bc, closeConn, err := dialServer(cCtx)
+	id, bc, closeConn, err := buildClient(cCtx)
 	if err != nil {
 		return err
 	}
@@ -370,15 +362,11 @@ func cancelCommand() *cli.Command {
 }
 
 func runCancel(cCtx *cli.Context) error {
-	id, err := buildIDArg(cCtx)
-	if err != nil {
-		return err
-	}
 	asJSON, err := jsonOutput(cCtx)
 	if err != nil {
 		return err
 	}
-	bc, closeConn, err := dialServer(cCtx)
+	id, bc, closeConn, err := buildClient(cCtx)
 	if err != nil {
 		return err
 	}

@@ -164,6 +164,18 @@ func buildIDArg(cCtx *cli.Context) (string, error) {
 	return id, nil
 }
 
+// buildClient reads the BUILD_ID argument and dials the server, for the
+// commands that act on one build. Call closeConn when done.
+func buildClient(cCtx *cli.Context) (id string, bc buildv1.BuildClient, closeConn func(), err error) {
+	if id, err = buildIDArg(cCtx); err != nil {
+		return "", nil, nil, err
+	}
+	if bc, closeConn, err = dialServer(cCtx); err != nil {
+		return "", nil, nil, err
+	}
+	return id, bc, closeConn, nil
+}
+
 // writeJSON prints m as one indented JSON document, with the API's JSON
 // field names (buildId, gitRepo, ...) and state names
 // (BUILD_STATE_SUCCEEDED). protojson's own spacing varies from run to run on

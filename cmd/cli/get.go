@@ -25,15 +25,11 @@ func getCommand() *cli.Command {
 }
 
 func runGet(cCtx *cli.Context) error {
-	id, err := buildIDArg(cCtx)
-	if err != nil {
-		return err
-	}
 	asJSON, err := jsonOutput(cCtx)
 	if err != nil {
 		return err
 	}
-	bc, closeConn, err := dialServer(cCtx)
+	id, bc, closeConn, err := buildClient(cCtx)
 	if err != nil {
 		return err
 	}
