@@ -303,30 +303,31 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 	red := redactor{secrets: buildkitd.Secrets(dockerCfg)}
 	now := time.Now()
 	b := &build{id: newBuildID(now), req: r, key: key, timeout: r.Timeout, commit: sha, created: now,
-		state: buildv1.BuildState_BUILD_STATE_RESOLVING}
+		state: buildv1.BuildState_BUILD_STATE_RESOLVING, queuePos: int32(len(s.queue)), stop: make(chan struct{})}
 	b.log = newEventLog(b.id, red.event, s.cfg.LogCap)
-	b.stop = make(chan struct{})
-	b.queuePos = int32(len(s.queue))
-	s.active[b.id] = b
-	s.inflight[key] = b
-	s.queue = append(s.queue, b)
-	s.mu.Unlock()
-
-	// The record exists before its first event, so ListBuilds shows it.
-	if err := s.cfg.Store.PutBuild(ctx, b.info()); err != nil {
-		s.cfg.Logger.Error("store build", "build", b.id, "err", err)
-	}
-	s.persist.Add(1)
-	go s.persistLog(b)
-	s.cfg.Logger.Info("build accepted", "build", b.id, "repo", r.Repo, "ref", r.Ref, "commit", sha, "tag", r.Tag, "package", r.Package)
-	// Resolving happened before the build was recorded; its event carries
-	// the time it began, so the phase has its real length.
+	// Its first events are in the log before anyone can see the build, so
+	// nothing (a dispatch that starts it) can come before them. Resolving
+	// happened before the build was recorded; its event carries the time it
+	// began, so the phase has its real length.
 	b.log.append(&buildv1.BuildEvent{Time: timestamp(began), Event: &buildv1.BuildEvent_State{State: &buildv1.StateChange{
 		State:   buildv1.BuildState_BUILD_STATE_RESOLVING,
 		Message: fmt.Sprintf("resolved %s to %s in %s", r.Ref, sha, time.Since(began).Round(time.Millisecond)),
 		Commit:  sha,
 	}}})
 	b.setState(buildv1.BuildState_BUILD_STATE_QUEUED, fmt.Sprintf("queued at position %d", b.queuePos))
+	s.active[b.id] = b
+	s.inflight[key] = b
+	s.queue = append(s.queue, b)
+	s.mu.Unlock()
+
+	// The record is stored before the persister starts, so ListBuilds shows
+	// the build at once and no older record can overwrite a newer one.
+	if err := s.cfg.Store.PutBuild(ctx, b.info()); err != nil {
+		s.cfg.Logger.Error("store build", "build", b.id, "err", err)
+	}
+	s.persist.Add(1)
+	go s.persistLog(b)
+	s.cfg.Logger.Info("build accepted", "build", b.id, "repo", r.Repo, "ref", r.Ref, "commit", sha, "tag", r.Tag, "package", r.Package)
 	s.dispatch()
 	return b, false, nil
 }
