@@ -234,20 +234,6 @@ func (g graph) input(t *testing.T, in *pb.Input) *pb.Op {
 	return op
 }
 
-func (g graph) only(t *testing.T, kind string, match func(*pb.Op) bool) *pb.Op {
-	t.Helper()
-	var found []*pb.Op
-	for _, op := range g.ops {
-		if match(op) {
-			found = append(found, op)
-		}
-	}
-	if len(found) != 1 {
-		t.Fatalf("want 1 %s op, found %d", kind, len(found))
-	}
-	return found[0]
-}
-
 func envMap(env []string) map[string]string {
 	m := map[string]string{}
 	for _, kv := range env {

@@ -147,13 +147,6 @@ func (b *build) fail(state buildv1.BuildState, berr *buildv1.BuildError) {
 	b.log.close()
 }
 
-// isEnded reports whether the build has ended.
-func (b *build) isEnded() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return ended(b.state)
-}
-
 // info returns the build's record.
 func (b *build) info() *buildv1.BuildInfo {
 	lastSeq, dropped := b.log.stats()

@@ -62,6 +62,8 @@ type Config struct {
 	Cleanup CleanupPolicy
 	// Store keeps builds, their events and logs. Required.
 	Store history.Store
+	// Resolver turns git references into SHAs; nil means RemoteResolver.
+	Resolver Resolver
 	// Observer is told about every event (metrics); nil for none.
 	Observer Observer
 	// Logger receives the server's logs; nil discards them.
@@ -107,6 +109,9 @@ func (c Config) withDefaults() (Config, error) {
 		return c, errors.New("config: queue size, timeouts and log cap must not be negative")
 	}
 	c.DefaultTimeout = min(c.DefaultTimeout, c.MaxTimeout)
+	if c.Resolver == nil {
+		c.Resolver = RemoteResolver{}
+	}
 	if c.Observer == nil {
 		c.Observer = noObserver{}
 	}

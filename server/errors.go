@@ -23,11 +23,11 @@ func errorCode(err error) codes.Code {
 		return codes.InvalidArgument
 	case errors.Is(err, ErrRefNotFound):
 		return codes.NotFound
-	case errors.Is(err, errBuildNotFound), errors.Is(err, history.ErrNotFound):
+	case errors.Is(err, history.ErrNotFound):
 		return codes.NotFound
 	case errors.Is(err, errQueueFull):
 		return codes.ResourceExhausted
-	case errors.Is(err, errShuttingDown):
+	case errors.Is(err, errShuttingDown), errors.Is(err, errBuildkitUnavailable):
 		return codes.Unavailable
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
@@ -45,8 +45,7 @@ func errorCode(err error) codes.Code {
 	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
 		return s.Code()
 	}
-	if strings.Contains(msg, "connection refused") || strings.Contains(msg, "no such file or directory") &&
-		strings.Contains(msg, "buildkitd") {
+	if strings.Contains(msg, "connection refused") { // a git server that is down
 		return codes.Unavailable
 	}
 	return codes.Unknown

@@ -20,12 +20,13 @@ import (
 )
 
 var (
-	errBuildNotFound = errors.New("no build with that id")
-	errQueueFull     = errors.New("the build queue is full; try again later")
-	errShuttingDown  = errors.New("the server is shutting down")
+	errQueueFull    = errors.New("the build queue is full; try again later")
+	errShuttingDown = errors.New("the server is shutting down")
 	// Causes a build's context is cancelled with.
 	errCancelled = errors.New("the build was cancelled")
-	errShutdown  = errors.New("the server stopped while the build ran")
+	// errBuildkitUnavailable wraps a failure to reach buildkitd at all.
+	errBuildkitUnavailable = errors.New("buildkitd unavailable")
+	errShutdown            = errors.New("the server stopped while the build ran")
 )
 
 // errTimeout is the cause of a build that ran out of time.
@@ -56,21 +57,16 @@ type Server struct {
 // connection is made lazily, so New succeeds while buildkitd is still
 // starting. Builds the store holds as queued or running, left by a server
 // that stopped without ending them, are marked INTERRUPTED.
-func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
+func New(ctx context.Context, cfg Config) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
 		cfg:      cfg,
-		resolver: RemoteResolver{},
+		resolver: cfg.Resolver,
 		active:   map[string]*build{},
 		inflight: map[string]*build{},
-	}
-	for _, o := range opts {
-		if err := o(s); err != nil {
-			return nil, err
-		}
 	}
 	if err := s.interruptLeftovers(ctx); err != nil {
 		return nil, err
@@ -79,21 +75,6 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-// Option changes how New builds a Server.
-type Option func(*Server) error
-
-// WithResolver replaces the git reference resolver (by default, a remote
-// ref listing with go-git).
-func WithResolver(r Resolver) Option {
-	return func(s *Server) error {
-		if r == nil {
-			return errors.New("nil resolver")
-		}
-		s.resolver = r
-		return nil
-	}
 }
 
 // Close stops the server. Queued builds are interrupted at once; running

@@ -29,7 +29,7 @@ import (
 func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.BuildResult, error) {
 	workers, err := s.bk.ListWorkers(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("buildkitd unavailable: %w", err)
+		return nil, fmt.Errorf("%w: %w", errBuildkitUnavailable, err)
 	}
 	if len(workers) == 0 || len(workers[0].Platforms) == 0 {
 		return nil, errors.New("buildkitd has no workers")
