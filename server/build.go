@@ -135,9 +135,8 @@ func (b *build) fail(state buildv1.BuildState, berr *buildv1.BuildError) {
 		return
 	}
 	b.mu.Unlock()
-	if b.log.redact != nil {
-		b.log.redact(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_Error{Error: berr}})
-	}
+	// The record keeps the error too, so it is masked before either sees it.
+	b.log.red.event(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_Error{Error: berr}})
 	b.setState(state, berr.GetMessage())
 	b.mu.Lock()
 	b.err = berr

@@ -16,16 +16,21 @@ import (
 // Appending never waits for a reader: readers wait on a channel that is
 // closed, and replaced, on every append, then read what they missed.
 //
+// Secrets the build's redactor knows are masked in every event before it is
+// stored; step output goes through a logMasker, so a secret split across
+// chunks is masked too.
+//
 // Step output (log chunks) is capped: past logCap bytes it is dropped,
 // counted, and a warning in the log says where the cap was reached. Every
 // other event is always kept.
 type eventLog struct {
 	buildID string
-	redact  func(*buildv1.BuildEvent)
+	red     redactor
 	now     func() time.Time
 	logCap  int64
 
 	mu       sync.Mutex
+	masker   *logMasker
 	events   []*buildv1.BuildEvent
 	closed   bool
 	changed  chan struct{}
@@ -33,23 +38,47 @@ type eventLog struct {
 	dropped  int64
 }
 
-func newEventLog(buildID string, redact func(*buildv1.BuildEvent), logCap int64) *eventLog {
-	return &eventLog{buildID: buildID, redact: redact, now: time.Now, logCap: logCap, changed: make(chan struct{})}
+func newEventLog(buildID string, red redactor, logCap int64) *eventLog {
+	return &eventLog{buildID: buildID, red: red, now: time.Now, logCap: logCap,
+		masker: newLogMasker(red), changed: make(chan struct{})}
 }
 
-// append stamps e with the build id, the next sequence number and, unless
-// it already has one, the time, and adds it. Events appended after close are dropped: the log of an ended
-// build never changes.
+// append masks secrets in e, stamps it with the build id, the next
+// sequence number and, unless it already has one, the time, and adds it.
+// Output held back because it may begin a secret is added before the
+// step's completion and before any state change. Events appended after
+// close are dropped: the log of an ended build never changes.
 func (l *eventLog) append(e *buildv1.BuildEvent) {
-	if l.redact != nil {
-		l.redact(e)
+	if e.GetLog() == nil {
+		l.red.event(e)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return
 	}
-	if lg := e.GetLog(); lg != nil && l.logCap > 0 {
+	switch {
+	case e.GetLog() != nil:
+		if e = l.masker.mask(e); e != nil {
+			l.addLog(e)
+		}
+		return
+	case e.GetVertex().GetCompleted() != nil:
+		for _, h := range l.masker.release(e.GetVertex().GetDigest()) {
+			l.addLog(h)
+		}
+	case e.GetState() != nil:
+		for _, h := range l.masker.release("") {
+			l.addLog(h)
+		}
+	}
+	l.add(e)
+}
+
+// addLog adds a log chunk unless the log cap has been reached; l.mu is held.
+func (l *eventLog) addLog(e *buildv1.BuildEvent) {
+	lg := e.GetLog()
+	if l.logCap > 0 {
 		n := int64(len(lg.GetData()))
 		if l.logBytes+n > l.logCap {
 			if l.dropped == 0 {

@@ -21,7 +21,7 @@ func logEvent(i int) *buildv1.BuildEvent {
 // producer that waited on its readers could never finish.
 func TestEventLogSlowReaderLosesNothing(t *testing.T) {
 	const n = 100_000
-	l := newEventLog("b1", nil, 0)
+	l := newEventLog("b1", redactor{}, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	produced := make(chan struct{})
@@ -71,7 +71,7 @@ func TestEventLogSlowReaderLosesNothing(t *testing.T) {
 }
 
 func TestEventLogReplayFromSeq(t *testing.T) {
-	l := newEventLog("b1", nil, 0)
+	l := newEventLog("b1", redactor{}, 0)
 	for i := 0; i < 10; i++ {
 		l.append(logEvent(i))
 	}
@@ -90,7 +90,7 @@ func TestEventLogReplayFromSeq(t *testing.T) {
 }
 
 func TestEventLogFollowStopsWithContext(t *testing.T) {
-	l := newEventLog("b1", nil, 0)
+	l := newEventLog("b1", redactor{}, 0)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- l.follow(ctx, 0, func(*buildv1.BuildEvent) error { return nil }) }()
@@ -106,7 +106,7 @@ func TestEventLogFollowStopsWithContext(t *testing.T) {
 }
 
 func TestRedactor(t *testing.T) {
-	r := redactor{secrets: []string{"s3cret-pass", "abc"}}
+	r := newRedactor([]string{"s3cret-pass", "abc"})
 	evs := []*buildv1.BuildEvent{
 		{Event: &buildv1.BuildEvent_Log{Log: &buildv1.LogChunk{Data: []byte("login with s3cret-pass now")}}},
 		{Event: &buildv1.BuildEvent_Error{Error: &buildv1.BuildError{Message: "401: s3cret-pass"}}},
@@ -128,7 +128,7 @@ func TestRedactor(t *testing.T) {
 }
 
 func TestEventLogCapsOutput(t *testing.T) {
-	l := newEventLog("b1", nil, 10)
+	l := newEventLog("b1", redactor{}, 10)
 	for i := 0; i < 5; i++ {
 		l.append(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_Log{Log: &buildv1.LogChunk{Data: []byte("abcd")}}})
 	}

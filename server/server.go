@@ -281,11 +281,11 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 		s.mu.Unlock()
 		return nil, false, errQueueFull
 	}
-	red := redactor{secrets: buildkitd.Secrets(dockerCfg)}
+	red := newRedactor(buildkitd.Secrets(dockerCfg))
 	now := time.Now()
 	b := &build{id: newBuildID(now), req: r, key: key, timeout: r.Timeout, commit: sha, created: now,
 		state: buildv1.BuildState_BUILD_STATE_RESOLVING, queuePos: int32(len(s.queue)), stop: make(chan struct{})}
-	b.log = newEventLog(b.id, red.event, s.cfg.LogCap)
+	b.log = newEventLog(b.id, red, s.cfg.LogCap)
 	// Its first events are in the log before anyone can see the build, so
 	// nothing (a dispatch that starts it) can come before them. Resolving
 	// happened before the build was recorded; its event carries the time it
