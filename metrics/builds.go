@@ -94,10 +94,9 @@ func (m *Metrics) forget(b *tracked) {
 	delete(m.tracked, b.id)
 }
 
-// count returns how many tracked builds are in one of states.
-func (m *Metrics) count(states ...buildv1.BuildState) float64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+// countLocked returns how many tracked builds are in one of states; m.mu
+// is held.
+func (m *Metrics) countLocked(states ...buildv1.BuildState) float64 {
 	n := 0
 	for _, s := range states {
 		n += m.inState[s]

@@ -302,24 +302,25 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 	m.cleanupFreed.WithLabelValues("buildkit")
 	m.cleanupFreed.WithLabelValues("temp")
 
-	cs := []prometheus.Collector{
-		builds, buildDuration, phaseDuration, vertices,
-		m.pushedBytes, m.dedupJoins, m.cleanupRuns, m.cleanupFreed, m.cleanupBuilds,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Namespace: namespace,
-			Name:      "builds_in_flight",
-			Help:      "Builds now building or pushing.",
-		}, func() float64 {
-			return m.count(buildv1.BuildState_BUILD_STATE_BUILDING, buildv1.BuildState_BUILD_STATE_PUSHING)
-		}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Namespace: namespace,
-			Name:      "queue_depth",
-			Help:      "Builds now queued.",
-		}, func() float64 {
-			return m.count(buildv1.BuildState_BUILD_STATE_QUEUED)
-		}),
+	inFlight := prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "builds_in_flight"),
+		"Builds now building or pushing.", nil, nil)
+	queueDepth := prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "queue_depth"),
+		"Builds now queued.", nil, nil)
+	// What the build events change is read as one view (see consistentView).
+	fromEvents := &consistentView{
+		mu:    &m.mu,
+		cs:    []prometheus.Collector{builds, buildDuration, phaseDuration, vertices, m.pushedBytes},
+		descs: []*prometheus.Desc{inFlight, queueDepth},
+		gauges: func() []prometheus.Metric {
+			return []prometheus.Metric{
+				prometheus.MustNewConstMetric(inFlight, prometheus.GaugeValue,
+					m.countLocked(buildv1.BuildState_BUILD_STATE_BUILDING, buildv1.BuildState_BUILD_STATE_PUSHING)),
+				prometheus.MustNewConstMetric(queueDepth, prometheus.GaugeValue,
+					m.countLocked(buildv1.BuildState_BUILD_STATE_QUEUED)),
+			}
+		},
 	}
+	cs := []prometheus.Collector{fromEvents, m.dedupJoins, m.cleanupRuns, m.cleanupFreed, m.cleanupBuilds}
 	if o.diskUsage != nil {
 		cs = append(cs, newBuildkitdCollector(o.diskUsage, o.diskUsageTimeout))
 	}

@@ -628,3 +628,49 @@ func TestSeriesExistBeforeFirstBuild(t *testing.T) {
 		t.Errorf("series:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// A scrape is one consistent view of the builds: taken while a build ends,
+// it shows the build either still in flight and not yet counted, or counted
+// and no longer in flight, never both or neither. (Prometheus collects the
+// collectors of one scrape concurrently, so without care the gauge and the
+// counter can be read on either side of the build's end.)
+func TestScrapeIsConsistent(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := func(mfs []*dto.MetricFamily, name string) float64 {
+		var sum float64
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, mt := range mf.GetMetric() {
+				sum += mt.GetCounter().GetValue() + mt.GetGauge().GetValue() + float64(mt.GetHistogram().GetSampleCount())
+			}
+		}
+		return sum
+	}
+	for i := range 2000 {
+		id := fmt.Sprintf("b%d", i)
+		m.Event(stateEv(id, 0, building))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			m.Event(stateEv(id, 1, failed))
+		}()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-done
+		total, inFlight := value(mfs, "buildsvc_builds_total"), value(mfs, "buildsvc_builds_in_flight")
+		phases, durations := value(mfs, "buildsvc_build_phase_duration_seconds"), value(mfs, "buildsvc_build_duration_seconds")
+		ended := float64(i + 1)
+		if total+inFlight != ended || phases != total || durations != total {
+			t.Fatalf("scrape during the end of build %d: builds_total %v, in flight %v, phases %v, durations %v; want total+in flight = %v and phases = durations = total",
+				i+1, total, inFlight, phases, durations, ended)
+		}
+	}
+}
