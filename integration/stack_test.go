@@ -7,13 +7,16 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -57,16 +60,56 @@ func loadStack(t testing.TB) stack {
 // client for it. mutate may change the config (another docker config, ...).
 func startServer(t testing.TB, mutate func(*server.Config)) buildv1.BuildClient {
 	t.Helper()
-	c, _ := startServerAddr(t, mutate)
-	return c
+	return startTestServer(t, mutate).Client
 }
 
 // startServerAddr is startServer that also returns the server's address.
 func startServerAddr(t testing.TB, mutate func(*server.Config)) (buildv1.BuildClient, string) {
 	t.Helper()
+	ts := startTestServer(t, mutate)
+	return ts.Client, ts.Addr
+}
+
+// testServer is an in-process build server and what it wrote.
+type testServer struct {
+	Client buildv1.BuildClient
+	Addr   string
+	// HistoryPath is the server's history file (bbolt).
+	HistoryPath string
+	// Log holds everything the server logged (JSON lines). It is printed
+	// when the test fails.
+	Log *syncBuffer
+	// Stop stops the server and closes its history; the test's cleanup
+	// calls it too.
+	Stop func()
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// startTestServer is startServer that also gives the server's address,
+// history file and log.
+func startTestServer(t testing.TB, mutate func(*server.Config)) *testServer {
+	t.Helper()
 	st := loadStack(t)
 	goproxy, _ := exec.Command("go", "env", "GOPROXY").Output()
-	store, err := history.Open(filepath.Join(t.TempDir(), "history.db"))
+	ts := &testServer{HistoryPath: filepath.Join(t.TempDir(), "history.db"), Log: &syncBuffer{}}
+	store, err := history.Open(ts.HistoryPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +121,7 @@ func startServerAddr(t testing.TB, mutate func(*server.Config)) (buildv1.BuildCl
 		DockerConfigDir:  st.DockerConfig,
 		GoProxy:          strings.TrimSpace(string(goproxy)),
 		AllowInsecureGit: false,
+		Logger:           slog.New(slog.NewJSONHandler(ts.Log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if mutate != nil {
 		mutate(&cfg)
@@ -99,15 +143,25 @@ func startServerAddr(t testing.TB, mutate func(*server.Config)) (buildv1.BuildCl
 	if err != nil {
 		t.Fatal(err)
 	}
+	var once sync.Once
+	ts.Stop = func() {
+		once.Do(func() {
+			conn.Close()
+			gs.Stop()
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			srv.Close(cctx)
+			store.Close()
+		})
+	}
 	t.Cleanup(func() {
-		conn.Close()
-		gs.Stop()
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Close(cctx)
-		store.Close()
+		ts.Stop()
+		if t.Failed() {
+			t.Logf("server log:\n%s", ts.Log.String())
+		}
 	})
-	return buildv1.NewBuildClient(conn), lis.Addr().String()
+	ts.Client, ts.Addr = buildv1.NewBuildClient(conn), lis.Addr().String()
+	return ts
 }
 
 // outcome is everything a CreateImage stream delivered.
