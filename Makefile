@@ -38,3 +38,10 @@ test:
 ## bench: warm rebuild of a new commit, build service vs a Dockerfile via buildctl (medians of 3)
 bench:
 	bash scripts/bench.sh
+
+# ---- mutation testing (slow; not part of `make test`; needs no stack) --------
+
+.PHONY: mutate
+## mutate: gremlins mutation testing of llb, server, progress with their unit tests; kill rate per package
+mutate:
+	bash scripts/mutate.sh

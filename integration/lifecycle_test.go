@@ -31,11 +31,16 @@ import (
 
 // hangingProxy is a GOPROXY that never answers: a build that needs a module
 // from it stays inside `go build` until it is stopped. reached is closed
-// when the first request arrives.
+// when the first request arrives. It counts the requests whose client still
+// holds the connection open, and notes when the last one went away.
 type hangingProxy struct {
 	URL     string
 	reached chan struct{}
 	once    sync.Once
+
+	mu       sync.Mutex
+	open     int
+	lastGone time.Time
 }
 
 func newHangingProxy(t testing.TB) *hangingProxy {
@@ -43,9 +48,18 @@ func newHangingProxy(t testing.TB) *hangingProxy {
 	p := &hangingProxy{reached: make(chan struct{})}
 	release := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		p.open++
+		p.mu.Unlock()
 		p.once.Do(func() { close(p.reached) })
 		select {
-		case <-r.Context().Done():
+		case <-r.Context().Done(): // the client closed the connection
+			p.mu.Lock()
+			p.open--
+			if p.open == 0 {
+				p.lastGone = time.Now()
+			}
+			p.mu.Unlock()
 		case <-release:
 		}
 		http.Error(w, "gone", http.StatusGone)
@@ -79,6 +93,23 @@ func (p *hangingProxy) waitReached(t testing.TB) {
 	case <-p.reached:
 	case <-time.After(5 * time.Minute):
 		t.Fatal("the build never reached go build's module download")
+	}
+}
+
+// waitClosed waits up to d for every connection to the proxy to be closed
+// by its client and returns when the last one went away.
+func (p *hangingProxy) waitClosed(t testing.TB, d time.Duration) time.Time {
+	t.Helper()
+	for deadline := time.Now().Add(d); ; time.Sleep(10 * time.Millisecond) {
+		p.mu.Lock()
+		open, gone := p.open, p.lastGone
+		p.mu.Unlock()
+		if open == 0 {
+			return gone
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections to the proxy are still open %v after the cancel: the step did not stop", open, d)
+		}
 	}
 }
 
@@ -168,7 +199,8 @@ func TestReattachReplaysEverything(t *testing.T) {
 }
 
 // Cancelling a build inside go build ends it CANCELLED within 2 s, its log
-// intact, and buildkitd serves the next build.
+// intact; the step itself stops (its open connection to the module proxy
+// is closed within 2 s of the cancel), and buildkitd serves the next build.
 func TestCancelDuringGoBuild(t *testing.T) {
 	c := startServer(t, nil)
 	p := newHangingProxy(t)
@@ -188,6 +220,13 @@ func TestCancelDuringGoBuild(t *testing.T) {
 	}
 	if took > 2*time.Second {
 		t.Errorf("cancel took %v, want under 2s", took)
+	}
+	// The go command is still waiting on the proxy unless the step was
+	// really stopped.
+	if gone := p.waitClosed(t, 2*time.Second).Sub(began); gone > 2*time.Second {
+		t.Errorf("the step's connection closed %v after the cancel, want under 2s", gone)
+	} else {
+		t.Logf("the step's connection closed %v after the cancel", gone.Round(time.Millisecond))
 	}
 	evs := watchAll(t, c, start.BuildId, 0)
 	if lastState(evs) != buildv1.BuildState_BUILD_STATE_CANCELLED || evs[len(evs)-1].GetError() == nil {
