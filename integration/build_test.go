@@ -3,16 +3,24 @@
 package integration
 
 import (
+	"archive/tar"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/buildsvc/buildsvc/llb"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+	"github.com/buildsvc/buildsvc/server"
 )
 
 const sampleOutput = "hello from sampleapp "
@@ -188,22 +196,106 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-// One commit gives one image: built twice, to two tags, it has one digest,
-// and the image's times are the commit's.
+// One commit gives one image: a commit dated years ago, built by two
+// servers whose Go caches are apart (the second starts with empty module
+// and build caches, so go build really runs again), has one digest, and
+// every time the build adds to the image is the commit's: the config's
+// created time, its history, and the mtime of every file of the new layer.
 func TestReproducibleImage(t *testing.T) {
-	c := startServer(t, nil)
-	repo := newRepo(t, sampleFiles(t))
-	ct := repo.git(repo.work, "log", "-1", "--format=%ct")
-	a := requireSuccess(t, build(t, c, &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "a")}))
-	b := requireSuccess(t, build(t, c, &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "b")}))
+	const date = "2019-03-04T05:06:07Z"
+	commitTime, _ := time.Parse(time.RFC3339, date)
+	repo := newRepoAt(t, sampleFiles(t), date)
+	if ct := repo.git(repo.work, "log", "-1", "--format=%ct"); ct != fmt.Sprint(commitTime.Unix()) {
+		t.Fatalf("commit time %s, want %d", ct, commitTime.Unix())
+	}
+	req := func(tag string) *buildv1.CreateImageRequest {
+		return &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, tag)}
+	}
+	a := requireSuccess(t, build(t, startServer(t, nil), req("a")))
+	cold := startServer(t, func(c *server.Config) {
+		c.CacheNamespace = fmt.Sprintf("repro-%d-%d", os.Getpid(), time.Now().UnixNano())
+	})
+	bo := build(t, cold, req("b"))
+	b := requireSuccess(t, bo)
+	ran := false
+	for _, e := range bo.events {
+		if v := e.GetVertex(); strings.HasPrefix(v.GetName(), "go build") && v.GetCompleted() != nil && !v.GetCached() {
+			ran = true
+		}
+	}
+	if !ran || !strings.Contains(bo.logs(), "go: downloading") {
+		t.Fatalf("the second build did not run go build on empty caches; logs:\n%s", bo.logs())
+	}
 	if a.Digest != b.Digest {
 		t.Errorf("same commit, two digests: %s and %s", a.Digest, b.Digest)
 	}
-	cfg, err := pushedImage(t, a.Image).ConfigFile()
+
+	img := pushedImage(t, a.Image)
+	cfg, err := img.ConfigFile()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(cfg.Created.Unix()); got != ct {
-		t.Errorf("image created %v (%s), want the commit time %s", cfg.Created, got, ct)
+	if !cfg.Created.Time.Equal(commitTime) {
+		t.Errorf("image created %v, want the commit time %v", cfg.Created.Time, commitTime)
+	}
+	if h := cfg.History; len(h) == 0 || !h[len(h)-1].Created.Time.Equal(commitTime) {
+		t.Errorf("the new layer's history entry is not dated at the commit: %+v", h)
+	}
+	// The base image's layers are carried as they are (their times are the
+	// base's own); every file of the layers the build added is dated at the
+	// commit.
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseLayers, err := pushedImage(t, loadStack(t).BaseImage).Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(layers) <= len(baseLayers) {
+		t.Fatalf("the image has %d layers, its base %d: the build added none", len(layers), len(baseLayers))
+	}
+	for i, l := range layers {
+		d, err := l.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i < len(baseLayers) {
+			if bd, _ := baseLayers[i].Digest(); d != bd {
+				t.Errorf("layer %d is %s, the base image's is %s", i, d, bd)
+			}
+			continue
+		}
+		files := 0
+		forEachFile(t, l, func(h *tar.Header) {
+			files++
+			if !h.ModTime.Equal(commitTime) {
+				t.Errorf("layer %d: %s has mtime %v, want the commit time %v", i, h.Name, h.ModTime, commitTime)
+			}
+		})
+		if files == 0 {
+			t.Errorf("layer %d is empty", i)
+		}
+	}
+}
+
+// forEachFile calls fn for every entry of the layer's tar.
+func forEachFile(t testing.TB, l v1.Layer, fn func(*tar.Header)) {
+	t.Helper()
+	rc, err := l.Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		fn(h)
 	}
 }

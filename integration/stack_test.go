@@ -242,15 +242,24 @@ type gitRepo struct {
 	t          testing.TB
 	work, bare string
 	URL        string
+	// date, if set, is the author and committer date of every commit.
+	date string
 }
 
 var repoSeq atomic.Int64
 
 func newRepo(t testing.TB, files map[string]string) *gitRepo {
 	t.Helper()
+	return newRepoAt(t, files, "")
+}
+
+// newRepoAt is newRepo whose commits are all dated date (git's date
+// formats, e.g. RFC 3339); empty for now.
+func newRepoAt(t testing.TB, files map[string]string, date string) *gitRepo {
+	t.Helper()
 	st := loadStack(t)
 	name := fmt.Sprintf("%s-%d-%d", strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()), time.Now().UnixNano(), repoSeq.Add(1))
-	r := &gitRepo{t: t, work: t.TempDir(), bare: filepath.Join(st.GitBaseDir, name+".git"), URL: st.GitBaseURL + "/" + name + ".git"}
+	r := &gitRepo{t: t, work: t.TempDir(), bare: filepath.Join(st.GitBaseDir, name+".git"), URL: st.GitBaseURL + "/" + name + ".git", date: date}
 	r.git(st.GitBaseDir, "init", "-q", "--bare", "-b", "main", r.bare)
 	t.Cleanup(func() { os.RemoveAll(r.bare) })
 	r.git(r.work, "init", "-q", "-b", "main")
@@ -265,6 +274,9 @@ func (r *gitRepo) git(dir string, args ...string) string {
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=test", "GIT_AUTHOR_EMAIL=test@example.com",
 		"GIT_COMMITTER_NAME=test", "GIT_COMMITTER_EMAIL=test@example.com")
+	if r.date != "" {
+		cmd.Env = append(cmd.Env, "GIT_AUTHOR_DATE="+r.date, "GIT_COMMITTER_DATE="+r.date)
+	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		r.t.Fatalf("git %v: %v\n%s", args, err, out)

@@ -1,6 +1,7 @@
 package llb
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"path"
@@ -130,9 +131,9 @@ func compile(s Spec, builder *parsedConfig) (bkllb.State, error) {
 		bkllb.Dir(path.Join(SourceDir, s.Dir)),
 		bkllb.AddMount(SourceDir, source(s), bkllb.Readonly),
 		bkllb.AddMount(GoModCachePath, bkllb.Scratch(),
-			bkllb.AsPersistentCacheDir(GoModCacheID, bkllb.CacheMountShared)),
+			bkllb.AsPersistentCacheDir(cmp.Or(s.ModCacheID, GoModCacheID), bkllb.CacheMountShared)),
 		bkllb.AddMount(GoCachePath, bkllb.Scratch(),
-			bkllb.AsPersistentCacheDir(GoBuildCacheID, bkllb.CacheMountShared)),
+			bkllb.AsPersistentCacheDir(cmp.Or(s.BuildCacheID, GoBuildCacheID), bkllb.CacheMountShared)),
 		bkllb.WithCustomName("go build "+s.Package),
 	)
 	return run.AddMount(OutputDir, bkllb.Scratch()), nil
@@ -191,6 +192,9 @@ func buildEnv(s Spec) [][2]string {
 		[2]string{"GOCACHE", GoCachePath},
 		[2]string{"GOMODCACHE", GoModCachePath},
 	)
+	if s.ModCacheID != "" || s.BuildCacheID != "" {
+		env = append(env, [2]string{CacheScopeEnv, cmp.Or(s.ModCacheID, GoModCacheID) + "," + cmp.Or(s.BuildCacheID, GoBuildCacheID)})
+	}
 	if s.GoProxy != "" {
 		env = append(env, [2]string{"GOPROXY", s.GoProxy})
 	}

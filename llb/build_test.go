@@ -2,6 +2,7 @@ package llb
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -87,6 +88,8 @@ func specs() map[string]Spec {
 			Builder:       Image{Ref: "golang:alpine", Config: []byte(builderConfig)},
 			Base:          Image{Ref: "gcr.io/distroless/static@sha256:3333333333333333333333333333333333333333333333333333333333333333", Config: []byte(baseConfig)},
 			Labels:        map[string]string{"team": "api", LabelSource: "overridden by the service"},
+			ModCacheID:    "team-a-gomodcache",
+			BuildCacheID:  "team-a-gocache",
 			SourceDateEpoch: func() *time.Time {
 				t := time.Unix(1700000000, 0).UTC()
 				return &t
@@ -331,6 +334,11 @@ func TestReadBack(t *testing.T) {
 			if s.GoProxy != "" {
 				wantEnv["GOPROXY"] = s.GoProxy
 			}
+			if s.ModCacheID != "" || s.BuildCacheID != "" {
+				wantEnv[CacheScopeEnv] = cmp.Or(s.ModCacheID, "buildsvc-gomodcache") + "," + cmp.Or(s.BuildCacheID, "buildsvc-gocache")
+			} else if _, ok := env[CacheScopeEnv]; ok {
+				t.Errorf("%s set with the default cache ids", CacheScopeEnv)
+			}
 			if s.GoFlags != "" {
 				wantEnv["GOFLAGS"] = s.GoFlags
 			}
@@ -363,8 +371,8 @@ func TestReadBack(t *testing.T) {
 				t.Errorf("want 5 mounts (/, /src, /out, 2 caches), got %v", exec.Mounts)
 			}
 			for dest, id := range map[string]string{
-				"/go/pkg/mod":           "buildsvc-gomodcache",
-				"/root/.cache/go-build": "buildsvc-gocache",
+				"/go/pkg/mod":           cmp.Or(s.ModCacheID, "buildsvc-gomodcache"),
+				"/root/.cache/go-build": cmp.Or(s.BuildCacheID, "buildsvc-gocache"),
 			} {
 				m := mounts[dest]
 				if m == nil {

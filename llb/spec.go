@@ -13,13 +13,18 @@ import (
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// Stable ids of the cache mounts every build shares. The Go module and build
-// caches are safe for concurrent use, so the mounts use shared sharing.
-// Changing an id makes every build start cold.
+// Stable ids of the cache mounts every build shares unless its Spec names
+// others. The Go module and build caches are safe for concurrent use, so the
+// mounts use shared sharing. Changing an id makes every build start cold.
 const (
 	GoModCacheID   = "buildsvc-gomodcache"
 	GoBuildCacheID = "buildsvc-gocache"
 )
+
+// CacheScopeEnv is the variable of `go build`'s environment that names the
+// cache mount ids when a Spec sets its own (see Spec.ModCacheID). Go does
+// not read it and it is not recorded in the binary.
+const CacheScopeEnv = "BUILDSVC_CACHE_SCOPE"
 
 // Paths inside the builder container.
 const (
@@ -79,6 +84,14 @@ type Spec struct {
 	Base Image
 	// Labels are extra image labels.
 	Labels map[string]string
+	// ModCacheID and BuildCacheID are the ids of the cache mounts of the Go
+	// module cache and the Go build cache; empty for GoModCacheID and
+	// GoBuildCacheID. Builds with one id share that cache. BuildKit leaves
+	// cache mount ids out of a step's cache key, so other ids also go into
+	// `go build`'s environment as CacheScopeEnv: builds that do not share
+	// caches do not share BuildKit's cached result of the step either.
+	ModCacheID   string
+	BuildCacheID string
 	// SourceDateEpoch, when set (the commit time), is the timestamp of the
 	// binary in the image, so that one commit always gives one layer. The
 	// caller also hands it to the image exporter for the config's times.

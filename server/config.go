@@ -11,6 +11,7 @@ import (
 
 	"github.com/buildsvc/buildsvc/buildkitd"
 	"github.com/buildsvc/buildsvc/history"
+	"github.com/buildsvc/buildsvc/llb"
 )
 
 // Defaults for Config fields left empty.
@@ -42,6 +43,11 @@ type Config struct {
 	// GoProxy and GoFlags become GOPROXY and GOFLAGS of every go build.
 	GoProxy string
 	GoFlags string
+	// CacheNamespace, when set, is added to the ids of the Go module and
+	// build cache mounts, so that services sharing one buildkitd keep their
+	// caches apart. Letters, digits, '.', '_' and '-', at most 64. Empty
+	// uses the stable ids llb.GoModCacheID and llb.GoBuildCacheID.
+	CacheNamespace string
 	// AllowInsecureGit accepts file:// and plain http:// repositories, for
 	// local development and tests. Off in production.
 	AllowInsecureGit bool
@@ -121,10 +127,34 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if !validCacheNamespace(c.CacheNamespace) {
+		return c, fmt.Errorf("config: cache namespace %.70q: only letters, digits, '.', '_' and '-', at most 64", c.CacheNamespace)
+	}
 	for what, ref := range map[string]string{"builder image": c.BuilderImage, "base image": c.BaseImage} {
 		if _, err := parseImageRef(ref); err != nil {
 			return c, fmt.Errorf("config: %s: %w", what, err)
 		}
 	}
 	return c, nil
+}
+
+func validCacheNamespace(ns string) bool {
+	if len(ns) > 64 {
+		return false
+	}
+	for _, r := range ns {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// cacheIDs returns the ids of the Go module and build cache mounts, empty
+// for llb's defaults.
+func (c Config) cacheIDs() (mod, build string) {
+	if c.CacheNamespace == "" {
+		return "", ""
+	}
+	return llb.GoModCacheID + "-" + c.CacheNamespace, llb.GoBuildCacheID + "-" + c.CacheNamespace
 }

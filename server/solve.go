@@ -132,7 +132,10 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 
 // spec turns an accepted request into the LLB spec of one build.
 func (s *Server) spec(r *request, sha string, platform ocispecs.Platform, builder, base llb.Image) llb.Spec {
+	modCache, buildCache := s.cfg.cacheIDs()
 	return llb.Spec{
+		ModCacheID:    modCache,
+		BuildCacheID:  buildCache,
 		Repo:          r.Repo,
 		Commit:        sha,
 		Dir:           r.Dir,
