@@ -4,11 +4,13 @@ package integration
 
 import (
 	"archive/tar"
+	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -105,6 +107,57 @@ func TestBuildSampleAndWarmRebuild(t *testing.T) {
 	}
 	if out := runEntrypoint(t, pushedImage(t, res2.Image)); !strings.HasPrefix(out, "hello again from sampleapp") {
 		t.Errorf("rebuilt binary printed %q", out)
+	}
+}
+
+// The pushed binary's build info says how it was built: with -trimpath, as
+// the sample's main module with its one dependency, for the image's
+// platform without cgo, and no path of the builder's file system (the
+// source, the module cache, GOROOT) is inside it.
+func TestBinaryBuildInfo(t *testing.T) {
+	c := startServer(t, nil)
+	repo := newRepo(t, sampleFiles(t))
+	res := requireSuccess(t, build(t, c, &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "x")}))
+	bin := extractEntrypoint(t, pushedImage(t, res.Image))
+	info, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		t.Fatalf("read build info: %v", err)
+	}
+	settings := map[string]string{}
+	for _, s := range info.Settings {
+		settings[s.Key] = s.Value
+	}
+	for k, want := range map[string]string{"-trimpath": "true", "CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": runtime.GOARCH} {
+		if settings[k] != want {
+			t.Errorf("build setting %s = %q, want %q (all: %v)", k, settings[k], want, info.Settings)
+		}
+	}
+	// The source has no .git directory, so Go records no VCS stamp; the
+	// revision is in the image's labels instead.
+	if v, ok := settings["vcs.revision"]; ok {
+		t.Errorf("vcs.revision = %q: the service does not set it, so where did it come from?", v)
+	}
+	if info.Main.Path != "example.com/sampleapp" || info.Main.Version != "(devel)" {
+		t.Errorf("main module %s %s, want example.com/sampleapp (devel)", info.Main.Path, info.Main.Version)
+	}
+	var deps []string
+	for _, d := range info.Deps {
+		deps = append(deps, d.Path+"@"+d.Version)
+	}
+	if fmt.Sprint(deps) != "[github.com/google/uuid@v1.6.0]" {
+		t.Errorf("deps = %v, want [github.com/google/uuid@v1.6.0]", deps)
+	}
+	if !strings.HasPrefix(info.GoVersion, "go1.") {
+		t.Errorf("go version %q", info.GoVersion)
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{llb.SourceDir + "/main.go", llb.GoModCachePath + "/", "/usr/local/go/src/", llb.GoCachePath} {
+		if strings.Contains(string(data), p) {
+			t.Errorf("the binary holds the builder's path %q", p)
+		}
 	}
 }
 

@@ -56,6 +56,18 @@ func tagDigest(t testing.TB, tag string) string {
 // system and runs it on the host (it is a static Linux binary).
 func runEntrypoint(t testing.TB, img v1.Image, args ...string) string {
 	t.Helper()
+	bin := extractEntrypoint(t, img)
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("run %s: %v\n%s", bin, err, out)
+	}
+	return string(out)
+}
+
+// extractEntrypoint writes the image's entrypoint binary to a temporary
+// file and returns its path.
+func extractEntrypoint(t testing.TB, img v1.Image) string {
+	t.Helper()
 	cfg, err := img.ConfigFile()
 	if err != nil {
 		t.Fatal(err)
@@ -86,14 +98,11 @@ func runEntrypoint(t testing.TB, img v1.Image, args ...string) string {
 		if _, err := io.Copy(f, tr); err != nil {
 			t.Fatal(err)
 		}
-		f.Close()
-		break
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return bin
 	}
-	out, err := exec.Command(bin, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("run %s: %v\n%s", want, err, out)
-	}
-	return string(out)
 }
 
 func imageLabels(t testing.TB, img v1.Image) map[string]string {
