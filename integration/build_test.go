@@ -4,6 +4,7 @@ package integration
 
 import (
 	"archive/tar"
+	"context"
 	"debug/buildinfo"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/buildsvc/buildsvc/llb"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
@@ -216,11 +219,31 @@ func TestCompileErrorFails(t *testing.T) {
 	}
 }
 
-// Bad input is refused before anything is built, naming the field.
+// countingResolver counts the refs the server resolves (its first I/O for a
+// request) and resolves them as the server would.
+type countingResolver struct{ calls atomic.Int64 }
+
+func (r *countingResolver) Resolve(ctx context.Context, repo, ref string) (string, error) {
+	r.calls.Add(1)
+	return server.RemoteResolver{}.Resolve(ctx, repo, ref)
+}
+
+// Bad input is refused before anything is done, naming the field: a refused
+// request reaches no git server (the resolver is never asked), records no
+// build and solves nothing.
 func TestBadInput(t *testing.T) {
-	c := startServer(t, nil)
+	res := &countingResolver{}
+	c := startServer(t, func(c *server.Config) { c.Resolver = res })
 	repo := newRepo(t, sampleFiles(t))
 	tag := tagFor(t, "x")
+	req := func(mutate func(*buildv1.CreateImageRequest)) *buildv1.CreateImageRequest {
+		r := &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tag}
+		mutate(r)
+		return r
+	}
+	// A host on loopback where nothing listens: had the server tried it,
+	// the error would be Unavailable, not InvalidArgument.
+	const closed = "127.0.0.1:1"
 	tests := []struct {
 		name  string
 		req   *buildv1.CreateImageRequest
@@ -228,24 +251,63 @@ func TestBadInput(t *testing.T) {
 		field string
 	}{
 		{"empty repo", &buildv1.CreateImageRequest{ImageTag: tag}, codes.InvalidArgument, "git_repo"},
-		{"malformed repo", &buildv1.CreateImageRequest{GitRepo: "::not a url::", ImageTag: tag}, codes.InvalidArgument, "git_repo"},
-		{"file url", &buildv1.CreateImageRequest{GitRepo: "file:///etc", ImageTag: tag}, codes.InvalidArgument, "git_repo"},
-		{"malformed tag", &buildv1.CreateImageRequest{GitRepo: repo.URL, ImageTag: "UPPER/Case::bad"}, codes.InvalidArgument, "image_tag"},
-		{"unknown commit", &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "no-such-branch", ImageTag: tag}, codes.NotFound, "git_commit"},
+		{"malformed repo", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "::not a url::" }), codes.InvalidArgument, "git_repo"},
+		{"relative path repo", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "some/dir" }), codes.InvalidArgument, "git_repo"},
+		{"file url", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "file:///etc" }), codes.InvalidArgument, "git_repo"},
+		{"plain http", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "http://" + closed + "/x.git" }), codes.InvalidArgument, "git_repo"},
+		{"ftp scheme", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "ftp://" + closed + "/x.git" }), codes.InvalidArgument, "git_repo"},
+		{"password in url", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "https://u:hunter2@" + closed + "/x.git" }), codes.InvalidArgument, "git_repo"},
+		{"token in url", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "https://ghp_token@" + closed + "/x.git" }), codes.InvalidArgument, "git_repo"},
+		{"user in git url", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = strings.Replace(repo.URL, "git://", "git://u:pw@", 1) }), codes.InvalidArgument, "git_repo"},
+		{"ssh url", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "ssh://git@" + closed + "/x.git" }), codes.InvalidArgument, "git_repo"},
+		{"scp-like url", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "git@127.0.0.1:x.git" }), codes.InvalidArgument, "git_repo"},
+		{"option injection", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "--upload-pack=touch /tmp/x" }), codes.InvalidArgument, "git_repo"},
+		{"no repository path", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "https://" + closed + "/" }), codes.InvalidArgument, "git_repo"},
+		{"range commit", req(func(r *buildv1.CreateImageRequest) { r.GitCommit = "main..dev" }), codes.InvalidArgument, "git_commit"},
+		{"option commit", req(func(r *buildv1.CreateImageRequest) { r.GitCommit = "--all" }), codes.InvalidArgument, "git_commit"},
+		{"oversized commit", req(func(r *buildv1.CreateImageRequest) { r.GitCommit = strings.Repeat("a", 256) }), codes.InvalidArgument, "git_commit"},
+		{"empty tag", req(func(r *buildv1.CreateImageRequest) { r.ImageTag = "" }), codes.InvalidArgument, "image_tag"},
+		{"malformed tag", req(func(r *buildv1.CreateImageRequest) { r.ImageTag = "UPPER/Case::bad" }), codes.InvalidArgument, "image_tag"},
+		{"digest tag", req(func(r *buildv1.CreateImageRequest) { r.ImageTag = tag + "@sha256:" + strings.Repeat("a", 64) }), codes.InvalidArgument, "image_tag"},
+		{"package escapes", req(func(r *buildv1.CreateImageRequest) { r.Package = "../x" }), codes.InvalidArgument, "package"},
+		{"package pattern", req(func(r *buildv1.CreateImageRequest) { r.Package = "./..." }), codes.InvalidArgument, "package"},
+		{"absolute dir", req(func(r *buildv1.CreateImageRequest) { r.Dir = "/etc" }), codes.InvalidArgument, "dir"},
+		{"dir escapes", req(func(r *buildv1.CreateImageRequest) { r.Dir = "a/../../b" }), codes.InvalidArgument, "dir"},
+		{"output flag", req(func(r *buildv1.CreateImageRequest) { r.BuildFlags = []string{"-o=/x"} }), codes.InvalidArgument, "build_flags[0]"},
+		{"ldflags as a flag", req(func(r *buildv1.CreateImageRequest) { r.BuildFlags = []string{"-v", "--ldflags=-s"} }), codes.InvalidArgument, "build_flags[1]"},
+		{"not a flag", req(func(r *buildv1.CreateImageRequest) { r.BuildFlags = []string{"netgo"} }), codes.InvalidArgument, "build_flags[0]"},
+		{"ldflags newline", req(func(r *buildv1.CreateImageRequest) { r.Ldflags = "-s\n-w" }), codes.InvalidArgument, "ldflags"},
+		{"reserved env", req(func(r *buildv1.CreateImageRequest) { r.Env = map[string]string{"GOOS": "windows"} }), codes.InvalidArgument, "env[GOOS]"},
+		{"bad env name", req(func(r *buildv1.CreateImageRequest) { r.Env = map[string]string{"1X": "y"} }), codes.InvalidArgument, "env"},
+		{"NUL in env", req(func(r *buildv1.CreateImageRequest) { r.Env = map[string]string{"X": "a\x00b"} }), codes.InvalidArgument, "env[X]"},
+		{"bad base image", req(func(r *buildv1.CreateImageRequest) { r.BaseImage = "::" }), codes.InvalidArgument, "base_image"},
+		{"negative timeout", req(func(r *buildv1.CreateImageRequest) { r.Timeout = durationpb.New(-time.Second) }), codes.InvalidArgument, "timeout"},
+		{"reserved label", req(func(r *buildv1.CreateImageRequest) { r.Labels = map[string]string{llb.LabelRevision: "x"} }), codes.InvalidArgument, "labels[" + llb.LabelRevision + "]"},
+		{"bad label key", req(func(r *buildv1.CreateImageRequest) { r.Labels = map[string]string{"-x": "y"} }), codes.InvalidArgument, "labels"},
+		{"unknown commit", req(func(r *buildv1.CreateImageRequest) { r.GitCommit = "no-such-branch" }), codes.NotFound, "git_commit"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			before := res.calls.Load()
 			o := build(t, c, tt.req)
 			st, _ := status.FromError(o.err)
 			if st.Code() != tt.code || !strings.HasPrefix(st.Message(), tt.field+":") {
 				t.Fatalf("status = %v %q, want %v naming %s", st.Code(), st.Message(), tt.code, tt.field)
 			}
-			for _, e := range o.events {
-				if e.GetVertex() != nil {
-					t.Errorf("something was solved: %v", e)
-				}
+			if len(o.events) > 0 {
+				t.Errorf("a refused request streamed events: %v", o.events)
+			}
+			if calls := res.calls.Load() - before; tt.code == codes.InvalidArgument && calls != 0 {
+				t.Errorf("the server resolved the ref of a request it refused (%d calls)", calls)
 			}
 		})
+	}
+	list, err := c.ListBuilds(t.Context(), &buildv1.ListBuildsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Builds) != 0 {
+		t.Errorf("refused requests left %d builds: %v", len(list.Builds), list.Builds)
 	}
 }
 

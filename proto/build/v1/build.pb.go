@@ -230,9 +230,10 @@ func (x *CleanupResponse) GetSeconds() float64 {
 // CreateImageRequest asks for one image built from one commit.
 type CreateImageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The git repository to build: an https://, ssh://, git:// or scp-like
-	// (git@host:path) URL. file:// and plain http:// are accepted only when the
-	// server is configured to allow them. Credentials in the URL are refused.
+	// The git repository to build: an https:// or git:// URL. file:// and
+	// plain http:// are accepted only when the server is configured to allow
+	// them. ssh:// and scp-like (git@host:path) URLs are refused until the
+	// server can be given the hosts' keys. Credentials in the URL are refused.
 	GitRepo string `protobuf:"bytes,1,opt,name=git_repo,json=gitRepo,proto3" json:"git_repo,omitempty"`
 	// The commit to build: a branch, a tag or a full or abbreviated-to-full SHA.
 	// Empty means the repository's default branch (HEAD). The server resolves it
