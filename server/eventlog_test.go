@@ -154,3 +154,25 @@ func TestEventLogCapsOutput(t *testing.T) {
 		t.Errorf("stats = %d, %d; want 4, 12", last, dropped)
 	}
 }
+
+// Output up to exactly the cap is kept; an event's own time is kept.
+func TestEventLogCapBoundaryAndTimes(t *testing.T) {
+	l := newEventLog("b1", redactor{}, 8)
+	l.append(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_Log{Log: &buildv1.LogChunk{Data: []byte("abcd")}}})
+	l.append(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_Log{Log: &buildv1.LogChunk{Data: []byte("efgh")}}})
+	began := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	l.append(&buildv1.BuildEvent{Time: timestamp(began), Event: &buildv1.BuildEvent_State{State: &buildv1.StateChange{}}})
+	evs, _, _ := l.since(0)
+	if len(evs) != 3 || evs[1].GetLog() == nil {
+		t.Fatalf("events %v: want both chunks (8 bytes, the cap) and the state", evs)
+	}
+	if _, dropped := l.stats(); dropped != 0 {
+		t.Errorf("dropped %d bytes at exactly the cap", dropped)
+	}
+	if got := evs[2].GetTime().AsTime(); !got.Equal(began) {
+		t.Errorf("the state event's time became %v, want its own %v", got, began)
+	}
+	if evs[0].GetTime() == nil {
+		t.Error("an event without a time was not stamped")
+	}
+}

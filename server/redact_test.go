@@ -141,3 +141,36 @@ func TestEventLogHoldsOnlyWhatMayBeginASecret(t *testing.T) {
 		t.Errorf("output without secrets = %q", output(evs, "v1", 1))
 	}
 }
+
+// Secrets of minSecretLen bytes are masked, shorter ones are not.
+func TestRedactorMinimumLength(t *testing.T) {
+	r := newRedactor([]string{"abcd", "xyz"})
+	if got := r.string("abcd xyz"); got != mask+" xyz" {
+		t.Errorf("masked %q", got)
+	}
+}
+
+// Every event the log takes is masked, not only step output, and the log
+// adds no empty chunks.
+func TestEventLogMasksEveryEvent(t *testing.T) {
+	const secret = "s3cret-pass"
+	l := newEventLog("b1", newRedactor([]string{secret}), 0)
+	l.append(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_State{State: &buildv1.StateChange{Message: "login " + secret}}})
+	l.append(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_Vertex{Vertex: &buildv1.Vertex{Digest: "v1", Name: "run " + secret, Error: secret}}})
+	l.append(chunk("v1", 1, "plain\n"))
+	l.append(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_Warning{Warning: &buildv1.Warning{Short: secret, Detail: []string{secret}}}})
+	l.append(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_Error{Error: &buildv1.BuildError{Message: "401 " + secret}}})
+	l.append(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_State{State: &buildv1.StateChange{State: buildv1.BuildState_BUILD_STATE_FAILED}}})
+	evs, _, _ := l.since(0)
+	if len(evs) != 6 {
+		t.Errorf("%d events, want 6: %v", len(evs), evs)
+	}
+	for _, e := range evs {
+		if strings.Contains(e.String(), secret) {
+			t.Errorf("secret left in %v", e)
+		}
+		if lg := e.GetLog(); lg != nil && len(lg.GetData()) == 0 {
+			t.Errorf("empty log chunk %v", e)
+		}
+	}
+}

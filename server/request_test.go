@@ -66,6 +66,7 @@ func TestParseRequest(t *testing.T) {
 		{name: "base image bad", mutate: func(r *buildv1.CreateImageRequest) { r.BaseImage = "::" }, wantField: "base_image"},
 		{name: "timeout", mutate: func(r *buildv1.CreateImageRequest) { r.Timeout = durationpb.New(time.Second) }},
 		{name: "negative timeout", mutate: func(r *buildv1.CreateImageRequest) { r.Timeout = durationpb.New(-time.Second) }, wantField: "timeout"},
+		{name: "zero timeout", mutate: func(r *buildv1.CreateImageRequest) { r.Timeout = durationpb.New(0) }, wantField: "timeout"},
 		{name: "label reserved", mutate: func(r *buildv1.CreateImageRequest) {
 			r.Labels = map[string]string{"org.opencontainers.image.revision": "x"}
 		}, wantField: "labels[org.opencontainers.image.revision]"},
