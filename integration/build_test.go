@@ -244,12 +244,13 @@ func TestBadInput(t *testing.T) {
 	// A host on loopback where nothing listens: had the server tried it,
 	// the error would be Unavailable, not InvalidArgument.
 	const closed = "127.0.0.1:1"
-	tests := []struct {
+	type refusal struct {
 		name  string
 		req   *buildv1.CreateImageRequest
 		code  codes.Code
 		field string
-	}{
+	}
+	tests := []refusal{
 		{"empty repo", &buildv1.CreateImageRequest{ImageTag: tag}, codes.InvalidArgument, "git_repo"},
 		{"malformed repo", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "::not a url::" }), codes.InvalidArgument, "git_repo"},
 		{"relative path repo", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "some/dir" }), codes.InvalidArgument, "git_repo"},
@@ -285,6 +286,21 @@ func TestBadInput(t *testing.T) {
 		{"reserved label", req(func(r *buildv1.CreateImageRequest) { r.Labels = map[string]string{llb.LabelRevision: "x"} }), codes.InvalidArgument, "labels[" + llb.LabelRevision + "]"},
 		{"bad label key", req(func(r *buildv1.CreateImageRequest) { r.Labels = map[string]string{"-x": "y"} }), codes.InvalidArgument, "labels"},
 		{"unknown commit", req(func(r *buildv1.CreateImageRequest) { r.GitCommit = "no-such-branch" }), codes.NotFound, "git_commit"},
+	}
+	// Every way a request could run a program of its choosing at build
+	// time, or point the build at other module sources, is refused.
+	for _, f := range []string{"-toolexec=/bin/sh -c id", "-overlay=/tmp/o.json", "-modfile=/tmp/go.mod", "-exec=/bin/sh",
+		"-gcflags=all=-importcfg=/etc/passwd", "-race", "-compiler=gccgo"} {
+		tests = append(tests, refusal{"flag " + f, req(func(r *buildv1.CreateImageRequest) { r.BuildFlags = []string{"-v", f} }),
+			codes.InvalidArgument, "build_flags[1]"})
+	}
+	for _, l := range []string{"-extld=/bin/sh", "-s -extldflags=-Wl,-plugin=/x", "-linkmode=external"} {
+		tests = append(tests, refusal{"ldflags " + l, req(func(r *buildv1.CreateImageRequest) { r.Ldflags = l }), codes.InvalidArgument, "ldflags"})
+	}
+	for _, kv := range [][2]string{{"GOFLAGS", "-toolexec=/bin/sh"}, {"CGO_ENABLED", "1"}, {"CC", "/bin/sh"}, {"GOPROXY", "http://127.0.0.1:1"},
+		{"GOSUMDB", "off"}, {"GONOSUMDB", "*"}, {"GOINSECURE", "*"}, {"GOTOOLCHAIN", "go1.99+auto"}, {"LD_PRELOAD", "/tmp/x.so"}} {
+		tests = append(tests, refusal{"env " + kv[0], req(func(r *buildv1.CreateImageRequest) { r.Env = map[string]string{kv[0]: kv[1]} }),
+			codes.InvalidArgument, "env[" + kv[0] + "]"})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

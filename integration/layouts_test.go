@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+	"github.com/buildsvc/buildsvc/server"
 )
 
 // goIn runs the host's go command in dir, for making fixtures.
@@ -47,6 +48,7 @@ func TestRealLayouts(t *testing.T) {
 	c := startServer(t, nil)
 
 	t.Run("vendor directory, module proxy off", func(t *testing.T) {
+		c := startServer(t, func(cfg *server.Config) { cfg.GoProxy = "off" })
 		dir := writeFiles(t, sampleFiles(t))
 		goIn(t, dir, "mod", "vendor")
 		repo := newRepo(t, readDir(t, dir))
@@ -56,7 +58,6 @@ func TestRealLayouts(t *testing.T) {
 		// With GOPROXY=off the build can only succeed from vendor/.
 		res := requireSuccess(t, build(t, c, &buildv1.CreateImageRequest{
 			GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "vendor"),
-			Env: map[string]string{"GOPROXY": "off"},
 		}))
 		if out := runEntrypoint(t, pushedImage(t, res.Image)); !strings.HasPrefix(out, sampleOutput) {
 			t.Errorf("binary printed %q", out)

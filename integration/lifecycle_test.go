@@ -80,12 +80,15 @@ func hangingRepo(t testing.TB) *gitRepo {
 	})
 }
 
+// request asks for repo at main; the server must use the proxy (see
+// configure).
 func (p *hangingProxy) request(repo *gitRepo, tag string) *buildv1.CreateImageRequest {
-	return &buildv1.CreateImageRequest{
-		GitRepo: repo.URL, GitCommit: "main", ImageTag: tag,
-		Env: map[string]string{"GOPROXY": p.URL, "GONOSUMDB": "*", "GOFLAGS": "-mod=mod"},
-	}
+	return &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tag}
 }
+
+// configure makes a server's builds use the proxy (a request may not set
+// GOPROXY).
+func (p *hangingProxy) configure(cfg *server.Config) { cfg.GoProxy = p.URL }
 
 func (p *hangingProxy) waitReached(t testing.TB) {
 	t.Helper()
@@ -202,8 +205,8 @@ func TestReattachReplaysEverything(t *testing.T) {
 // intact; the step itself stops (its open connection to the module proxy
 // is closed within 2 s of the cancel), and buildkitd serves the next build.
 func TestCancelDuringGoBuild(t *testing.T) {
-	c := startServer(t, nil)
 	p := newHangingProxy(t)
+	c := startServer(t, p.configure)
 	start, err := c.StartBuild(t.Context(), p.request(hangingRepo(t), tagFor(t, "x")))
 	if err != nil {
 		t.Fatal(err)
@@ -241,8 +244,8 @@ func TestCancelDuringGoBuild(t *testing.T) {
 // A build that outlives its timeout fails, naming the timeout, and
 // buildkitd serves the next build.
 func TestTimeout(t *testing.T) {
-	c := startServer(t, nil)
 	p := newHangingProxy(t)
+	c := startServer(t, p.configure)
 	req := p.request(hangingRepo(t), tagFor(t, "x"))
 	req.Timeout = durationpb.New(time.Second)
 	o := build(t, c, req)
@@ -259,8 +262,11 @@ func TestTimeout(t *testing.T) {
 // With one slot and a queue of one, a third build is refused at once;
 // the queued one shows its position. Identical requests share a build.
 func TestQueueFullAndDedup(t *testing.T) {
-	c := startServer(t, func(cfg *server.Config) { cfg.MaxConcurrent, cfg.QueueSize = 1, 1 })
 	p := newHangingProxy(t)
+	c := startServer(t, func(cfg *server.Config) {
+		p.configure(cfg)
+		cfg.MaxConcurrent, cfg.QueueSize = 1, 1
+	})
 	repo := hangingRepo(t)
 	first, err := c.StartBuild(t.Context(), p.request(repo, tagFor(t, "a")))
 	if err != nil {
@@ -313,10 +319,12 @@ func TestServerKilledMidBuild(t *testing.T) {
 		t.Fatalf("build server: %v\n%s", err, out)
 	}
 	dataDir := t.TempDir()
+	p := newHangingProxy(t)
 	start := func() (*exec.Cmd, buildv1.BuildClient, string) {
 		lis := freeAddr(t)
 		cmd := exec.Command(bin, "--listen", lis, "--buildkit-addr", st.BuildKitAddr, "--data-dir", dataDir,
-			"--docker-config", st.DockerConfig, "--builder-image", st.BuilderImage, "--base-image", st.BaseImage)
+			"--docker-config", st.DockerConfig, "--builder-image", st.BuilderImage, "--base-image", st.BaseImage,
+			"--goproxy", p.URL)
 		logf, _ := os.Create(filepath.Join(dataDir, fmt.Sprintf("server-%d.log", time.Now().UnixNano())))
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
@@ -344,7 +352,6 @@ func TestServerKilledMidBuild(t *testing.T) {
 		return cmd, c, lis
 	}
 	cmd, c, _ := start()
-	p := newHangingProxy(t)
 	b, err := c.StartBuild(t.Context(), p.request(hangingRepo(t), tagFor(t, "x")))
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/buildsvc/buildsvc/buildkitd"
 	"github.com/buildsvc/buildsvc/history"
 	"github.com/buildsvc/buildsvc/llb"
+	"github.com/buildsvc/buildsvc/policy"
 )
 
 // Defaults for Config fields left empty.
@@ -43,6 +44,11 @@ type Config struct {
 	// GoProxy and GoFlags become GOPROXY and GOFLAGS of every go build.
 	GoProxy string
 	GoFlags string
+	// AllowBuild widens the allow-lists of build flags, linker flags and
+	// environment variables (see package policy) for every request. Each
+	// entry lets builds run programs of the repository's choosing: for
+	// servers whose every caller is trusted.
+	AllowBuild policy.Extra
 	// CacheNamespace, when set, is added to the ids of the Go module and
 	// build cache mounts, so that services sharing one buildkitd keep their
 	// caches apart. Letters, digits, '.', '_' and '-', at most 64. Empty

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"path"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/buildsvc/buildsvc/llb"
+	"github.com/buildsvc/buildsvc/policy"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
@@ -55,14 +57,6 @@ var reservedEnv = map[string]bool{
 	"GOROOT": true, "HOME": true, "PATH": true,
 }
 
-// reservedFlags are go build flags the service sets itself.
-var reservedFlags = map[string]string{
-	"-o":        "the service chooses the output path",
-	"-ldflags":  "use the ldflags field",
-	"-trimpath": "always set",
-	"-C":        "use the dir field",
-}
-
 var (
 	envKeyRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	binaryRE   = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
@@ -99,24 +93,26 @@ func parseRequest(req *buildv1.CreateImageRequest, cfg Config) (*request, error)
 	}
 	r.Binary = binaryName(r.Repo, r.Dir, r.Package)
 	for i, f := range req.GetBuildFlags() {
-		if err := checkBuildFlag(f); err != nil {
-			return nil, fieldErr(fmt.Sprintf("build_flags[%d]", i), "%s", err.Reason)
+		if err := policy.CheckBuildFlag(f, cfg.AllowBuild); err != nil {
+			return nil, fieldErr(fmt.Sprintf("build_flags[%d]", i), "%v", err)
 		}
 		r.BuildFlags = append(r.BuildFlags, f)
 	}
-	if strings.ContainsRune(r.LDFlags, 0) || strings.ContainsAny(r.LDFlags, "\n\r") {
-		return nil, fieldErr("ldflags", "must be one line of text")
+	if err := policy.CheckLDFlags(r.LDFlags, cfg.AllowBuild); err != nil {
+		return nil, fieldErr("ldflags", "%v", err)
 	}
 	for _, k := range sortedKeys(req.GetEnv()) {
 		v := req.GetEnv()[k]
+		if !envKeyRE.MatchString(k) {
+			return nil, fieldErr("env", "%.40q is not a valid variable name", k)
+		}
 		field := "env[" + k + "]"
-		switch {
-		case !envKeyRE.MatchString(k):
-			return nil, fieldErr("env", "%q is not a valid variable name", k)
-		case reservedEnv[k]:
+		if reservedEnv[k] {
 			return nil, fieldErr(field, "is set by the service and can't be overridden")
-		case strings.ContainsRune(v, 0):
-			return nil, fieldErr(field, "contains a NUL byte")
+		}
+		var fe *policy.BuildFlagError
+		if err := policy.CheckEnv(k, v, cfg.AllowBuild); errors.As(err, &fe) {
+			return nil, fieldErr(field, "%s", fe.Reason)
 		}
 		r.Env[k] = v
 	}
@@ -317,20 +313,6 @@ func binaryName(repo, dir, pkg string) string {
 		return "app"
 	}
 	return base
-}
-
-func checkBuildFlag(f string) *FieldError {
-	if !strings.HasPrefix(f, "-") || f == "-" || f == "--" {
-		return &FieldError{Reason: fmt.Sprintf("%q is not a flag; give flags with values as -name=value", f)}
-	}
-	if strings.ContainsRune(f, 0) || strings.ContainsAny(f, "\n\r") {
-		return &FieldError{Reason: "must be one line of text"}
-	}
-	flagName, _, _ := strings.Cut(strings.TrimPrefix(f, "-"), "=")
-	if why, ok := reservedFlags["-"+strings.TrimPrefix(flagName, "-")]; ok {
-		return &FieldError{Reason: fmt.Sprintf("%s can't be set: %s", f, why)}
-	}
-	return nil
 }
 
 // isSHA reports whether s is a full commit id.

@@ -247,14 +247,24 @@ type CreateImageRequest struct {
 	// The directory inside the repository that holds the Go module (its
 	// go.mod), relative to the repository root. Default ".".
 	Dir string `protobuf:"bytes,5,opt,name=dir,proto3" json:"dir,omitempty"`
-	// Extra flags for `go build`, for example ["-tags=netgo"]. Flags that the
-	// service sets itself (-o, -trimpath, -ldflags) are refused here.
+	// Extra flags for `go build`, each one argument, values given as
+	// -name=value, for example ["-tags=netgo", "-gcflags=all=-N -l"]. Only
+	// flags on the server's allow-list are accepted (-tags, -mod, -buildvcs,
+	// -buildmode=exe|pie, -pgo=auto|off, -p, -a, -v, -x, -trimpath, -cover,
+	// -covermode, -gcflags and -asmflags with code-generation flags only);
+	// anything else, -toolexec, -overlay, -modfile and -exec included, is
+	// InvalidArgument naming the flag. -o, -ldflags and -C have fields of
+	// their own or are the service's.
 	BuildFlags []string `protobuf:"bytes,6,rep,name=build_flags,json=buildFlags,proto3" json:"build_flags,omitempty"`
 	// The value of `go build -ldflags`, for example "-s -w -X main.version=1".
+	// Only -s, -w, -X importpath.name=value, -buildid, -compressdwarf and
+	// -checklinkname are accepted: no external linker.
 	Ldflags string `protobuf:"bytes,7,opt,name=ldflags,proto3" json:"ldflags,omitempty"`
-	// Extra environment for `go build`, for example {"GOEXPERIMENT": "..."}.
-	// CGO_ENABLED may be set here; GOOS, GOARCH, GOCACHE and GOMODCACHE are the
-	// service's own and are refused.
+	// Extra environment for `go build`: only GOEXPERIMENT, GOFIPS140, the
+	// per-architecture settings (GOAMD64, GOARM64, GO386, GOMIPS, GOMIPS64,
+	// GOPPC64, GORISCV64, GOWASM) and CGO_ENABLED=0. Everything else (GOFLAGS,
+	// GOPROXY, GOSUMDB, GOTOOLCHAIN, CC, ...) is InvalidArgument naming it; a
+	// server may widen the list.
 	Env map[string]string `protobuf:"bytes,8,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The runtime base image the binary is copied onto. Empty means the
 	// server's configured base image.
