@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -163,7 +164,7 @@ func TestPrintConfig(t *testing.T) {
 	}
 	cfg1.Server.QueueSize = 7
 	cfg2.Server.GoProxy = cfg1.Server.GoProxy
-	if cfg1 != cfg2 {
+	if !reflect.DeepEqual(cfg1, cfg2) {
 		t.Errorf("printed config loads as\n%+v\nwant\n%+v", cfg2, cfg1)
 	}
 }
