@@ -12,6 +12,7 @@ import (
 	"os"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -302,13 +303,45 @@ func TestBadInput(t *testing.T) {
 		tests = append(tests, refusal{"env " + kv[0], req(func(r *buildv1.CreateImageRequest) { r.Env = map[string]string{kv[0]: kv[1]} }),
 			codes.InvalidArgument, "env[" + kv[0] + "]"})
 	}
+	// Each limit plus one (server/limits.go).
+	many := func(n int, prefix, value string) map[string]string {
+		m := map[string]string{}
+		for i := range n {
+			m[fmt.Sprintf("%s%d", prefix, i)] = value
+		}
+		return m
+	}
+	tests = append(tests,
+		refusal{"oversized repo", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = repo.URL + strings.Repeat("a", server.MaxRepoLen) }), codes.InvalidArgument, "git_repo"},
+		refusal{"oversized tag", req(func(r *buildv1.CreateImageRequest) { r.ImageTag = tag + strings.Repeat("a", server.MaxImageRefLen) }), codes.InvalidArgument, "image_tag"},
+		refusal{"oversized package", req(func(r *buildv1.CreateImageRequest) { r.Package = strings.Repeat("a", server.MaxPathLen+1) }), codes.InvalidArgument, "package"},
+		refusal{"oversized ldflags", req(func(r *buildv1.CreateImageRequest) {
+			r.Ldflags = "-X main.v=" + strings.Repeat("a", server.MaxLDFlagsLen)
+		}), codes.InvalidArgument, "ldflags"},
+		refusal{"too many build flags", req(func(r *buildv1.CreateImageRequest) {
+			r.BuildFlags = slices.Repeat([]string{"-v"}, server.MaxBuildFlags+1)
+		}), codes.InvalidArgument, "build_flags"},
+		refusal{"too many labels", req(func(r *buildv1.CreateImageRequest) { r.Labels = many(server.MaxLabels+1, "l", "v") }), codes.InvalidArgument, "labels"},
+		refusal{"oversized label", req(func(r *buildv1.CreateImageRequest) {
+			r.Labels = map[string]string{"big": strings.Repeat("a", server.MaxLabelValueLen+1)}
+		}), codes.InvalidArgument, "labels[big]"},
+		refusal{"too many env", req(func(r *buildv1.CreateImageRequest) { r.Env = many(server.MaxEnv+1, "GOAMD64_", "v1") }), codes.InvalidArgument, "env"},
+		refusal{"oversized env value", req(func(r *buildv1.CreateImageRequest) {
+			r.Env = map[string]string{"GOEXPERIMENT": strings.Repeat("a", server.MaxEnvValueLen+1)}
+		}), codes.InvalidArgument, "env[GOEXPERIMENT]"},
+		// Past the message limit gRPC itself refuses it, unread.
+		refusal{"a 2 MiB request", req(func(r *buildv1.CreateImageRequest) { r.Labels = map[string]string{"big": strings.Repeat("a", 2<<20)} }), codes.ResourceExhausted, ""},
+	)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := res.calls.Load()
 			o := build(t, c, tt.req)
 			st, _ := status.FromError(o.err)
-			if st.Code() != tt.code || !strings.HasPrefix(st.Message(), tt.field+":") {
-				t.Fatalf("status = %v %q, want %v naming %s", st.Code(), st.Message(), tt.code, tt.field)
+			if st.Code() != tt.code || tt.field != "" && !strings.HasPrefix(st.Message(), tt.field+":") {
+				t.Fatalf("status = %v %.300q, want %v naming %s", st.Code(), st.Message(), tt.code, tt.field)
+			}
+			if len(st.Message()) > 300 {
+				t.Errorf("error of %d bytes: %.300q", len(st.Message()), st.Message())
 			}
 			if len(o.events) > 0 {
 				t.Errorf("a refused request streamed events: %v", o.events)

@@ -135,7 +135,7 @@ func startTestServer(t testing.TB, mutate func(*server.Config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(server.GRPCServerOptions()...)
 	buildv1.RegisterBuildServer(gs, srv)
 	buildv1.RegisterAdminServer(gs, srv)
 	go gs.Serve(lis)

@@ -70,6 +70,9 @@ func parseRequest(req *buildv1.CreateImageRequest, cfg Config) (*request, error)
 	if req == nil {
 		return nil, fieldErr("request", "is empty")
 	}
+	if err := checkLimits(req); err != nil {
+		return nil, err
+	}
 	r := &request{
 		LDFlags: req.GetLdflags(),
 		Env:     map[string]string{},
@@ -104,7 +107,7 @@ func parseRequest(req *buildv1.CreateImageRequest, cfg Config) (*request, error)
 	for _, k := range sortedKeys(req.GetEnv()) {
 		v := req.GetEnv()[k]
 		if !envKeyRE.MatchString(k) {
-			return nil, fieldErr("env", "%.40q is not a valid variable name", k)
+			return nil, fieldErr("env", "%s is not a valid variable name", quote(k))
 		}
 		field := "env[" + k + "]"
 		if reservedEnv[k] {
@@ -127,7 +130,7 @@ func parseRequest(req *buildv1.CreateImageRequest, cfg Config) (*request, error)
 	for _, k := range sortedKeys(req.GetLabels()) {
 		switch {
 		case !labelKeyRE.MatchString(k):
-			return nil, fieldErr("labels", "%q is not a valid label key", k)
+			return nil, fieldErr("labels", "%s is not a valid label key", quote(k))
 		case k == llb.LabelSource || k == llb.LabelRevision:
 			return nil, fieldErr("labels["+k+"]", "is set by the service")
 		}
@@ -200,7 +203,7 @@ func parseRepo(raw string, allowInsecure bool) (string, error) {
 			return "", fieldErr(field, "file:// repositories are not allowed on this server")
 		}
 	default:
-		return "", fieldErr(field, "scheme %q is not supported; want https or git", ep.Protocol)
+		return "", fieldErr(field, "scheme %s is not supported; want https or git", quote(ep.Protocol))
 	}
 	if p := strings.Trim(ep.Path, "/"); p == "" || p == ".git" {
 		return "", fieldErr(field, "has no repository path")
@@ -217,17 +220,15 @@ func parseRef(raw string) (string, error) {
 		return "HEAD", nil
 	}
 	switch {
-	case len(s) > 255:
-		return "", fieldErr(field, "is too long")
 	case strings.HasPrefix(s, "-"):
 		return "", fieldErr(field, "must not start with '-'")
 	case strings.Contains(s, ".."), strings.Contains(s, "@{"), strings.HasSuffix(s, ".lock"),
 		strings.HasSuffix(s, "/"), strings.HasSuffix(s, "."), strings.Contains(s, "//"):
-		return "", fieldErr(field, "%q is not a valid branch, tag or commit", s)
+		return "", fieldErr(field, "%s is not a valid branch, tag or commit", quote(s))
 	case strings.IndexFunc(s, func(r rune) bool {
 		return unicode.IsSpace(r) || unicode.IsControl(r) || strings.ContainsRune("~^:?*[\\", r)
 	}) >= 0:
-		return "", fieldErr(field, "%q is not a valid branch, tag or commit", s)
+		return "", fieldErr(field, "%s is not a valid branch, tag or commit", quote(s))
 	}
 	return s, nil
 }
@@ -246,7 +247,7 @@ func parseTag(raw string) (string, error) {
 		// StrictValidation wants an explicit registry and tag; the weak
 		// form fills in docker.io and latest, as docker does.
 		if t, err = name.NewTag(s); err != nil {
-			return "", fieldErr(field, "is not a valid image reference: %v", err)
+			return "", fieldErr(field, "%s is not a valid image reference", quote(s))
 		}
 	}
 	return t.Name(), nil
@@ -257,7 +258,7 @@ func parseTag(raw string) (string, error) {
 func parseImageRef(s string) (string, error) {
 	ref, err := name.ParseReference(s)
 	if err != nil {
-		return "", fmt.Errorf("%q is not a valid image reference: %w", s, err)
+		return "", fmt.Errorf("%s is not a valid image reference", quote(s))
 	}
 	return ref.Name(), nil
 }

@@ -146,7 +146,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	go func() { defer bg.Done(); monitor.Run(bgCtx) }()
 	go func() { defer bg.Done(); srv.RunCleanupEvery(bgCtx) }()
 
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(server.GRPCServerOptions()...)
 	buildv1.RegisterBuildServer(gs, srv)
 	buildv1.RegisterAdminServer(gs, srv)
 	healthpb.RegisterHealthServer(gs, health.hs)
