@@ -167,6 +167,9 @@ func (s *Bolt) List(_ context.Context, f Filter) ([]*buildv1.BuildInfo, bool, er
 			if f.Repo != "" && b.GetRequest().GetGitRepo() != f.Repo {
 				continue
 			}
+			if !f.AnyTenant && b.GetTenant() != f.Tenant {
+				continue
+			}
 			if len(out) == f.Limit {
 				more = true
 				return nil

@@ -101,7 +101,11 @@ func TestListFiltersAndPages(t *testing.T) {
 		if i%2 == 0 {
 			repo = "b"
 		}
-		if err := s.PutBuild(ctx, info(fmt.Sprintf("b%d", i), repo, state)); err != nil {
+		b := info(fmt.Sprintf("b%d", i), repo, state)
+		if i >= 8 {
+			b.Tenant = "other"
+		}
+		if err := s.PutBuild(ctx, b); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -118,13 +122,17 @@ func TestListFiltersAndPages(t *testing.T) {
 		want string
 		more bool
 	}{
-		{"newest first", Filter{Limit: 3}, "[b9 b8 b7]", true},
-		{"second page", Filter{Limit: 3, Before: "b7"}, "[b6 b5 b4]", true},
-		{"last page", Filter{Limit: 3, Before: "b4"}, "[b3 b2 b1]", false},
-		{"token past the end", Filter{Limit: 3, Before: "c"}, "[b9 b8 b7]", true},
-		{"by state", Filter{Limit: 10, States: []buildv1.BuildState{failed}}, "[b9 b6 b3]", false},
-		{"by repo", Filter{Limit: 10, Repo: "b"}, "[b8 b6 b4 b2]", false},
-		{"by both", Filter{Limit: 1, Repo: "b", States: []buildv1.BuildState{failed}}, "[b6]", false},
+		{"newest first", Filter{Limit: 3, AnyTenant: true}, "[b9 b8 b7]", true},
+		{"second page", Filter{Limit: 3, Before: "b7", AnyTenant: true}, "[b6 b5 b4]", true},
+		{"last page", Filter{Limit: 3, Before: "b4", AnyTenant: true}, "[b3 b2 b1]", false},
+		{"token past the end", Filter{Limit: 3, Before: "c", AnyTenant: true}, "[b9 b8 b7]", true},
+		{"by state", Filter{Limit: 10, States: []buildv1.BuildState{failed}, AnyTenant: true}, "[b9 b6 b3]", false},
+		{"by repo", Filter{Limit: 10, Repo: "b", AnyTenant: true}, "[b8 b6 b4 b2]", false},
+		{"by both", Filter{Limit: 1, Repo: "b", States: []buildv1.BuildState{failed}, AnyTenant: true}, "[b6]", false},
+		{"the empty tenant by default", Filter{Limit: 3}, "[b7 b6 b5]", true},
+		{"by tenant", Filter{Limit: 10, Tenant: "other"}, "[b9 b8]", false},
+		{"by tenant and repo", Filter{Limit: 10, Tenant: "other", Repo: "b"}, "[b8]", false},
+		{"a tenant with none", Filter{Limit: 10, Tenant: "nobody"}, "[]", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

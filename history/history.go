@@ -27,6 +27,12 @@ type Filter struct {
 	States []buildv1.BuildState
 	// Repo keeps builds of this git repository; empty keeps all.
 	Repo string
+	// Tenant keeps only builds of this tenant ("" is the tenant of a server
+	// without authentication) unless AnyTenant is set. The zero Filter so
+	// sees no tenant's builds but the empty tenant's: every listing says
+	// whose builds it wants.
+	Tenant    string
+	AnyTenant bool
 	// Before keeps builds whose id sorts before this one (the page token);
 	// empty starts at the newest.
 	Before string

@@ -16,6 +16,7 @@ import (
 // and every change is also an event in its log.
 type build struct {
 	id      string
+	tenant  string // who owns it: only its tenant's callers and admins see it
 	req     *request
 	key     string        // dedup key: identical requests share it
 	timeout time.Duration // for the run, once out of the queue
@@ -153,6 +154,7 @@ func (b *build) info() *buildv1.BuildInfo {
 	defer b.mu.Unlock()
 	return &buildv1.BuildInfo{
 		BuildId:         b.id,
+		Tenant:          b.tenant,
 		Request:         b.req.proto(),
 		State:           b.state,
 		Commit:          b.commit,

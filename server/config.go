@@ -44,6 +44,11 @@ type Config struct {
 	// GoProxy and GoFlags become GOPROXY and GOFLAGS of every go build.
 	GoProxy string
 	GoFlags string
+	// Authenticated says every call of a non-public method carries an
+	// auth.Identity (the server runs behind auth.Authenticator's
+	// interceptors): a call without one is refused. When false, every call
+	// acts as an admin of the empty tenant (one user, e.g. on a laptop).
+	Authenticated bool
 	// AllowBuild widens the allow-lists of build flags, linker flags and
 	// environment variables (see package policy) for every request. Each
 	// entry lets builds run programs of the repository's choosing: for

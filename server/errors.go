@@ -27,6 +27,10 @@ func errorCode(err error) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, errQueueFull):
 		return codes.ResourceExhausted
+	case errors.Is(err, errNoIdentity):
+		return codes.Unauthenticated
+	case errors.Is(err, errNotAdmin):
+		return codes.PermissionDenied
 	case errors.Is(err, errShuttingDown), errors.Is(err, errBuildkitUnavailable):
 		return codes.Unavailable
 	case errors.Is(err, context.Canceled):

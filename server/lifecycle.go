@@ -125,7 +125,7 @@ func (s *Server) persistLog(b *build) {
 // of their stored log.
 func (s *Server) interruptLeftovers(ctx context.Context) error {
 	var open []*buildv1.BuildInfo
-	f := history.Filter{Limit: 500, States: []buildv1.BuildState{
+	f := history.Filter{Limit: 500, AnyTenant: true, States: []buildv1.BuildState{
 		buildv1.BuildState_BUILD_STATE_QUEUED, buildv1.BuildState_BUILD_STATE_RESOLVING,
 		buildv1.BuildState_BUILD_STATE_BUILDING, buildv1.BuildState_BUILD_STATE_PUSHING,
 		buildv1.BuildState_BUILD_STATE_UNSPECIFIED,

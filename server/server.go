@@ -130,6 +130,13 @@ func (s *Server) WatchBuild(req *buildv1.WatchBuildRequest, stream buildv1.Build
 	if req.GetBuildId() == "" {
 		return toStatus(fieldErr("build_id", "is required"))
 	}
+	c, err := s.callerOf(ctx)
+	if err != nil {
+		return toStatus(err)
+	}
+	if _, err := s.visibleBuild(ctx, c, req.GetBuildId()); err != nil {
+		return toStatus(err)
+	}
 	if b := s.activeBuild(req.GetBuildId()); b != nil {
 		// An active build has all its events in memory.
 		return toStatus(b.log.follow(ctx, req.GetFromSeq(), stream.Send))
@@ -157,7 +164,11 @@ func (s *Server) GetBuild(ctx context.Context, req *buildv1.GetBuildRequest) (*b
 	if req.GetBuildId() == "" {
 		return nil, toStatus(fieldErr("build_id", "is required"))
 	}
-	info, err := s.buildInfo(ctx, req.GetBuildId())
+	c, err := s.callerOf(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	info, err := s.visibleBuild(ctx, c, req.GetBuildId())
 	return info, toStatus(err)
 }
 
@@ -179,9 +190,16 @@ func (s *Server) ListBuilds(ctx context.Context, req *buildv1.ListBuildsRequest)
 	case size > 1000:
 		size = 1000
 	}
-	builds, more, err := s.cfg.Store.List(ctx, history.Filter{
-		States: req.GetStates(), Repo: req.GetGitRepo(), Before: req.GetPageToken(), Limit: size,
-	})
+	c, err := s.callerOf(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	f := history.Filter{States: req.GetStates(), Repo: req.GetGitRepo(), Before: req.GetPageToken(), Limit: size,
+		Tenant: c.tenant}
+	if c.admin {
+		f.Tenant, f.AnyTenant = req.GetTenant(), req.GetTenant() == ""
+	}
+	builds, more, err := s.cfg.Store.List(ctx, f)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -204,6 +222,13 @@ func (s *Server) CancelBuild(ctx context.Context, req *buildv1.CancelBuildReques
 	if req.GetBuildId() == "" {
 		return nil, toStatus(fieldErr("build_id", "is required"))
 	}
+	c, err := s.callerOf(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := s.visibleBuild(ctx, c, req.GetBuildId()); err != nil {
+		return nil, toStatus(err)
+	}
 	s.mu.Lock()
 	b := s.active[req.GetBuildId()]
 	queued := b != nil && s.dequeue(b)
@@ -212,7 +237,7 @@ func (s *Server) CancelBuild(ctx context.Context, req *buildv1.CancelBuildReques
 		info, err := s.cfg.Store.GetBuild(ctx, req.GetBuildId())
 		return info, toStatus(err)
 	}
-	s.cfg.Logger.Info("cancelling build", "build", b.id)
+	s.cfg.Logger.Info("cancelling build", "build", b.id, "caller", c.name)
 	if queued {
 		s.finishQueued(b, errCancelled)
 	} else {
@@ -230,14 +255,17 @@ func (s *Server) activeBuild(id string) *build {
 	return s.active[id]
 }
 
-// dedupKey is the same for requests that would build the same image.
-func dedupKey(r *request, sha string) string {
+// dedupKey is the same for requests of one tenant that would build the
+// same image; requests of different tenants never share a build.
+func dedupKey(tenant string, r *request, sha string) string {
 	p := r.proto()
 	p.Timeout = nil // how long it may take does not change what it makes
 	p.GitCommit = sha
 	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(p)
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:])
+	h := sha256.New()
+	fmt.Fprintf(h, "%d:%s\n", len(tenant), tenant)
+	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // start validates req, resolves its commit, and queues a new build or
@@ -245,6 +273,10 @@ func dedupKey(r *request, sha string) string {
 func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*build, bool, error) {
 	if s.stopping.Load() {
 		return nil, false, errShuttingDown
+	}
+	c, err := s.callerOf(ctx)
+	if err != nil {
+		return nil, false, err
 	}
 	r, err := parseRequest(req, s.cfg)
 	if err != nil {
@@ -265,7 +297,7 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 		s.cfg.Logger.Info("resolve failed", "repo", r.Repo, "ref", r.Ref, "err", err)
 		return nil, false, fmt.Errorf("git_commit: %w", err)
 	}
-	key := dedupKey(r, sha)
+	key := dedupKey(c.tenant, r, sha)
 
 	s.mu.Lock()
 	if b := s.inflight[key]; b != nil {
@@ -283,7 +315,7 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 	}
 	red := newRedactor(buildkitd.Secrets(dockerCfg))
 	now := time.Now()
-	b := &build{id: newBuildID(now), req: r, key: key, timeout: r.Timeout, commit: sha, created: now,
+	b := &build{id: newBuildID(now), tenant: c.tenant, req: r, key: key, timeout: r.Timeout, commit: sha, created: now,
 		state: buildv1.BuildState_BUILD_STATE_RESOLVING, queuePos: int32(len(s.queue)), stop: make(chan struct{})}
 	b.log = newEventLog(b.id, red, s.cfg.LogCap)
 	// Its first events are in the log before anyone can see the build, so
@@ -308,7 +340,7 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 	}
 	s.persist.Add(1)
 	go s.persistLog(b)
-	s.cfg.Logger.Info("build accepted", "build", b.id, "repo", r.Repo, "ref", r.Ref, "commit", sha, "tag", r.Tag, "package", r.Package)
+	s.cfg.Logger.Info("build accepted", "build", b.id, "tenant", c.tenant, "caller", c.name, "repo", r.Repo, "ref", r.Ref, "commit", sha, "tag", r.Tag, "package", r.Package)
 	s.dispatch()
 	return b, false, nil
 }

@@ -5,13 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/docker/go-units"
 	"github.com/urfave/cli/v2"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
@@ -46,10 +43,10 @@ func adminCleanupCommand() *cli.Command {
 			"With --output json, stdout is the CleanupResponse as one JSON object with every\n" +
 			"key, also when 0: buildkitBytesFreed, buildkitRecordsPruned, buildsDeleted and\n" +
 			"tempBytesFreed (strings, as protobuf's JSON writes 64-bit integers) and seconds.",
-		Flags: []cli.Flag{
+		Flags: withConnFlags([]cli.Flag{
 			serverFlag(),
 			outputFlag(),
-		},
+		}),
 		Action: runAdminCleanup,
 	}
 }
@@ -62,13 +59,9 @@ func runAdminCleanup(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	addr := cCtx.String("server")
-	if strings.TrimSpace(addr) == "" {
-		return usageError(cCtx, "--server is empty")
-	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithConnectParams(connectParams))
+	conn, err := dialConn(cCtx)
 	if err != nil {
-		return usageError(cCtx, "--server %q: %v", addr, err)
+		return err
 	}
 	defer conn.Close()
 

@@ -52,7 +52,7 @@ func lsCommand() *cli.Command {
 			"stderr says which --page-token shows the next page, and --all shows every page.\n" +
 			"With --output json, stdout is one JSON object: {\"builds\": [BuildInfo, ...],\n" +
 			"\"nextPageToken\": \"...\"}, where nextPageToken is empty on the last page.",
-		Flags: []cli.Flag{
+		Flags: withConnFlags([]cli.Flag{
 			serverFlag(),
 			outputFlag(),
 			&cli.StringSliceFlag{Name: "state", Usage: "only builds in `STATE` (repeatable): " + strings.Join(stateNames(), ", ")},
@@ -60,7 +60,7 @@ func lsCommand() *cli.Command {
 			&cli.IntFlag{Name: "limit", Usage: "at most `N` builds a page, up to 1000", DefaultText: "the server's, 50"},
 			&cli.StringFlag{Name: "page-token", Usage: "start at the page `TOKEN` an earlier listing gave"},
 			&cli.BoolFlag{Name: "all", Usage: "list every page, not only the first"},
-		},
+		}),
 		Action: runLs,
 	}
 }
@@ -236,10 +236,10 @@ func logsCommand() *cli.Command {
 			"Without --follow it prints what the server has so far and returns; with --follow\n" +
 			"it goes on until the build ends. The exit code is 0 whatever the build's outcome\n" +
 			"('buildsvc builds get' tells it).",
-		Flags: []cli.Flag{
+		Flags: withConnFlags([]cli.Flag{
 			serverFlag(),
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "follow the output until the build ends"},
-		},
+		}),
 		Action: runLogs,
 	}
 }
@@ -326,10 +326,10 @@ func watchCommand() *cli.Command {
 		Description: "Replays the build's progress from its first event and follows it live, with the\n" +
 			"same display, output and exit code as 'buildsvc build': on success stdout gets\n" +
 			"the pushed image pinned by digest. A broken stream is reattached.",
-		Flags: []cli.Flag{
+		Flags: withConnFlags([]cli.Flag{
 			serverFlag(),
 			&cli.StringFlag{Name: "progress", Usage: "the progress output `MODE`: auto, tty, plain, rawjson or quiet", Value: string(progressui.AutoMode)},
-		},
+		}),
 		Action: runWatch,
 	}
 }
@@ -356,7 +356,7 @@ func cancelCommand() *cli.Command {
 		ArgsUsage: "BUILD_ID",
 		Description: "Asks the server to cancel the build and prints the state it is in then. The\n" +
 			"build ends CANCELLED shortly after; a build that has already ended stays as it is.",
-		Flags:  []cli.Flag{serverFlag(), outputFlag()},
+		Flags:  withConnFlags([]cli.Flag{serverFlag(), outputFlag()}),
 		Action: runCancel,
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -46,13 +45,9 @@ var connectParams = grpc.ConnectParams{
 // dialServer makes a client for the server named by --server. The connection
 // is lazy: an unreachable server shows up on the first call.
 func dialServer(cCtx *cli.Context) (buildv1.BuildClient, func(), error) {
-	addr := cCtx.String("server")
-	if strings.TrimSpace(addr) == "" {
-		return nil, nil, usageError(cCtx, "--server is empty")
-	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithConnectParams(connectParams))
+	conn, err := dialConn(cCtx)
 	if err != nil {
-		return nil, nil, usageError(cCtx, "--server %q: %v", addr, err)
+		return nil, nil, err
 	}
 	return buildv1.NewBuildClient(conn), func() { _ = conn.Close() }, nil
 }

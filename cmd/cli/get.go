@@ -19,7 +19,7 @@ func getCommand() *cli.Command {
 		Name:      "get",
 		Usage:     "print a build's record: its request, state, and result or error",
 		ArgsUsage: "BUILD_ID",
-		Flags:     []cli.Flag{serverFlag(), outputFlag()},
+		Flags:     withConnFlags([]cli.Flag{serverFlag(), outputFlag()}),
 		Action:    runGet,
 	}
 }

@@ -66,6 +66,7 @@ type option struct {
 // Categories of options in --help and in docs/operations.md.
 const (
 	catServer   = "Server"
+	catSecurity = "Security"
 	catBuildKit = "BuildKit"
 	catManaged  = "Managed buildkitd (when --buildkit-addr is empty)"
 	catBuilds   = "Builds"
@@ -84,6 +85,13 @@ var options = []option{
 	{name: "shutdown-grace", kind: kDuration, def: "30s", category: catServer, usage: "how long running builds may finish after SIGTERM"},
 	{name: "log-level", def: "info", category: catServer, usage: "debug, info, warn or error"},
 	{name: "log-format", def: "text", category: catServer, usage: "text or json"},
+
+	{name: "tls-cert", category: catSecurity, usage: "server certificate `FILE` (PEM); with --tls-key the API serves TLS. Re-read when the file changes"},
+	{name: "tls-key", category: catSecurity, usage: "server key `FILE` (PEM)"},
+	{name: "tls-client-ca", category: catSecurity, usage: "CA `FILE` that client certificates (mTLS) are verified against; callers without a certificate may still use a token"},
+	{name: "callers", category: catSecurity, defText: "empty: no authentication, every caller is an admin", usage: "`FILE` (YAML) of the callers allowed in: their tenants, roles, token hashes and certificate names; turns authentication on"},
+	{name: "insecure-tokens", kind: kBool, def: "false", category: catSecurity, usage: "accept tokens without TLS (development on one machine only)"},
+	{name: "public-reflection", kind: kBool, def: "true", category: catSecurity, usage: "serve gRPC reflection without authentication (health is always open)"},
 
 	{name: "buildkit-addr", category: catBuildKit, defText: "empty: start and supervise a local buildkitd", usage: "`ADDRESS` of a buildkitd to use, unix:///path or tcp://host:port; empty starts a managed one"},
 	{name: "buildkit-ca", category: catBuildKit, usage: "CA certificate `FILE` of buildkitd (tcp with TLS)"},
@@ -237,6 +245,12 @@ type config struct {
 	LogLevel      slog.Level
 	LogFormat     string
 
+	// Security: TLS and who may call (auth).
+	TLSCert, TLSKey, TLSClientCA string
+	CallersFile                  string
+	InsecureTokens               bool
+	PublicReflection             bool
+
 	// BuildKit is the remote buildkitd; an empty Address means a managed
 	// one (Managed).
 	BuildKit      buildkitd.Endpoint
@@ -264,6 +278,14 @@ func parseConfig(s map[string]setting) (config, error) {
 		DataDir:       p.str("data-dir"),
 		ShutdownGrace: p.duration("shutdown-grace"),
 		LogFormat:     strings.ToLower(p.str("log-format")),
+
+		TLSCert:          p.str("tls-cert"),
+		TLSKey:           p.str("tls-key"),
+		TLSClientCA:      p.str("tls-client-ca"),
+		CallersFile:      p.str("callers"),
+		InsecureTokens:   p.bool("insecure-tokens"),
+		PublicReflection: p.bool("public-reflection"),
+
 		BuildKit: buildkitd.Endpoint{
 			Address:    p.str("buildkit-addr"),
 			CACert:     p.str("buildkit-ca"),
@@ -285,6 +307,7 @@ func parseConfig(s map[string]setting) (config, error) {
 			GoProxy:          p.str("goproxy"),
 			GoFlags:          p.str("goflags"),
 			CacheNamespace:   p.str("cache-namespace"),
+			Authenticated:    p.str("callers") != "",
 			AllowInsecureGit: p.bool("allow-insecure-git"),
 			MaxConcurrent:    p.int("max-concurrent-builds"),
 			QueueSize:        p.int("queue-size"),
@@ -309,6 +332,12 @@ func parseConfig(s map[string]setting) (config, error) {
 	}
 	if cfg.Listen == "" {
 		p.fail("listen", errors.New("must not be empty"))
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		p.fail("tls-cert", errors.New("tls-cert and tls-key go together"))
+	}
+	if cfg.TLSClientCA != "" && cfg.TLSCert == "" {
+		p.fail("tls-client-ca", errors.New("needs tls-cert and tls-key: client certificates need TLS"))
 	}
 	if cfg.DataDir == "" {
 		p.fail("data-dir", errors.New("must not be empty"))

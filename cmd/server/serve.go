@@ -146,7 +146,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	go func() { defer bg.Done(); monitor.Run(bgCtx) }()
 	go func() { defer bg.Done(); srv.RunCleanupEvery(bgCtx) }()
 
-	gs := grpc.NewServer(server.GRPCServerOptions()...)
+	gopts, err := securityOptions(cfg, log)
+	if err != nil {
+		return configError(err)
+	}
+	gs := grpc.NewServer(append(server.GRPCServerOptions(), gopts...)...)
 	buildv1.RegisterBuildServer(gs, srv)
 	buildv1.RegisterAdminServer(gs, srv)
 	healthpb.RegisterHealthServer(gs, health.hs)
@@ -166,7 +170,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		}()
 	}
 
-	log.Info("serving", "addr", lis.Addr().String(), "metrics_addr", metricsAddr,
+	log.Info("serving", "addr", lis.Addr().String(), "tls", cfg.TLSCert != "", "mtls", cfg.TLSClientCA != "",
+		"authentication", cfg.CallersFile != "", "metrics_addr", metricsAddr,
 		"buildkit", endpoint.Address, "managed_buildkitd", cfg.BuildKit.Address == "",
 		"builder_image", scfg.BuilderImage, "base_image", scfg.BaseImage)
 

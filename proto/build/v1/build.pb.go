@@ -508,7 +508,11 @@ type ListBuildsRequest struct {
 	// At most this many builds; 0 means 50, and more than 1000 is cut to 1000.
 	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous page; empty for the first page.
-	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only builds of this tenant. For admins; a tenant's callers always see
+	// only their own tenant's builds, whatever this says. Empty: an admin sees
+	// every tenant's builds.
+	Tenant        string `protobuf:"bytes,5,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -567,6 +571,13 @@ func (x *ListBuildsRequest) GetPageSize() int32 {
 func (x *ListBuildsRequest) GetPageToken() string {
 	if x != nil {
 		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListBuildsRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
 	}
 	return ""
 }
@@ -1518,8 +1529,12 @@ type BuildInfo struct {
 	// Bytes of step output left out of the log because it reached the
 	// server's per-build cap. The log says where the cap was reached.
 	LogBytesDropped int64 `protobuf:"varint,13,opt,name=log_bytes_dropped,json=logBytesDropped,proto3" json:"log_bytes_dropped,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The tenant the build belongs to: the tenant of the caller that started
+	// it, empty on a server without authentication. Only that tenant's callers
+	// (and admins) see the build.
+	Tenant        string `protobuf:"bytes,14,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BuildInfo) Reset() {
@@ -1643,6 +1658,13 @@ func (x *BuildInfo) GetLogBytesDropped() int64 {
 	return 0
 }
 
+func (x *BuildInfo) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
 var File_build_v1_build_proto protoreflect.FileDescriptor
 
 const file_build_v1_build_proto_rawDesc = "" +
@@ -1682,13 +1704,14 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x06joined\x18\x02 \x01(\bR\x06joined\"I\n" +
 	"\x11WatchBuildRequest\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x19\n" +
-	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\"\x98\x01\n" +
+	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\"\xb0\x01\n" +
 	"\x11ListBuildsRequest\x12,\n" +
 	"\x06states\x18\x01 \x03(\x0e2\x14.build.v1.BuildStateR\x06states\x12\x19\n" +
 	"\bgit_repo\x18\x02 \x01(\tR\agitRepo\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x04 \x01(\tR\tpageToken\"i\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x12\x16\n" +
+	"\x06tenant\x18\x05 \x01(\tR\x06tenant\"i\n" +
 	"\x12ListBuildsResponse\x12+\n" +
 	"\x06builds\x18\x01 \x03(\v2\x13.build.v1.BuildInfoR\x06builds\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"/\n" +
@@ -1751,7 +1774,7 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\n" +
 	"BuildError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xa7\x04\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xbf\x04\n" +
 	"\tBuildInfo\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x126\n" +
 	"\arequest\x18\x02 \x01(\v2\x1c.build.v1.CreateImageRequestR\arequest\x12*\n" +
@@ -1766,7 +1789,8 @@ const file_build_v1_build_proto_rawDesc = "" +
 	" \x01(\x05R\rqueuePosition\x12\x19\n" +
 	"\blast_seq\x18\v \x01(\x04R\alastSeq\x12\x16\n" +
 	"\x06joined\x18\f \x01(\x05R\x06joined\x12*\n" +
-	"\x11log_bytes_dropped\x18\r \x01(\x03R\x0flogBytesDropped*\xfa\x01\n" +
+	"\x11log_bytes_dropped\x18\r \x01(\x03R\x0flogBytesDropped\x12\x16\n" +
+	"\x06tenant\x18\x0e \x01(\tR\x06tenant*\xfa\x01\n" +
 	"\n" +
 	"BuildState\x12\x1b\n" +
 	"\x17BUILD_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +

@@ -1,0 +1,144 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/buildsvc/buildsvc/auth"
+	"github.com/buildsvc/buildsvc/history"
+	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+)
+
+// watchStream is the server side of a WatchBuild stream, collecting what is
+// sent.
+type watchStream struct {
+	grpc.ServerStream
+	ctx  context.Context
+	sent []*buildv1.BuildEvent
+}
+
+func (w *watchStream) Context() context.Context { return w.ctx }
+func (w *watchStream) Send(e *buildv1.BuildEvent) error {
+	w.sent = append(w.sent, e)
+	return nil
+}
+
+// A tenant's callers see, watch and cancel only its own builds; another
+// tenant's build is NotFound with the message of a build that does not
+// exist. Admins see all, and alone run Admin calls.
+func TestTenantsSeeOnlyTheirBuilds(t *testing.T) {
+	ctx := context.Background()
+	store, err := history.Open(filepath.Join(t.TempDir(), "h.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for i, tenant := range []string{"team-a", "team-b", "team-a"} {
+		info := &buildv1.BuildInfo{BuildId: fmt.Sprintf("b%d", i+1), Tenant: tenant, State: buildv1.BuildState_BUILD_STATE_SUCCEEDED}
+		if err := store.PutBuild(ctx, info); err != nil {
+			t.Fatal(err)
+		}
+		ev := &buildv1.BuildEvent{BuildId: info.BuildId, Seq: 1, Event: &buildv1.BuildEvent_State{State: &buildv1.StateChange{State: info.State}}}
+		if err := store.AppendEvents(ctx, info.BuildId, []*buildv1.BuildEvent{ev}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &Server{cfg: Config{Store: store, Authenticated: true, Logger: slog.New(slog.DiscardHandler)},
+		active: map[string]*build{}, inflight: map[string]*build{}}
+	as := func(id auth.Identity) context.Context { return auth.NewContext(ctx, id) }
+	a := as(auth.Identity{Name: "alice", Tenant: "team-a"})
+	b := as(auth.Identity{Name: "bob", Tenant: "team-b"})
+	admin := as(auth.Identity{Name: "root", Admin: true})
+
+	list := func(ctx context.Context, req *buildv1.ListBuildsRequest) string {
+		resp, err := s.ListBuilds(ctx, req)
+		if err != nil {
+			return err.Error()
+		}
+		var ids []string
+		for _, b := range resp.Builds {
+			ids = append(ids, b.BuildId)
+		}
+		return fmt.Sprint(ids)
+	}
+	for _, tt := range []struct {
+		name string
+		ctx  context.Context
+		req  *buildv1.ListBuildsRequest
+		want string
+	}{
+		{"team a", a, &buildv1.ListBuildsRequest{}, "[b3 b1]"},
+		{"team b", b, &buildv1.ListBuildsRequest{}, "[b2]"},
+		{"team b asking for team a's", b, &buildv1.ListBuildsRequest{Tenant: "team-a"}, "[b2]"},
+		{"admin", admin, &buildv1.ListBuildsRequest{}, "[b3 b2 b1]"},
+		{"admin, one tenant", admin, &buildv1.ListBuildsRequest{Tenant: "team-b"}, "[b2]"},
+	} {
+		if got := list(tt.ctx, tt.req); got != tt.want {
+			t.Errorf("ListBuilds, %s = %s, want %s", tt.name, got, tt.want)
+		}
+	}
+
+	_, missing := s.GetBuild(b, &buildv1.GetBuildRequest{BuildId: "nope"})
+	for _, tt := range []struct {
+		name string
+		ctx  context.Context
+		id   string
+		code codes.Code
+	}{
+		{"own", a, "b1", codes.OK},
+		{"other tenant's", b, "b1", codes.NotFound},
+		{"admin", admin, "b1", codes.OK},
+		{"no identity", ctx, "b1", codes.Unauthenticated},
+	} {
+		_, err := s.GetBuild(tt.ctx, &buildv1.GetBuildRequest{BuildId: tt.id})
+		if status.Code(err) != tt.code {
+			t.Errorf("GetBuild, %s: %v, want %v", tt.name, err, tt.code)
+		}
+		_, err = s.CancelBuild(tt.ctx, &buildv1.CancelBuildRequest{BuildId: tt.id})
+		if status.Code(err) != tt.code {
+			t.Errorf("CancelBuild, %s: %v, want %v", tt.name, err, tt.code)
+		}
+		w := &watchStream{ctx: tt.ctx}
+		err = s.WatchBuild(&buildv1.WatchBuildRequest{BuildId: tt.id}, w)
+		if status.Code(err) != tt.code || (tt.code != codes.OK) != (len(w.sent) == 0) {
+			t.Errorf("WatchBuild, %s: %v, %d events; want %v", tt.name, err, len(w.sent), tt.code)
+		}
+		if tt.code == codes.NotFound {
+			want := status.Convert(missing).Message()
+			if got := status.Convert(err).Message(); got != fmt.Sprintf("build %q: build not found", tt.id) || want != `build "nope": build not found` {
+				t.Errorf("another tenant's build says %q; a missing one %q", got, want)
+			}
+		}
+	}
+
+	if _, err := s.Cleanup(a, &buildv1.CleanupRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("Cleanup by a tenant: %v, want PermissionDenied", err)
+	}
+}
+
+// Without authentication, every call is an admin of the empty tenant.
+func TestNoAuthenticationIsOneUser(t *testing.T) {
+	s := &Server{cfg: Config{}}
+	c, err := s.callerOf(context.Background())
+	if err != nil || !c.admin || c.tenant != "" {
+		t.Errorf("caller = %+v, %v", c, err)
+	}
+}
+
+// Identical requests of two tenants never share a build.
+func TestDedupKeyHasTheTenant(t *testing.T) {
+	r := &request{Repo: "https://git.example/x.git", Tag: "r.example/x:1"}
+	if dedupKey("a", r, "sha") == dedupKey("b", r, "sha") {
+		t.Error("two tenants share a dedup key")
+	}
+	if dedupKey("a", r, "sha") != dedupKey("a", r, "sha") {
+		t.Error("the key is not stable")
+	}
+}
