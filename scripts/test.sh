@@ -18,6 +18,7 @@ log "unit tests: go test ./..."
 t0=$SECONDS
 go test -timeout 5m ./...
 log "unit tests took $((SECONDS - t0))s"
+bash "$ROOT/scripts/fuzz.sh"
 
 bash "$ROOT/scripts/up.sh"
 bash "$ROOT/scripts/images.sh"
