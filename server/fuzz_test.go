@@ -116,17 +116,17 @@ func FuzzLogMasker(f *testing.F) {
 	f.Add("ends in s3cr", "s3cret-pass", []byte{5})
 	f.Add("s3cret-pass"+"s3cret-pass", "s3cret-pass", []byte{10, 2})
 	f.Add("no secret at all", "xyzzy", []byte{})
+	f.Add("***abab", "***ab", []byte{5}) // a held tail taken from a mask just put in (fixed)
 	f.Add("tok\xffen tok\xffen", "tok\xffen", []byte{2, 2, 2, 2})
 	f.Fuzz(func(t *testing.T, text, secret string, cuts []byte) {
-		// A secret that begins or ends with the mask's '*' can run into a
-		// mask put in before it; the masker then masks across that mask
-		// where masking the text as one piece does not, and the one-piece
-		// result itself shows the secret's text. Such secrets are left
-		// out (see docs/fuzzing.md), as are those too short to be masked.
-		if len(secret) < minSecretLen || strings.Contains(secret, mask) ||
-			strings.HasPrefix(secret, "*") || strings.HasSuffix(secret, "*") {
-			t.Skip("secret too short to be masked, or it can run into the mask")
+		if len(secret) < minSecretLen || strings.Contains(secret, mask) {
+			t.Skip("secret too short to be masked, or it holds the mask")
 		}
+		// A secret that begins or ends with the mask's '*' can be spelled
+		// by a mask and the text beside it (secret ***ab, masked output
+		// *****ab), so for those only the output is checked, not that no
+		// chunk shows the secret's text.
+		bordersMask := strings.HasPrefix(secret, "*") || strings.HasSuffix(secret, "*")
 		red := newRedactor([]string{secret})
 		want := red.string(text)
 		const vertex, stream = "v1", int32(2)
@@ -159,7 +159,7 @@ func FuzzLogMasker(f *testing.F) {
 			if lg.GetVertex() != vertex || lg.GetStream() != stream {
 				t.Fatalf("chunk %d is for %s/%d, want %s/%d", i, lg.GetVertex(), lg.GetStream(), vertex, stream)
 			}
-			if strings.Contains(string(lg.GetData()), secret) {
+			if !bordersMask && strings.Contains(string(lg.GetData()), secret) {
 				t.Fatalf("chunk %d holds the secret: %q", i, lg.GetData())
 			}
 			got.Write(lg.GetData())

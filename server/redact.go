@@ -33,19 +33,46 @@ func newRedactor(secrets []string) redactor {
 }
 
 func (r redactor) string(s string) string {
-	for _, sec := range r.secrets {
-		s = strings.ReplaceAll(s, sec, mask)
-	}
-	return s
+	out, _ := r.maskScan([]byte(s))
+	return string(out)
 }
 
 func (r redactor) bytes(b []byte) []byte {
+	out, _ := r.maskScan(b)
+	return out
+}
+
+// maskScan replaces every secret in b with the mask, scanning from the
+// start (where secrets overlap, the one that begins first wins, the longest
+// if several begin there), and returns the result and the offset in it just
+// past the last mask put in (0 if none): what follows is b's own text.
+func (r redactor) maskScan(b []byte) ([]byte, int) {
+	found := false
 	for _, sec := range r.secrets {
-		if bytes.Contains(b, []byte(sec)) {
-			b = bytes.ReplaceAll(b, []byte(sec), []byte(mask))
-		}
+		found = found || bytes.Contains(b, []byte(sec))
 	}
-	return b
+	if !found {
+		return b, 0
+	}
+	out := make([]byte, 0, len(b))
+	end := 0
+	for i := 0; i < len(b); {
+		longest := 0
+		for _, sec := range r.secrets {
+			if len(sec) > longest && bytes.HasPrefix(b[i:], []byte(sec)) {
+				longest = len(sec)
+			}
+		}
+		if longest == 0 {
+			out = append(out, b[i])
+			i++
+			continue
+		}
+		out = append(out, mask...)
+		end = len(out)
+		i += longest
+	}
+	return out, end
 }
 
 // heldTail returns how many bytes at the end of b could be the start of a
@@ -125,8 +152,10 @@ func (m *logMasker) mask(e *buildv1.BuildEvent) *buildv1.BuildEvent {
 		data = append(h.GetLog().GetData(), data...) // the held bytes are the masker's own
 		delete(m.held, key)
 	}
-	data = m.r.bytes(data)
-	if n := m.r.heldTail(data); n > 0 {
+	data, end := m.r.maskScan(data)
+	// Only the text after the last mask can begin a secret: a mask is not
+	// the start of one.
+	if n := m.r.heldTail(data[end:]); n > 0 {
 		tail := &buildv1.LogChunk{Vertex: lg.GetVertex(), Stream: lg.GetStream(), Timestamp: lg.GetTimestamp(),
 			Data: bytes.Clone(data[len(data)-n:])}
 		m.held[key] = &buildv1.BuildEvent{Event: &buildv1.BuildEvent_Log{Log: tail}}
