@@ -5,6 +5,7 @@ package integration
 import (
 	"bytes"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -44,9 +45,24 @@ type cliRun struct {
 	stdout, stderr string
 }
 
+// runCLI runs the CLI against a test's own server: without the stack's
+// BUILDSVC_* settings (TLS, token), which belong to the stack's server.
 func runCLI(t testing.TB, args ...string) cliRun {
 	t.Helper()
+	return runCLIEnv(t, nil, args...)
+}
+
+// runCLIEnv runs the CLI with env (KEY=VALUE) on top of the test's
+// environment less its BUILDSVC_* variables.
+func runCLIEnv(t testing.TB, env []string, args ...string) cliRun {
+	t.Helper()
 	cmd := exec.Command(cliBinary(t), args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "BUILDSVC_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -194,11 +194,8 @@ func TestStackServerMetricsAndHealth(t *testing.T) {
 	if got := sample(mfs, "buildsvc_buildkitd_up"); got != 1 {
 		t.Errorf("buildsvc_buildkitd_up = %v, want 1", got)
 	}
-	conn, err := grpc.NewClient(srvAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	// Health answers over TLS without a token.
+	conn := loadStackSecurity(t).dial(t, "", false)
 	for _, svc := range []string{"", "build.v1.Build", "build.v1.Admin"} {
 		resp, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{Service: svc})
 		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {

@@ -54,6 +54,10 @@ type Config struct {
 	// entry lets builds run programs of the repository's choosing: for
 	// servers whose every caller is trusted.
 	AllowBuild policy.Extra
+	// PerTenantModuleCache gives each tenant a Go module cache of its own
+	// (the build cache always is), at the cost of each tenant downloading
+	// every module once.
+	PerTenantModuleCache bool
 	// CacheNamespace, when set, is added to the ids of the Go module and
 	// build cache mounts, so that services sharing one buildkitd keep their
 	// caches apart. Letters, digits, '.', '_' and '-', at most 64. Empty
@@ -161,11 +165,30 @@ func validCacheNamespace(ns string) bool {
 	return true
 }
 
-// cacheIDs returns the ids of the Go module and build cache mounts, empty
-// for llb's defaults.
-func (c Config) cacheIDs() (mod, build string) {
-	if c.CacheNamespace == "" {
-		return "", ""
+// cacheIDs returns the ids of the Go module and build cache mounts of a
+// build of tenant, empty for llb's defaults. The build cache is the
+// tenant's own: a build can only ever read compiled packages that builds
+// of its own tenant wrote (and, through llb.CacheScopeEnv, only BuildKit
+// results of its own tenant's go build steps). The module cache is shared
+// unless PerTenantModuleCache: only the Go toolchain writes it, and it
+// verifies every module against go.sum and the checksum database.
+func (c Config) cacheIDs(tenant string) (mod, build string) {
+	suffix := ""
+	if c.CacheNamespace != "" {
+		suffix = "-" + c.CacheNamespace
 	}
-	return llb.GoModCacheID + "-" + c.CacheNamespace, llb.GoBuildCacheID + "-" + c.CacheNamespace
+	tenantSuffix := suffix
+	if tenant != "" {
+		tenantSuffix += "-tenant-" + tenant
+	}
+	if c.PerTenantModuleCache {
+		suffix = tenantSuffix
+	}
+	if suffix != "" {
+		mod = llb.GoModCacheID + suffix
+	}
+	if tenantSuffix != "" {
+		build = llb.GoBuildCacheID + tenantSuffix
+	}
+	return mod, build
 }

@@ -11,22 +11,28 @@ import (
 // nopStore is enough of a store for config checks.
 type nopStore struct{ history.Store }
 
-func TestCacheNamespace(t *testing.T) {
+func TestCacheIDs(t *testing.T) {
 	tests := []struct {
-		ns              string
+		ns, tenant      string
+		perTenantMod    bool
 		ok              bool
 		wantMod, wantGo string
 	}{
-		{"", true, "", ""}, // llb's defaults
-		{"team-a_1.x", true, "buildsvc-gomodcache-team-a_1.x", "buildsvc-gocache-team-a_1.x"},
-		{"a/b", false, "", ""},
-		{"a b", false, "", ""},
-		{"é", false, "", ""},
-		{strings.Repeat("a", 64), true, "buildsvc-gomodcache-" + strings.Repeat("a", 64), "buildsvc-gocache-" + strings.Repeat("a", 64)},
-		{strings.Repeat("a", 65), false, "", ""},
+		{"", "", false, true, "", ""}, // llb's defaults
+		{"team-a_1.x", "", false, true, "buildsvc-gomodcache-team-a_1.x", "buildsvc-gocache-team-a_1.x"},
+		{"", "dev", false, true, "", "buildsvc-gocache-tenant-dev"},
+		{"", "dev", true, true, "buildsvc-gomodcache-tenant-dev", "buildsvc-gocache-tenant-dev"},
+		{"ns", "dev", false, true, "buildsvc-gomodcache-ns", "buildsvc-gocache-ns-tenant-dev"},
+		{"ns", "dev", true, true, "buildsvc-gomodcache-ns-tenant-dev", "buildsvc-gocache-ns-tenant-dev"},
+		{"a/b", "", false, false, "", ""},
+		{"a b", "", false, false, "", ""},
+		{"é", "", false, false, "", ""},
+		{strings.Repeat("a", 64), "", false, true, "buildsvc-gomodcache-" + strings.Repeat("a", 64), "buildsvc-gocache-" + strings.Repeat("a", 64)},
+		{strings.Repeat("a", 65), "", false, false, "", ""},
 	}
 	for _, tt := range tests {
-		c, err := Config{Store: nopStore{}, BuildKit: buildkitd.Endpoint{Address: "unix:///run/buildkitd.sock"}, CacheNamespace: tt.ns}.withDefaults()
+		c, err := Config{Store: nopStore{}, BuildKit: buildkitd.Endpoint{Address: "unix:///run/buildkitd.sock"},
+			CacheNamespace: tt.ns, PerTenantModuleCache: tt.perTenantMod}.withDefaults()
 		if (err == nil) != tt.ok {
 			t.Errorf("namespace %q: err = %v, want ok %v", tt.ns, err, tt.ok)
 			continue
@@ -34,8 +40,9 @@ func TestCacheNamespace(t *testing.T) {
 		if !tt.ok {
 			continue
 		}
-		if mod, build := c.cacheIDs(); mod != tt.wantMod || build != tt.wantGo {
-			t.Errorf("namespace %q: ids %q, %q; want %q, %q", tt.ns, mod, build, tt.wantMod, tt.wantGo)
+		if mod, build := c.cacheIDs(tt.tenant); mod != tt.wantMod || build != tt.wantGo {
+			t.Errorf("namespace %q, tenant %q, per-tenant modules %v: ids %q, %q; want %q, %q",
+				tt.ns, tt.tenant, tt.perTenantMod, mod, build, tt.wantMod, tt.wantGo)
 		}
 	}
 }

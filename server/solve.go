@@ -48,7 +48,7 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		Session: []session.Attachable{auth},
 	}
 	build := func(ctx context.Context, c gateway.Client) (*gateway.Result, error) {
-		spec := s.spec(b.req, sha, platform, llb.Image{Ref: s.cfg.BuilderImage}, llb.Image{Ref: b.req.BaseImage})
+		spec := s.spec(b.tenant, b.req, sha, platform, llb.Image{Ref: s.cfg.BuilderImage}, llb.Image{Ref: b.req.BaseImage})
 		// Three round trips to buildkitd before the solve; they are
 		// independent, so they overlap.
 		var epoch time.Time
@@ -130,9 +130,9 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 	}, nil
 }
 
-// spec turns an accepted request into the LLB spec of one build.
-func (s *Server) spec(r *request, sha string, platform ocispecs.Platform, builder, base llb.Image) llb.Spec {
-	modCache, buildCache := s.cfg.cacheIDs()
+// spec turns an accepted request of tenant into the LLB spec of one build.
+func (s *Server) spec(tenant string, r *request, sha string, platform ocispecs.Platform, builder, base llb.Image) llb.Spec {
+	modCache, buildCache := s.cfg.cacheIDs(tenant)
 	return llb.Spec{
 		ModCacheID:    modCache,
 		BuildCacheID:  buildCache,
