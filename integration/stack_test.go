@@ -103,8 +103,9 @@ func (b *syncBuffer) String() string {
 }
 
 // startTestServer is startServer that also gives the server's address,
-// history file and log.
-func startTestServer(t testing.TB, mutate func(*server.Config)) *testServer {
+// history file and log. opts are more options of its gRPC server
+// (interceptors).
+func startTestServer(t testing.TB, mutate func(*server.Config), opts ...grpc.ServerOption) *testServer {
 	t.Helper()
 	st := loadStack(t)
 	goproxy, _ := exec.Command("go", "env", "GOPROXY").Output()
@@ -135,7 +136,7 @@ func startTestServer(t testing.TB, mutate func(*server.Config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(server.GRPCServerOptions()...)
+	gs := grpc.NewServer(append(server.GRPCServerOptions(), opts...)...)
 	buildv1.RegisterBuildServer(gs, srv)
 	buildv1.RegisterAdminServer(gs, srv)
 	go gs.Serve(lis)

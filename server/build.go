@@ -103,16 +103,22 @@ func (b *build) setState(state buildv1.BuildState, msg string) {
 	b.log.append(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_State{State: ev}})
 }
 
-// setQueuePosition records a queued build moving up the queue.
+// setQueuePosition records a queued build's new place in the queue: up as
+// builds ahead leave, or down when a tenant served less recently queues
+// one (see fairQueue).
 func (b *build) setQueuePosition(pos int) {
 	b.mu.Lock()
-	if b.state != buildv1.BuildState_BUILD_STATE_QUEUED || int32(pos) >= b.queuePos {
+	if b.state != buildv1.BuildState_BUILD_STATE_QUEUED || int32(pos) == b.queuePos {
 		b.mu.Unlock()
 		return
 	}
+	msg := "moved up the queue"
+	if int32(pos) > b.queuePos {
+		msg = "moved down the queue: another tenant's build goes first"
+	}
 	b.queuePos = int32(pos)
 	b.mu.Unlock()
-	b.setState(buildv1.BuildState_BUILD_STATE_QUEUED, "moved up the queue")
+	b.setState(buildv1.BuildState_BUILD_STATE_QUEUED, msg)
 }
 
 // succeed ends the build with its result: the final state, then the result

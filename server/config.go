@@ -49,6 +49,9 @@ type Config struct {
 	// interceptors): a call without one is refused. When false, every call
 	// acts as an admin of the empty tenant (one user, e.g. on a laptop).
 	Authenticated bool
+	// Tenants are the tenants' policies (hosts, tags, base images, quotas,
+	// rate, wider allow-lists); nil for no per-tenant limits.
+	Tenants *policy.Policies
 	// AllowBuild widens the allow-lists of build flags, linker flags and
 	// environment variables (see package policy) for every request. Each
 	// entry lets builds run programs of the repository's choosing: for

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/buildsvc/buildsvc/history"
+	"github.com/buildsvc/buildsvc/policy"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
@@ -29,8 +30,10 @@ func errorCode(err error) codes.Code {
 		return codes.ResourceExhausted
 	case errors.Is(err, errNoIdentity):
 		return codes.Unauthenticated
-	case errors.Is(err, errNotAdmin):
+	case errors.Is(err, errNotAdmin), errors.As(err, new(*policy.Denied)):
 		return codes.PermissionDenied
+	case errors.As(err, new(errTenantLimit)):
+		return codes.ResourceExhausted
 	case errors.Is(err, errShuttingDown), errors.Is(err, errBuildkitUnavailable):
 		return codes.Unavailable
 	case errors.Is(err, context.Canceled):

@@ -19,6 +19,9 @@ func (s *Server) run(b *build) {
 	defer func() {
 		s.mu.Lock()
 		s.running--
+		if s.runningBy[b.tenant]--; s.runningBy[b.tenant] <= 0 {
+			delete(s.runningBy, b.tenant)
+		}
 		delete(s.inflight, b.key)
 		s.mu.Unlock()
 		s.dispatch()
@@ -65,14 +68,11 @@ func endOf(err error) (buildv1.BuildState, *buildv1.BuildError) {
 // dequeue takes b out of the queue; s.mu is held. It reports whether b was
 // queued.
 func (s *Server) dequeue(b *build) bool {
-	for i, q := range s.queue {
-		if q == b {
-			s.queue = append(s.queue[:i], s.queue[i+1:]...)
-			delete(s.inflight, b.key)
-			return true
-		}
+	if !s.queue.remove(b) {
+		return false
 	}
-	return false
+	delete(s.inflight, b.key)
+	return true
 }
 
 // finishQueued ends a build that never left the queue.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/moby/buildkit/client"
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/buildsvc/buildsvc/buildkitd"
@@ -46,11 +47,13 @@ type Server struct {
 	builds   sync.WaitGroup // build goroutines
 	persist  sync.WaitGroup // persisters
 
-	mu       sync.Mutex
-	active   map[string]*build // not yet ended, or ended but not yet fully stored
-	inflight map[string]*build // dedup key -> queued or running build
-	queue    []*build          // waiting for a slot, first in first out
-	running  int
+	mu        sync.Mutex
+	active    map[string]*build // not yet ended, or ended but not yet fully stored
+	inflight  map[string]*build // dedup key -> queued or running build
+	queue     *fairQueue        // waiting for a slot, fair across tenants
+	running   int
+	runningBy map[string]int           // running builds by tenant
+	limiters  map[string]*rate.Limiter // by tenant, for tenants with a rate
 }
 
 // New returns a server that runs builds on the buildkitd cfg names. The
@@ -63,10 +66,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:      cfg,
-		resolver: cfg.Resolver,
-		active:   map[string]*build{},
-		inflight: map[string]*build{},
+		cfg:       cfg,
+		resolver:  cfg.Resolver,
+		active:    map[string]*build{},
+		inflight:  map[string]*build{},
+		queue:     newFairQueue(),
+		runningBy: map[string]int{},
+		limiters:  map[string]*rate.Limiter{},
 	}
 	if err := s.interruptLeftovers(ctx); err != nil {
 		return nil, err
@@ -84,8 +90,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 func (s *Server) Close(ctx context.Context) error {
 	s.stopping.Store(true)
 	s.mu.Lock()
-	queued := s.queue
-	s.queue = nil
+	queued := s.queue.drain()
 	s.mu.Unlock()
 	for _, b := range queued {
 		s.finishQueued(b, errShutdown)
@@ -278,7 +283,19 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 	if err != nil {
 		return nil, false, err
 	}
-	r, err := parseRequest(req, s.cfg)
+	pol := s.tenantPolicy(c.tenant)
+	r, err := parseRequest(req, withTenantAllow(s.cfg, pol))
+	if err != nil {
+		return nil, false, err
+	}
+	if err := checkPolicy(pol, req, r); err != nil {
+		return nil, false, err
+	}
+	s.mu.Lock()
+	if err = s.checkQueuedLocked(c.tenant, pol); err == nil {
+		err = s.checkRateLocked(c.tenant, pol)
+	}
+	s.mu.Unlock()
 	if err != nil {
 		return nil, false, err
 	}
@@ -313,10 +330,14 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 		s.mu.Unlock()
 		return nil, false, errQueueFull
 	}
+	if err := s.checkQueuedLocked(c.tenant, pol); err != nil {
+		s.mu.Unlock()
+		return nil, false, err
+	}
 	red := newRedactor(buildkitd.Secrets(dockerCfg))
 	now := time.Now()
 	b := &build{id: newBuildID(now), tenant: c.tenant, req: r, key: key, timeout: r.Timeout, commit: sha, created: now,
-		state: buildv1.BuildState_BUILD_STATE_RESOLVING, queuePos: int32(len(s.queue)), stop: make(chan struct{})}
+		state: buildv1.BuildState_BUILD_STATE_RESOLVING, stop: make(chan struct{})}
 	b.log = newEventLog(b.id, red, s.cfg.LogCap)
 	// Its first events are in the log before anyone can see the build, so
 	// nothing (a dispatch that starts it) can come before them. Resolving
@@ -327,10 +348,11 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 		Message: fmt.Sprintf("resolved %s to %s in %s", r.Ref, sha, time.Since(began).Round(time.Millisecond)),
 		Commit:  sha,
 	}}})
+	s.queue.push(b)
+	b.queuePos = int32(slices.Index(s.queue.order(), b))
 	b.setState(buildv1.BuildState_BUILD_STATE_QUEUED, fmt.Sprintf("queued at position %d", b.queuePos))
 	s.active[b.id] = b
 	s.inflight[key] = b
-	s.queue = append(s.queue, b)
 	s.mu.Unlock()
 
 	// The record is stored before the persister starts, so ListBuilds shows
@@ -352,7 +374,14 @@ func (s *Server) queueFull() bool {
 }
 
 func (s *Server) queueFullLocked() bool {
-	return s.running >= s.cfg.MaxConcurrent && len(s.queue) >= s.cfg.QueueSize
+	return s.running >= s.cfg.MaxConcurrent && s.queue.len() >= s.cfg.QueueSize
+}
+
+// mayStartLocked reports whether tenant may start another build now (its
+// limit on running builds); s.mu is held.
+func (s *Server) mayStartLocked(tenant string) bool {
+	limit := s.tenantPolicy(tenant).MaxRunning
+	return limit <= 0 || s.runningBy[tenant] < limit
 }
 
 // dispatch starts queued builds while slots are free, and tells the ones
@@ -360,12 +389,16 @@ func (s *Server) queueFullLocked() bool {
 func (s *Server) dispatch() {
 	s.mu.Lock()
 	var start []*build
-	for s.running < s.cfg.MaxConcurrent && len(s.queue) > 0 {
-		start = append(start, s.queue[0])
-		s.queue = s.queue[1:]
+	for s.running < s.cfg.MaxConcurrent {
+		b := s.queue.pop(s.mayStartLocked)
+		if b == nil {
+			break
+		}
+		start = append(start, b)
 		s.running++
+		s.runningBy[b.tenant]++
 	}
-	waiting := slices.Clone(s.queue)
+	waiting := s.queue.order()
 	s.mu.Unlock()
 	for _, b := range start {
 		s.builds.Add(1)

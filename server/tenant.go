@@ -4,9 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"slices"
+	"strconv"
+
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"golang.org/x/time/rate"
 
 	"github.com/buildsvc/buildsvc/auth"
 	"github.com/buildsvc/buildsvc/history"
+	"github.com/buildsvc/buildsvc/policy"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
@@ -36,6 +43,97 @@ func (s *Server) callerOf(ctx context.Context) (caller, error) {
 		return caller{admin: true, name: "anonymous"}, nil
 	}
 	return caller{tenant: id.Tenant, admin: id.Admin, name: id.Name}, nil
+}
+
+// tenantPolicy returns tenant's policy (no limits without Config.Tenants).
+func (s *Server) tenantPolicy(tenant string) policy.Tenant { return s.cfg.Tenants.For(tenant) }
+
+// checkPolicy refuses a parsed request of tenant that its policy does not
+// allow. It does no I/O.
+func checkPolicy(pol policy.Tenant, req *buildv1.CreateImageRequest, r *request) error {
+	host, err := repoHost(r.Repo)
+	if err != nil {
+		return err
+	}
+	if err := pol.CheckGitHost(host); err != nil {
+		return err
+	}
+	if err := pol.CheckImageTag(r.Tag); err != nil {
+		return err
+	}
+	if req.GetBaseImage() != "" {
+		if err := pol.CheckBaseImage(r.BaseImage); err != nil {
+			return err
+		}
+	}
+	if req.GetTimeout() != nil {
+		return pol.CheckTimeout(req.GetTimeout().AsDuration())
+	}
+	return nil
+}
+
+// repoHost returns the host of a git URL as host or host:port.
+func repoHost(repo string) (string, error) {
+	ep, err := transport.NewEndpoint(repo)
+	if err != nil {
+		return "", fieldErr("git_repo", "is not a git URL")
+	}
+	if ep.Port != 0 {
+		return net.JoinHostPort(ep.Host, strconv.Itoa(ep.Port)), nil
+	}
+	return ep.Host, nil
+}
+
+// withTenantAllow returns cfg with the tenant's wider allow-lists added.
+func withTenantAllow(cfg Config, pol policy.Tenant) Config {
+	cfg.AllowBuild = policy.Extra{
+		BuildFlags: append(slices.Clone(cfg.AllowBuild.BuildFlags), pol.Allow.BuildFlags...),
+		LDFlags:    append(slices.Clone(cfg.AllowBuild.LDFlags), pol.Allow.LDFlags...),
+		Env:        append(slices.Clone(cfg.AllowBuild.Env), pol.Allow.Env...),
+	}
+	return cfg
+}
+
+// errTenantLimit is a tenant over one of its quotas.
+type errTenantLimit struct{ rule, reason string }
+
+func (e errTenantLimit) Error() string {
+	return fmt.Sprintf("the tenant's %s is reached: %s", e.rule, e.reason)
+}
+
+// limiter returns tenant's rate limiter, nil without a rate; s.mu is held.
+func (s *Server) limiterLocked(tenant string, pol policy.Tenant) *rate.Limiter {
+	if pol.RatePerMinute <= 0 {
+		return nil
+	}
+	l := s.limiters[tenant]
+	if l == nil {
+		burst := pol.Burst
+		if burst <= 0 {
+			burst = max(1, int(pol.RatePerMinute))
+		}
+		l = rate.NewLimiter(rate.Limit(pol.RatePerMinute/60), burst)
+		s.limiters[tenant] = l
+	}
+	return l
+}
+
+// checkQueuedLocked refuses a new build of a tenant whose queue is full;
+// s.mu is held.
+func (s *Server) checkQueuedLocked(tenant string, pol policy.Tenant) error {
+	if pol.MaxQueued > 0 && s.queue.tenantLen(tenant) >= pol.MaxQueued {
+		return errTenantLimit{"max_queued", fmt.Sprintf("%d builds are waiting", pol.MaxQueued)}
+	}
+	return nil
+}
+
+// checkRateLocked refuses a request of a tenant over its rate; s.mu is
+// held.
+func (s *Server) checkRateLocked(tenant string, pol policy.Tenant) error {
+	if l := s.limiterLocked(tenant, pol); l != nil && !l.Allow() {
+		return errTenantLimit{"rate_per_minute", fmt.Sprintf("%g builds a minute; try again later", pol.RatePerMinute)}
+	}
+	return nil
 }
 
 // sees reports whether c may see a build of tenant.

@@ -2,17 +2,23 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/buildsvc/buildsvc/auth"
 	"github.com/buildsvc/buildsvc/history"
+	"github.com/buildsvc/buildsvc/policy"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
@@ -140,5 +146,61 @@ func TestDedupKeyHasTheTenant(t *testing.T) {
 	}
 	if dedupKey("a", r, "sha") != dedupKey("a", r, "sha") {
 		t.Error("the key is not stable")
+	}
+}
+
+// refusingResolver fails the test if the server resolves anything.
+type refusingResolver struct{ t *testing.T }
+
+func (r refusingResolver) Resolve(context.Context, string, string) (string, error) {
+	r.t.Error("the server resolved a ref of a request its tenant's policy refuses")
+	return "", errors.New("not resolved")
+}
+
+// A request outside its tenant's policy is PermissionDenied naming the
+// field and the rule, before the server does any I/O.
+func TestTenantPolicyRefusesFirst(t *testing.T) {
+	pols, err := policy.ParsePolicies([]byte(`
+tenants:
+  team-a:
+    git_hosts: ["git.example"]
+    image_tags: ["registry.example/team-a/"]
+    base_images: ["registry.example/base/"]
+    max_timeout: 10m
+    allow: {build_flags: ["-toolexec"]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{cfg: Config{Authenticated: true, Tenants: pols, Resolver: refusingResolver{t}, BaseImage: "registry.example/base/static:1",
+		DefaultTimeout: time.Minute, MaxTimeout: time.Hour, Logger: slog.New(slog.DiscardHandler)},
+		active: map[string]*build{}, inflight: map[string]*build{}, queue: newFairQueue(), runningBy: map[string]int{}, limiters: map[string]*rate.Limiter{}}
+	a := auth.NewContext(context.Background(), auth.Identity{Name: "alice", Tenant: "team-a"})
+	b := auth.NewContext(context.Background(), auth.Identity{Name: "bob", Tenant: "team-b"})
+	ok := func() *buildv1.CreateImageRequest {
+		return &buildv1.CreateImageRequest{GitRepo: "https://git.example/a/app.git", GitCommit: "main", ImageTag: "registry.example/team-a/app:1"}
+	}
+	for _, tt := range []struct {
+		name        string
+		ctx         context.Context
+		mutate      func(*buildv1.CreateImageRequest)
+		code        codes.Code
+		field, rule string
+	}{
+		{"git host", a, func(r *buildv1.CreateImageRequest) { r.GitRepo = "https://github.com/a/app.git" }, codes.PermissionDenied, "git_repo", "git_hosts"},
+		{"metadata address", a, func(r *buildv1.CreateImageRequest) { r.GitRepo = "https://169.254.169.254/x.git" }, codes.PermissionDenied, "git_repo", "git_hosts"},
+		{"image tag", a, func(r *buildv1.CreateImageRequest) { r.ImageTag = "registry.example/team-b/app:1" }, codes.PermissionDenied, "image_tag", "image_tags"},
+		{"base image", a, func(r *buildv1.CreateImageRequest) { r.BaseImage = "docker.io/library/alpine:3" }, codes.PermissionDenied, "base_image", "base_images"},
+		{"timeout", a, func(r *buildv1.CreateImageRequest) { r.Timeout = durationpb.New(time.Hour) }, codes.PermissionDenied, "timeout", "max_timeout"},
+		// Another tenant has no such allowance.
+		{"toolexec elsewhere", b, func(r *buildv1.CreateImageRequest) { r.BuildFlags = []string{"-toolexec=/src/t.sh"} }, codes.InvalidArgument, "build_flags[0]", ""},
+	} {
+		req := ok()
+		tt.mutate(req)
+		_, err := s.StartBuild(tt.ctx, req)
+		st := status.Convert(err)
+		if st.Code() != tt.code || !strings.HasPrefix(st.Message(), tt.field+":") || !strings.Contains(st.Message(), tt.rule) {
+			t.Errorf("%s: %v %q, want %v naming %s and %s", tt.name, st.Code(), st.Message(), tt.code, tt.field, tt.rule)
+		}
 	}
 }

@@ -90,6 +90,7 @@ var options = []option{
 	{name: "tls-key", category: catSecurity, usage: "server key `FILE` (PEM)"},
 	{name: "tls-client-ca", category: catSecurity, usage: "CA `FILE` that client certificates (mTLS) are verified against; callers without a certificate may still use a token"},
 	{name: "callers", category: catSecurity, defText: "empty: no authentication, every caller is an admin", usage: "`FILE` (YAML) of the callers allowed in: their tenants, roles, token hashes and certificate names; turns authentication on"},
+	{name: "tenants", category: catSecurity, defText: "empty: no per-tenant limits", usage: "`FILE` (YAML) of the tenants' policies: git hosts, image tag prefixes, base images, running and queued builds, timeout, rate, wider allow-lists"},
 	{name: "insecure-tokens", kind: kBool, def: "false", category: catSecurity, usage: "accept tokens without TLS (development on one machine only)"},
 	{name: "public-reflection", kind: kBool, def: "true", category: catSecurity, usage: "serve gRPC reflection without authentication (health is always open)"},
 
@@ -249,6 +250,7 @@ type config struct {
 	// Security: TLS and who may call (auth).
 	TLSCert, TLSKey, TLSClientCA string
 	CallersFile                  string
+	TenantsFile                  string
 	InsecureTokens               bool
 	PublicReflection             bool
 
@@ -284,6 +286,7 @@ func parseConfig(s map[string]setting) (config, error) {
 		TLSKey:           p.str("tls-key"),
 		TLSClientCA:      p.str("tls-client-ca"),
 		CallersFile:      p.str("callers"),
+		TenantsFile:      p.str("tenants"),
 		InsecureTokens:   p.bool("insecure-tokens"),
 		PublicReflection: p.bool("public-reflection"),
 

@@ -21,6 +21,7 @@ import (
 	"github.com/buildsvc/buildsvc/buildkitd"
 	"github.com/buildsvc/buildsvc/history"
 	"github.com/buildsvc/buildsvc/metrics"
+	"github.com/buildsvc/buildsvc/policy"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 	"github.com/buildsvc/buildsvc/server"
 )
@@ -132,6 +133,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	scfg.Store = store
 	scfg.Observer = m
 	scfg.Logger = log
+	if cfg.TenantsFile != "" {
+		if scfg.Tenants, err = policy.LoadPolicies(cfg.TenantsFile); err != nil {
+			return configError(err)
+		}
+	}
 	srv, err := server.New(ctx, scfg)
 	if err != nil {
 		return configError(err)
