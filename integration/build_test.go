@@ -99,13 +99,19 @@ func TestBuildSampleAndWarmRebuild(t *testing.T) {
 		t.Error("no vertex progress was streamed")
 	}
 
-	// A new commit: the source changed, so go build runs again, but the
-	// module cache is warm, so nothing is downloaded.
+	// A new commit: the source changed, so go build runs again, but go.mod
+	// and go.sum did not, so BuildKit reuses the download step.
 	files := sampleFiles(t)
 	files["main.go"] = strings.Replace(files["main.go"], "hello from sampleapp", "hello again from sampleapp", 1)
 	newSHA := repo.commit("main", "second", files)
 	o2 := build(t, c, &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: newSHA, ImageTag: tagFor(t, "v2")})
 	res2 := requireSuccess(t, o2)
+	if ran, cached := stepRan(o2, "go mod download"); ran || !cached {
+		t.Errorf("warm rebuild with go.mod unchanged: the download step ran %v, was reused %v", ran, cached)
+	}
+	if ran, _ := stepRan(o2, "go build"); !ran {
+		t.Error("warm rebuild of new source: go build did not run")
+	}
 	if strings.Contains(o2.logs(), "go: downloading") {
 		t.Errorf("warm rebuild downloaded modules:\n%s", o2.logs())
 	}
@@ -381,14 +387,10 @@ func TestReproducibleImage(t *testing.T) {
 	})
 	bo := build(t, cold, req("b"))
 	b := requireSuccess(t, bo)
-	ran := false
-	for _, e := range bo.events {
-		if v := e.GetVertex(); strings.HasPrefix(v.GetName(), "go build") && v.GetCompleted() != nil && !v.GetCached() {
-			ran = true
-		}
-	}
-	if !ran || !strings.Contains(bo.logs(), "go: downloading") {
-		t.Fatalf("the second build did not run go build on empty caches; logs:\n%s", bo.logs())
+	downloaded, _ := stepRan(bo, "go mod download")
+	compiled, _ := stepRan(bo, "go build")
+	if !downloaded || !compiled {
+		t.Fatalf("the second build did not download and compile on empty caches (%v, %v); logs:\n%s", downloaded, compiled, bo.logs())
 	}
 	if a.Digest != b.Digest {
 		t.Errorf("same commit, two digests: %s and %s", a.Digest, b.Digest)
@@ -441,6 +443,18 @@ func TestReproducibleImage(t *testing.T) {
 			t.Errorf("layer %d is empty", i)
 		}
 	}
+}
+
+// stepRan reports whether a step whose name starts with prefix ran, and
+// whether one was reused from BuildKit's cache.
+func stepRan(o outcome, prefix string) (ran, cached bool) {
+	for _, e := range o.events {
+		if v := e.GetVertex(); strings.HasPrefix(v.GetName(), prefix) && v.GetCompleted() != nil {
+			ran = ran || !v.GetCached()
+			cached = cached || v.GetCached()
+		}
+	}
+	return ran, cached
 }
 
 // forEachFile calls fn for every entry of the layer's tar.

@@ -105,8 +105,27 @@ func GitSource(ctx context.Context, s Spec) (*pb.SourceOp, error) {
 	return nil, fmt.Errorf("%w: no git source in the graph", ErrInvalidSpec)
 }
 
-// compile runs `go build` in the builder image and returns the state of the
-// output directory, which holds only the binary.
+// moduleFiles are the files the download step sees: those that say which
+// modules a build needs, wherever they are in the repository (a replace
+// directive may name a module in another directory).
+var moduleFiles = []string{"**/go.mod", "**/go.sum", "**/go.work", "**/go.work.sum"}
+
+// compile downloads the modules and runs `go build` in the builder image,
+// and returns the state of the output directory, which holds only the
+// binary. It is two steps:
+//
+//   - `go mod download`, with the network (to the module proxy), sees only
+//     the repository's module files, so BuildKit reuses its result for
+//     every commit that leaves them as they are; it alone writes the module
+//     cache. No code of the repository runs in it. A failure (a vendored
+//     repository with GOPROXY=off, a module the proxy lacks) does not stop
+//     the build: the compile step says what is missing.
+//   - `go build`, with no network and GOPROXY=off, the module cache mounted
+//     read-only: no build can change a module another build reads.
+//
+// Both honour a toolchain line in go.mod (GOTOOLCHAIN=auto): the download
+// step fetches that toolchain through the module proxy into the module
+// cache, and the compile step runs it from there.
 func compile(s Spec, builder *parsedConfig) (bkllb.State, error) {
 	st := bkllb.Image(s.Builder.Ref, bkllb.Platform(s.BuildPlatform))
 	if builder != nil {
@@ -122,21 +141,67 @@ func compile(s Spec, builder *parsedConfig) (bkllb.State, error) {
 	if builder == nil || !builder.hasEnv("PATH") {
 		st = st.AddEnv("PATH", builderPathFallback)
 	}
-	for _, kv := range buildEnv(s) {
-		st = st.AddEnv(kv[0], kv[1])
+	// Each step's own settings first; the request's environment comes last
+	// and wins (a tenant allowed GOFLAGS sets it for both steps).
+	withEnv := func(st bkllb.State) bkllb.State {
+		for _, kv := range buildEnv(s) {
+			st = st.AddEnv(kv[0], kv[1])
+		}
+		return st
 	}
+	modCache := bkllb.AsPersistentCacheDir(cmp.Or(s.ModCacheID, GoModCacheID), bkllb.CacheMountShared)
+	limits := stepLimits(s)
 
-	run := st.Run(
+	modules := bkllb.Scratch().File(
+		bkllb.Copy(source(s), "/", "/", &bkllb.CopyInfo{
+			IncludePatterns: moduleFiles, CopyDirContentsOnly: true, AllowEmptyWildcard: true, CreateDestPath: true,
+		}),
+		bkllb.WithCustomName("module files of "+shortSHA(s.Commit)),
+	)
+	dl := st.AddEnv("GOFLAGS", "-mod=mod")
+	if s.GoProxy != "" {
+		dl = dl.AddEnv("GOPROXY", s.GoProxy)
+	}
+	if s.ModulesGeneration != 0 {
+		dl = dl.AddEnv(ModulesGenerationEnv, fmt.Sprint(s.ModulesGeneration))
+	}
+	download := withEnv(dl).Run(append([]bkllb.RunOption{
+		bkllb.Args([]string{"go", "mod", "download"}),
+		bkllb.Dir(path.Join(ModulesDir, s.Dir)),
+		bkllb.AddMount(ModulesDir, modules),
+		bkllb.AddMount(GoModCachePath, bkllb.Scratch(), modCache),
+		bkllb.ValidExitCodes(0, 1),
+		bkllb.WithCustomName("go mod download"),
+	}, limits...)...)
+
+	cc := st.AddEnv("GOPROXY", "off")
+	if s.GoFlags != "" {
+		cc = cc.AddEnv("GOFLAGS", s.GoFlags)
+	}
+	run := withEnv(cc).Run(append([]bkllb.RunOption{
 		bkllb.Args(buildArgs(s)),
 		bkllb.Dir(path.Join(SourceDir, s.Dir)),
+		bkllb.Network(pb.NetMode_NONE),
 		bkllb.AddMount(SourceDir, source(s), bkllb.Readonly),
-		bkllb.AddMount(GoModCachePath, bkllb.Scratch(),
-			bkllb.AsPersistentCacheDir(cmp.Or(s.ModCacheID, GoModCacheID), bkllb.CacheMountShared)),
+		bkllb.AddMount(GoModCachePath, bkllb.Scratch(), modCache, bkllb.Readonly),
 		bkllb.AddMount(GoCachePath, bkllb.Scratch(),
 			bkllb.AsPersistentCacheDir(cmp.Or(s.BuildCacheID, GoBuildCacheID), bkllb.CacheMountShared)),
-		bkllb.WithCustomName("go build "+s.Package),
-	)
+		bkllb.AddMount(downloadedDir, download.GetMount(ModulesDir), bkllb.Readonly),
+		bkllb.WithCustomName("go build " + s.Package),
+	}, limits...)...)
 	return run.AddMount(OutputDir, bkllb.Scratch()), nil
+}
+
+// stepLimits are the run options of Spec's resource limits.
+func stepLimits(s Spec) []bkllb.RunOption {
+	var opts []bkllb.RunOption
+	for _, u := range s.Ulimits {
+		opts = append(opts, bkllb.AddUlimit(bkllb.UlimitName(u.Name), u.Soft, u.Hard))
+	}
+	if s.CgroupParent != "" {
+		opts = append(opts, bkllb.WithCgroupParent(s.CgroupParent))
+	}
+	return opts
 }
 
 // runtimeImage copies the binary from out onto the base image.
@@ -171,8 +236,9 @@ func buildArgs(s Spec) []string {
 	return append(args, s.Package)
 }
 
-// buildEnv is the environment `go build` gets on top of the builder image's,
-// as ordered key/value pairs. s.Env comes last, sorted, and wins.
+// buildEnv is the environment both build steps get on top of the builder
+// image's, as ordered key/value pairs. s.Env comes last, sorted, and wins.
+// GOPROXY and GOFLAGS are each step's own (see compile).
 func buildEnv(s Spec) [][2]string {
 	var env [][2]string
 	if _, ok := s.Env["CGO_ENABLED"]; !ok {
@@ -195,12 +261,8 @@ func buildEnv(s Spec) [][2]string {
 	if s.ModCacheID != "" || s.BuildCacheID != "" {
 		env = append(env, [2]string{CacheScopeEnv, cmp.Or(s.ModCacheID, GoModCacheID) + "," + cmp.Or(s.BuildCacheID, GoBuildCacheID)})
 	}
-	if s.GoProxy != "" {
-		env = append(env, [2]string{"GOPROXY", s.GoProxy})
-	}
-	if s.GoFlags != "" {
-		env = append(env, [2]string{"GOFLAGS", s.GoFlags})
-	}
+	// A toolchain line in go.mod is honoured (see compile).
+	env = append(env, [2]string{"GOTOOLCHAIN", "auto"})
 	keys := make([]string, 0, len(s.Env))
 	for k := range s.Env {
 		keys = append(keys, k)

@@ -73,23 +73,26 @@ func specs() map[string]Spec {
 			Base:          Image{Ref: "registry.example/base/static:latest", Config: []byte(baseConfig)},
 		},
 		"subdir": {
-			Repo:          "https://git.example/team/mono.git",
-			Commit:        sha256Commit,
-			Dir:           "services/api",
-			Package:       "./cmd/app",
-			Binary:        "app",
-			BuildFlags:    []string{"-tags", "netgo,osusergo", "-v"},
-			LDFlags:       "-s -w -X main.version=1.2.3",
-			Env:           map[string]string{"ZZ_LAST": "z", "CGO_ENABLED": "1", "AA_FIRST": "a"},
-			GoProxy:       "https://proxy.example,direct",
-			GoFlags:       "-mod=vendor",
-			BuildPlatform: amd64,
-			Platform:      amd64,
-			Builder:       Image{Ref: "golang:alpine", Config: []byte(builderConfig)},
-			Base:          Image{Ref: "gcr.io/distroless/static@sha256:3333333333333333333333333333333333333333333333333333333333333333", Config: []byte(baseConfig)},
-			Labels:        map[string]string{"team": "api", LabelSource: "overridden by the service"},
-			ModCacheID:    "team-a-gomodcache",
-			BuildCacheID:  "team-a-gocache",
+			Repo:              "https://git.example/team/mono.git",
+			Commit:            sha256Commit,
+			Dir:               "services/api",
+			Package:           "./cmd/app",
+			Binary:            "app",
+			BuildFlags:        []string{"-tags", "netgo,osusergo", "-v"},
+			LDFlags:           "-s -w -X main.version=1.2.3",
+			Env:               map[string]string{"ZZ_LAST": "z", "CGO_ENABLED": "1", "AA_FIRST": "a"},
+			GoProxy:           "https://proxy.example,direct",
+			GoFlags:           "-mod=vendor",
+			BuildPlatform:     amd64,
+			Platform:          amd64,
+			Builder:           Image{Ref: "golang:alpine", Config: []byte(builderConfig)},
+			Base:              Image{Ref: "gcr.io/distroless/static@sha256:3333333333333333333333333333333333333333333333333333333333333333", Config: []byte(baseConfig)},
+			Labels:            map[string]string{"team": "api", LabelSource: "overridden by the service"},
+			ModCacheID:        "team-a-gomodcache",
+			BuildCacheID:      "team-a-gocache",
+			Ulimits:           []Ulimit{{Name: "nofile", Soft: 1024, Hard: 4096}},
+			CgroupParent:      "buildsvc.slice",
+			ModulesGeneration: 2,
 			SourceDateEpoch: func() *time.Time {
 				t := time.Unix(1700000000, 0).UTC()
 				return &t
@@ -246,6 +249,78 @@ func envMap(env []string) map[string]string {
 	return m
 }
 
+// checkDownload checks the download step the compile step's mount m comes
+// from: `go mod download` with the network, the module files of the
+// repository only, the module cache writable, no build cache.
+func checkDownload(t *testing.T, g graph, s Spec, compile *pb.Op, m *pb.Mount, compileEnv map[string]string) {
+	t.Helper()
+	if m == nil || !m.Readonly || m.Input < 0 {
+		t.Fatalf("the compile step does not mount the download step's output read-only: %v", m)
+	}
+	op := g.input(t, compile.Inputs[m.Input])
+	exec := op.GetExec()
+	if exec == nil || !slices.Equal(exec.Meta.Args, []string{"go", "mod", "download"}) {
+		t.Fatalf("the compile step's dependency is not go mod download: %v", op)
+	}
+	if want := filepath.Join(ModulesDir, s.Dir); exec.Meta.Cwd != want {
+		t.Errorf("download cwd = %q, want %q", exec.Meta.Cwd, want)
+	}
+	if exec.Network == pb.NetMode_NONE {
+		t.Error("the download step has no network")
+	}
+	if !slices.Equal(exec.Meta.ValidExitCodes, []int32{0, 1}) {
+		t.Errorf("download valid exit codes %v, want [0 1] (a failure is the compile step's to report)", exec.Meta.ValidExitCodes)
+	}
+	env := envMap(exec.Meta.Env)
+	want := map[string]string{"GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "auto", "GOMODCACHE": "/go/pkg/mod"}
+	if s.GoProxy != "" {
+		want["GOPROXY"] = s.GoProxy
+	}
+	if s.ModulesGeneration != 0 {
+		want[ModulesGenerationEnv] = fmt.Sprint(s.ModulesGeneration)
+	} else if _, ok := env[ModulesGenerationEnv]; ok {
+		t.Errorf("%s set for generation 0", ModulesGenerationEnv)
+	}
+	if len(exec.Meta.Ulimit) != len(s.Ulimits) || exec.Meta.CgroupParent != s.CgroupParent {
+		t.Errorf("download ulimits %v, cgroup parent %q; want %v, %q", exec.Meta.Ulimit, exec.Meta.CgroupParent, s.Ulimits, s.CgroupParent)
+	}
+	for k, v := range want {
+		if env[k] != v {
+			t.Errorf("download env %s = %q, want %q", k, env[k], v)
+		}
+	}
+	for k, v := range compileEnv {
+		if k != "GOPROXY" && k != "GOFLAGS" && env[k] != v {
+			t.Errorf("download env %s = %q, the compile step has %q", k, env[k], v)
+		}
+	}
+	var modCache, modules *pb.Mount
+	for _, m := range exec.Mounts {
+		switch m.Dest {
+		case "/go/pkg/mod":
+			modCache = m
+		case ModulesDir:
+			modules = m
+		case "/root/.cache/go-build", SourceDir:
+			t.Errorf("the download step mounts %s", m.Dest)
+		}
+	}
+	if modCache == nil || modCache.Readonly || modCache.CacheOpt.GetID() != cmp.Or(s.ModCacheID, "buildsvc-gomodcache") {
+		t.Errorf("download module cache mount %v, want the module cache, writable", modCache)
+	}
+	if modules == nil || modules.Input < 0 {
+		t.Fatalf("no module files at %s: %v", ModulesDir, exec.Mounts)
+	}
+	files := g.input(t, op.Inputs[modules.Input]).GetFile()
+	if files == nil || len(files.Actions) != 1 || files.Actions[0].GetCopy() == nil {
+		t.Fatalf("the module files are not one copy: %v", files)
+	}
+	cp := files.Actions[0].GetCopy()
+	if !slices.Equal(cp.IncludePatterns, []string{"**/go.mod", "**/go.sum", "**/go.work", "**/go.work.sum"}) || cp.Src != "/" {
+		t.Errorf("module files copy %v, want every go.mod, go.sum, go.work and go.work.sum", cp)
+	}
+}
+
 func TestReadBack(t *testing.T) {
 	for name, s := range specs() {
 		t.Run(name, func(t *testing.T) {
@@ -327,12 +402,12 @@ func TestReadBack(t *testing.T) {
 				"HOME":        "/root",
 				"GOCACHE":     "/root/.cache/go-build",
 				"GOMODCACHE":  "/go/pkg/mod",
+				"GOTOOLCHAIN": "auto",
+				// The compile step has no network.
+				"GOPROXY": "off",
 			}
 			if s.Platform.Architecture == "arm" {
 				wantEnv["GOARM"] = strings.TrimPrefix(s.Platform.Variant, "v")
-			}
-			if s.GoProxy != "" {
-				wantEnv["GOPROXY"] = s.GoProxy
 			}
 			if s.ModCacheID != "" || s.BuildCacheID != "" {
 				wantEnv[CacheScopeEnv] = cmp.Or(s.ModCacheID, "buildsvc-gomodcache") + "," + cmp.Or(s.BuildCacheID, "buildsvc-gocache")
@@ -367,23 +442,39 @@ func TestReadBack(t *testing.T) {
 			for _, m := range exec.Mounts {
 				mounts[m.Dest] = m
 			}
-			if len(mounts) != 5 {
-				t.Errorf("want 5 mounts (/, /src, /out, 2 caches), got %v", exec.Mounts)
+			if len(mounts) != 6 {
+				t.Errorf("want 6 mounts (/, /src, /out, 2 caches, the download step's), got %v", exec.Mounts)
 			}
-			for dest, id := range map[string]string{
-				"/go/pkg/mod":           cmp.Or(s.ModCacheID, "buildsvc-gomodcache"),
-				"/root/.cache/go-build": cmp.Or(s.BuildCacheID, "buildsvc-gocache"),
+			// No network; the module cache read-only, the build cache not.
+			if exec.Network != pb.NetMode_NONE {
+				t.Errorf("go build has network %v, want none", exec.Network)
+			}
+			if len(exec.Meta.Ulimit) != len(s.Ulimits) || exec.Meta.CgroupParent != s.CgroupParent {
+				t.Errorf("go build ulimits %v, cgroup parent %q; want %v, %q", exec.Meta.Ulimit, exec.Meta.CgroupParent, s.Ulimits, s.CgroupParent)
+			}
+			for i, u := range s.Ulimits {
+				if got := exec.Meta.Ulimit[i]; got.Name != u.Name || got.Soft != u.Soft || got.Hard != u.Hard {
+					t.Errorf("ulimit %d = %v, want %v", i, got, u)
+				}
+			}
+			for dest, c := range map[string]struct {
+				id       string
+				readonly bool
+			}{
+				"/go/pkg/mod":           {cmp.Or(s.ModCacheID, "buildsvc-gomodcache"), true},
+				"/root/.cache/go-build": {cmp.Or(s.BuildCacheID, "buildsvc-gocache"), false},
 			} {
 				m := mounts[dest]
 				if m == nil {
 					t.Errorf("no cache mount at %s", dest)
 					continue
 				}
-				if m.MountType != pb.MountType_CACHE || m.CacheOpt.GetID() != id ||
+				if m.MountType != pb.MountType_CACHE || m.CacheOpt.GetID() != c.id || m.Readonly != c.readonly ||
 					m.CacheOpt.GetSharing() != pb.CacheSharingOpt_SHARED || m.Input != int64(pb.Empty) {
-					t.Errorf("cache mount at %s = %v, want CACHE id %s SHARED from scratch", dest, m, id)
+					t.Errorf("cache mount at %s = %v, want CACHE id %s SHARED from scratch, read-only %v", dest, m, c.id, c.readonly)
 				}
 			}
+			checkDownload(t, g, s, outOp, mounts["/tmp/buildsvc-downloaded"], env)
 
 			root := mounts["/"]
 			if root == nil {

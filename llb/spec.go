@@ -26,9 +26,20 @@ const (
 // not read it and it is not recorded in the binary.
 const CacheScopeEnv = "BUILDSVC_CACHE_SCOPE"
 
+// ModulesGenerationEnv is the variable of the download step's environment
+// that carries Spec.ModulesGeneration: a new generation makes BuildKit run
+// the download step again instead of reusing its cached result.
+const ModulesGenerationEnv = "BUILDSVC_MODULES_GENERATION"
+
 // Paths inside the builder container.
 const (
-	SourceDir      = "/src"
+	SourceDir = "/src"
+	// ModulesDir is where the download step sees the repository's module
+	// files (every go.mod, go.sum, go.work and go.work.sum, nothing else).
+	ModulesDir = "/modules"
+	// downloadedDir is where the compile step mounts what the download step
+	// left of ModulesDir: nothing reads it, it orders the two steps.
+	downloadedDir  = "/tmp/buildsvc-downloaded"
 	OutputDir      = "/out"
 	GoModCachePath = "/go/pkg/mod"
 	GoCachePath    = "/root/.cache/go-build"
@@ -39,6 +50,14 @@ const (
 	LabelSource   = "org.opencontainers.image.source"
 	LabelRevision = "org.opencontainers.image.revision"
 )
+
+// Ulimit is one resource limit of the build steps.
+type Ulimit struct {
+	// Name is the limit's name as in ulimit(1) and BuildKit: nofile, nproc,
+	// fsize, core, ...
+	Name       string
+	Soft, Hard int64
+}
 
 // Image is an image reference with its config, resolved by the caller.
 type Image struct {
@@ -70,10 +89,24 @@ type Spec struct {
 	LDFlags string
 	// Env is extra environment for `go build`.
 	Env map[string]string
-	// GoProxy and GoFlags become GOPROXY and GOFLAGS of `go build`; empty
-	// leaves the builder image's value.
+	// GoProxy is GOPROXY of the download step (`go mod download`); empty
+	// leaves the builder image's value. The compile step always has
+	// GOPROXY=off: it has no network.
 	GoProxy string
+	// GoFlags is GOFLAGS of the compile step (`go build`); empty leaves the
+	// builder image's value.
 	GoFlags string
+	// ModulesGeneration, when not 0, makes the download step new (see
+	// ModulesGenerationEnv): the caller bumps it when the module cache lost
+	// modules that a cached download step had fetched.
+	ModulesGeneration int64
+	// Ulimits are resource limits of both build steps, e.g. nofile; none by
+	// default.
+	Ulimits []Ulimit
+	// CgroupParent, when set, is the cgroup parent of both build steps (for
+	// memory, CPU and pids limits; buildkitd must run with a cgroup
+	// driver that has it).
+	CgroupParent string
 	// BuildPlatform is the platform the builder runs on (the daemon's).
 	BuildPlatform ocispecs.Platform
 	// Platform is the platform of the image (cross-compiled, no emulation).

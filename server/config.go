@@ -57,6 +57,13 @@ type Config struct {
 	// entry lets builds run programs of the repository's choosing: for
 	// servers whose every caller is trusted.
 	AllowBuild policy.Extra
+	// Ulimits are resource limits of every build step (nofile, nproc, ...);
+	// none by default.
+	Ulimits []llb.Ulimit
+	// CgroupParent, when set, is the cgroup parent of every build step, so
+	// that the cgroup's memory, CPU and pids limits bound builds. buildkitd
+	// must be able to create cgroups under it.
+	CgroupParent string
 	// PerTenantModuleCache gives each tenant a Go module cache of its own
 	// (the build cache always is), at the cost of each tenant downloading
 	// every module once.

@@ -54,6 +54,7 @@ type Server struct {
 	running   int
 	runningBy map[string]int           // running builds by tenant
 	limiters  map[string]*rate.Limiter // by tenant, for tenants with a rate
+	modGen    map[string]int64         // generation of the download step, by modulesKey
 }
 
 // New returns a server that runs builds on the buildkitd cfg names. The
@@ -73,6 +74,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		queue:     newFairQueue(),
 		runningBy: map[string]int{},
 		limiters:  map[string]*rate.Limiter{},
+		modGen:    map[string]int64{},
 	}
 	if err := s.interruptLeftovers(ctx); err != nil {
 		return nil, err

@@ -47,6 +47,8 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		}},
 		Session: []session.Attachable{auth},
 	}
+	genKey := modulesKey(b.tenant, s.spec(b.tenant, b.req, sha, platform, llb.Image{}, llb.Image{}).ModCacheID)
+	generation := s.modulesGeneration(genKey)
 	build := func(ctx context.Context, c gateway.Client) (*gateway.Result, error) {
 		spec := s.spec(b.tenant, b.req, sha, platform, llb.Image{Ref: s.cfg.BuilderImage}, llb.Image{Ref: b.req.BaseImage})
 		// Three round trips to buildkitd before the solve; they are
@@ -76,6 +78,7 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 			return nil, err
 		}
 		spec.SourceDateEpoch = &epoch
+		spec.ModulesGeneration = generation
 		def, err := llb.Build(ctx, spec)
 		if err != nil {
 			return nil, err
@@ -91,6 +94,40 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		return res, nil
 	}
 
+	first, _ := b.log.stats()
+	resp, err := s.runBuild(ctx, b, opt, build)
+	if err != nil && ctx.Err() == nil && compileMissedModules(ctx, b.log, first, 5*time.Second) {
+		// BuildKit reused a download step whose modules have since been
+		// pruned from the cache: run the download again, under a new
+		// generation, in a new solve (in the same one, BuildKit keeps the
+		// module cache as the failed step saw it), and compile again.
+		b.log.append(modulesRefetched())
+		generation = s.nextModulesGeneration(genKey, generation)
+		s.cfg.Logger.Warn("module cache lacked modules; downloading again", "build", b.id, "generation", generation)
+		resp, err = s.runBuild(ctx, b, opt, build)
+	}
+	if err != nil {
+		return nil, err
+	}
+	dgst := resp.ExporterResponse[exptypes.ExporterImageDigestKey]
+	if dgst == "" {
+		return nil, errors.New("buildkitd reported no image digest")
+	}
+	tag, err := name.NewTag(b.req.Tag)
+	if err != nil {
+		return nil, err
+	}
+	return &buildv1.BuildResult{
+		Image:  tag.Context().Digest(dgst).Name(),
+		Tag:    b.req.Tag,
+		Digest: dgst,
+		Commit: sha,
+	}, nil
+}
+
+// runBuild runs one gateway build on buildkitd and streams its progress
+// into b's log.
+func (s *Server) runBuild(ctx context.Context, b *build, opt client.SolveOpt, build gateway.BuildFunc) (*client.SolveResponse, error) {
 	statusCh := make(chan *client.SolveStatus)
 	var resp *client.SolveResponse
 	eg, ectx := errgroup.WithContext(ctx)
@@ -114,20 +151,7 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		}
 		return nil, err
 	}
-	dgst := resp.ExporterResponse[exptypes.ExporterImageDigestKey]
-	if dgst == "" {
-		return nil, errors.New("buildkitd reported no image digest")
-	}
-	tag, err := name.NewTag(b.req.Tag)
-	if err != nil {
-		return nil, err
-	}
-	return &buildv1.BuildResult{
-		Image:  tag.Context().Digest(dgst).Name(),
-		Tag:    b.req.Tag,
-		Digest: dgst,
-		Commit: sha,
-	}, nil
+	return resp, nil
 }
 
 // spec turns an accepted request of tenant into the LLB spec of one build.
@@ -136,6 +160,8 @@ func (s *Server) spec(tenant string, r *request, sha string, platform ocispecs.P
 	return llb.Spec{
 		ModCacheID:    modCache,
 		BuildCacheID:  buildCache,
+		Ulimits:       s.cfg.Ulimits,
+		CgroupParent:  s.cfg.CgroupParent,
 		Repo:          r.Repo,
 		Commit:        sha,
 		Dir:           r.Dir,
