@@ -134,6 +134,22 @@ func main() {
 	})
 }
 
+// A go.mod whose toolchain line asks for a newer Go than the builder's: the
+// download step fetches that toolchain through the module proxy into the
+// module cache, and the compile step, with no network, builds with it.
+func TestToolchainLine(t *testing.T) {
+	const toolchain = "go1.27.4"
+	c := startServer(t, nil)
+	repo := newRepo(t, map[string]string{
+		"go.mod":  "module example.com/tc\n\ngo 1.26\n\ntoolchain " + toolchain + "\n",
+		"main.go": "package main\n\nimport (\n\t\"fmt\"\n\t\"runtime\"\n)\n\nfunc main() { fmt.Println(runtime.Version()) }\n",
+	})
+	res := requireSuccess(t, build(t, c, &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "tc")}))
+	if out := strings.TrimSpace(runEntrypoint(t, pushedImage(t, res.Image))); out != toolchain {
+		t.Errorf("the binary was built with %s, want %s", out, toolchain)
+	}
+}
+
 func modVersion(t testing.TB, path string) string {
 	t.Helper()
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", path).Output()
