@@ -40,6 +40,15 @@ type Tenant struct {
 	Burst         int     `yaml:"burst"`
 	// Allow widens the allow-lists of flags and variables for the tenant.
 	Allow Extra `yaml:"allow"`
+	// AllowLoopback, AllowPrivate, AllowAnyPort and AllowedPorts widen the
+	// host policy of the server's own connections when it resolves the
+	// tenant's refs (package egress): to loopback addresses, to private
+	// addresses, to any port, or to these ports besides the protocol's
+	// usual ones. They add to what the server allows every tenant.
+	AllowLoopback bool  `yaml:"allow_loopback"`
+	AllowPrivate  bool  `yaml:"allow_private"`
+	AllowAnyPort  bool  `yaml:"allow_any_port"`
+	AllowedPorts  []int `yaml:"allowed_ports"`
 }
 
 // Duration is a time.Duration written as Go writes durations ("90s").
@@ -116,6 +125,11 @@ func (t Tenant) check(where string) error {
 	if t.MaxRunning < 0 || t.MaxQueued < 0 || t.RatePerMinute < 0 || t.Burst < 0 {
 		return fmt.Errorf("%s: limits must not be negative", where)
 	}
+	for _, p := range t.AllowedPorts {
+		if p < 1 || p > 65535 {
+			return fmt.Errorf("%s.allowed_ports: %d is not a port (1-65535)", where, p)
+		}
+	}
 	return nil
 }
 
@@ -155,6 +169,10 @@ func (p *Policies) For(tenant string) Tenant {
 		LDFlags:    append(slices.Clone(t.Allow.LDFlags), own.Allow.LDFlags...),
 		Env:        append(slices.Clone(t.Allow.Env), own.Allow.Env...),
 	}
+	t.AllowLoopback = t.AllowLoopback || own.AllowLoopback
+	t.AllowPrivate = t.AllowPrivate || own.AllowPrivate
+	t.AllowAnyPort = t.AllowAnyPort || own.AllowAnyPort
+	t.AllowedPorts = append(slices.Clone(t.AllowedPorts), own.AllowedPorts...)
 	return t
 }
 
