@@ -25,7 +25,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/buildsvc/buildsvc/buildkitd"
+	"github.com/buildsvc/buildsvc/egress"
 	"github.com/buildsvc/buildsvc/history"
+	"github.com/buildsvc/buildsvc/policy"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 	"github.com/buildsvc/buildsvc/server"
 )
@@ -123,6 +125,14 @@ func startTestServer(t testing.TB, mutate func(*server.Config), opts ...grpc.Ser
 		GoProxy:          strings.TrimSpace(string(goproxy)),
 		AllowInsecureGit: false,
 		Logger:           slog.New(slog.NewJSONHandler(ts.Log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// The stack's git daemon and the tests' own servers are on
+		// 127.0.0.1, on ports of their own: the host policy allows loopback
+		// and any port, server-wide (the resolver) and for every tenant
+		// (the default policy, which the server passes to whatever
+		// resolver a test brings). A test that replaces Tenants keeps the
+		// resolver's; mutate can take both away (egress_test.go).
+		Resolver: server.RemoteResolver{Allow: egress.Allowance{Loopback: true, AnyPort: true}},
+		Tenants:  &policy.Policies{Defaults: policy.Tenant{AllowLoopback: true, AllowAnyPort: true}},
 	}
 	if mutate != nil {
 		mutate(&cfg)

@@ -309,12 +309,12 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 		return nil, false, err
 	}
 	began := time.Now()
-	rctx, cancel := context.WithTimeout(ctx, s.cfg.ResolveTimeout)
+	rctx, cancel := context.WithTimeout(withResolveTenant(ctx, c.tenant, egressAllowance(pol)), s.cfg.ResolveTimeout)
 	sha, err := s.resolver.Resolve(rctx, r.Repo, r.Ref)
 	cancel()
 	if err != nil {
-		s.cfg.Logger.Info("resolve failed", "repo", r.Repo, "ref", r.Ref, "err", err)
-		return nil, false, fmt.Errorf("git_commit: %w", err)
+		s.cfg.Logger.Info("resolve failed", "repo", r.Repo, "ref", r.Ref, "err", err, "cause", resolveCause(err))
+		return nil, false, resolveFailed(err)
 	}
 	key := dedupKey(c.tenant, r, sha)
 

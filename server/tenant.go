@@ -12,6 +12,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/buildsvc/buildsvc/auth"
+	"github.com/buildsvc/buildsvc/egress"
 	"github.com/buildsvc/buildsvc/history"
 	"github.com/buildsvc/buildsvc/policy"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
@@ -92,6 +93,12 @@ func withTenantAllow(cfg Config, pol policy.Tenant) Config {
 		Env:        append(slices.Clone(cfg.AllowBuild.Env), pol.Allow.Env...),
 	}
 	return cfg
+}
+
+// egressAllowance is what the tenant's policy adds to the host policy of
+// the resolves of its refs.
+func egressAllowance(pol policy.Tenant) egress.Allowance {
+	return egress.Allowance{Loopback: pol.AllowLoopback, Private: pol.AllowPrivate, AnyPort: pol.AllowAnyPort, Ports: pol.AllowedPorts}
 }
 
 // errTenantLimit is a tenant over one of its quotas.

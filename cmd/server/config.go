@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/buildsvc/buildsvc/buildkitd"
+	"github.com/buildsvc/buildsvc/egress"
 	"github.com/buildsvc/buildsvc/server"
 )
 
@@ -93,6 +94,10 @@ var options = []option{
 	{name: "tenants", category: catSecurity, defText: "empty: no per-tenant limits", usage: "`FILE` (YAML) of the tenants' policies: git hosts, image tag prefixes, base images, running and queued builds, timeout, rate, wider allow-lists"},
 	{name: "insecure-tokens", kind: kBool, def: "false", category: catSecurity, usage: "accept tokens without TLS (development on one machine only)"},
 	{name: "public-reflection", kind: kBool, def: "true", category: catSecurity, usage: "serve gRPC reflection without authentication (health is always open)"},
+	{name: "allow-loopback-hosts", kind: kBool, def: "false", category: catSecurity, usage: "let the server's own connections to git hosts (resolving refs) reach loopback addresses (127.0.0.0/8, ::1); a tenant's allow_loopback allows it for that tenant"},
+	{name: "allow-private-hosts", kind: kBool, def: "false", category: catSecurity, usage: "let them reach private addresses (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7); a tenant's allow_private allows it for that tenant"},
+	{name: "allowed-ports", category: catSecurity, defText: "empty: only 443 and 80 (https, http), 9418 (git)", usage: "`PORTS` (comma-separated) git hosts may be reached on besides the protocol's usual ones; a tenant's allowed_ports add to them"},
+	{name: "allow-any-port", kind: kBool, def: "false", category: catSecurity, usage: "let the server reach git hosts on any port"},
 
 	{name: "buildkit-addr", category: catBuildKit, defText: "empty: start and supervise a local buildkitd", usage: "`ADDRESS` of a buildkitd to use, unix:///path or tcp://host:port; empty starts a managed one"},
 	{name: "buildkit-ca", category: catBuildKit, usage: "CA certificate `FILE` of buildkitd (tcp with TLS)"},
@@ -118,7 +123,9 @@ var options = []option{
 	{name: "queue-size", kind: kInt, def: strconv.Itoa(server.DefaultQueueSize), category: catBuilds, usage: "builds that may wait for a slot; more are refused with RESOURCE_EXHAUSTED"},
 	{name: "default-timeout", kind: kDuration, def: fmtDuration(server.DefaultTimeout), category: catBuilds, usage: "how long a build may run when its request does not say"},
 	{name: "max-timeout", kind: kDuration, def: fmtDuration(server.DefaultMaxTimeout), category: catBuilds, usage: "the longest timeout a request may ask for"},
-	{name: "resolve-timeout", kind: kDuration, def: fmtDuration(server.DefaultResolveTimout), category: catBuilds, usage: "how long resolving a git reference to a commit may take"},
+	{name: "resolve-timeout", kind: kDuration, def: "10s", category: catBuilds, usage: "how long resolving a git reference to a commit may take, waiting for a free slot included"},
+	{name: "resolve-concurrency", kind: kInt, def: strconv.Itoa(server.DefaultResolveConcurrency), category: catBuilds, usage: "git references resolved at once; more wait"},
+	{name: "resolve-concurrency-per-tenant", kind: kInt, def: strconv.Itoa(server.DefaultResolveConcurrencyPerTenant), category: catBuilds, usage: "git references of one tenant resolved at once (within resolve-concurrency)"},
 	{name: "log-cap", kind: kSize, def: "32MiB", category: catBuilds, usage: "step output kept per build"},
 
 	{name: "cleanup-interval", kind: kDuration, def: "1h", category: catCleanup, usage: "time between cleanup runs (BuildKit prune and history retention); 0 turns the periodic run off"},
@@ -263,6 +270,12 @@ type config struct {
 	// Server is everything of server.Config that comes from settings (not
 	// the store, observer or logger); BuildKit is set by serve.
 	Server server.Config
+	// Egress widens the host policy of the server's own connections to git
+	// hosts; ResolveConcurrency and ResolveConcurrencyPerTenant bound the
+	// resolves at once. serve makes the server's resolver of them.
+	Egress                      egress.Allowance
+	ResolveConcurrency          int
+	ResolveConcurrencyPerTenant int
 }
 
 // managedConfig configures the managed buildkitd.
@@ -328,6 +341,26 @@ func parseConfig(s map[string]setting) (config, error) {
 				HistoryMaxBuilds: p.int("history-max-builds"),
 			},
 		},
+	}
+	cfg.Egress = egress.Allowance{
+		Loopback: p.bool("allow-loopback-hosts"),
+		Private:  p.bool("allow-private-hosts"),
+		AnyPort:  p.bool("allow-any-port"),
+	}
+	ports, err := egress.ParsePorts(p.str("allowed-ports"))
+	if err != nil {
+		p.fail("allowed-ports", err)
+	}
+	cfg.Egress.Ports = ports
+	cfg.ResolveConcurrency = p.int("resolve-concurrency")
+	cfg.ResolveConcurrencyPerTenant = p.int("resolve-concurrency-per-tenant")
+	if cfg.ResolveConcurrency == 0 {
+		p.fail("resolve-concurrency", errors.New("must be positive"))
+	}
+	if cfg.ResolveConcurrencyPerTenant == 0 {
+		p.fail("resolve-concurrency-per-tenant", errors.New("must be positive"))
+	} else if cfg.ResolveConcurrencyPerTenant > cfg.ResolveConcurrency {
+		p.fail("resolve-concurrency-per-tenant", errors.New("must not be more than resolve-concurrency"))
 	}
 	if err := cfg.LogLevel.UnmarshalText([]byte(p.str("log-level"))); err != nil {
 		p.fail("log-level", err)

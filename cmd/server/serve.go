@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/buildsvc/buildsvc/buildkitd"
+	"github.com/buildsvc/buildsvc/egress"
 	"github.com/buildsvc/buildsvc/history"
 	"github.com/buildsvc/buildsvc/metrics"
 	"github.com/buildsvc/buildsvc/policy"
@@ -133,6 +134,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	scfg.Store = store
 	scfg.Observer = m
 	scfg.Logger = log
+	scfg.Resolver = server.RemoteResolver{Allow: cfg.Egress,
+		Limits: egress.NewLimiter(cfg.ResolveConcurrency, cfg.ResolveConcurrencyPerTenant)}
 	if cfg.TenantsFile != "" {
 		if scfg.Tenants, err = policy.LoadPolicies(cfg.TenantsFile); err != nil {
 			return configError(err)
@@ -179,7 +182,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	log.Info("serving", "addr", lis.Addr().String(), "tls", cfg.TLSCert != "", "mtls", cfg.TLSClientCA != "",
 		"authentication", cfg.CallersFile != "", "metrics_addr", metricsAddr,
 		"buildkit", endpoint.Address, "managed_buildkitd", cfg.BuildKit.Address == "",
-		"builder_image", scfg.BuilderImage, "base_image", scfg.BaseImage)
+		"builder_image", scfg.BuilderImage, "base_image", scfg.BaseImage,
+		"allow_loopback_hosts", cfg.Egress.Loopback, "allow_private_hosts", cfg.Egress.Private,
+		"allowed_ports", cfg.Egress.Ports, "allow_any_port", cfg.Egress.AnyPort)
 
 	var serveErr error
 	select {
