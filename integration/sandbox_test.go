@@ -35,6 +35,7 @@ case "$1" in
 	else
 		echo "PROBE %[1]d: no network" >&2
 	fi
+	echo "PROBE %[1]d: nofile $(ulimit -n)" >&2
 	if echo "// poisoned" >> /go/pkg/mod/github.com/google/uuid@v1.6.0/uuid.go 2>/dev/null || touch /go/pkg/mod/buildsvc-poison 2>/dev/null; then
 		echo "PROBE %[1]d: wrote the module cache" >&2
 	else
@@ -47,7 +48,8 @@ exec "$@"
 
 // A build step cannot reach the host's network or change the module cache,
 // even for a tenant trusted with -toolexec (a program of the repository's
-// choosing runs at build time): a listener on 127.0.0.1 sees no
+// choosing runs at build time): the step has the configured ulimits, a
+// listener on 127.0.0.1 sees no
 // connection, the module cache cannot be written, and another tenant's next
 // build of a module from it gets the module as it was.
 func TestBuildStepsAreSandboxed(t *testing.T) {
@@ -71,7 +73,7 @@ func TestBuildStepsAreSandboxed(t *testing.T) {
 tenants:
   tools:
     allow: {build_flags: ["-toolexec"]}
-`, nil, "tools", "other")
+`, func(cfg *server.Config) { cfg.Ulimits = []llb.Ulimit{{Name: "nofile", Soft: 1000, Hard: 1000}} }, "tools", "other")
 
 	files := sampleFiles(t)
 	port := lis.Addr().(*net.TCPAddr).Port
@@ -83,6 +85,9 @@ tenants:
 	logs := o.logs()
 	if !strings.Contains(logs, fmt.Sprintf("PROBE %d: no network", port)) || !strings.Contains(logs, fmt.Sprintf("PROBE %d: the module cache is read-only", port)) {
 		t.Errorf("the tool's probes did not fail as they should:\n%s", logs)
+	}
+	if !strings.Contains(logs, fmt.Sprintf("PROBE %d: nofile 1000", port)) {
+		t.Errorf("the step does not have the configured nofile limit of 1000:\n%s", logs)
 	}
 	if n := conns.Load(); n != 0 {
 		t.Errorf("the listener on 127.0.0.1 saw %d connections from go build", n)

@@ -20,7 +20,7 @@ const (
 	DefaultBuilderImage  = "docker.io/library/golang:alpine"
 	DefaultBaseImage     = "gcr.io/distroless/static-debian12:nonroot"
 	DefaultMaxConcurrent = 4
-	DefaultResolveTimout = 30 * time.Second
+	DefaultResolveTimout = 10 * time.Second
 	DefaultQueueSize     = 64
 	DefaultTimeout       = 30 * time.Minute
 	DefaultMaxTimeout    = 2 * time.Hour

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"slices"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/buildsvc/buildsvc/buildkitd"
 	"github.com/buildsvc/buildsvc/egress"
+	"github.com/buildsvc/buildsvc/llb"
 	"github.com/buildsvc/buildsvc/server"
 )
 
@@ -116,6 +118,8 @@ var options = []option{
 	{name: "docker-config", category: catBuilds, defText: "$DOCKER_CONFIG or ~/.docker", usage: "`DIR` of the docker config.json with registry credentials (read, never printed)"},
 	{name: "goproxy", category: catBuilds, usage: "GOPROXY for every build (credentials in its URLs are masked in --print-config)", mask: maskURLPasswords},
 	{name: "goflags", category: catBuilds, usage: "GOFLAGS for every build"},
+	{name: "build-ulimits", category: catBuilds, usage: "resource limits of every build step, `NAME=SOFT[:HARD],...` as in ulimit(1), e.g. nofile=4096:8192,nproc=512"},
+	{name: "build-cgroup-parent", category: catBuilds, usage: "cgroup parent `PATH` of every build step, whose memory, CPU and pids limits then bound builds (buildkitd must be able to create cgroups under it)"},
 	{name: "per-tenant-module-cache", kind: kBool, def: "false", category: catBuilds, usage: "give each tenant a Go module cache of its own (the Go build cache always is)"},
 	{name: "cache-namespace", category: catBuilds, usage: "`NAME` added to the ids of the Go module and build cache mounts, so that services sharing one buildkitd keep their caches apart (letters, digits, . _ -)"},
 	{name: "allow-insecure-git", kind: kBool, def: "false", category: catBuilds, usage: "accept file:// and plain http:// repositories (development only)"},
@@ -325,6 +329,8 @@ func parseConfig(s map[string]setting) (config, error) {
 			GoFlags:              p.str("goflags"),
 			CacheNamespace:       p.str("cache-namespace"),
 			PerTenantModuleCache: p.bool("per-tenant-module-cache"),
+			Ulimits:              p.ulimits("build-ulimits"),
+			CgroupParent:         p.str("build-cgroup-parent"),
 			Authenticated:        p.str("callers") != "",
 			AllowInsecureGit:     p.bool("allow-insecure-git"),
 			MaxConcurrent:        p.int("max-concurrent-builds"),
@@ -419,6 +425,36 @@ func (p *parser) int(name string) int {
 		p.fail(name, errors.New("must not be negative"))
 	}
 	return n
+}
+
+// ulimits parses NAME=SOFT[:HARD],... (HARD defaults to SOFT).
+func (p *parser) ulimits(name string) []llb.Ulimit {
+	var out []llb.Ulimit
+	v := p.str(name)
+	if v == "" {
+		return nil
+	}
+	for _, item := range strings.Split(v, ",") {
+		k, limits, ok := strings.Cut(strings.TrimSpace(item), "=")
+		soft, hard, hasHard := strings.Cut(limits, ":")
+		s, err1 := strconv.ParseInt(soft, 10, 64)
+		h, err2 := s, error(nil)
+		if hasHard {
+			h, err2 = strconv.ParseInt(hard, 10, 64)
+		}
+		if !ok || !ulimitNames[k] || err1 != nil || err2 != nil || s < 0 || h < s {
+			p.fail(name, fmt.Errorf("%q: want NAME=SOFT[:HARD] with NAME one of %s and 0 <= SOFT <= HARD", item, strings.Join(slices.Sorted(maps.Keys(ulimitNames)), ", ")))
+			return nil
+		}
+		out = append(out, llb.Ulimit{Name: k, Soft: s, Hard: h})
+	}
+	return out
+}
+
+// ulimitNames are the limits BuildKit can set on a step.
+var ulimitNames = map[string]bool{
+	"core": true, "cpu": true, "data": true, "fsize": true, "locks": true, "memlock": true, "msgqueue": true,
+	"nice": true, "nofile": true, "nproc": true, "rss": true, "rtprio": true, "rttime": true, "sigpending": true, "stack": true,
 }
 
 func (p *parser) bool(name string) bool {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -194,6 +195,11 @@ func TestConfigErrors(t *testing.T) {
 		{name: "bad buildkit address", args: []string{"--buildkit-addr", "http://x"}, want: "buildkit-addr"},
 		{name: "missing file", args: []string{"--config", "/nonexistent/server.yaml"}, want: "no such file"},
 		{name: "argument", args: []string{"serve"}, want: `unexpected argument "serve"`},
+		{name: "unknown ulimit", args: []string{"--build-ulimits", "files=10"}, want: "build-ulimits"},
+		{name: "ulimit soft over hard", args: []string{"--build-ulimits", "nofile=10:5"}, want: "build-ulimits"},
+		{name: "ulimit not a number", args: []string{"--build-ulimits", "nofile=many"}, want: "build-ulimits"},
+		{name: "tls key without cert", args: []string{"--tls-key", "k.pem"}, want: "tls-cert"},
+		{name: "client CA without TLS", args: []string{"--tls-client-ca", "ca.pem"}, want: "tls-client-ca"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -214,6 +220,18 @@ func TestConfigErrors(t *testing.T) {
 				t.Errorf("err = %v, want it to contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestBuildUlimits(t *testing.T) {
+	clearEnv(t)
+	cfg, _, err := runApp(t, "--build-ulimits", "nofile=4096:8192, nproc=512", "--build-cgroup-parent", "buildsvc.slice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprint(cfg.Server.Ulimits, " ", cfg.Server.CgroupParent)
+	if want := "[{nofile 4096 8192} {nproc 512 512}] buildsvc.slice"; got != want {
+		t.Errorf("ulimits, cgroup parent = %s, want %s", got, want)
 	}
 }
 
