@@ -332,6 +332,7 @@ func TestServerKilledMidBuild(t *testing.T) {
 		lis := freeAddr(t)
 		cmd := exec.Command(bin, "--listen", lis, "--buildkit-addr", st.BuildKitAddr, "--data-dir", dataDir,
 			"--docker-config", st.DockerConfig, "--builder-image", st.BuilderImage, "--base-image", st.BaseImage,
+			"--allow-loopback-hosts", "--allowed-ports", st.gitPort(t),
 			"--goproxy", p.URL)
 		logf, _ := os.Create(filepath.Join(dataDir, fmt.Sprintf("server-%d.log", time.Now().UnixNano())))
 		cmd.Stdout, cmd.Stderr = logf, logf

@@ -439,6 +439,7 @@ func TestManagedBuildkitdRestartAndHealth(t *testing.T) {
 		"--docker-config", st.DockerConfig,
 		"--builder-image", st.BuilderImage,
 		"--base-image", st.BaseImage,
+		"--allow-loopback-hosts", "--allowed-ports", st.gitPort(t),
 		"--goproxy", strings.TrimSpace(string(goproxy)),
 	)
 	rec := p.logged(t, "serving", 2*time.Minute)

@@ -3,10 +3,12 @@
 package integration
 
 import (
+	"archive/tar"
 	"context"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -162,4 +164,43 @@ func TestPrunedModuleCacheIsRefetched(t *testing.T) {
 func buildWith(t testing.TB, c buildv1.BuildClient, req *buildv1.CreateImageRequest) outcome {
 	t.Helper()
 	return build(t, c, req)
+}
+
+// With a build user, go build runs as that user (a -toolexec probe says
+// its uid), the build succeeds, and the binary in the image is root's.
+func TestBuildAsNonRootUser(t *testing.T) {
+	_, c := startTenantServer(t, `
+tenants:
+  tools:
+    allow: {build_flags: ["-toolexec"]}
+`, func(cfg *server.Config) { cfg.BuildUser = "65534:65534" }, "tools")
+	files := sampleFiles(t)
+	files["uid.sh"] = "case \"$1\" in */link) echo \"PROBE uid $(id -u):$(id -g)\" >&2 ;; esac\nexec \"$@\"\n"
+	repo := newRepo(t, files)
+	o := buildWith(t, c["tools"], &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "nobody"),
+		BuildFlags: []string{"-toolexec=/bin/sh " + llb.SourceDir + "/uid.sh"}})
+	res := requireSuccess(t, o)
+	if !strings.Contains(o.logs(), "PROBE uid 65534:65534") {
+		t.Errorf("go build did not run as 65534:65534:\n%s", o.logs())
+	}
+	img := pushedImage(t, res.Image)
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	forEachFile(t, layers[len(layers)-1], func(h *tar.Header) {
+		if strings.HasSuffix(h.Name, "/"+filepath.Base(repo.URL[:len(repo.URL)-len(".git")])) && h.Typeflag == tar.TypeReg {
+			found = true
+			if h.Uid != 0 || h.Gid != 0 {
+				t.Errorf("the binary %s is owned by %d:%d, want root's", h.Name, h.Uid, h.Gid)
+			}
+		}
+	})
+	if !found {
+		t.Error("the binary is not in the image's last layer")
+	}
+	if out := runEntrypoint(t, img); !strings.HasPrefix(out, sampleOutput) {
+		t.Errorf("binary printed %q", out)
+	}
 }

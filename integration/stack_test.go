@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,6 +57,17 @@ func loadStack(t testing.TB) stack {
 		}
 	}
 	return s
+}
+
+// gitPort is the port of the stack's git daemon, which a server's host
+// policy must allow.
+func (s stack) gitPort(t testing.TB) string {
+	t.Helper()
+	u, err := url.Parse(s.GitBaseURL)
+	if err != nil || u.Port() == "" {
+		t.Fatalf("GIT_BASE_URL %q has no port", s.GitBaseURL)
+	}
+	return u.Port()
 }
 
 // startServer runs a build server in-process on 127.0.0.1 and returns a

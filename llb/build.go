@@ -54,11 +54,11 @@ func Build(ctx context.Context, s Spec) (*Result, error) {
 		return nil, fmt.Errorf("%w: base image config: %w", ErrInvalidSpec, err)
 	}
 
-	out, err := compile(s, builder)
+	out, bin, err := compile(s, builder)
 	if err != nil {
 		return nil, err
 	}
-	rootfs, err := runtimeImage(s, out)
+	rootfs, err := runtimeImage(s, out, bin)
 	if err != nil {
 		return nil, err
 	}
@@ -126,13 +126,13 @@ var moduleFiles = []string{"**/go.mod", "**/go.sum", "**/go.work", "**/go.work.s
 // Both honour a toolchain line in go.mod (GOTOOLCHAIN=auto): the download
 // step fetches that toolchain through the module proxy into the module
 // cache, and the compile step runs it from there.
-func compile(s Spec, builder *parsedConfig) (bkllb.State, error) {
+func compile(s Spec, builder *parsedConfig) (out bkllb.State, bin string, _ error) {
 	st := bkllb.Image(s.Builder.Ref, bkllb.Platform(s.BuildPlatform))
 	if builder != nil {
 		var err error
 		st, err = st.WithImageConfig(s.Builder.Config)
 		if err != nil {
-			return bkllb.State{}, fmt.Errorf("builder image config: %w", err)
+			return bkllb.State{}, "", fmt.Errorf("builder image config: %w", err)
 		}
 		// WithImageConfig takes the platform from the config; the builder
 		// runs on the build platform whatever the config says.
@@ -178,18 +178,38 @@ func compile(s Spec, builder *parsedConfig) (bkllb.State, error) {
 	if s.GoFlags != "" {
 		cc = cc.AddEnv("GOFLAGS", s.GoFlags)
 	}
-	run := withEnv(cc).Run(append([]bkllb.RunOption{
+	// As root, the build cache and the output are mounts of empty
+	// directories; as another user, of directories made for that user.
+	buildCache := []bkllb.MountOption{bkllb.AsPersistentCacheDir(cmp.Or(s.BuildCacheID, GoBuildCacheID), bkllb.CacheMountShared)}
+	cacheBase, outBase, bin, cachePath := bkllb.Scratch(), bkllb.Scratch(), "/"+s.Binary, GoCachePath
+	var outOpts []bkllb.MountOption
+	uid, gid, _ := ParseUser(s.BuildUser) // checked by validate
+	if s.BuildUser != "" {
+		cc = cc.User(s.BuildUser)
+		cacheBase = bkllb.Scratch().File(bkllb.Mkdir("/cache", 0o755, bkllb.WithUIDGID(uid, gid)),
+			bkllb.WithCustomName("build cache for "+s.BuildUser))
+		buildCache = append(buildCache, bkllb.SourcePath("/cache"))
+		outBase = bkllb.Scratch().File(bkllb.Mkdir("/out", 0o755, bkllb.WithUIDGID(uid, gid)),
+			bkllb.WithCustomName("output directory for "+s.BuildUser))
+		outOpts = append(outOpts, bkllb.SourcePath("/out"))
+		bin = "/out/" + s.Binary
+		cachePath = UserGoCachePath
+	}
+	ccEnv := withEnv(cc)
+	if s.BuildUser != "" {
+		ccEnv = ccEnv.AddEnv("HOME", UserHome).AddEnv("GOCACHE", UserGoCachePath)
+	}
+	run := ccEnv.Run(append([]bkllb.RunOption{
 		bkllb.Args(buildArgs(s)),
 		bkllb.Dir(path.Join(SourceDir, s.Dir)),
 		bkllb.Network(pb.NetMode_NONE),
 		bkllb.AddMount(SourceDir, source(s), bkllb.Readonly),
 		bkllb.AddMount(GoModCachePath, bkllb.Scratch(), modCache, bkllb.Readonly),
-		bkllb.AddMount(GoCachePath, bkllb.Scratch(),
-			bkllb.AsPersistentCacheDir(cmp.Or(s.BuildCacheID, GoBuildCacheID), bkllb.CacheMountShared)),
+		bkllb.AddMount(cachePath, cacheBase, buildCache...),
 		bkllb.AddMount(downloadedDir, download.GetMount(ModulesDir), bkllb.Readonly),
 		bkllb.WithCustomName("go build " + s.Package),
 	}, limits...)...)
-	return run.AddMount(OutputDir, bkllb.Scratch()), nil
+	return run.AddMount(OutputDir, outBase, outOpts...), bin, nil
 }
 
 // stepLimits are the run options of Spec's resource limits.
@@ -204,8 +224,9 @@ func stepLimits(s Spec) []bkllb.RunOption {
 	return opts
 }
 
-// runtimeImage copies the binary from out onto the base image.
-func runtimeImage(s Spec, out bkllb.State) (bkllb.State, error) {
+// runtimeImage copies the binary, at bin in out, onto the base image, owned
+// by root.
+func runtimeImage(s Spec, out bkllb.State, bin string) (bkllb.State, error) {
 	st := bkllb.Image(s.Base.Ref, bkllb.Platform(s.Platform))
 	if s.Base.Config != nil {
 		var err error
@@ -215,12 +236,16 @@ func runtimeImage(s Spec, out bkllb.State) (bkllb.State, error) {
 		}
 		st = st.Platform(s.Platform)
 	}
+	copyOpts := []bkllb.CopyOption{&bkllb.CopyInfo{
+		Mode:           &bkllb.ChmodOpt{Mode: binaryMode},
+		CreateDestPath: true,
+		CreatedTime:    s.SourceDateEpoch,
+	}}
+	if s.BuildUser != "" {
+		copyOpts = append(copyOpts, bkllb.WithUIDGID(0, 0))
+	}
 	return st.File(
-		bkllb.Copy(out, "/"+s.Binary, binaryPath(s), &bkllb.CopyInfo{
-			Mode:           &bkllb.ChmodOpt{Mode: binaryMode},
-			CreateDestPath: true,
-			CreatedTime:    s.SourceDateEpoch,
-		}),
+		bkllb.Copy(out, bin, binaryPath(s), copyOpts...),
 		bkllb.WithCustomName("copy "+s.Binary),
 	), nil
 }

@@ -92,6 +92,7 @@ func specs() map[string]Spec {
 			BuildCacheID:      "team-a-gocache",
 			Ulimits:           []Ulimit{{Name: "nofile", Soft: 1024, Hard: 4096}},
 			CgroupParent:      "buildsvc.slice",
+			BuildUser:         "65534:65534",
 			ModulesGeneration: 2,
 			SourceDateEpoch: func() *time.Time {
 				t := time.Unix(1700000000, 0).UTC()
@@ -290,7 +291,10 @@ func checkDownload(t *testing.T, g graph, s Spec, compile *pb.Op, m *pb.Mount, c
 		}
 	}
 	for k, v := range compileEnv {
-		if k != "GOPROXY" && k != "GOFLAGS" && env[k] != v {
+		// Each step's own; as another user, go build has its own HOME and
+		// GOCACHE too.
+		own := k == "GOPROXY" || k == "GOFLAGS" || s.BuildUser != "" && (k == "HOME" || k == "GOCACHE")
+		if !own && env[k] != v {
 			t.Errorf("download env %s = %q, the compile step has %q", k, env[k], v)
 		}
 	}
@@ -321,6 +325,14 @@ func checkDownload(t *testing.T, g graph, s Spec, compile *pb.Op, m *pb.Mount, c
 	}
 }
 
+// goCache is where the compile step of s has its build cache.
+func goCache(s Spec) string {
+	if s.BuildUser != "" {
+		return "/var/cache/buildsvc/go-build"
+	}
+	return "/root/.cache/go-build"
+}
+
 func TestReadBack(t *testing.T) {
 	for name, s := range specs() {
 		t.Run(name, func(t *testing.T) {
@@ -336,8 +348,15 @@ func TestReadBack(t *testing.T) {
 			if want := "/usr/local/bin/" + s.Binary; cp.Dest != want {
 				t.Errorf("copy dest = %q, want %q", cp.Dest, want)
 			}
-			if want := "/" + s.Binary; cp.Src != want {
-				t.Errorf("copy src = %q, want %q", cp.Src, want)
+			wantSrc := "/" + s.Binary
+			if s.BuildUser != "" {
+				wantSrc = "/out/" + s.Binary // the output directory made for the user
+				if cp.Owner.GetUser().GetByID() != 0 || cp.Owner.GetGroup().GetByID() != 0 || cp.Owner == nil {
+					t.Errorf("the binary is not copied as root's: %v", cp.Owner)
+				}
+			}
+			if cp.Src != wantSrc {
+				t.Errorf("copy src = %q, want %q", cp.Src, wantSrc)
 			}
 			if cp.Mode != 0o755 || !cp.CreateDestPath {
 				t.Errorf("copy mode %o, create dest path %v; want 755, true", cp.Mode, cp.CreateDestPath)
@@ -370,8 +389,14 @@ func TestReadBack(t *testing.T) {
 					outMount = m
 				}
 			}
-			if outMount == nil || outMount.Input != int64(pb.Empty) || outMount.Output < 0 {
-				t.Fatalf("no scratch output mount at %s: %v", OutputDir, exec.Mounts)
+			if outMount == nil || outMount.Output < 0 || (s.BuildUser == "") != (outMount.Input == int64(pb.Empty)) {
+				t.Fatalf("no output mount at %s (from scratch as root, from a directory made for the user otherwise): %v", OutputDir, exec.Mounts)
+			}
+			if s.BuildUser != "" && (outMount.Selector != "/out" || exec.Meta.User != s.BuildUser) {
+				t.Errorf("as user %s: output mount selector %q, step user %q", s.BuildUser, outMount.Selector, exec.Meta.User)
+			}
+			if s.BuildUser == "" && exec.Meta.User != "" {
+				t.Errorf("the step runs as %q, want the builder's user", exec.Meta.User)
 			}
 			outIndex := g.head.Inputs[file.Actions[0].SecondaryInput].Index
 			if outIndex != outMount.Output {
@@ -399,8 +424,8 @@ func TestReadBack(t *testing.T) {
 				"CGO_ENABLED": "0",
 				"GOOS":        s.Platform.OS,
 				"GOARCH":      s.Platform.Architecture,
-				"HOME":        "/root",
-				"GOCACHE":     "/root/.cache/go-build",
+				"HOME":        cmp.Or(map[bool]string{true: "/tmp"}[s.BuildUser != ""], "/root"),
+				"GOCACHE":     goCache(s),
 				"GOMODCACHE":  "/go/pkg/mod",
 				"GOTOOLCHAIN": "auto",
 				// The compile step has no network.
@@ -461,17 +486,20 @@ func TestReadBack(t *testing.T) {
 				id       string
 				readonly bool
 			}{
-				"/go/pkg/mod":           {cmp.Or(s.ModCacheID, "buildsvc-gomodcache"), true},
-				"/root/.cache/go-build": {cmp.Or(s.BuildCacheID, "buildsvc-gocache"), false},
+				"/go/pkg/mod": {cmp.Or(s.ModCacheID, "buildsvc-gomodcache"), true},
+				goCache(s):    {cmp.Or(s.BuildCacheID, "buildsvc-gocache"), false},
 			} {
 				m := mounts[dest]
 				if m == nil {
 					t.Errorf("no cache mount at %s", dest)
 					continue
 				}
+				// As another user the build cache starts from a directory
+				// made for that user.
+				fromScratch := s.BuildUser == "" || c.readonly
 				if m.MountType != pb.MountType_CACHE || m.CacheOpt.GetID() != c.id || m.Readonly != c.readonly ||
-					m.CacheOpt.GetSharing() != pb.CacheSharingOpt_SHARED || m.Input != int64(pb.Empty) {
-					t.Errorf("cache mount at %s = %v, want CACHE id %s SHARED from scratch, read-only %v", dest, m, c.id, c.readonly)
+					m.CacheOpt.GetSharing() != pb.CacheSharingOpt_SHARED || (m.Input == int64(pb.Empty)) != fromScratch {
+					t.Errorf("cache mount at %s = %v, want CACHE id %s SHARED, from scratch %v, read-only %v", dest, m, c.id, fromScratch, c.readonly)
 				}
 			}
 			checkDownload(t, g, s, outOp, mounts["/tmp/buildsvc-downloaded"], env)

@@ -43,6 +43,10 @@ const (
 	OutputDir      = "/out"
 	GoModCachePath = "/go/pkg/mod"
 	GoCachePath    = "/root/.cache/go-build"
+	// UserGoCachePath is the build cache's path when go build runs as
+	// Spec.BuildUser, who cannot enter /root; HOME is then UserHome.
+	UserGoCachePath = "/var/cache/buildsvc/go-build"
+	UserHome        = "/tmp"
 )
 
 // Labels the service always sets on the image.
@@ -103,6 +107,11 @@ type Spec struct {
 	// Ulimits are resource limits of both build steps, e.g. nofile; none by
 	// default.
 	Ulimits []Ulimit
+	// BuildUser, when set, is the numeric "UID:GID" the compile step runs
+	// as (the download step, which alone writes the module cache, runs as
+	// root). Its build cache and output directory are made for that user;
+	// the binary in the image is root's. Empty runs the step as root.
+	BuildUser string
 	// CgroupParent, when set, is the cgroup parent of both build steps (for
 	// memory, CPU and pids limits; buildkitd must run with a cgroup
 	// driver that has it).

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"strconv"
 	"strings"
 
 	"github.com/moby/buildkit/util/gitutil"
@@ -48,7 +49,25 @@ func validate(s Spec) error {
 	if s.Platform.OS == "" || s.Platform.Architecture == "" {
 		return bad("platform %+v lacks os or architecture", s.Platform)
 	}
+	if _, _, err := ParseUser(s.BuildUser); err != nil {
+		return bad("build user: %v", err)
+	}
 	return nil
+}
+
+// ParseUser parses a numeric "UID:GID", the form of Spec.BuildUser; "" is
+// root (0, 0).
+func ParseUser(u string) (uid, gid int, err error) {
+	if u == "" {
+		return 0, 0, nil
+	}
+	us, gs, ok := strings.Cut(u, ":")
+	uid, err1 := strconv.Atoi(us)
+	gid, err2 := strconv.Atoi(gs)
+	if !ok || err1 != nil || err2 != nil || uid < 0 || gid < 0 {
+		return 0, 0, fmt.Errorf("%q is not a numeric UID:GID", u)
+	}
+	return uid, gid, nil
 }
 
 // checkRepo refuses the git URLs that would make the graph depend on more

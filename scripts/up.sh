@@ -332,7 +332,7 @@ else
 		--allow-loopback-hosts --allowed-ports "$GIT_PORT"
 		--metrics-listen "$METRICS_ADDR"
 		--tls-cert "$PKI/server.crt" --tls-key "$PKI/server.key" --tls-client-ca "$PKI/ca.crt"
-		--callers "$PKI/callers.yaml")
+		--callers "$PKI/callers.yaml" --build-user 65534:65534)
 	# Restart also when the flags changed (ports, Go version).
 	write_if_changed "$RUN/server.args" < <(printf '%s\n' "${SRV_ARGS[@]}") && srv_changed=1
 	if pid_alive "$SRV_PID" "$SRV_BIN" && ((srv_changed)); then

@@ -60,6 +60,10 @@ type Config struct {
 	// Ulimits are resource limits of every build step (nofile, nproc, ...);
 	// none by default.
 	Ulimits []llb.Ulimit
+	// BuildUser, when set, is the numeric "UID:GID" go build runs as (e.g.
+	// "65534:65534"); the builder image needs /tmp writable by it. Empty
+	// runs it as root inside its container.
+	BuildUser string
 	// CgroupParent, when set, is the cgroup parent of every build step, so
 	// that the cgroup's memory, CPU and pids limits bound builds. buildkitd
 	// must be able to create cgroups under it.
@@ -151,6 +155,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if _, _, err := llb.ParseUser(c.BuildUser); err != nil {
+		return c, fmt.Errorf("config: build user: %w", err)
 	}
 	if !validCacheNamespace(c.CacheNamespace) {
 		return c, fmt.Errorf("config: cache namespace %.70q: only letters, digits, '.', '_' and '-', at most 64", c.CacheNamespace)

@@ -162,6 +162,7 @@ func (s *Server) spec(tenant string, r *request, sha string, platform ocispecs.P
 		BuildCacheID:  buildCache,
 		Ulimits:       s.cfg.Ulimits,
 		CgroupParent:  s.cfg.CgroupParent,
+		BuildUser:     s.cfg.BuildUser,
 		Repo:          r.Repo,
 		Commit:        sha,
 		Dir:           r.Dir,
