@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for a short time (FUZZTIME, default 5s each), one
-# `go test -fuzz` per target since -fuzz takes one package and one target.
+# Runs every fuzz target for a short budget (FUZZTIME, default 4000x: four
+# thousand inputs each, a few seconds), one `go test -fuzz` per target since
+# -fuzz takes one package and one target. The default is a count, not a
+# duration: with a duration, Go 1.26's fuzzing coordinator can fail a target
+# with a bare "context deadline exceeded" when the deadline fires while a
+# worker is busy (go.dev/issue/75804, fixed in Go 1.27), which a loaded CI
+# machine hits; a count has no deadline to race.
 # Starts no service. Fails if any target fails; a failing input is written
 # to the package's testdata/fuzz/<FuzzName>/ by go test (docs/fuzzing.md).
 #
-#   FUZZTIME=5m bash scripts/fuzz.sh             # longer
+#   FUZZTIME=5m bash scripts/fuzz.sh             # longer (a duration works too)
 #   FUZZ_TARGETS=FuzzLogMasker bash scripts/fuzz.sh   # some targets only
 #   FUZZ_PARALLEL=1 bash scripts/fuzz.sh         # fuzzing workers (default 2)
 set -euo pipefail
@@ -13,7 +18,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_go
 cd "$ROOT"
 
-FUZZTIME="${FUZZTIME:-5s}"
+FUZZTIME="${FUZZTIME:-4000x}"
 FUZZ_PARALLEL="${FUZZ_PARALLEL:-2}"
 FUZZ_TARGETS="${FUZZ_TARGETS:-}"
 
