@@ -91,9 +91,14 @@ func DockerAuth(dir string) (session.Attachable, error) {
 	if err != nil {
 		return nil, err
 	}
+	return DockerAuthFrom(cfg), nil
+}
+
+// DockerAuthFrom is DockerAuth for a docker config already loaded.
+func DockerAuthFrom(cfg *configfile.ConfigFile) session.Attachable {
 	return authprovider.NewDockerAuthProvider(authprovider.DockerAuthProviderConfig{
 		AuthConfigProvider: authprovider.LoadAuthConfig(cfg),
-	}), nil
+	})
 }
 
 // LoadDockerConfig reads the docker config.json in dir (or the default

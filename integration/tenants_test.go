@@ -176,3 +176,29 @@ tenants:
 		t.Errorf("c's second build within a minute: %v, want ResourceExhausted naming rate_per_minute", err)
 	}
 }
+
+// Each tenant pulls and pushes with the registry credentials its policy
+// names: a tenant given the stack's credentials by name builds and pushes; a
+// tenant given none cannot use the server's credentials, and the registry
+// (which requires login) refuses its build (Unauthenticated).
+func TestTenantRegistryCredentials(t *testing.T) {
+	st := loadStack(t)
+	_, c := startTenantServer(t, `
+tenants:
+  pusher:
+    registry_credentials: stack
+  nobody:
+    registry_credentials: none
+`, func(cfg *server.Config) {
+		cfg.DockerConfigDir = t.TempDir() // the default: no credentials
+		cfg.RegistryCredentials = map[string]string{"stack": st.DockerConfig}
+	}, "pusher", "nobody")
+	repo := newRepo(t, sampleFiles(t))
+	requireSuccess(t, build(t, c["pusher"], &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "pusher")}))
+
+	o := build(t, c["nobody"], &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "nobody")})
+	berr := o.buildErr()
+	if berr == nil || codes.Code(berr.Code) != codes.Unauthenticated {
+		t.Fatalf("the tenant without credentials: error %v (stream %v), want Unauthenticated from the registry", berr, o.err)
+	}
+}

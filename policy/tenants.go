@@ -40,6 +40,10 @@ type Tenant struct {
 	Burst         int     `yaml:"burst"`
 	// Allow widens the allow-lists of flags and variables for the tenant.
 	Allow Extra `yaml:"allow"`
+	// RegistryCredentials names the server's registry credentials (see the
+	// server's registry-credentials) the tenant's builds pull and push
+	// with: empty for the server's docker config, NoCredentials for none.
+	RegistryCredentials string `yaml:"registry_credentials"`
 	// AllowLoopback, AllowPrivate, AllowAnyPort and AllowedPorts widen the
 	// host policy of the server's own connections when it resolves the
 	// tenant's refs (package egress): to loopback addresses, to private
@@ -63,6 +67,10 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	*d = Duration(v)
 	return nil
 }
+
+// NoCredentials as a tenant's RegistryCredentials gives its builds no
+// registry credentials of the server's at all.
+const NoCredentials = "none"
 
 // Policies are every tenant's policy: Defaults for every tenant, and per
 // tenant what differs from them.
@@ -160,6 +168,9 @@ func (p *Policies) For(tenant string) Tenant {
 	}
 	if own.MaxTimeout != 0 {
 		t.MaxTimeout = own.MaxTimeout
+	}
+	if own.RegistryCredentials != "" {
+		t.RegistryCredentials = own.RegistryCredentials
 	}
 	if own.RatePerMinute != 0 {
 		t.RatePerMinute, t.Burst = own.RatePerMinute, own.Burst

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/docker/cli/cli/config/configfile"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
@@ -15,12 +16,15 @@ import (
 // build is one build's record and event log. Its state only moves forward
 // and every change is also an event in its log.
 type build struct {
-	id      string
-	tenant  string // who owns it: only its tenant's callers and admins see it
-	req     *request
-	key     string        // dedup key: identical requests share it
-	timeout time.Duration // for the run, once out of the queue
-	log     *eventLog
+	id     string
+	tenant string // who owns it: only its tenant's callers and admins see it
+	// registry is the docker config whose credentials the build pulls and
+	// pushes with (its tenant's).
+	registry *configfile.ConfigFile
+	req      *request
+	key      string        // dedup key: identical requests share it
+	timeout  time.Duration // for the run, once out of the queue
+	log      *eventLog
 	// stop is closed when the build is asked to stop; stopCause says why
 	// (errCancelled or errShutdown).
 	stop     chan struct{}

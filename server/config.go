@@ -38,6 +38,10 @@ type Config struct {
 	// BaseImage is the runtime image binaries are copied onto, unless a
 	// request names another.
 	BaseImage string
+	// RegistryCredentials are more docker config directories, by name, that
+	// tenants' policies may name (policy.Tenant.RegistryCredentials) to
+	// use instead of DockerConfigDir.
+	RegistryCredentials map[string]string
 	// DockerConfigDir holds the config.json whose credentials reach
 	// buildkitd for pulls and pushes. Empty means $DOCKER_CONFIG or ~/.docker.
 	DockerConfigDir string
@@ -155,6 +159,17 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Tenants != nil {
+		names := []string{c.Tenants.Defaults.RegistryCredentials}
+		for _, t := range c.Tenants.Tenants {
+			names = append(names, t.RegistryCredentials)
+		}
+		for _, n := range names {
+			if _, ok := c.RegistryCredentials[n]; !ok && n != "" && n != policy.NoCredentials {
+				return c, fmt.Errorf("config: tenants: registry_credentials %q is not one of the server's registry-credentials", n)
+			}
+		}
 	}
 	if _, _, err := llb.ParseUser(c.BuildUser); err != nil {
 		return c, fmt.Errorf("config: build user: %w", err)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/buildsvc/buildsvc/buildkitd"
 	"github.com/buildsvc/buildsvc/history"
+	"github.com/buildsvc/buildsvc/policy"
 )
 
 // nopStore is enough of a store for config checks.
@@ -43,6 +44,30 @@ func TestCacheIDs(t *testing.T) {
 		if mod, build := c.cacheIDs(tt.tenant); mod != tt.wantMod || build != tt.wantGo {
 			t.Errorf("namespace %q, tenant %q, per-tenant modules %v: ids %q, %q; want %q, %q",
 				tt.ns, tt.tenant, tt.perTenantMod, mod, build, tt.wantMod, tt.wantGo)
+		}
+	}
+}
+
+// A tenants file may only name registry credentials the server has.
+func TestTenantRegistryCredentialsMustExist(t *testing.T) {
+	for _, tt := range []struct {
+		yaml string
+		ok   bool
+	}{
+		{"tenants: {a: {registry_credentials: push}}", true},
+		{"tenants: {a: {registry_credentials: none}}", true},
+		{"defaults: {registry_credentials: push}", true},
+		{"tenants: {a: {registry_credentials: other}}", false},
+		{"defaults: {registry_credentials: other}", false},
+	} {
+		pols, err := policy.ParsePolicies([]byte(tt.yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = Config{Store: nopStore{}, BuildKit: buildkitd.Endpoint{Address: "unix:///run/buildkitd.sock"},
+			Tenants: pols, RegistryCredentials: map[string]string{"push": "/etc/buildsvc/push"}}.withDefaults()
+		if (err == nil) != tt.ok {
+			t.Errorf("%s: err = %v, want ok %v", tt.yaml, err, tt.ok)
 		}
 	}
 }

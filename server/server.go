@@ -304,7 +304,7 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 	if s.queueFull() {
 		return nil, false, errQueueFull
 	}
-	dockerCfg, err := buildkitd.LoadDockerConfig(s.cfg.DockerConfigDir)
+	dockerCfg, err := s.registryConfig(pol)
 	if err != nil {
 		return nil, false, err
 	}
@@ -338,7 +338,7 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 	}
 	red := newRedactor(buildkitd.Secrets(dockerCfg))
 	now := time.Now()
-	b := &build{id: newBuildID(now), tenant: c.tenant, req: r, key: key, timeout: r.Timeout, commit: sha, created: now,
+	b := &build{id: newBuildID(now), tenant: c.tenant, registry: dockerCfg, req: r, key: key, timeout: r.Timeout, commit: sha, created: now,
 		state: buildv1.BuildState_BUILD_STATE_RESOLVING, stop: make(chan struct{})}
 	b.log = newEventLog(b.id, red, s.cfg.LogCap)
 	// Its first events are in the log before anyone can see the build, so

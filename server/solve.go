@@ -36,10 +36,7 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 	}
 	platform := platforms.Normalize(workers[0].Platforms[0])
 
-	auth, err := buildkitd.DockerAuth(s.cfg.DockerConfigDir)
-	if err != nil {
-		return nil, err
-	}
+	auth := buildkitd.DockerAuthFrom(b.registry)
 	opt := client.SolveOpt{
 		Exports: []client.ExportEntry{{
 			Type:  client.ExporterImage,

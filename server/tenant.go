@@ -8,10 +8,12 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/docker/cli/cli/config/configfile"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"golang.org/x/time/rate"
 
 	"github.com/buildsvc/buildsvc/auth"
+	"github.com/buildsvc/buildsvc/buildkitd"
 	"github.com/buildsvc/buildsvc/egress"
 	"github.com/buildsvc/buildsvc/history"
 	"github.com/buildsvc/buildsvc/policy"
@@ -141,6 +143,23 @@ func (s *Server) checkRateLocked(tenant string, pol policy.Tenant) error {
 		return errTenantLimit{"rate_per_minute", fmt.Sprintf("%g builds a minute; try again later", pol.RatePerMinute)}
 	}
 	return nil
+}
+
+// registryConfig loads the docker config whose credentials a build of a
+// tenant with pol may use: the server's, one named by the policy, or none.
+func (s *Server) registryConfig(pol policy.Tenant) (*configfile.ConfigFile, error) {
+	switch name := pol.RegistryCredentials; name {
+	case "":
+		return buildkitd.LoadDockerConfig(s.cfg.DockerConfigDir)
+	case policy.NoCredentials:
+		return configfile.New(""), nil
+	default:
+		dir, ok := s.cfg.RegistryCredentials[name]
+		if !ok { // checked when the server starts
+			return nil, fmt.Errorf("registry credentials %q are not configured", name)
+		}
+		return buildkitd.LoadDockerConfig(dir)
+	}
 }
 
 // sees reports whether c may see a build of tenant.

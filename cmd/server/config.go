@@ -116,6 +116,7 @@ var options = []option{
 	{name: "builder-image", def: server.DefaultBuilderImage, category: catBuilds, usage: "`IMAGE` with the Go toolchain"},
 	{name: "base-image", def: server.DefaultBaseImage, category: catBuilds, usage: "default runtime base `IMAGE`"},
 	{name: "docker-config", category: catBuilds, defText: "$DOCKER_CONFIG or ~/.docker", usage: "`DIR` of the docker config.json with registry credentials (read, never printed)"},
+	{name: "registry-credentials", category: catBuilds, usage: "more docker config `DIR`s, as NAME=DIR,..., that tenants' policies may name (registry_credentials) instead of docker-config (read, never printed)"},
 	{name: "goproxy", category: catBuilds, usage: "GOPROXY for every build (credentials in its URLs are masked in --print-config)", mask: maskURLPasswords},
 	{name: "goflags", category: catBuilds, usage: "GOFLAGS for every build"},
 	{name: "build-ulimits", category: catBuilds, usage: "resource limits of every build step, `NAME=SOFT[:HARD],...` as in ulimit(1), e.g. nofile=4096:8192,nproc=512"},
@@ -332,6 +333,7 @@ func parseConfig(s map[string]setting) (config, error) {
 			PerTenantModuleCache: p.bool("per-tenant-module-cache"),
 			Ulimits:              p.ulimits("build-ulimits"),
 			CgroupParent:         p.str("build-cgroup-parent"),
+			RegistryCredentials:  p.namedDirs("registry-credentials"),
 			BuildUser:            p.str("build-user"),
 			Authenticated:        p.str("callers") != "",
 			AllowInsecureGit:     p.bool("allow-insecure-git"),
@@ -427,6 +429,24 @@ func (p *parser) int(name string) int {
 		p.fail(name, errors.New("must not be negative"))
 	}
 	return n
+}
+
+// namedDirs parses NAME=DIR,...
+func (p *parser) namedDirs(name string) map[string]string {
+	v := p.str(name)
+	if v == "" {
+		return nil
+	}
+	out := map[string]string{}
+	for _, item := range strings.Split(v, ",") {
+		k, dir, ok := strings.Cut(strings.TrimSpace(item), "=")
+		if _, dup := out[k]; !ok || k == "" || dir == "" || dup || k == "none" {
+			p.fail(name, fmt.Errorf("%q: want NAME=DIR, each NAME once and not \"none\"", item))
+			return nil
+		}
+		out[k] = dir
+	}
+	return out
 }
 
 // ulimits parses NAME=SOFT[:HARD],... (HARD defaults to SOFT).

@@ -195,6 +195,8 @@ func TestConfigErrors(t *testing.T) {
 		{name: "bad buildkit address", args: []string{"--buildkit-addr", "http://x"}, want: "buildkit-addr"},
 		{name: "missing file", args: []string{"--config", "/nonexistent/server.yaml"}, want: "no such file"},
 		{name: "argument", args: []string{"serve"}, want: `unexpected argument "serve"`},
+		{name: "registry credentials without a dir", args: []string{"--registry-credentials", "push"}, want: "registry-credentials"},
+		{name: "registry credentials twice", args: []string{"--registry-credentials", "a=/x,a=/y"}, want: "registry-credentials"},
 		{name: "unknown ulimit", args: []string{"--build-ulimits", "files=10"}, want: "build-ulimits"},
 		{name: "ulimit soft over hard", args: []string{"--build-ulimits", "nofile=10:5"}, want: "build-ulimits"},
 		{name: "ulimit not a number", args: []string{"--build-ulimits", "nofile=many"}, want: "build-ulimits"},
@@ -228,6 +230,9 @@ func TestBuildUlimits(t *testing.T) {
 	cfg, _, err := runApp(t, "--build-ulimits", "nofile=4096:8192, nproc=512", "--build-cgroup-parent", "buildsvc.slice")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg.Server.RegistryCredentials != nil {
+		t.Errorf("registry credentials %v without the option", cfg.Server.RegistryCredentials)
 	}
 	got := fmt.Sprint(cfg.Server.Ulimits, " ", cfg.Server.CgroupParent)
 	if want := "[{nofile 4096 8192} {nproc 512 512}] buildsvc.slice"; got != want {
