@@ -87,6 +87,15 @@ type Extra struct {
 	Env []string `yaml:"env"`
 }
 
+// Add returns e widened by o: every list of both.
+func (e Extra) Add(o Extra) Extra {
+	return Extra{
+		BuildFlags: append(slices.Clone(e.BuildFlags), o.BuildFlags...),
+		LDFlags:    append(slices.Clone(e.LDFlags), o.LDFlags...),
+		Env:        append(slices.Clone(e.Env), o.Env...),
+	}
+}
+
 // CheckBuildFlag checks one `go build` flag, given as -name or -name=value
 // (one argument; "--name" is the same flag).
 func CheckBuildFlag(f string, extra Extra) error {

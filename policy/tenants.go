@@ -175,11 +175,7 @@ func (p *Policies) For(tenant string) Tenant {
 	if own.RatePerMinute != 0 {
 		t.RatePerMinute, t.Burst = own.RatePerMinute, own.Burst
 	}
-	t.Allow = Extra{
-		BuildFlags: append(slices.Clone(t.Allow.BuildFlags), own.Allow.BuildFlags...),
-		LDFlags:    append(slices.Clone(t.Allow.LDFlags), own.Allow.LDFlags...),
-		Env:        append(slices.Clone(t.Allow.Env), own.Allow.Env...),
-	}
+	t.Allow = t.Allow.Add(own.Allow)
 	t.AllowLoopback = t.AllowLoopback || own.AllowLoopback
 	t.AllowPrivate = t.AllowPrivate || own.AllowPrivate
 	t.AllowAnyPort = t.AllowAnyPort || own.AllowAnyPort

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"slices"
 	"strconv"
 
 	"github.com/docker/cli/cli/config/configfile"
@@ -89,11 +88,7 @@ func repoHost(repo string) (string, error) {
 
 // withTenantAllow returns cfg with the tenant's wider allow-lists added.
 func withTenantAllow(cfg Config, pol policy.Tenant) Config {
-	cfg.AllowBuild = policy.Extra{
-		BuildFlags: append(slices.Clone(cfg.AllowBuild.BuildFlags), pol.Allow.BuildFlags...),
-		LDFlags:    append(slices.Clone(cfg.AllowBuild.LDFlags), pol.Allow.LDFlags...),
-		Env:        append(slices.Clone(cfg.AllowBuild.Env), pol.Allow.Env...),
-	}
+	cfg.AllowBuild = cfg.AllowBuild.Add(pol.Allow)
 	return cfg
 }
 
