@@ -81,7 +81,7 @@ tenants:
 	port := lis.Addr().(*net.TCPAddr).Port
 	files["tool.sh"] = fmt.Sprintf(probeTool, port)
 	repo := newRepo(t, files)
-	o := buildWith(t, c["tools"], &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "tools"),
+	o := build(t, c["tools"], &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "tools"),
 		BuildFlags: []string{"-toolexec=/bin/sh " + llb.SourceDir + "/tool.sh"}})
 	requireSuccess(t, o)
 	logs := o.logs()
@@ -96,7 +96,7 @@ tenants:
 	}
 
 	// Another tenant's build of the same module: as it was.
-	res := requireSuccess(t, buildWith(t, c["other"], &buildv1.CreateImageRequest{GitRepo: newRepo(t, sampleFiles(t)).URL,
+	res := requireSuccess(t, build(t, c["other"], &buildv1.CreateImageRequest{GitRepo: newRepo(t, sampleFiles(t)).URL,
 		GitCommit: "main", ImageTag: tagFor(t, "other")}))
 	if out := runEntrypoint(t, pushedImage(t, res.Image)); !strings.HasPrefix(out, sampleOutput) {
 		t.Errorf("the other tenant's binary printed %q", out)
@@ -160,12 +160,6 @@ func TestPrunedModuleCacheIsRefetched(t *testing.T) {
 	}
 }
 
-// buildWith is build for a client of a tenant server.
-func buildWith(t testing.TB, c buildv1.BuildClient, req *buildv1.CreateImageRequest) outcome {
-	t.Helper()
-	return build(t, c, req)
-}
-
 // With a build user, go build runs as that user (a -toolexec probe says
 // its uid), the build succeeds, and the binary in the image is root's.
 func TestBuildAsNonRootUser(t *testing.T) {
@@ -177,7 +171,7 @@ tenants:
 	files := sampleFiles(t)
 	files["uid.sh"] = "case \"$1\" in */link) echo \"PROBE uid $(id -u):$(id -g)\" >&2 ;; esac\nexec \"$@\"\n"
 	repo := newRepo(t, files)
-	o := buildWith(t, c["tools"], &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "nobody"),
+	o := build(t, c["tools"], &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "nobody"),
 		BuildFlags: []string{"-toolexec=/bin/sh " + llb.SourceDir + "/uid.sh"}})
 	res := requireSuccess(t, o)
 	if !strings.Contains(o.logs(), "PROBE uid 65534:65534") {

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"strings"
 	"time"
 
@@ -55,45 +54,24 @@ func (s *Server) nextModulesGeneration(key string, seen int64) int64 {
 	return s.modGen[key]
 }
 
-// compileMissedModules reports whether the compile step of b's log after
+// compileMissedModules reports whether the compile step in b's log after
 // seq failed because the module cache lacked a module: BuildKit reused a
-// download step whose modules have since been pruned from the cache. It
-// waits (up to wait, or until ctx ends) for the failed step's completion
-// to reach the log, since progress arrives after the solve's error.
-func compileMissedModules(ctx context.Context, l *eventLog, seq uint64, wait time.Duration) bool {
-	deadline := time.NewTimer(wait)
-	defer deadline.Stop()
+// download step whose modules have since been pruned from the cache. Call
+// it after the solve has returned: by then every status of it is in the log
+// (runBuild waits for the status stream to end).
+func compileMissedModules(l *eventLog, seq uint64) bool {
+	evs, _, _ := l.since(seq)
 	compile := map[string]bool{} // vertex digests of the compile step
 	var out bytes.Buffer
-	for {
-		evs, closed, changed := l.since(seq)
-		for _, e := range evs {
-			seq = e.GetSeq()
-			switch {
-			case e.GetVertex() != nil:
-				v := e.GetVertex()
-				if !strings.HasPrefix(v.GetName(), compileNameMarker) {
-					continue
-				}
-				compile[v.GetDigest()] = true
-				if v.GetError() != "" && v.GetCompleted() != nil {
-					return missedModules(out.Bytes())
-				}
-			case e.GetLog() != nil && compile[e.GetLog().GetVertex()]:
-				out.Write(e.GetLog().GetData())
-			}
+	for _, e := range evs {
+		if v := e.GetVertex(); v != nil && strings.HasPrefix(v.GetName(), compileNameMarker) {
+			compile[v.GetDigest()] = true
 		}
-		if closed {
-			return false
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			return missedModules(out.Bytes())
-		case <-ctx.Done():
-			return false
+		if lg := e.GetLog(); lg != nil && compile[lg.GetVertex()] {
+			out.Write(lg.GetData())
 		}
 	}
+	return missedModules(out.Bytes())
 }
 
 // modulesRefetched is the warning a build gets when its download step runs

@@ -44,7 +44,8 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		}},
 		Session: []session.Attachable{auth},
 	}
-	genKey := modulesKey(b.tenant, s.spec(b.tenant, b.req, sha, platform, llb.Image{}, llb.Image{}).ModCacheID)
+	modCache, _ := s.cfg.cacheIDs(b.tenant)
+	genKey := modulesKey(b.tenant, modCache)
 	generation := s.modulesGeneration(genKey)
 	build := func(ctx context.Context, c gateway.Client) (*gateway.Result, error) {
 		spec := s.spec(b.tenant, b.req, sha, platform, llb.Image{Ref: s.cfg.BuilderImage}, llb.Image{Ref: b.req.BaseImage})
@@ -93,7 +94,7 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 
 	first, _ := b.log.stats()
 	resp, err := s.runBuild(ctx, b, opt, build)
-	if err != nil && ctx.Err() == nil && compileMissedModules(ctx, b.log, first, 5*time.Second) {
+	if err != nil && ctx.Err() == nil && compileMissedModules(b.log, first) {
 		// BuildKit reused a download step whose modules have since been
 		// pruned from the cache: run the download again, under a new
 		// generation, in a new solve (in the same one, BuildKit keeps the
