@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -60,15 +61,26 @@ const (
 	// KindNotFound is a repository the remote says does not exist or is
 	// not exported (HTTP 404, git's ERR line).
 	KindNotFound
-	// KindAuth is a repository that needs credentials (HTTP 401).
+	// KindAuth is a repository that needs credentials, or refused the
+	// ones given (HTTP 401; an ssh server that accepts none of them).
 	KindAuth
 	// KindDenied is a repository the remote refuses access to (HTTP 403).
 	KindDenied
 	// KindTooLarge is a ref listing over MaxAdvertisement.
 	KindTooLarge
-	// KindUnsupported is a URL scheme that is not looked up (git, http and
-	// https are).
+	// KindUnsupported is a URL scheme that is not looked up (git, http,
+	// https and ssh are, and scp-like user@host:path).
 	KindUnsupported
+	// KindHostKey is an ssh host key the check refused: unknown to
+	// Auth.KnownHosts, another than the one it has, ... (Failure.HostKey).
+	// The message names the host and the fingerprint of the key the
+	// server presented (Failure.Host, Failure.Fingerprint), both public,
+	// so the key can be checked and added.
+	KindHostKey
+	// KindBadAuth is an Auth that cannot be used: an ssh key that does not
+	// parse or has a passphrase, known_hosts that do not parse. Nothing
+	// is dialled.
+	KindBadAuth
 )
 
 var kindText = map[Kind]string{
@@ -84,23 +96,46 @@ var kindText = map[Kind]string{
 	KindDenied:       "access denied",
 	KindTooLarge:     "the ref listing is too large",
 	KindUnsupported:  "unsupported URL scheme",
+	KindHostKey:      "ssh host key refused",
+	KindBadAuth:      "unusable credentials",
 }
 
 // Failure is a failed lookup. Its message says only the kind of failure
-// (and an HTTP status code): the cause, which may hold what the remote
-// sent, is kept for errors.As and the server's own log.
+// (and an HTTP status code, or the ssh host and its key's fingerprint),
+// never a credential or what the remote sent: the cause, which may hold
+// what the remote sent, is kept for errors.As and the server's own log
+// (it holds no credential either).
 type Failure struct {
 	Kind Kind
 	// HTTPStatus is the status of an unexpected HTTP answer, else 0.
 	HTTPStatus int
-	cause      error
+	// Host is the host:port of an ssh server whose key was refused
+	// (KindHostKey), as in the URL.
+	Host string
+	// Fingerprint is the SHA256 fingerprint ("SHA256:...") of the host key
+	// the server presented (KindHostKey; of the key a certificate
+	// certifies).
+	Fingerprint string
+	// HostKey is what is wrong with the host key (KindHostKey).
+	HostKey HostKeyProblem
+	// credentials: the lookup sent some (KindAuth says "failed", not
+	// "required").
+	credentials bool
+	cause       error
 }
 
 func (f *Failure) Error() string {
 	var r *Refused
+	var bad badAuth
 	switch {
 	case f.Kind == KindRefused && errors.As(f.cause, &r):
 		return r.Error()
+	case f.Kind == KindHostKey:
+		return fmt.Sprintf(hostKeyText[f.HostKey], f.Host, f.Fingerprint)
+	case f.Kind == KindBadAuth && errors.As(f.cause, &bad):
+		return kindText[f.Kind] + ": " + bad.Error()
+	case f.Kind == KindAuth && f.credentials:
+		return "authentication failed"
 	case f.HTTPStatus != 0:
 		return fmt.Sprintf("%s (HTTP status %d)", kindText[f.Kind], f.HTTPStatus)
 	}
@@ -119,8 +154,12 @@ func Classify(err error) *Failure {
 	if errors.As(err, &f) {
 		return f
 	}
-	kind, status := classify(err)
-	return &Failure{Kind: kind, HTTPStatus: status, cause: err}
+	f = &Failure{cause: err}
+	f.Kind, f.HTTPStatus = classify(err)
+	if hk, ok := errors.AsType[*hostKeyError](err); ok && f.Kind == KindHostKey {
+		f.Host, f.Fingerprint, f.HostKey = hk.host, hk.fingerprint, hk.problem
+	}
+	return f
 }
 
 func classify(err error) (Kind, int) {
@@ -137,6 +176,8 @@ func classify(err error) (Kind, int) {
 		authErr  x509.UnknownAuthorityError
 		hostErr  x509.HostnameError
 		invErr   x509.CertificateInvalidError
+		hostKey  *hostKeyError
+		bad      badAuth
 	)
 	switch {
 	case errors.As(err, &refused):
@@ -147,6 +188,14 @@ func classify(err error) (Kind, int) {
 		return KindTimeout, 0
 	case errors.Is(err, errTooLarge):
 		return KindTooLarge, 0
+	case errors.As(err, &hostKey):
+		return KindHostKey, 0
+	case errors.As(err, &bad):
+		return KindBadAuth, 0
+	case errors.Is(err, errSSHAuth):
+		return KindAuth, 0
+	case errors.Is(err, errNoListing):
+		return KindNotFound, 0
 	case errors.Is(err, transport.ErrRepositoryNotFound), errors.As(err, &errLine):
 		// git daemon answers a repository it does not serve with an
 		// ERR line ("access denied or repository not exported").
@@ -168,7 +217,7 @@ func classify(err error) (Kind, int) {
 		return KindTimeout, 0
 	case errors.As(err, &dnsErr), errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH),
 		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.ErrUnexpectedEOF),
-		errors.Is(err, packp.ErrEmptyInput):
+		errors.Is(err, io.EOF), errors.Is(err, packp.ErrEmptyInput):
 		return KindUnreachable, 0
 	}
 	return KindProtocol, 0
@@ -197,11 +246,13 @@ func withGoGitCauses(err error) error {
 }
 
 // ListRefs lists the refs of a remote repository, as `git ls-remote` does
-// (no clone, no fetch), with peeled tags appended as "NAME^{}". Every
-// connection, redirects included, goes through the dialer of
-// For(scheme, allow). An empty repository has no refs. Errors are
-// *Failure. Without a deadline in ctx, it takes at most DefaultTimeout.
-func ListRefs(ctx context.Context, repo string, allow Allowance) ([]*plumbing.Reference, error) {
+// (no clone, no fetch), with peeled tags appended as "NAME^{}", over
+// git://, http(s):// or ssh:// (and scp-like user@host:path), with the
+// credentials of auth (the zero Auth is none). Every connection, redirects
+// included, goes through the dialer of For(scheme, allow) (For("ssh",
+// allow) for ssh). An empty repository has no refs. Errors are *Failure.
+// Without a deadline in ctx, it takes at most DefaultTimeout.
+func ListRefs(ctx context.Context, repo string, allow Allowance, auth Auth) ([]*plumbing.Reference, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
@@ -211,13 +262,19 @@ func ListRefs(ctx context.Context, repo string, allow Allowance) ([]*plumbing.Re
 	if err != nil {
 		return nil, &Failure{Kind: KindUnsupported, cause: err}
 	}
-	pol := For(ep.Protocol, allow)
+	scheme := strings.ToLower(ep.Protocol)
+	if scheme == "git+ssh" || scheme == "ssh+git" { // git's old spellings of ssh
+		scheme = "ssh"
+	}
+	pol := For(scheme, allow)
 	var ar *packp.AdvRefs
-	switch ep.Protocol {
+	switch scheme {
 	case "git":
 		ar, err = listGit(ctx, ep, pol)
 	case "http", "https":
-		ar, err = listHTTP(ctx, ep, pol)
+		ar, err = listHTTP(ctx, ep, pol, auth)
+	case "ssh":
+		ar, err = listSSH(ctx, ep, pol, auth)
 	default:
 		return nil, &Failure{Kind: KindUnsupported, cause: fmt.Errorf("scheme %.10q", ep.Protocol)}
 	}
@@ -225,7 +282,9 @@ func ListRefs(ctx context.Context, repo string, allow Allowance) ([]*plumbing.Re
 		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 			err = fmt.Errorf("%w: %w", cerr, err)
 		}
-		return nil, Classify(err)
+		f := Classify(err)
+		f.credentials = auth.credentials(scheme)
+		return nil, f
 	}
 	return references(ar)
 }
@@ -288,18 +347,24 @@ func listGit(ctx context.Context, ep *transport.Endpoint, pol Policy) (*packp.Ad
 // listHTTP reads the ref advertisement of git's smart HTTP protocol with
 // go-git's client on a transport of its own: every connection is dialled
 // by pol's dialer, and no proxy is used (through one, the policy could not
-// see where a connection goes).
-func listHTTP(ctx context.Context, ep *transport.Endpoint, pol Policy) (*packp.AdvRefs, error) {
+// see where a connection goes). auth's basic auth goes to the URL's origin
+// only (originAuth); its RootCAs are trusted besides the system's.
+func listHTTP(ctx context.Context, ep *transport.Endpoint, pol Policy, auth Auth) (*packp.AdvRefs, error) {
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if len(auth.RootCAs) > 0 {
+		tlsConf.RootCAs = rootPool(auth.RootCAs)
+	}
 	tr := &http.Transport{
 		DialContext:            pol.Dialer().DialContext,
-		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12},
+		TLSClientConfig:        tlsConf,
 		TLSHandshakeTimeout:    DialTimeout,
 		MaxResponseHeaderBytes: 64 << 10,
 		DisableKeepAlives:      true,
 		ForceAttemptHTTP2:      true,
 	}
 	defer tr.CloseIdleConnections()
-	c := githttp.NewClientWithOptions(&http.Client{Transport: capBodies{tr}},
+	rt := &originAuth{rt: capBodies{tr}, origin: endpointOrigin(ep), set: auth.basic(), user: auth.Username, pass: auth.Password}
+	c := githttp.NewClientWithOptions(&http.Client{Transport: rt},
 		&githttp.ClientOptions{RedirectPolicy: githttp.FollowInitialRedirects})
 	s, err := c.NewUploadPackSession(ep, nil)
 	if err != nil {

@@ -3,7 +3,11 @@
 // resolution (so a name, a redirect or a DNS answer that changes between a
 // check and the dial cannot reach what the policy refuses), a limit on
 // concurrent lookups, server-wide and per tenant, and errors that say what
-// kind of failure happened without quoting what the remote sent.
+// kind of failure happened without quoting what the remote sent. ListRefs
+// lists a repository's refs over git://, http(s) and ssh, with the
+// credentials of one lookup (Auth): basic auth for its URL's origin only,
+// an ssh key with the host key checked against known_hosts, extra roots
+// for TLS.
 //
 // The default policy refuses loopback, link-local (with the cloud metadata
 // addresses), private, unspecified, multicast, broadcast and other

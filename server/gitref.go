@@ -83,7 +83,7 @@ func (r RemoteResolver) Resolve(ctx context.Context, repo, ref string) (string, 
 			refs, err = nil, nil
 		}
 	} else {
-		refs, err = egress.ListRefs(ctx, repo, r.Allow.Add(t.allow))
+		refs, err = egress.ListRefs(ctx, repo, r.Allow.Add(t.allow), egress.Auth{})
 	}
 	if err != nil {
 		return "", resolveErr(egress.Classify(err))
