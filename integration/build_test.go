@@ -8,6 +8,7 @@ import (
 	"debug/buildinfo"
 	"errors"
 	"fmt"
+	"github.com/buildsvc/buildsvc/egress"
 	"io"
 	"os"
 	"regexp"
@@ -230,9 +231,9 @@ func TestCompileErrorFails(t *testing.T) {
 // request) and resolves them as the server would.
 type countingResolver struct{ calls atomic.Int64 }
 
-func (r *countingResolver) Resolve(ctx context.Context, repo, ref string) (string, error) {
+func (r *countingResolver) Resolve(ctx context.Context, repo, ref string, auth egress.Auth) (string, error) {
 	r.calls.Add(1)
-	return server.RemoteResolver{}.Resolve(ctx, repo, ref)
+	return server.RemoteResolver{}.Resolve(ctx, repo, ref, auth)
 }
 
 // Bad input is refused before anything is done, naming the field: a refused

@@ -75,11 +75,19 @@ func Build(ctx context.Context, s Spec) (*Result, error) {
 }
 
 // source is the repository at the pinned commit, without its .git directory.
+// An https repository's credentials are the session secret BuildKit's git
+// source asks for by default (its GIT_AUTH_HEADER for the host); an ssh
+// repository is fetched through the session's ssh agent GitSSHID with the
+// Spec's known hosts.
 func source(s Spec) bkllb.State {
-	return bkllb.Git(s.Repo, "",
+	opts := []bkllb.GitOption{
 		bkllb.GitRef(s.Commit),
 		bkllb.WithCustomName(fmt.Sprintf("git %s@%s", s.Repo, shortSHA(s.Commit))),
-	)
+	}
+	if isSSH(s.Repo) {
+		opts = append(opts, bkllb.KnownSSHHosts(s.KnownHosts), bkllb.MountSSHSock(GitSSHID))
+	}
+	return bkllb.Git(s.Repo, "", opts...)
 }
 
 // GitSource returns the source op of the repository at the pinned commit,
@@ -165,14 +173,35 @@ func compile(s Spec, builder *parsedConfig) (out bkllb.State, bin string, _ erro
 	if s.ModulesGeneration != 0 {
 		dl = dl.AddEnv(ModulesGenerationEnv, fmt.Sprint(s.ModulesGeneration))
 	}
-	download := withEnv(dl).Run(append([]bkllb.RunOption{
+	for _, kv := range [][2]string{{"GOPRIVATE", s.GoPrivate}, {"GONOPROXY", s.GoNoProxy}, {"GONOSUMDB", s.GoNoSumDB}} {
+		if kv[1] != "" {
+			dl = dl.AddEnv(kv[0], kv[1])
+		}
+	}
+	dlOpts := []bkllb.RunOption{
 		bkllb.Args([]string{"go", "mod", "download"}),
 		bkllb.Dir(path.Join(ModulesDir, s.Dir)),
 		bkllb.AddMount(ModulesDir, modules),
 		bkllb.AddMount(GoModCachePath, bkllb.Scratch(), modCache),
 		bkllb.ValidExitCodes(0, 1),
 		bkllb.WithCustomName("go mod download"),
-	}, limits...)...)
+	}
+	if s.Netrc {
+		dlOpts = append(dlOpts, bkllb.AddSecret(NetrcPath, bkllb.SecretID(NetrcSecretID), bkllb.SecretFileOpt(0, 0, 0o400)))
+	}
+	if len(s.CABundle) > 0 {
+		// Go reads every file of SSL_CERT_DIR's directories and still its
+		// default bundle file; git (libcurl) reads http.sslCAPath besides
+		// its bundle. Both keep the builder image's roots.
+		ca := bkllb.Scratch().File(bkllb.Mkfile("/"+CAFile, 0o444, s.CABundle), bkllb.WithCustomName("internal CA bundle"))
+		dl = dl.AddEnv("SSL_CERT_DIR", CADir+":/etc/ssl/certs").
+			AddEnv("GIT_CONFIG_COUNT", "1").
+			AddEnv("GIT_CONFIG_KEY_0", "http.sslCAPath").
+			AddEnv("GIT_CONFIG_VALUE_0", CADir)
+		dlOpts = append(dlOpts, bkllb.AddMount(CADir, ca, bkllb.Readonly))
+	}
+	dlOpts = append(dlOpts, secretEnv(s)...)
+	download := withEnv(dl).Run(append(dlOpts, limits...)...)
 
 	cc := st.AddEnv("GOPROXY", "off")
 	if s.GoFlags != "" {
@@ -208,8 +237,17 @@ func compile(s Spec, builder *parsedConfig) (out bkllb.State, bin string, _ erro
 		bkllb.AddMount(cachePath, cacheBase, buildCache...),
 		bkllb.AddMount(downloadedDir, download.GetMount(ModulesDir), bkllb.Readonly),
 		bkllb.WithCustomName("go build " + s.Package),
-	}, limits...)...)
+	}, append(secretEnv(s), limits...)...)...)
 	return run.AddMount(OutputDir, outBase, outOpts...), bin, nil
+}
+
+// secretEnv are the run options of Spec's secret environment.
+func secretEnv(s Spec) []bkllb.RunOption {
+	var opts []bkllb.RunOption
+	for _, name := range s.SecretEnv {
+		opts = append(opts, bkllb.AddSecret(name, bkllb.SecretID(SecretEnvIDPrefix+name), bkllb.SecretAsEnv(true)))
+	}
+	return opts
 }
 
 // stepLimits are the run options of Spec's resource limits.

@@ -110,6 +110,24 @@ func specs() map[string]Spec {
 			Builder:       Image{Ref: "registry.example/builder/go:1.26", Config: []byte(builderConfig)},
 			Base:          Image{Ref: "registry.example/base/static:latest", Config: []byte(strings.Replace(baseConfig, `"amd64"`, `"arm64"`, 1))},
 		},
+		"private-ssh": {
+			Repo:          "ssh://git@git.internal.example:2222/team/private.git",
+			Commit:        sha1Commit,
+			Dir:           ".",
+			Package:       ".",
+			Binary:        "private",
+			BuildPlatform: amd64,
+			Platform:      amd64,
+			Builder:       Image{Ref: "registry.example/builder/go:1.26", Config: []byte(builderConfig)},
+			Base:          Image{Ref: "registry.example/base/static:latest", Config: []byte(baseConfig)},
+			KnownHosts:    "[git.internal.example]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdvbGRlbiBob3N0IGtleSBmb3IgdGVzdHM=\n",
+			Netrc:         true,
+			CABundle:      []byte("-----BEGIN CERTIFICATE-----\nZ29sZGVu\n-----END CERTIFICATE-----\n"),
+			GoPrivate:     "git.internal.example",
+			GoNoProxy:     "git.internal.example/vendored",
+			GoNoSumDB:     "*.corp.example",
+			SecretEnv:     []string{"API_TOKEN", "GOFLAGS"},
+		},
 		"noconfig-armv7": {
 			Repo:          "git://127.0.0.1:9418/hello.git",
 			Commit:        sha1Commit,
@@ -586,8 +604,11 @@ func checkImageConfig(t *testing.T, s Spec, dt []byte) {
 	if img.Config.Cmd != nil {
 		t.Errorf("cmd %q, want none", img.Config.Cmd)
 	}
-	if img.Config.Labels[LabelSource] != s.Repo || img.Config.Labels[LabelRevision] != s.Commit {
-		t.Errorf("labels %v lack source %s / revision %s", img.Config.Labels, s.Repo, s.Commit)
+	if img.Config.Labels[LabelSource] != sourceURL(s.Repo) || img.Config.Labels[LabelRevision] != s.Commit {
+		t.Errorf("labels %v lack source %s / revision %s", img.Config.Labels, sourceURL(s.Repo), s.Commit)
+	}
+	if strings.Contains(img.Config.Labels[LabelSource], "@") {
+		t.Errorf("source label %q has user info", img.Config.Labels[LabelSource])
 	}
 	for k, v := range s.Labels {
 		if k == LabelSource || k == LabelRevision {
@@ -742,5 +763,57 @@ func TestGitSourceMatchesTheGraph(t *testing.T) {
 				t.Errorf("the graph has no source %q", src.GetIdentifier())
 			}
 		})
+	}
+}
+
+// TestPrivateSources checks where the graph of a private build refers to
+// the session's secrets and agent: the netrc and the internal CA in the
+// download step only, the secret environment in both steps, the ssh agent
+// and known hosts on the git source, and no secret anywhere else.
+func TestPrivateSources(t *testing.T) {
+	s := specs()["private-ssh"]
+	res := mustBuild(t, s)
+	var gitSrc *pb.SourceOp
+	execs := map[string]*pb.ExecOp{}
+	for _, dt := range res.Definition.Def {
+		var op pb.Op
+		if err := op.UnmarshalVT(dt); err != nil {
+			t.Fatal(err)
+		}
+		if src := op.GetSource(); src != nil && strings.HasPrefix(src.Identifier, "git://") {
+			gitSrc = src
+		}
+		if e := op.GetExec(); e != nil {
+			execs[e.Meta.Args[1]] = e // "mod" or "build"
+		}
+	}
+	if gitSrc == nil || gitSrc.Attrs[pb.AttrKnownSSHHosts] != s.KnownHosts || gitSrc.Attrs[pb.AttrMountSSHSock] != GitSSHID {
+		t.Fatalf("git source %v: want known hosts and ssh agent %s", gitSrc, GitSSHID)
+	}
+	secrets := func(e *pb.ExecOp) (files []string, env []string) {
+		for _, m := range e.Mounts {
+			if m.MountType == pb.MountType_SECRET {
+				files = append(files, m.Dest+"="+m.SecretOpt.ID)
+			}
+		}
+		for _, se := range e.Secretenv {
+			env = append(env, se.Name+"="+se.ID)
+		}
+		return files, env
+	}
+	wantEnv := []string{"API_TOKEN=" + SecretEnvIDPrefix + "API_TOKEN", "GOFLAGS=" + SecretEnvIDPrefix + "GOFLAGS"}
+	for step, want := range map[string][]string{"mod": {NetrcPath + "=" + NetrcSecretID}, "build": nil} {
+		e := execs[step]
+		if e == nil {
+			t.Fatalf("no go %s step", step)
+		}
+		files, env := secrets(e)
+		if !slices.Equal(files, want) || !slices.Equal(env, wantEnv) {
+			t.Errorf("go %s: secret files %v, env %v; want %v, %v", step, files, env, want, wantEnv)
+		}
+		hasCA := slices.ContainsFunc(e.Mounts, func(m *pb.Mount) bool { return m.Dest == CADir && m.Readonly })
+		if hasCA != (step == "mod") {
+			t.Errorf("go %s: CA mount %v", step, hasCA)
+		}
 	}
 }

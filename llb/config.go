@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/moby/buildkit/util/gitutil"
 	"github.com/moby/buildkit/util/system"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -112,7 +113,7 @@ func imageConfig(s Spec, base *parsedConfig) ([]byte, error) {
 	for k, v := range s.Labels {
 		labels[k] = v
 	}
-	labels[LabelSource] = s.Repo
+	labels[LabelSource] = sourceURL(s.Repo)
 	labels[LabelRevision] = s.Commit
 	cfg["Labels"] = mustJSON(labels)
 
@@ -161,4 +162,17 @@ func marshalJSON(v any) []byte {
 		panic(fmt.Sprintf("llb: marshal %T: %v", v, err))
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+// sourceURL is repo without user info (an ssh user name), for the source
+// label: an scp-like URL becomes ssh://host/path.
+func sourceURL(repo string) string {
+	u, err := gitutil.ParseURL(repo)
+	if err != nil || u.User == nil {
+		return repo
+	}
+	if u.Scheme == gitutil.SSHProtocol {
+		return "ssh://" + u.Host + "/" + strings.TrimPrefix(u.Path, "/")
+	}
+	return repo
 }

@@ -31,6 +31,21 @@ const CacheScopeEnv = "BUILDSVC_CACHE_SCOPE"
 // the download step again instead of reusing its cached result.
 const ModulesGenerationEnv = "BUILDSVC_MODULES_GENERATION"
 
+// Ids of the session secrets and ssh agent a build's graph refers to. The
+// values are never in the graph: the server's session serves them (see
+// package credentials).
+const (
+	// NetrcSecretID is the netrc file of the download step, mounted at
+	// NetrcPath: credentials for Go module hosts.
+	NetrcSecretID = "buildsvc.netrc"
+	// SecretEnvIDPrefix plus a variable's name is the id of a secret
+	// environment variable of the build steps.
+	SecretEnvIDPrefix = "buildsvc.env."
+	// GitSSHID is the id of the forwarded ssh agent BuildKit's git source
+	// uses for an ssh repository.
+	GitSSHID = "buildsvc.git"
+)
+
 // Paths inside the builder container.
 const (
 	SourceDir = "/src"
@@ -47,6 +62,14 @@ const (
 	// Spec.BuildUser, who cannot enter /root; HOME is then UserHome.
 	UserGoCachePath = "/var/cache/buildsvc/go-build"
 	UserHome        = "/tmp"
+	// NetrcPath is where the download step (HOME=/root) has its netrc: Go
+	// and git's libcurl both read $HOME/.netrc.
+	NetrcPath = "/root/.netrc"
+	// CADir holds the server's CA bundle (CAFile) in the download step; Go
+	// reads it through SSL_CERT_DIR and git through http.sslCAPath, both in
+	// addition to the builder image's own roots.
+	CADir  = "/etc/buildsvc/ca"
+	CAFile = "internal-ca.pem"
 )
 
 // Labels the service always sets on the image.
@@ -134,6 +157,24 @@ type Spec struct {
 	// caches do not share BuildKit's cached result of the step either.
 	ModCacheID   string
 	BuildCacheID string
+	// KnownHosts, for an ssh repository, is the known_hosts content the host's
+	// key is checked against (BuildKit's git fetches through the session's
+	// ssh agent GitSSHID). Required for ssh: without it BuildKit would scan
+	// the host's key itself.
+	KnownHosts string
+	// Netrc makes the download step mount the session secret NetrcSecretID
+	// at NetrcPath.
+	Netrc bool
+	// CABundle, when set, is PEM certificates the download step trusts in
+	// addition to the builder image's roots (internal CAs). It is not
+	// secret; it is part of the graph.
+	CABundle []byte
+	// GoPrivate, GoNoProxy and GoNoSumDB are GOPRIVATE, GONOPROXY and
+	// GONOSUMDB of the download step; empty leaves them unset.
+	GoPrivate, GoNoProxy, GoNoSumDB string
+	// SecretEnv are the names of secret environment variables of both
+	// steps, each served as the session secret SecretEnvIDPrefix+name.
+	SecretEnv []string
 	// SourceDateEpoch, when set (the commit time), is the timestamp of the
 	// binary in the image, so that one commit always gives one layer. The
 	// caller also hands it to the image exporter for the config's times.

@@ -22,7 +22,7 @@ func validate(s Spec) error {
 	if s.Repo == "" {
 		return bad("repo is empty")
 	}
-	if err := checkRepo(s.Repo); err != nil {
+	if err := checkRepo(s.Repo, s.KnownHosts); err != nil {
 		return bad("repo %q: %v", s.Repo, err)
 	}
 	if !isSHA(s.Commit) {
@@ -52,6 +52,11 @@ func validate(s Spec) error {
 	if _, _, err := ParseUser(s.BuildUser); err != nil {
 		return bad("build user: %v", err)
 	}
+	for _, name := range s.SecretEnv {
+		if name == "" || strings.ContainsAny(name, "= \t\n\x00") {
+			return bad("secret env name %q is not a variable name", name)
+		}
+	}
 	return nil
 }
 
@@ -71,10 +76,11 @@ func ParseUser(u string) (uid, gid int, err error) {
 }
 
 // checkRepo refuses the git URLs that would make the graph depend on more
-// than the Spec: SSH URLs (BuildKit's llb.Git scans the host's keys over the
-// network while marshalling), credentials in the URL (they belong in
-// BuildKit secrets) and fragments (the commit is the only ref).
-func checkRepo(repo string) error {
+// than the Spec: an SSH URL without known hosts (BuildKit's llb.Git would
+// scan the host's keys over the network while marshalling), credentials in
+// the URL (they belong in BuildKit secrets; an ssh user name is not one)
+// and fragments (the commit is the only ref).
+func checkRepo(repo, knownHosts string) error {
 	u, err := gitutil.ParseURL(repo)
 	if errors.Is(err, gitutil.ErrUnknownProtocol) {
 		// llb.Git reads a bare host/path as https.
@@ -83,10 +89,12 @@ func checkRepo(repo string) error {
 	if err != nil {
 		return err
 	}
+	ssh := u.Scheme == gitutil.SSHProtocol
+	_, hasPassword := u.User.Password()
 	switch {
-	case u.Scheme == gitutil.SSHProtocol:
-		return errors.New("ssh git URLs are not supported, use https or git")
-	case u.User != nil:
+	case ssh && strings.TrimSpace(knownHosts) == "":
+		return errors.New("an ssh repository needs known hosts")
+	case u.User != nil && (!ssh || hasPassword):
 		return errors.New("credentials in the URL are not allowed")
 	case strings.Contains(repo, "#"):
 		return errors.New("a fragment is not allowed, the commit is the ref")
@@ -94,6 +102,13 @@ func checkRepo(repo string) error {
 		return errors.New("no host")
 	}
 	return nil
+}
+
+// isSSH reports whether repo is an ssh URL (ssh:// or scp-like
+// user@host:path).
+func isSSH(repo string) bool {
+	u, err := gitutil.ParseURL(repo)
+	return err == nil && u.Scheme == gitutil.SSHProtocol
 }
 
 func isSHA(s string) bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"github.com/buildsvc/buildsvc/credentials"
 	"sync"
 	"time"
 
@@ -21,10 +22,13 @@ type build struct {
 	// registry is the docker config whose credentials the build pulls and
 	// pushes with (its tenant's).
 	registry *configfile.ConfigFile
-	req      *request
-	key      string        // dedup key: identical requests share it
-	timeout  time.Duration // for the run, once out of the queue
-	log      *eventLog
+	// creds are the build's credentials (the request's and the server's),
+	// in memory for its life only.
+	creds   *credentials.Build
+	req     *request
+	key     string        // dedup key: identical requests share it
+	timeout time.Duration // for the run, once out of the queue
+	log     *eventLog
 	// stop is closed when the build is asked to stop; stopCause says why
 	// (errCancelled or errShutdown).
 	stop     chan struct{}
@@ -163,20 +167,21 @@ func (b *build) info() *buildv1.BuildInfo {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return &buildv1.BuildInfo{
-		BuildId:         b.id,
-		Tenant:          b.tenant,
-		Request:         b.req.proto(),
-		State:           b.state,
-		Commit:          b.commit,
-		Created:         timestamp(b.created),
-		Started:         timestamp(b.started),
-		Finished:        timestamp(b.finished),
-		Result:          b.result,
-		Error:           b.err,
-		QueuePosition:   b.queuePos,
-		LastSeq:         lastSeq,
-		Joined:          b.joined,
-		LogBytesDropped: dropped,
+		BuildId:          b.id,
+		Tenant:           b.tenant,
+		Request:          b.req.proto(),
+		State:            b.state,
+		Commit:           b.commit,
+		Created:          timestamp(b.created),
+		Started:          timestamp(b.started),
+		Finished:         timestamp(b.finished),
+		Result:           b.result,
+		Error:            b.err,
+		QueuePosition:    b.queuePos,
+		LastSeq:          lastSeq,
+		Joined:           b.joined,
+		LogBytesDropped:  dropped,
+		CredentialsGiven: credentials.Given(b.creds),
 	}
 }
 

@@ -6,6 +6,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"github.com/buildsvc/buildsvc/credentials"
 	"log/slog"
 	"time"
 
@@ -46,8 +47,15 @@ type Config struct {
 	// buildkitd for pulls and pushes. Empty means $DOCKER_CONFIG or ~/.docker.
 	DockerConfigDir string
 	// GoProxy and GoFlags become GOPROXY and GOFLAGS of every go build.
+	// User info in a GOPROXY URL (https://user:token@proxy.internal) never
+	// goes into a build's environment: it reaches go as a netrc entry in a
+	// secret mount.
 	GoProxy string
 	GoFlags string
+	// Credentials are the server's credentials of private git and module
+	// hosts, its ssh known hosts, internal CAs and private module settings;
+	// nil for none.
+	Credentials *credentials.Config
 	// Authenticated says every call of a non-public method carries an
 	// auth.Identity (the server runs behind auth.Authenticator's
 	// interceptors): a call without one is refused. When false, every call

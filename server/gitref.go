@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/buildsvc/buildsvc/credentials"
 	"strconv"
 	"strings"
 	"time"
@@ -25,9 +26,9 @@ import (
 var ErrRefNotFound = errors.New("no such branch, tag or commit")
 
 // Resolver turns a git reference (branch, tag, SHA, HEAD) into the commit
-// SHA it names now.
+// SHA it names now, with the build's credentials for the repository.
 type Resolver interface {
-	Resolve(ctx context.Context, repo, ref string) (string, error)
+	Resolve(ctx context.Context, repo, ref string, auth egress.Auth) (string, error)
 }
 
 // Limits of RemoteResolver without Limits of its own: resolves at once in
@@ -60,7 +61,7 @@ type RemoteResolver struct {
 }
 
 // Resolve implements Resolver.
-func (r RemoteResolver) Resolve(ctx context.Context, repo, ref string) (string, error) {
+func (r RemoteResolver) Resolve(ctx context.Context, repo, ref string, auth egress.Auth) (string, error) {
 	t, _ := ctx.Value(resolveTenantKey{}).(resolveTenant)
 	limits := r.Limits
 	if limits == nil {
@@ -83,7 +84,7 @@ func (r RemoteResolver) Resolve(ctx context.Context, repo, ref string) (string, 
 			refs, err = nil, nil
 		}
 	} else {
-		refs, err = egress.ListRefs(ctx, repo, r.Allow.Add(t.allow), egress.Auth{})
+		refs, err = egress.ListRefs(ctx, repo, r.Allow.Add(t.allow), auth)
 	}
 	if err != nil {
 		return "", resolveErr(egress.Classify(err))
@@ -150,6 +151,8 @@ var resolveCodes = map[egress.Kind]codes.Code{
 	egress.KindAuth:         codes.Unauthenticated,
 	egress.KindDenied:       codes.PermissionDenied,
 	egress.KindTooLarge:     codes.FailedPrecondition,
+	egress.KindHostKey:      codes.FailedPrecondition,
+	egress.KindBadAuth:      codes.InvalidArgument,
 }
 
 // GRPCStatus gives the error its code (status.FromError reads it).
@@ -203,13 +206,49 @@ func (e errResolveBusy) GRPCStatus() *status.Status {
 }
 
 // resolveFailed is the error of a request whose resolve failed with err: a
-// refusal of the host policy names git_repo, every other failure
-// git_commit.
-func resolveFailed(err error) error {
+// refusal of the host policy names git_repo, and so does a host that wants
+// other credentials (naming the host and the kind of credential tried) or
+// whose ssh host key is not known; every other failure names git_commit.
+func resolveFailed(err error, creds *credentials.Build) error {
 	if _, ok := errors.AsType[*egressDenied](err); ok {
 		return err
 	}
+	if e, ok := errors.AsType[*resolveError](err); ok {
+		switch e.f.Kind {
+		case egress.KindAuth, egress.KindDenied:
+			return &gitAuthError{resolveError: e, host: creds.RepoHostName(), tried: creds.Git}
+		case egress.KindBadAuth:
+			return &FieldError{Field: "git_credentials", Reason: e.f.Error()}
+		case egress.KindHostKey:
+			return fmt.Errorf("git_repo: %w; add the host's key to the server's known hosts or the request's git_credentials.ssh_known_hosts", err)
+		}
+	}
 	return fmt.Errorf("git_commit: %w", err)
+}
+
+// gitAuthError is a repository host that refused the credential tried, or
+// wanted one when none was given: Unauthenticated, or PermissionDenied for
+// a credential that is valid but may not read the repository.
+type gitAuthError struct {
+	*resolveError
+	host  string
+	tried credentials.Git
+}
+
+func (e *gitAuthError) Error() string {
+	if e.tried.IsZero() {
+		return fmt.Sprintf("git_repo: %s wants credentials (%s); the server has none for this host and the request gave none (git_credentials)", e.host, e.f.Error())
+	}
+	verb := "did not accept"
+	if e.f.Kind == egress.KindDenied {
+		verb = "denied access with"
+	}
+	return fmt.Sprintf("git_repo: %s %s the %s (%s)", e.host, verb, e.tried.Kind(), e.f.Error())
+}
+
+// GRPCStatus gives the error its code.
+func (e *gitAuthError) GRPCStatus() *status.Status {
+	return status.New(resolveCodes[e.f.Kind], e.Error())
 }
 
 // resolveCause is what the server's log says of a failed resolve: the
@@ -218,6 +257,9 @@ func resolveFailed(err error) error {
 func resolveCause(err error) string {
 	var f *egress.Failure
 	if e, ok := errors.AsType[*resolveError](err); ok {
+		f = e.f
+	}
+	if e, ok := errors.AsType[*gitAuthError](err); ok {
 		f = e.f
 	}
 	if d, ok := errors.AsType[*egressDenied](err); ok {

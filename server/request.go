@@ -49,6 +49,12 @@ type request struct {
 	BaseImage  string
 	Labels     map[string]string
 	Timeout    time.Duration
+	// GoPrivate, GoNoProxy and GoNoSumDB are the request's private module
+	// settings (not secret).
+	GoPrivate, GoNoProxy, GoNoSumDB string
+	// creds are the request's credentials: in memory only, never in
+	// proto().
+	creds *requestCredentials
 }
 
 // reservedEnv are variables the service sets itself for every build.
@@ -143,10 +149,14 @@ func parseRequest(req *buildv1.CreateImageRequest, cfg Config) (*request, error)
 		}
 		r.Timeout = min(t.AsDuration(), cfg.MaxTimeout)
 	}
+	if err := parseCredentials(req, r, cfg.AllowBuild); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
-// proto returns the request as accepted, with defaults filled in.
+// proto returns the request as accepted, with defaults filled in and
+// without its credentials.
 func (r *request) proto() *buildv1.CreateImageRequest {
 	return &buildv1.CreateImageRequest{
 		GitRepo:    r.Repo,
@@ -160,6 +170,9 @@ func (r *request) proto() *buildv1.CreateImageRequest {
 		BaseImage:  r.BaseImage,
 		Labels:     r.Labels,
 		Timeout:    durationpb.New(r.Timeout),
+		Goprivate:  r.GoPrivate,
+		Gonoproxy:  r.GoNoProxy,
+		Gonosumdb:  r.GoNoSumDB,
 	}
 }
 
@@ -183,10 +196,11 @@ func parseRepo(raw string, allowInsecure bool) (string, error) {
 	}
 	switch ep.Protocol {
 	case "ssh":
-		// BuildKit's git source would scan the host's keys itself while the
-		// graph is made; without known hosts from the server's config
-		// there is no safe way to trust one.
-		return "", fieldErr(field, "ssh repositories are not supported on this server yet; use https:// or git://")
+		// Its host key must be known and a key given; the server checks
+		// both once it knows the tenant's and the server's credentials.
+		if ep.Host == "" {
+			return "", fieldErr(field, "has no host")
+		}
 	case "https", "git":
 		if ep.Host == "" {
 			return "", fieldErr(field, "has no host")
@@ -203,7 +217,7 @@ func parseRepo(raw string, allowInsecure bool) (string, error) {
 			return "", fieldErr(field, "file:// repositories are not allowed on this server")
 		}
 	default:
-		return "", fieldErr(field, "scheme %s is not supported; want https or git", quote(ep.Protocol))
+		return "", fieldErr(field, "scheme %s is not supported; want https, ssh or git", quote(ep.Protocol))
 	}
 	if p := strings.Trim(ep.Path, "/"); p == "" || p == ".git" {
 		return "", fieldErr(field, "has no repository path")

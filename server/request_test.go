@@ -25,8 +25,9 @@ func TestParseRequest(t *testing.T) {
 		wantField string // "" means valid
 	}{
 		{name: "architecture example", mutate: func(*buildv1.CreateImageRequest) {}},
-		{name: "ssh url", mutate: func(r *buildv1.CreateImageRequest) { r.GitRepo = "ssh://git@github.com/a/b.git" }, wantField: "git_repo"},
-		{name: "scp-like", mutate: func(r *buildv1.CreateImageRequest) { r.GitRepo = "git@github.com:a/b.git" }, wantField: "git_repo"},
+		{name: "ssh url", mutate: func(r *buildv1.CreateImageRequest) { r.GitRepo = "ssh://git@github.com/a/b.git" }},
+		{name: "scp-like", mutate: func(r *buildv1.CreateImageRequest) { r.GitRepo = "git@github.com:a/b.git" }},
+		{name: "ssh url with password", mutate: func(r *buildv1.CreateImageRequest) { r.GitRepo = "ssh://git:pw@github.com/a/b.git" }, wantField: "git_repo"},
 		{name: "git protocol", mutate: func(r *buildv1.CreateImageRequest) { r.GitRepo = "git://127.0.0.1:9418/sample.git" }},
 		{name: "empty repo", mutate: func(r *buildv1.CreateImageRequest) { r.GitRepo = "" }, wantField: "git_repo"},
 		{name: "malformed repo", mutate: func(r *buildv1.CreateImageRequest) { r.GitRepo = "ht!tp://::nope" }, wantField: "git_repo"},

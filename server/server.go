@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/buildsvc/buildsvc/egress"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -55,6 +57,7 @@ type Server struct {
 	runningBy map[string]int           // running builds by tenant
 	limiters  map[string]*rate.Limiter // by tenant, for tenants with a rate
 	modGen    map[string]int64         // generation of the download step, by modulesKey
+	rootCAs   []*x509.Certificate      // of Credentials.CABundle, trusted besides the system's
 }
 
 // New returns a server that runs builds on the buildkitd cfg names. The
@@ -75,6 +78,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		runningBy: map[string]int{},
 		limiters:  map[string]*rate.Limiter{},
 		modGen:    map[string]int64{},
+	}
+	if cfg.Credentials != nil {
+		if len(cfg.Credentials.CABundle) > 0 {
+			if s.rootCAs, err = egress.RootCAsFromPEM(cfg.Credentials.CABundle); err != nil {
+				return nil, fmt.Errorf("CA bundle: %w", err)
+			}
+		}
 	}
 	if err := s.interruptLeftovers(ctx); err != nil {
 		return nil, err
@@ -308,15 +318,26 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 	if err != nil {
 		return nil, false, err
 	}
+	creds, err := s.buildCredentials(c.tenant, r)
+	if err != nil {
+		return nil, false, err
+	}
+	red := newRedactor(append(buildkitd.Secrets(dockerCfg), creds.Values()...))
 	began := time.Now()
 	rctx, cancel := context.WithTimeout(withResolveTenant(ctx, c.tenant, egressAllowance(pol)), s.cfg.ResolveTimeout)
-	sha, err := s.resolver.Resolve(rctx, r.Repo, r.Ref)
+	sha, err := s.resolver.Resolve(rctx, r.Repo, r.Ref, s.resolveAuth(creds))
 	cancel()
 	if err != nil {
-		s.cfg.Logger.Info("resolve failed", "repo", r.Repo, "ref", r.Ref, "err", err, "cause", resolveCause(err))
-		return nil, false, resolveFailed(err)
+		err = resolveFailed(err, creds)
+		s.cfg.Logger.Info("resolve failed", "repo", r.Repo, "ref", r.Ref, "err", red.string(err.Error()), "cause", red.string(resolveCause(err)))
+		return nil, false, err
 	}
 	key := dedupKey(c.tenant, r, sha)
+	if r.creds.any() {
+		// A build with the request's own credentials is never shared:
+		// each caller's credentials are used for its own pull and push.
+		key += "/" + newBuildID(time.Now())
+	}
 
 	s.mu.Lock()
 	if b := s.inflight[key]; b != nil {
@@ -336,9 +357,8 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 		s.mu.Unlock()
 		return nil, false, err
 	}
-	red := newRedactor(buildkitd.Secrets(dockerCfg))
 	now := time.Now()
-	b := &build{id: newBuildID(now), tenant: c.tenant, registry: dockerCfg, req: r, key: key, timeout: r.Timeout, commit: sha, created: now,
+	b := &build{id: newBuildID(now), tenant: c.tenant, registry: dockerCfg, creds: creds, req: r, key: key, timeout: r.Timeout, commit: sha, created: now,
 		state: buildv1.BuildState_BUILD_STATE_RESOLVING, stop: make(chan struct{})}
 	b.log = newEventLog(b.id, red, s.cfg.LogCap)
 	// Its first events are in the log before anyone can see the build, so

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/buildsvc/buildsvc/credentials"
 	"strconv"
 	"time"
 
@@ -14,11 +15,9 @@ import (
 	"github.com/moby/buildkit/exporter/containerimage/exptypes"
 	commonexptypes "github.com/moby/buildkit/exporter/exptypes"
 	gateway "github.com/moby/buildkit/frontend/gateway/client"
-	"github.com/moby/buildkit/session"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/buildsvc/buildsvc/buildkitd"
 	"github.com/buildsvc/buildsvc/llb"
 	"github.com/buildsvc/buildsvc/progress"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
@@ -36,19 +35,24 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 	}
 	platform := platforms.Normalize(workers[0].Platforms[0])
 
-	auth := buildkitd.DockerAuthFrom(b.registry)
+	// The session serves the build's credentials: registry auth, the git
+	// and netrc secrets, the ssh agent. Nothing of them is in the graph.
+	attach, err := b.creds.Attachables(b.registry)
+	if err != nil {
+		return nil, err
+	}
 	opt := client.SolveOpt{
 		Exports: []client.ExportEntry{{
 			Type:  client.ExporterImage,
 			Attrs: map[string]string{"name": b.req.Tag, "push": "true"},
 		}},
-		Session: []session.Attachable{auth},
+		Session: attach,
 	}
 	modCache, _ := s.cfg.cacheIDs(b.tenant)
 	genKey := modulesKey(b.tenant, modCache)
 	generation := s.modulesGeneration(genKey)
 	build := func(ctx context.Context, c gateway.Client) (*gateway.Result, error) {
-		spec := s.spec(b.tenant, b.req, sha, platform, llb.Image{Ref: s.cfg.BuilderImage}, llb.Image{Ref: b.req.BaseImage})
+		spec := s.spec(b.tenant, b.req, b.creds, sha, platform, llb.Image{Ref: s.cfg.BuilderImage}, llb.Image{Ref: b.req.BaseImage})
 		// Three round trips to buildkitd before the solve; they are
 		// independent, so they overlap.
 		var epoch time.Time
@@ -152,10 +156,23 @@ func (s *Server) runBuild(ctx context.Context, b *build, opt client.SolveOpt, bu
 	return resp, nil
 }
 
-// spec turns an accepted request of tenant into the LLB spec of one build.
-func (s *Server) spec(tenant string, r *request, sha string, platform ocispecs.Platform, builder, base llb.Image) llb.Spec {
+// spec turns an accepted request of tenant, with its credentials, into the
+// LLB spec of one build.
+func (s *Server) spec(tenant string, r *request, creds *credentials.Build, sha string, platform ocispecs.Platform, builder, base llb.Image) llb.Spec {
 	modCache, buildCache := s.cfg.cacheIDs(tenant)
+	goproxy, _ := credentials.ProxyCredentials(s.cfg.GoProxy) // its user info is in the netrc
+	var c credentials.Config
+	if s.cfg.Credentials != nil {
+		c = *s.cfg.Credentials
+	}
 	return llb.Spec{
+		KnownHosts:    string(creds.KnownHosts),
+		Netrc:         creds.Netrc() != nil,
+		CABundle:      c.CABundle,
+		GoPrivate:     joinList(c.GoPrivate, r.GoPrivate),
+		GoNoProxy:     joinList(c.GoNoProxy, r.GoNoProxy),
+		GoNoSumDB:     joinList(c.GoNoSumDB, r.GoNoSumDB),
+		SecretEnv:     creds.SecretEnvNames(),
 		ModCacheID:    modCache,
 		BuildCacheID:  buildCache,
 		Ulimits:       s.cfg.Ulimits,
@@ -169,7 +186,7 @@ func (s *Server) spec(tenant string, r *request, sha string, platform ocispecs.P
 		BuildFlags:    r.BuildFlags,
 		LDFlags:       r.LDFlags,
 		Env:           r.Env,
-		GoProxy:       s.cfg.GoProxy,
+		GoProxy:       goproxy,
 		GoFlags:       s.cfg.GoFlags,
 		BuildPlatform: platform,
 		Platform:      platform,
@@ -214,4 +231,15 @@ func resolveImage(ctx context.Context, c gateway.Client, ref string, platform oc
 		return llb.Image{}, fmt.Errorf("resolve %s: %w", ref, err)
 	}
 	return llb.Image{Ref: named.Context().Digest(dgst.String()).Name(), Config: cfg}, nil
+}
+
+// joinList joins two comma-separated lists, either of which may be empty.
+func joinList(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "," + b
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/buildsvc/buildsvc/egress"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -152,7 +153,7 @@ func TestDedupKeyHasTheTenant(t *testing.T) {
 // refusingResolver fails the test if the server resolves anything.
 type refusingResolver struct{ t *testing.T }
 
-func (r refusingResolver) Resolve(context.Context, string, string) (string, error) {
+func (r refusingResolver) Resolve(context.Context, string, string, egress.Auth) (string, error) {
 	r.t.Error("the server resolved a ref of a request its tenant's policy refuses")
 	return "", errors.New("not resolved")
 }

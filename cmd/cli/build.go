@@ -27,7 +27,7 @@ func buildCommand() *cli.Command {
 			"interrupted command leaves the build running ('buildsvc builds watch ID' shows it\n" +
 			"again, 'buildsvc builds cancel ID' stops it). With --detach the command prints the\n" +
 			"build's id on stdout and returns at once.",
-		Flags: withConnFlags([]cli.Flag{
+		Flags: withConnFlags(append([]cli.Flag{
 			&cli.StringFlag{Name: "repo", Usage: "the git repository's `URL` (required)"},
 			&cli.StringFlag{Name: "commit", Usage: "the `REF` to build: a branch, a tag or a commit SHA", DefaultText: "the default branch"},
 			&cli.StringFlag{Name: "tag", Usage: "the `IMAGE` reference to push to, e.g. registry.example/team/app:v1 (required)"},
@@ -42,7 +42,7 @@ func buildCommand() *cli.Command {
 			&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}, Usage: "start the build, print its id and return without waiting for it"},
 			serverFlag(),
 			&cli.StringFlag{Name: "progress", Usage: "the progress output `MODE`: auto, tty, plain, rawjson or quiet", Value: string(progressui.AutoMode)},
-		}),
+		}, privateFlags()...)),
 		Action: runBuild,
 	}
 }
@@ -126,6 +126,9 @@ func buildRequest(cCtx *cli.Context) (*buildv1.CreateImageRequest, error) {
 		return nil, fmt.Errorf("--timeout %v: want a positive duration", t)
 	case t > 0:
 		req.Timeout = durationpb.New(t)
+	}
+	if err := addPrivate(cCtx, req); err != nil {
+		return nil, err
 	}
 	return req, nil
 }

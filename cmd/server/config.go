@@ -119,6 +119,12 @@ var options = []option{
 	{name: "registry-credentials", category: catBuilds, usage: "more docker config `DIR`s, as NAME=DIR,..., that tenants' policies may name (registry_credentials) instead of docker-config (read, never printed)"},
 	{name: "goproxy", category: catBuilds, usage: "GOPROXY for every build (credentials in its URLs are masked in --print-config)", mask: maskURLPasswords},
 	{name: "goflags", category: catBuilds, usage: "GOFLAGS for every build"},
+	{name: "git-credentials", category: catBuilds, defText: "empty: only public repositories and modules", usage: "`FILE` (YAML) of credentials of private git and Go module hosts, by host pattern: https passwords or tokens and ssh keys, each read from a file of its own (read, never printed)"},
+	{name: "ssh-known-hosts", category: catBuilds, defText: "empty: ssh repositories need known hosts in the request", usage: "known_hosts `FILE` that ssh host keys of git hosts are checked against (there is no way to accept any key)"},
+	{name: "ca-bundle", category: catBuilds, usage: "PEM `FILE` of internal CAs trusted, besides the system's, for git and Go module hosts: by ref resolution and by go inside the builder (buildkitd's own registry and git access need the CA in buildkitd.toml and its system store)"},
+	{name: "goprivate", category: catBuilds, usage: "GOPRIVATE of every build: module path `GLOBS` fetched straight from their git hosts, not through the proxy nor checked against the checksum database; a request's goprivate adds to it"},
+	{name: "gonoproxy", category: catBuilds, usage: "GONOPROXY of every build (`GLOBS`)"},
+	{name: "gonosumdb", category: catBuilds, usage: "GONOSUMDB of every build (`GLOBS`)"},
 	{name: "build-ulimits", category: catBuilds, usage: "resource limits of every build step, `NAME=SOFT[:HARD],...` as in ulimit(1), e.g. nofile=4096:8192,nproc=512"},
 	{name: "build-user", category: catBuilds, defText: "empty: root inside the step's container", usage: "numeric `UID:GID` go build runs as, e.g. 65534:65534 (the download step, which alone writes the module cache, stays root)"},
 	{name: "build-cgroup-parent", category: catBuilds, usage: "cgroup parent `PATH` of every build step, whose memory, CPU and pids limits then bound builds (buildkitd must be able to create cgroups under it)"},
@@ -264,8 +270,12 @@ type config struct {
 	TLSCert, TLSKey, TLSClientCA string
 	CallersFile                  string
 	TenantsFile                  string
-	InsecureTokens               bool
-	PublicReflection             bool
+	// Private sources: the credentials file, known hosts and CA bundle
+	// (read by serve) and the private module settings.
+	GitCredentialsFile, KnownHostsFile, CABundleFile string
+	GoPrivate, GoNoProxy, GoNoSumDB                  string
+	InsecureTokens                                   bool
+	PublicReflection                                 bool
 
 	// BuildKit is the remote buildkitd; an empty Address means a managed
 	// one (Managed).
@@ -301,13 +311,20 @@ func parseConfig(s map[string]setting) (config, error) {
 		ShutdownGrace: p.duration("shutdown-grace"),
 		LogFormat:     strings.ToLower(p.str("log-format")),
 
-		TLSCert:          p.str("tls-cert"),
-		TLSKey:           p.str("tls-key"),
-		TLSClientCA:      p.str("tls-client-ca"),
-		CallersFile:      p.str("callers"),
-		TenantsFile:      p.str("tenants"),
-		InsecureTokens:   p.bool("insecure-tokens"),
-		PublicReflection: p.bool("public-reflection"),
+		TLSCert:     p.str("tls-cert"),
+		TLSKey:      p.str("tls-key"),
+		TLSClientCA: p.str("tls-client-ca"),
+		CallersFile: p.str("callers"),
+		TenantsFile: p.str("tenants"),
+
+		GitCredentialsFile: p.str("git-credentials"),
+		KnownHostsFile:     p.str("ssh-known-hosts"),
+		CABundleFile:       p.str("ca-bundle"),
+		GoPrivate:          p.str("goprivate"),
+		GoNoProxy:          p.str("gonoproxy"),
+		GoNoSumDB:          p.str("gonosumdb"),
+		InsecureTokens:     p.bool("insecure-tokens"),
+		PublicReflection:   p.bool("public-reflection"),
 
 		BuildKit: buildkitd.Endpoint{
 			Address:    p.str("buildkit-addr"),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/buildsvc/buildsvc/credentials"
 	"log/slog"
 	"net"
 	"net/http"
@@ -141,6 +142,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 			return configError(err)
 		}
 	}
+	if scfg.Credentials, err = loadCredentials(cfg); err != nil {
+		return configError(err)
+	}
 	srv, err := server.New(ctx, scfg)
 	if err != nil {
 		return configError(err)
@@ -238,3 +242,31 @@ func newMetricsServer(h http.Handler) *http.Server {
 
 // configError is an error in the configuration: exit code 2.
 func configError(err error) error { return cli.Exit(err.Error(), 2) }
+
+// loadCredentials reads the files of the private-sources options.
+func loadCredentials(cfg config) (*credentials.Config, error) {
+	c := &credentials.Config{GoPrivate: cfg.GoPrivate, GoNoProxy: cfg.GoNoProxy, GoNoSumDB: cfg.GoNoSumDB}
+	var err error
+	if cfg.GitCredentialsFile != "" {
+		if c.Rules, err = credentials.LoadFile(cfg.GitCredentialsFile); err != nil {
+			return nil, fmt.Errorf("git-credentials: %w", err)
+		}
+	}
+	if cfg.KnownHostsFile != "" {
+		if c.KnownHosts, err = os.ReadFile(cfg.KnownHostsFile); err != nil {
+			return nil, fmt.Errorf("ssh-known-hosts: %w", err)
+		}
+		if err := credentials.CheckKnownHosts(c.KnownHosts); err != nil {
+			return nil, fmt.Errorf("ssh-known-hosts: %s: %w", cfg.KnownHostsFile, err)
+		}
+	}
+	if cfg.CABundleFile != "" {
+		if c.CABundle, err = os.ReadFile(cfg.CABundleFile); err != nil {
+			return nil, fmt.Errorf("ca-bundle: %w", err)
+		}
+		if _, err := egress.RootCAsFromPEM(c.CABundle); err != nil {
+			return nil, fmt.Errorf("ca-bundle: %s: %w", cfg.CABundleFile, err)
+		}
+	}
+	return c, nil
+}

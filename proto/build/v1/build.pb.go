@@ -230,10 +230,12 @@ func (x *CleanupResponse) GetSeconds() float64 {
 // CreateImageRequest asks for one image built from one commit.
 type CreateImageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The git repository to build: an https:// or git:// URL. file:// and
-	// plain http:// are accepted only when the server is configured to allow
-	// them. ssh:// and scp-like (git@host:path) URLs are refused until the
-	// server can be given the hosts' keys. Credentials in the URL are refused.
+	// The git repository to build: an https://, git:// or ssh:// URL, or
+	// scp-like (git@host:path). file:// and plain http:// are accepted only
+	// when the server is configured to allow them. ssh needs the host's key in
+	// the server's known hosts (or in git_credentials.ssh_known_hosts) and a
+	// key (the server's for that host, or git_credentials.ssh_private_key).
+	// Credentials in the URL are refused: give them in git_credentials.
 	GitRepo string `protobuf:"bytes,1,opt,name=git_repo,json=gitRepo,proto3" json:"git_repo,omitempty"`
 	// The commit to build: a branch, a tag or a full or abbreviated-to-full SHA.
 	// Empty means the repository's default branch (HEAD). The server resolves it
@@ -275,7 +277,36 @@ type CreateImageRequest struct {
 	// How long the build may run once it has left the queue. Unset means the
 	// server's default; more than the server's maximum is cut to the maximum.
 	// A build that runs out of time ends FAILED with DEADLINE_EXCEEDED.
-	Timeout       *durationpb.Duration `protobuf:"bytes,11,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	Timeout *durationpb.Duration `protobuf:"bytes,11,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Credentials of this build alone, for platforms that hold one per team.
+	// They are held in memory while the build runs and never stored or
+	// echoed: GetBuild and ListBuilds show in credentials_given that one was
+	// given, never what it was. They reach buildkitd only through the build's
+	// session (secrets, a forwarded ssh agent, registry auth).
+	//
+	// The repository's credentials. They win over the server's for the
+	// repository's host; https ones are also used for Go modules from that
+	// host.
+	GitCredentials *GitCredentials `protobuf:"bytes,12,opt,name=git_credentials,json=gitCredentials,proto3" json:"git_credentials,omitempty"`
+	// Registry credentials, for the image_tag's registry and the base
+	// image's. They win over the server's for their registries.
+	RegistryCredentials []*RegistryCredentials `protobuf:"bytes,13,rep,name=registry_credentials,json=registryCredentials,proto3" json:"registry_credentials,omitempty"`
+	// Credentials for Go module hosts (a private module proxy, a git host that
+	// serves modules), given to `go mod download` as a netrc file in a secret
+	// mount.
+	ModuleCredentials []*ModuleCredentials `protobuf:"bytes,14,rep,name=module_credentials,json=moduleCredentials,proto3" json:"module_credentials,omitempty"`
+	// GOPRIVATE, GONOPROXY and GONOSUMDB of `go mod download` (comma-separated
+	// module path globs, see `go help private`): modules that come straight
+	// from their git host, not through the module proxy, and are not checked
+	// against the checksum database. They add to the server's. Not secret.
+	Goprivate string `protobuf:"bytes,15,opt,name=goprivate,proto3" json:"goprivate,omitempty"`
+	Gonoproxy string `protobuf:"bytes,16,opt,name=gonoproxy,proto3" json:"gonoproxy,omitempty"`
+	Gonosumdb string `protobuf:"bytes,17,opt,name=gonosumdb,proto3" json:"gonosumdb,omitempty"`
+	// Environment for both build steps that is secret, served as BuildKit
+	// secrets (never in the graph, a cache key or the history). Names and
+	// values pass the same allow-list as env. env itself is plain
+	// configuration: it is stored and shown with the build.
+	SecretEnv     map[string]string `protobuf:"bytes,18,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -387,6 +418,264 @@ func (x *CreateImageRequest) GetTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *CreateImageRequest) GetGitCredentials() *GitCredentials {
+	if x != nil {
+		return x.GitCredentials
+	}
+	return nil
+}
+
+func (x *CreateImageRequest) GetRegistryCredentials() []*RegistryCredentials {
+	if x != nil {
+		return x.RegistryCredentials
+	}
+	return nil
+}
+
+func (x *CreateImageRequest) GetModuleCredentials() []*ModuleCredentials {
+	if x != nil {
+		return x.ModuleCredentials
+	}
+	return nil
+}
+
+func (x *CreateImageRequest) GetGoprivate() string {
+	if x != nil {
+		return x.Goprivate
+	}
+	return ""
+}
+
+func (x *CreateImageRequest) GetGonoproxy() string {
+	if x != nil {
+		return x.Gonoproxy
+	}
+	return ""
+}
+
+func (x *CreateImageRequest) GetGonosumdb() string {
+	if x != nil {
+		return x.Gonosumdb
+	}
+	return ""
+}
+
+func (x *CreateImageRequest) GetSecretEnv() map[string]string {
+	if x != nil {
+		return x.SecretEnv
+	}
+	return nil
+}
+
+// GitCredentials are credentials for one repository.
+type GitCredentials struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// For https: the user name, default "x-access-token" (what GitHub, GitLab
+	// and Gitea take with a token as the password).
+	Username string `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	// For https: the password or access token.
+	Password string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	// For ssh: an unencrypted private key (OpenSSH or PEM).
+	SshPrivateKey []byte `protobuf:"bytes,3,opt,name=ssh_private_key,json=sshPrivateKey,proto3" json:"ssh_private_key,omitempty"`
+	// For ssh: known_hosts lines for the repository's host, in addition to
+	// the server's known hosts.
+	SshKnownHosts []byte `protobuf:"bytes,4,opt,name=ssh_known_hosts,json=sshKnownHosts,proto3" json:"ssh_known_hosts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GitCredentials) Reset() {
+	*x = GitCredentials{}
+	mi := &file_build_v1_build_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GitCredentials) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GitCredentials) ProtoMessage() {}
+
+func (x *GitCredentials) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GitCredentials.ProtoReflect.Descriptor instead.
+func (*GitCredentials) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GitCredentials) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *GitCredentials) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *GitCredentials) GetSshPrivateKey() []byte {
+	if x != nil {
+		return x.SshPrivateKey
+	}
+	return nil
+}
+
+func (x *GitCredentials) GetSshKnownHosts() []byte {
+	if x != nil {
+		return x.SshKnownHosts
+	}
+	return nil
+}
+
+// RegistryCredentials are credentials for one registry.
+type RegistryCredentials struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The registry host as in an image reference: registry.example,
+	// 127.0.0.1:5000, docker.io.
+	Registry string `protobuf:"bytes,1,opt,name=registry,proto3" json:"registry,omitempty"`
+	Username string `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	Password string `protobuf:"bytes,3,opt,name=password,proto3" json:"password,omitempty"`
+	// An identity (refresh) token instead of a password.
+	IdentityToken string `protobuf:"bytes,4,opt,name=identity_token,json=identityToken,proto3" json:"identity_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegistryCredentials) Reset() {
+	*x = RegistryCredentials{}
+	mi := &file_build_v1_build_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegistryCredentials) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegistryCredentials) ProtoMessage() {}
+
+func (x *RegistryCredentials) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegistryCredentials.ProtoReflect.Descriptor instead.
+func (*RegistryCredentials) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RegistryCredentials) GetRegistry() string {
+	if x != nil {
+		return x.Registry
+	}
+	return ""
+}
+
+func (x *RegistryCredentials) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *RegistryCredentials) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *RegistryCredentials) GetIdentityToken() string {
+	if x != nil {
+		return x.IdentityToken
+	}
+	return ""
+}
+
+// ModuleCredentials are a netrc entry: credentials for one Go module host.
+type ModuleCredentials struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The host name (no port, no scheme), as netrc's "machine".
+	Host          string `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	Username      string `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	Password      string `protobuf:"bytes,3,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModuleCredentials) Reset() {
+	*x = ModuleCredentials{}
+	mi := &file_build_v1_build_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModuleCredentials) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModuleCredentials) ProtoMessage() {}
+
+func (x *ModuleCredentials) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModuleCredentials.ProtoReflect.Descriptor instead.
+func (*ModuleCredentials) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ModuleCredentials) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *ModuleCredentials) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *ModuleCredentials) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
 // StartBuildResponse says which build a StartBuild request started or joined.
 type StartBuildResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -401,7 +690,7 @@ type StartBuildResponse struct {
 
 func (x *StartBuildResponse) Reset() {
 	*x = StartBuildResponse{}
-	mi := &file_build_v1_build_proto_msgTypes[3]
+	mi := &file_build_v1_build_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -413,7 +702,7 @@ func (x *StartBuildResponse) String() string {
 func (*StartBuildResponse) ProtoMessage() {}
 
 func (x *StartBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[3]
+	mi := &file_build_v1_build_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -426,7 +715,7 @@ func (x *StartBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBuildResponse.ProtoReflect.Descriptor instead.
 func (*StartBuildResponse) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{3}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StartBuildResponse) GetBuildId() string {
@@ -456,7 +745,7 @@ type WatchBuildRequest struct {
 
 func (x *WatchBuildRequest) Reset() {
 	*x = WatchBuildRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[4]
+	mi := &file_build_v1_build_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -468,7 +757,7 @@ func (x *WatchBuildRequest) String() string {
 func (*WatchBuildRequest) ProtoMessage() {}
 
 func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[4]
+	mi := &file_build_v1_build_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -481,7 +770,7 @@ func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildRequest.ProtoReflect.Descriptor instead.
 func (*WatchBuildRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{4}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WatchBuildRequest) GetBuildId() string {
@@ -519,7 +808,7 @@ type ListBuildsRequest struct {
 
 func (x *ListBuildsRequest) Reset() {
 	*x = ListBuildsRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[5]
+	mi := &file_build_v1_build_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +820,7 @@ func (x *ListBuildsRequest) String() string {
 func (*ListBuildsRequest) ProtoMessage() {}
 
 func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[5]
+	mi := &file_build_v1_build_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +833,7 @@ func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsRequest.ProtoReflect.Descriptor instead.
 func (*ListBuildsRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{5}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListBuildsRequest) GetStates() []BuildState {
@@ -595,7 +884,7 @@ type ListBuildsResponse struct {
 
 func (x *ListBuildsResponse) Reset() {
 	*x = ListBuildsResponse{}
-	mi := &file_build_v1_build_proto_msgTypes[6]
+	mi := &file_build_v1_build_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -607,7 +896,7 @@ func (x *ListBuildsResponse) String() string {
 func (*ListBuildsResponse) ProtoMessage() {}
 
 func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[6]
+	mi := &file_build_v1_build_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -620,7 +909,7 @@ func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsResponse.ProtoReflect.Descriptor instead.
 func (*ListBuildsResponse) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{6}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListBuildsResponse) GetBuilds() []*BuildInfo {
@@ -648,7 +937,7 @@ type CancelBuildRequest struct {
 
 func (x *CancelBuildRequest) Reset() {
 	*x = CancelBuildRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[7]
+	mi := &file_build_v1_build_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +949,7 @@ func (x *CancelBuildRequest) String() string {
 func (*CancelBuildRequest) ProtoMessage() {}
 
 func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[7]
+	mi := &file_build_v1_build_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +962,7 @@ func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildRequest.ProtoReflect.Descriptor instead.
 func (*CancelBuildRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{7}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CancelBuildRequest) GetBuildId() string {
@@ -694,7 +983,7 @@ type GetBuildRequest struct {
 
 func (x *GetBuildRequest) Reset() {
 	*x = GetBuildRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[8]
+	mi := &file_build_v1_build_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +995,7 @@ func (x *GetBuildRequest) String() string {
 func (*GetBuildRequest) ProtoMessage() {}
 
 func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[8]
+	mi := &file_build_v1_build_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +1008,7 @@ func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{8}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetBuildRequest) GetBuildId() string {
@@ -756,7 +1045,7 @@ type BuildEvent struct {
 
 func (x *BuildEvent) Reset() {
 	*x = BuildEvent{}
-	mi := &file_build_v1_build_proto_msgTypes[9]
+	mi := &file_build_v1_build_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +1057,7 @@ func (x *BuildEvent) String() string {
 func (*BuildEvent) ProtoMessage() {}
 
 func (x *BuildEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[9]
+	mi := &file_build_v1_build_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +1070,7 @@ func (x *BuildEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildEvent.ProtoReflect.Descriptor instead.
 func (*BuildEvent) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{9}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BuildEvent) GetBuildId() string {
@@ -945,7 +1234,7 @@ type StateChange struct {
 
 func (x *StateChange) Reset() {
 	*x = StateChange{}
-	mi := &file_build_v1_build_proto_msgTypes[10]
+	mi := &file_build_v1_build_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1246,7 @@ func (x *StateChange) String() string {
 func (*StateChange) ProtoMessage() {}
 
 func (x *StateChange) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[10]
+	mi := &file_build_v1_build_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1259,7 @@ func (x *StateChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateChange.ProtoReflect.Descriptor instead.
 func (*StateChange) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{10}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StateChange) GetState() BuildState {
@@ -1025,7 +1314,7 @@ type Vertex struct {
 
 func (x *Vertex) Reset() {
 	*x = Vertex{}
-	mi := &file_build_v1_build_proto_msgTypes[11]
+	mi := &file_build_v1_build_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1326,7 @@ func (x *Vertex) String() string {
 func (*Vertex) ProtoMessage() {}
 
 func (x *Vertex) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[11]
+	mi := &file_build_v1_build_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1339,7 @@ func (x *Vertex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vertex.ProtoReflect.Descriptor instead.
 func (*Vertex) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{11}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Vertex) GetDigest() string {
@@ -1127,7 +1416,7 @@ type VertexStatus struct {
 
 func (x *VertexStatus) Reset() {
 	*x = VertexStatus{}
-	mi := &file_build_v1_build_proto_msgTypes[12]
+	mi := &file_build_v1_build_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1428,7 @@ func (x *VertexStatus) String() string {
 func (*VertexStatus) ProtoMessage() {}
 
 func (x *VertexStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[12]
+	mi := &file_build_v1_build_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1441,7 @@ func (x *VertexStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VertexStatus.ProtoReflect.Descriptor instead.
 func (*VertexStatus) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{12}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *VertexStatus) GetId() string {
@@ -1228,7 +1517,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_build_v1_build_proto_msgTypes[13]
+	mi := &file_build_v1_build_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1529,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[13]
+	mi := &file_build_v1_build_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1542,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{13}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LogChunk) GetVertex() string {
@@ -1303,7 +1592,7 @@ type Warning struct {
 
 func (x *Warning) Reset() {
 	*x = Warning{}
-	mi := &file_build_v1_build_proto_msgTypes[14]
+	mi := &file_build_v1_build_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1315,7 +1604,7 @@ func (x *Warning) String() string {
 func (*Warning) ProtoMessage() {}
 
 func (x *Warning) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[14]
+	mi := &file_build_v1_build_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1328,7 +1617,7 @@ func (x *Warning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Warning.ProtoReflect.Descriptor instead.
 func (*Warning) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{14}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Warning) GetVertex() string {
@@ -1384,7 +1673,7 @@ type BuildResult struct {
 
 func (x *BuildResult) Reset() {
 	*x = BuildResult{}
-	mi := &file_build_v1_build_proto_msgTypes[15]
+	mi := &file_build_v1_build_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1685,7 @@ func (x *BuildResult) String() string {
 func (*BuildResult) ProtoMessage() {}
 
 func (x *BuildResult) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[15]
+	mi := &file_build_v1_build_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1698,7 @@ func (x *BuildResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
 func (*BuildResult) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{15}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BuildResult) GetImage() string {
@@ -1457,7 +1746,7 @@ type BuildError struct {
 
 func (x *BuildError) Reset() {
 	*x = BuildError{}
-	mi := &file_build_v1_build_proto_msgTypes[16]
+	mi := &file_build_v1_build_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1758,7 @@ func (x *BuildError) String() string {
 func (*BuildError) ProtoMessage() {}
 
 func (x *BuildError) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[16]
+	mi := &file_build_v1_build_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1771,7 @@ func (x *BuildError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildError.ProtoReflect.Descriptor instead.
 func (*BuildError) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{16}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BuildError) GetCode() int32 {
@@ -1532,14 +1821,19 @@ type BuildInfo struct {
 	// The tenant the build belongs to: the tenant of the caller that started
 	// it, empty on a server without authentication. Only that tenant's callers
 	// (and admins) see the build.
-	Tenant        string `protobuf:"bytes,14,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Tenant string `protobuf:"bytes,14,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// What credentials the request gave, never their values: for example
+	// "git: https password for user x-access-token", "git: ssh key",
+	// "registry 127.0.0.1:5000: password", "module host example.com",
+	// "secret_env NAME".
+	CredentialsGiven []string `protobuf:"bytes,15,rep,name=credentials_given,json=credentialsGiven,proto3" json:"credentials_given,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *BuildInfo) Reset() {
 	*x = BuildInfo{}
-	mi := &file_build_v1_build_proto_msgTypes[17]
+	mi := &file_build_v1_build_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1845,7 @@ func (x *BuildInfo) String() string {
 func (*BuildInfo) ProtoMessage() {}
 
 func (x *BuildInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[17]
+	mi := &file_build_v1_build_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1858,7 @@ func (x *BuildInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildInfo.ProtoReflect.Descriptor instead.
 func (*BuildInfo) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{17}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BuildInfo) GetBuildId() string {
@@ -1665,6 +1959,13 @@ func (x *BuildInfo) GetTenant() string {
 	return ""
 }
 
+func (x *BuildInfo) GetCredentialsGiven() []string {
+	if x != nil {
+		return x.CredentialsGiven
+	}
+	return nil
+}
+
 var File_build_v1_build_proto protoreflect.FileDescriptor
 
 const file_build_v1_build_proto_rawDesc = "" +
@@ -1676,7 +1977,7 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x17buildkit_records_pruned\x18\x02 \x01(\x03R\x15buildkitRecordsPruned\x12%\n" +
 	"\x0ebuilds_deleted\x18\x03 \x01(\x03R\rbuildsDeleted\x12(\n" +
 	"\x10temp_bytes_freed\x18\x04 \x01(\x03R\x0etempBytesFreed\x12\x18\n" +
-	"\aseconds\x18\x05 \x01(\x01R\aseconds\"\x94\x04\n" +
+	"\aseconds\x18\x05 \x01(\x01R\aseconds\"\xd9\a\n" +
 	"\x12CreateImageRequest\x12\x19\n" +
 	"\bgit_repo\x18\x01 \x01(\tR\agitRepo\x12\x1d\n" +
 	"\n" +
@@ -1692,13 +1993,38 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"base_image\x18\t \x01(\tR\tbaseImage\x12@\n" +
 	"\x06labels\x18\n" +
 	" \x03(\v2(.build.v1.CreateImageRequest.LabelsEntryR\x06labels\x123\n" +
-	"\atimeout\x18\v \x01(\v2\x19.google.protobuf.DurationR\atimeout\x1a6\n" +
+	"\atimeout\x18\v \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12A\n" +
+	"\x0fgit_credentials\x18\f \x01(\v2\x18.build.v1.GitCredentialsR\x0egitCredentials\x12P\n" +
+	"\x14registry_credentials\x18\r \x03(\v2\x1d.build.v1.RegistryCredentialsR\x13registryCredentials\x12J\n" +
+	"\x12module_credentials\x18\x0e \x03(\v2\x1b.build.v1.ModuleCredentialsR\x11moduleCredentials\x12\x1c\n" +
+	"\tgoprivate\x18\x0f \x01(\tR\tgoprivate\x12\x1c\n" +
+	"\tgonoproxy\x18\x10 \x01(\tR\tgonoproxy\x12\x1c\n" +
+	"\tgonosumdb\x18\x11 \x01(\tR\tgonosumdb\x12J\n" +
+	"\n" +
+	"secret_env\x18\x12 \x03(\v2+.build.v1.CreateImageRequest.SecretEnvEntryR\tsecretEnv\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a<\n" +
+	"\x0eSecretEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x98\x01\n" +
+	"\x0eGitCredentials\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\x12&\n" +
+	"\x0fssh_private_key\x18\x03 \x01(\fR\rsshPrivateKey\x12&\n" +
+	"\x0fssh_known_hosts\x18\x04 \x01(\fR\rsshKnownHosts\"\x90\x01\n" +
+	"\x13RegistryCredentials\x12\x1a\n" +
+	"\bregistry\x18\x01 \x01(\tR\bregistry\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\x12\x1a\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\x12%\n" +
+	"\x0eidentity_token\x18\x04 \x01(\tR\ridentityToken\"_\n" +
+	"\x11ModuleCredentials\x12\x12\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\x12\x1a\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\"G\n" +
 	"\x12StartBuildResponse\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x16\n" +
 	"\x06joined\x18\x02 \x01(\bR\x06joined\"I\n" +
@@ -1774,7 +2100,7 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\n" +
 	"BuildError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xbf\x04\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xec\x04\n" +
 	"\tBuildInfo\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x126\n" +
 	"\arequest\x18\x02 \x01(\v2\x1c.build.v1.CreateImageRequestR\arequest\x12*\n" +
@@ -1790,7 +2116,8 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\blast_seq\x18\v \x01(\x04R\alastSeq\x12\x16\n" +
 	"\x06joined\x18\f \x01(\x05R\x06joined\x12*\n" +
 	"\x11log_bytes_dropped\x18\r \x01(\x03R\x0flogBytesDropped\x12\x16\n" +
-	"\x06tenant\x18\x0e \x01(\tR\x06tenant*\xfa\x01\n" +
+	"\x06tenant\x18\x0e \x01(\tR\x06tenant\x12+\n" +
+	"\x11credentials_given\x18\x0f \x03(\tR\x10credentialsGiven*\xfa\x01\n" +
 	"\n" +
 	"BuildState\x12\x1b\n" +
 	"\x17BUILD_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -1828,79 +2155,87 @@ func file_build_v1_build_proto_rawDescGZIP() []byte {
 }
 
 var file_build_v1_build_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_build_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_build_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_build_v1_build_proto_goTypes = []any{
 	(BuildState)(0),               // 0: build.v1.BuildState
 	(*CleanupRequest)(nil),        // 1: build.v1.CleanupRequest
 	(*CleanupResponse)(nil),       // 2: build.v1.CleanupResponse
 	(*CreateImageRequest)(nil),    // 3: build.v1.CreateImageRequest
-	(*StartBuildResponse)(nil),    // 4: build.v1.StartBuildResponse
-	(*WatchBuildRequest)(nil),     // 5: build.v1.WatchBuildRequest
-	(*ListBuildsRequest)(nil),     // 6: build.v1.ListBuildsRequest
-	(*ListBuildsResponse)(nil),    // 7: build.v1.ListBuildsResponse
-	(*CancelBuildRequest)(nil),    // 8: build.v1.CancelBuildRequest
-	(*GetBuildRequest)(nil),       // 9: build.v1.GetBuildRequest
-	(*BuildEvent)(nil),            // 10: build.v1.BuildEvent
-	(*StateChange)(nil),           // 11: build.v1.StateChange
-	(*Vertex)(nil),                // 12: build.v1.Vertex
-	(*VertexStatus)(nil),          // 13: build.v1.VertexStatus
-	(*LogChunk)(nil),              // 14: build.v1.LogChunk
-	(*Warning)(nil),               // 15: build.v1.Warning
-	(*BuildResult)(nil),           // 16: build.v1.BuildResult
-	(*BuildError)(nil),            // 17: build.v1.BuildError
-	(*BuildInfo)(nil),             // 18: build.v1.BuildInfo
-	nil,                           // 19: build.v1.CreateImageRequest.EnvEntry
-	nil,                           // 20: build.v1.CreateImageRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*GitCredentials)(nil),        // 4: build.v1.GitCredentials
+	(*RegistryCredentials)(nil),   // 5: build.v1.RegistryCredentials
+	(*ModuleCredentials)(nil),     // 6: build.v1.ModuleCredentials
+	(*StartBuildResponse)(nil),    // 7: build.v1.StartBuildResponse
+	(*WatchBuildRequest)(nil),     // 8: build.v1.WatchBuildRequest
+	(*ListBuildsRequest)(nil),     // 9: build.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),    // 10: build.v1.ListBuildsResponse
+	(*CancelBuildRequest)(nil),    // 11: build.v1.CancelBuildRequest
+	(*GetBuildRequest)(nil),       // 12: build.v1.GetBuildRequest
+	(*BuildEvent)(nil),            // 13: build.v1.BuildEvent
+	(*StateChange)(nil),           // 14: build.v1.StateChange
+	(*Vertex)(nil),                // 15: build.v1.Vertex
+	(*VertexStatus)(nil),          // 16: build.v1.VertexStatus
+	(*LogChunk)(nil),              // 17: build.v1.LogChunk
+	(*Warning)(nil),               // 18: build.v1.Warning
+	(*BuildResult)(nil),           // 19: build.v1.BuildResult
+	(*BuildError)(nil),            // 20: build.v1.BuildError
+	(*BuildInfo)(nil),             // 21: build.v1.BuildInfo
+	nil,                           // 22: build.v1.CreateImageRequest.EnvEntry
+	nil,                           // 23: build.v1.CreateImageRequest.LabelsEntry
+	nil,                           // 24: build.v1.CreateImageRequest.SecretEnvEntry
+	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
 }
 var file_build_v1_build_proto_depIdxs = []int32{
-	19, // 0: build.v1.CreateImageRequest.env:type_name -> build.v1.CreateImageRequest.EnvEntry
-	20, // 1: build.v1.CreateImageRequest.labels:type_name -> build.v1.CreateImageRequest.LabelsEntry
-	21, // 2: build.v1.CreateImageRequest.timeout:type_name -> google.protobuf.Duration
-	0,  // 3: build.v1.ListBuildsRequest.states:type_name -> build.v1.BuildState
-	18, // 4: build.v1.ListBuildsResponse.builds:type_name -> build.v1.BuildInfo
-	22, // 5: build.v1.BuildEvent.time:type_name -> google.protobuf.Timestamp
-	11, // 6: build.v1.BuildEvent.state:type_name -> build.v1.StateChange
-	12, // 7: build.v1.BuildEvent.vertex:type_name -> build.v1.Vertex
-	13, // 8: build.v1.BuildEvent.status:type_name -> build.v1.VertexStatus
-	14, // 9: build.v1.BuildEvent.log:type_name -> build.v1.LogChunk
-	15, // 10: build.v1.BuildEvent.warning:type_name -> build.v1.Warning
-	16, // 11: build.v1.BuildEvent.result:type_name -> build.v1.BuildResult
-	17, // 12: build.v1.BuildEvent.error:type_name -> build.v1.BuildError
-	0,  // 13: build.v1.StateChange.state:type_name -> build.v1.BuildState
-	22, // 14: build.v1.Vertex.started:type_name -> google.protobuf.Timestamp
-	22, // 15: build.v1.Vertex.completed:type_name -> google.protobuf.Timestamp
-	22, // 16: build.v1.VertexStatus.timestamp:type_name -> google.protobuf.Timestamp
-	22, // 17: build.v1.VertexStatus.started:type_name -> google.protobuf.Timestamp
-	22, // 18: build.v1.VertexStatus.completed:type_name -> google.protobuf.Timestamp
-	22, // 19: build.v1.LogChunk.timestamp:type_name -> google.protobuf.Timestamp
-	3,  // 20: build.v1.BuildInfo.request:type_name -> build.v1.CreateImageRequest
-	0,  // 21: build.v1.BuildInfo.state:type_name -> build.v1.BuildState
-	22, // 22: build.v1.BuildInfo.created:type_name -> google.protobuf.Timestamp
-	22, // 23: build.v1.BuildInfo.started:type_name -> google.protobuf.Timestamp
-	22, // 24: build.v1.BuildInfo.finished:type_name -> google.protobuf.Timestamp
-	16, // 25: build.v1.BuildInfo.result:type_name -> build.v1.BuildResult
-	17, // 26: build.v1.BuildInfo.error:type_name -> build.v1.BuildError
-	3,  // 27: build.v1.Build.CreateImage:input_type -> build.v1.CreateImageRequest
-	3,  // 28: build.v1.Build.StartBuild:input_type -> build.v1.CreateImageRequest
-	5,  // 29: build.v1.Build.WatchBuild:input_type -> build.v1.WatchBuildRequest
-	9,  // 30: build.v1.Build.GetBuild:input_type -> build.v1.GetBuildRequest
-	6,  // 31: build.v1.Build.ListBuilds:input_type -> build.v1.ListBuildsRequest
-	8,  // 32: build.v1.Build.CancelBuild:input_type -> build.v1.CancelBuildRequest
-	1,  // 33: build.v1.Admin.Cleanup:input_type -> build.v1.CleanupRequest
-	10, // 34: build.v1.Build.CreateImage:output_type -> build.v1.BuildEvent
-	4,  // 35: build.v1.Build.StartBuild:output_type -> build.v1.StartBuildResponse
-	10, // 36: build.v1.Build.WatchBuild:output_type -> build.v1.BuildEvent
-	18, // 37: build.v1.Build.GetBuild:output_type -> build.v1.BuildInfo
-	7,  // 38: build.v1.Build.ListBuilds:output_type -> build.v1.ListBuildsResponse
-	18, // 39: build.v1.Build.CancelBuild:output_type -> build.v1.BuildInfo
-	2,  // 40: build.v1.Admin.Cleanup:output_type -> build.v1.CleanupResponse
-	34, // [34:41] is the sub-list for method output_type
-	27, // [27:34] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	22, // 0: build.v1.CreateImageRequest.env:type_name -> build.v1.CreateImageRequest.EnvEntry
+	23, // 1: build.v1.CreateImageRequest.labels:type_name -> build.v1.CreateImageRequest.LabelsEntry
+	25, // 2: build.v1.CreateImageRequest.timeout:type_name -> google.protobuf.Duration
+	4,  // 3: build.v1.CreateImageRequest.git_credentials:type_name -> build.v1.GitCredentials
+	5,  // 4: build.v1.CreateImageRequest.registry_credentials:type_name -> build.v1.RegistryCredentials
+	6,  // 5: build.v1.CreateImageRequest.module_credentials:type_name -> build.v1.ModuleCredentials
+	24, // 6: build.v1.CreateImageRequest.secret_env:type_name -> build.v1.CreateImageRequest.SecretEnvEntry
+	0,  // 7: build.v1.ListBuildsRequest.states:type_name -> build.v1.BuildState
+	21, // 8: build.v1.ListBuildsResponse.builds:type_name -> build.v1.BuildInfo
+	26, // 9: build.v1.BuildEvent.time:type_name -> google.protobuf.Timestamp
+	14, // 10: build.v1.BuildEvent.state:type_name -> build.v1.StateChange
+	15, // 11: build.v1.BuildEvent.vertex:type_name -> build.v1.Vertex
+	16, // 12: build.v1.BuildEvent.status:type_name -> build.v1.VertexStatus
+	17, // 13: build.v1.BuildEvent.log:type_name -> build.v1.LogChunk
+	18, // 14: build.v1.BuildEvent.warning:type_name -> build.v1.Warning
+	19, // 15: build.v1.BuildEvent.result:type_name -> build.v1.BuildResult
+	20, // 16: build.v1.BuildEvent.error:type_name -> build.v1.BuildError
+	0,  // 17: build.v1.StateChange.state:type_name -> build.v1.BuildState
+	26, // 18: build.v1.Vertex.started:type_name -> google.protobuf.Timestamp
+	26, // 19: build.v1.Vertex.completed:type_name -> google.protobuf.Timestamp
+	26, // 20: build.v1.VertexStatus.timestamp:type_name -> google.protobuf.Timestamp
+	26, // 21: build.v1.VertexStatus.started:type_name -> google.protobuf.Timestamp
+	26, // 22: build.v1.VertexStatus.completed:type_name -> google.protobuf.Timestamp
+	26, // 23: build.v1.LogChunk.timestamp:type_name -> google.protobuf.Timestamp
+	3,  // 24: build.v1.BuildInfo.request:type_name -> build.v1.CreateImageRequest
+	0,  // 25: build.v1.BuildInfo.state:type_name -> build.v1.BuildState
+	26, // 26: build.v1.BuildInfo.created:type_name -> google.protobuf.Timestamp
+	26, // 27: build.v1.BuildInfo.started:type_name -> google.protobuf.Timestamp
+	26, // 28: build.v1.BuildInfo.finished:type_name -> google.protobuf.Timestamp
+	19, // 29: build.v1.BuildInfo.result:type_name -> build.v1.BuildResult
+	20, // 30: build.v1.BuildInfo.error:type_name -> build.v1.BuildError
+	3,  // 31: build.v1.Build.CreateImage:input_type -> build.v1.CreateImageRequest
+	3,  // 32: build.v1.Build.StartBuild:input_type -> build.v1.CreateImageRequest
+	8,  // 33: build.v1.Build.WatchBuild:input_type -> build.v1.WatchBuildRequest
+	12, // 34: build.v1.Build.GetBuild:input_type -> build.v1.GetBuildRequest
+	9,  // 35: build.v1.Build.ListBuilds:input_type -> build.v1.ListBuildsRequest
+	11, // 36: build.v1.Build.CancelBuild:input_type -> build.v1.CancelBuildRequest
+	1,  // 37: build.v1.Admin.Cleanup:input_type -> build.v1.CleanupRequest
+	13, // 38: build.v1.Build.CreateImage:output_type -> build.v1.BuildEvent
+	7,  // 39: build.v1.Build.StartBuild:output_type -> build.v1.StartBuildResponse
+	13, // 40: build.v1.Build.WatchBuild:output_type -> build.v1.BuildEvent
+	21, // 41: build.v1.Build.GetBuild:output_type -> build.v1.BuildInfo
+	10, // 42: build.v1.Build.ListBuilds:output_type -> build.v1.ListBuildsResponse
+	21, // 43: build.v1.Build.CancelBuild:output_type -> build.v1.BuildInfo
+	2,  // 44: build.v1.Admin.Cleanup:output_type -> build.v1.CleanupResponse
+	38, // [38:45] is the sub-list for method output_type
+	31, // [31:38] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_build_v1_build_proto_init() }
@@ -1908,7 +2243,7 @@ func file_build_v1_build_proto_init() {
 	if File_build_v1_build_proto != nil {
 		return
 	}
-	file_build_v1_build_proto_msgTypes[9].OneofWrappers = []any{
+	file_build_v1_build_proto_msgTypes[12].OneofWrappers = []any{
 		(*BuildEvent_State)(nil),
 		(*BuildEvent_Vertex)(nil),
 		(*BuildEvent_Status)(nil),
@@ -1923,7 +2258,7 @@ func file_build_v1_build_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_build_v1_build_proto_rawDesc), len(file_build_v1_build_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
