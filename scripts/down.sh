@@ -13,7 +13,11 @@ if command -v git >/dev/null 2>&1; then
 else
 	rm -f "$RUN/git-daemon.pid"
 fi
+# Private sources (scripts/private.sh): git HTTPS server, sshd, registry2.
+stop_pid git-https "$RUN/git-https.pid" "$BIN/githttps"
+stop_pid sshd "$RUN/sshd.pid" /usr/sbin/sshd
 stop_pid buildkitd "$RUN/buildkitd.pid" "$BIN/buildkitd"
+stop_pid registry2 "$RUN/registry2.pid" "$BIN/registry"
 stop_pid registry "$RUN/registry.pid" "$BIN/registry"
 
 cleanup_buildkit_leftovers

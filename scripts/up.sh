@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Start the local stack (idempotent): registry with htpasswd auth, buildkitd,
-# git daemon, and the build server. Installs and builds what is missing;
+# git daemon, and the build server; and for private sources (scripts/private.sh):
+# an internal CA, a git smart-HTTP server over TLS with a token, an sshd for
+# git over ssh, private repositories served by both, and a second registry
+# over TLS with credentials of its own. Installs and builds what is missing;
 # services that are already running are left alone (the build server is
 # rebuilt every time and restarted when its binary changed; a service whose
 # generated config changed is restarted).
 #
 # Environment: REGISTRY_PORT (15000), GIT_PORT (19418), SERVER_PORT (17070),
-# METRICS_PORT (17071, the server's /metrics), STACK_NO_SERVER=1 to skip
+# METRICS_PORT (17071, the server's /metrics), SSH_PORT (12222, sshd),
+# REGISTRY2_PORT (15001), GIT_HTTPS_PORT (443, never moved: see
+# scripts/private.sh), STACK_NO_SERVER=1 to skip
 # building and starting the build server. A port
 # not set in the environment that another process holds (e.g. the stack of
 # another clone) is moved to the next free one and kept in .stack/ports;
@@ -14,6 +19,8 @@
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/private.sh
+source "$(dirname "${BASH_SOURCE[0]}")/private.sh"
 
 mkdir -p "$STACK" "$BIN" "$RUN" "$LOGS"
 
@@ -32,13 +39,16 @@ else
 	METRICS_PORT=17071
 fi
 choose_port METRICS_PORT "$RUN/server.pid" "$BIN/buildsvc-server"
+# SSH_PORT, REGISTRY2_PORT and GIT_HTTPS_PORT (443 unless set, not moved).
+private_ports
 derive_addrs
 METRICS_ADDR="127.0.0.1:$METRICS_PORT"
-printf 'REGISTRY_PORT=%s\nGIT_PORT=%s\nSERVER_PORT=%s\nMETRICS_PORT=%s\n' "$REGISTRY_PORT" "$GIT_PORT" "$SERVER_PORT" "$METRICS_PORT" |
+printf 'REGISTRY_PORT=%s\nGIT_PORT=%s\nSERVER_PORT=%s\nMETRICS_PORT=%s\nSSH_PORT=%s\nREGISTRY2_PORT=%s\n' \
+	"$REGISTRY_PORT" "$GIT_PORT" "$SERVER_PORT" "$METRICS_PORT" "$SSH_PORT" "$REGISTRY2_PORT" |
 	write_if_changed "$PORTS_FILE" || true
 
 # ---------------------------------------------------------------- packages
-ensure_apt runc busybox-static git ca-certificates
+ensure_apt runc busybox-static git ca-certificates openssl openssh-server curl
 require_go
 
 # ---------------------------------------------------------------- binaries
@@ -59,6 +69,8 @@ ensure_buildkit() {
 	h="$(cat "$TOOLS/go.sum" "$TOOLS"/cmd/htpasswd/*.go "$TOOLS"/cmd/checkconfig/*.go | sha256sum | cut -c1-16)"
 	ensure_bin htpasswd "src-$h $gov" tools_build htpasswd ./cmd/htpasswd
 	ensure_bin checkconfig "src-$h $gov" tools_build checkconfig ./cmd/checkconfig
+	h="$(cat "$TOOLS/go.mod" "$TOOLS"/cmd/githttps/*.go | sha256sum | cut -c1-16)"
+	ensure_bin githttps "src-$h $gov" tools_build githttps ./cmd/githttps
 }
 # tools_build NAME PACKAGE: go build PACKAGE of the tools module into $BIN/NAME.
 tools_build() {
@@ -150,6 +162,14 @@ chmod 600 "$DOCKER_CONFIG_DIR/config.json"
 wait_until "registry login" 15 "$REG_PID" "$BIN/registry" "$REG_LOG" \
 	env DOCKER_CONFIG="$DOCKER_CONFIG_DIR" "$BIN/crane" catalog --insecure "$REGISTRY_ADDR"
 
+# ---------------------------------------------------------------- internal CA, registry2
+# The internal CA (pki/internal-ca.*) signs the certificate of the private
+# git server and of registry2; the stack CA (pki/ca.*, below) stays the
+# build server's own. registry2 is over TLS with user "team" and is not in
+# $DOCKER_CONFIG_DIR: its credentials come only from build requests.
+ensure_internal_ca
+ensure_registry2
+
 # ---------------------------------------------------------------- buildkitd
 BK_PID="$RUN/buildkitd.pid"
 BK_LOG="$LOGS/buildkitd.log"
@@ -171,6 +191,13 @@ bk_conf="$(
 [registry."$REGISTRY_ADDR"]
   http = true
   insecure = true
+
+# registry2: TLS with a certificate from the stack's internal CA. BuildKit
+# talks plain HTTP to a loopback registry unless told otherwise, hence
+# http = false.
+[registry."$REGISTRY2_ADDR"]
+  http = false
+  ca = [ "$INTERNAL_CA" ]
 EOF
 )"
 grep -qxF "root = \"$STACK/buildkit\"" <<<"$bk_conf" || die "could not rewrite root in deploy/buildkitd.toml"
@@ -178,16 +205,33 @@ grep -qF "address = [ \"$BUILDKIT_ADDR\" ]" <<<"$bk_conf" || die "could not rewr
 bk_changed=0
 write_if_changed "$BK_CONF" <<<"$bk_conf" && bk_changed=1
 "$BIN/checkconfig" "$BK_CONF" >/dev/null || die "generated $BK_CONF is invalid"
+# buildkitd's own git fetches over HTTPS must trust the internal CA. BuildKit
+# runs git with HOME=/dev/null and no system gitconfig, so only the bundle
+# libcurl has compiled in counts: /etc/ssl/certs/ca-certificates.crt. The
+# host's store is left alone (the builder image copies it, and tests need a
+# builder that does not trust the internal CA): buildkitd runs in a mount
+# namespace of its own where $BK_CA_BUNDLE (host bundle + internal CA) is
+# bind-mounted over that file. In Kubernetes the same is done by mounting
+# the CA bundle into the buildkitd pod at that path.
+write_ca_bundle && bk_changed=1
 
 if pid_alive "$BK_PID" "$BIN/buildkitd" && ((bk_changed)); then
-	log "buildkitd config changed; restarting"
+	log "buildkitd config or CA bundle changed; restarting"
+	stop_pid buildkitd "$BK_PID" "$BIN/buildkitd"
+elif pid_alive "$BK_PID" "$BIN/buildkitd" && ! buildkitd_sees_bundle "$BK_PID"; then
+	log "buildkitd does not see $BK_CA_BUNDLE (started outside its mount namespace); restarting"
 	stop_pid buildkitd "$BK_PID" "$BIN/buildkitd"
 fi
 if ! pid_alive "$BK_PID" "$BIN/buildkitd"; then
 	[[ $(id -u) -eq 0 ]] || die "buildkitd (OCI worker, overlayfs) must run as root"
 	cleanup_buildkit_leftovers
 	rm -f "$BUILDKIT_SOCK"
-	start_bg buildkitd "$BK_PID" "$BK_LOG" "$BIN/buildkitd" --config "$BK_CONF"
+	# unshare and sh exec in the same process: the pid file names buildkitd.
+	# shellcheck disable=SC2016 # $1 and $@ belong to the inner sh
+	start_bg_exe buildkitd "$BK_PID" "$BK_LOG" "$BIN/buildkitd" \
+		unshare --mount --propagation private \
+		sh -c 'mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" && shift 2 && exec "$@"' \
+		sh "$BK_CA_BUNDLE" "$SYSTEM_CA_BUNDLE" "$BIN/buildkitd" --config "$BK_CONF"
 fi
 wait_until buildkitd 60 "$BK_PID" "$BIN/buildkitd" "$BK_LOG" \
 	"$BIN/buildctl" --addr "$BUILDKIT_ADDR" debug workers
@@ -242,6 +286,18 @@ if ! pid_alive "$GIT_PID" "$GIT_DAEMON"; then
 	start_bg git-daemon "$GIT_PID" "$GIT_LOG" "$GIT_DAEMON" "${GIT_ARGS[@]}"
 fi
 wait_until git-daemon 15 "$GIT_PID" "$GIT_DAEMON" "$GIT_LOG" git ls-remote "$GIT_BASE_URL/sample.git"
+
+# ---------------------------------------------------------------- private git
+# Bare repos in $GIT_PRIVATE_DIR (not served by git daemon): private.git,
+# privmod.git (tag v1.0.0), private-plain.git. Served over HTTPS with basic
+# auth (user x-access-token, a token) and over ssh (key only, git-shell).
+ensure_private_repos
+ensure_git_https
+check_git_https
+ensure_sshd
+check_git_ssh
+verify_privateapp
+check_buildkitd_git_https "$BK_PID"
 
 # ---------------------------------------------------------------- PKI and callers
 # The stack's server runs secured like production: TLS with a CA of the
@@ -369,6 +425,21 @@ env_vars=(
 	# mTLS as the "dev" tenant (instead of a token: --tls-cert/--tls-key).
 	BUILDSVC_MTLS_CERT="$PKI/client-dev.crt"
 	BUILDSVC_MTLS_KEY="$PKI/client-dev.key"
+	# Private sources (scripts/private.sh). The internal CA signs the git
+	# HTTPS server's and registry2's certificates.
+	INTERNAL_CA="$INTERNAL_CA"
+	GIT_HTTPS_URL="$GIT_HTTPS_URL"
+	GIT_HTTPS_USER="$GIT_HTTPS_USER"
+	GIT_HTTPS_TOKEN_FILE="$GIT_HTTPS_TOKEN_FILE"
+	GIT_PRIVATE_DIR="$GIT_PRIVATE_DIR"
+	SSH_PORT="$SSH_PORT"
+	GIT_SSH_URL="$GIT_SSH_URL"
+	GIT_SSH_KEY="$GIT_SSH_KEY"
+	GIT_SSH_KNOWN_HOSTS="$GIT_SSH_KNOWN_HOSTS"
+	GIT_SSH_KNOWN_HOSTS_WRONG="$GIT_SSH_KNOWN_HOSTS_WRONG"
+	REGISTRY2_ADDR="$REGISTRY2_ADDR"
+	REGISTRY2_USER="$REGISTRY2_USER"
+	REGISTRY2_PASSWORD_FILE="$REGISTRY2_PASSWORD_FILE"
 )
 {
 	printf '# Generated by scripts/up.sh. Source it: . .stack/env\n'
@@ -387,6 +458,12 @@ Local stack is up (state in $STACK, env in $STACK/env):
   buildkitd     $BUILDKIT_ADDR  (log $BK_LOG)
   registry      http://$REGISTRY_ADDR  user $REGISTRY_USER, password in $PASSWORD_FILE, DOCKER_CONFIG=$DOCKER_CONFIG_DIR
   git daemon    $GIT_BASE_URL/<name>.git  serving $GIT_BASE_DIR  (e.g. $GIT_BASE_URL/sample.git)
+  internal CA   $INTERNAL_CA  (git HTTPS and registry2; buildkitd trusts it via $BK_CA_BUNDLE)
+  git https     $GIT_HTTPS_URL/<name>.git  user $GIT_HTTPS_USER, token in $GIT_HTTPS_TOKEN_FILE  (log $GH_LOG)
+  git ssh       $GIT_SSH_URL/<name>.git  key $GIT_SSH_KEY  (log $SSHD_LOG)
+                known_hosts $GIT_SSH_KNOWN_HOSTS, a wrong one $GIT_SSH_KNOWN_HOSTS_WRONG
+                private repos in $GIT_PRIVATE_DIR: private.git (needs privmod.git), privmod.git (v1.0.0), private-plain.git
+  registry2     https://$REGISTRY2_ADDR  user $REGISTRY2_USER, password in $REGISTRY2_PASSWORD_FILE (not in DOCKER_CONFIG)
   images        $BUILDER_IMAGE
                 $BASE_IMAGE
 EOF
