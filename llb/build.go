@@ -75,13 +75,15 @@ func Build(ctx context.Context, s Spec) (*Result, error) {
 }
 
 // source is the repository at the pinned commit, without its .git directory.
-// An https repository's credentials are the session secret BuildKit's git
+// Its files have the commit's time (see SourceDefinition). An https
+// repository's credentials are the session secret BuildKit's git
 // source asks for by default (its GIT_AUTH_HEADER for the host); an ssh
 // repository is fetched through the session's ssh agent GitSSHID with the
 // Spec's known hosts.
 func source(s Spec) bkllb.State {
 	opts := []bkllb.GitOption{
 		bkllb.GitRef(s.Commit),
+		bkllb.GitMTimeCommit(),
 		bkllb.WithCustomName(fmt.Sprintf("git %s@%s", s.Repo, shortSHA(s.Commit))),
 	}
 	if isSSH(s.Repo) {
@@ -90,10 +92,13 @@ func source(s Spec) bkllb.State {
 	return bkllb.Git(s.Repo, "", opts...)
 }
 
-// GitSource returns the source op of the repository at the pinned commit,
-// exactly as the build's graph has it, for asking BuildKit about the commit
-// (its time) through a gateway's ResolveSourceMetadata.
-func GitSource(ctx context.Context, s Spec) (*pb.SourceOp, error) {
+// SourceDefinition returns the graph of the repository alone at the pinned
+// commit, exactly as the build's graph has it, so that solving it first
+// fetches what the build then uses. Its root directory's modification time
+// is the commit's time (the source sets every file's to it), which is how
+// the server learns the commit time: BuildKit's git metadata lookup of a
+// pinned commit does not send the repository's credentials.
+func SourceDefinition(ctx context.Context, s Spec) (*bkllb.Definition, error) {
 	if err := validate(s); err != nil {
 		return nil, err
 	}
@@ -101,16 +106,7 @@ func GitSource(ctx context.Context, s Spec) (*pb.SourceOp, error) {
 	if err != nil {
 		return nil, fmt.Errorf("marshal git source: %w", err)
 	}
-	for _, dt := range def.Def {
-		var op pb.Op
-		if err := op.UnmarshalVT(dt); err != nil {
-			return nil, fmt.Errorf("read git source: %w", err)
-		}
-		if src := op.GetSource(); src != nil {
-			return src, nil
-		}
-	}
-	return nil, fmt.Errorf("%w: no git source in the graph", ErrInvalidSpec)
+	return def, nil
 }
 
 // moduleFiles are the files the download step sees: those that say which

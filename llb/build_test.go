@@ -748,19 +748,37 @@ func TestDoesNotMutateSpec(t *testing.T) {
 	}
 }
 
-func TestGitSourceMatchesTheGraph(t *testing.T) {
+func TestSourceDefinitionMatchesTheGraph(t *testing.T) {
 	for name, s := range specs() {
 		t.Run(name, func(t *testing.T) {
-			src, err := GitSource(context.Background(), s)
+			def, err := SourceDefinition(context.Background(), s)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !strings.HasPrefix(src.GetIdentifier(), "git://") || !strings.Contains(src.GetIdentifier(), s.Commit) {
-				t.Errorf("identifier %q does not pin %s", src.GetIdentifier(), s.Commit)
+			var src *pb.SourceOp
+			for _, dt := range def.Def {
+				var op pb.Op
+				if err := op.UnmarshalVT(dt); err != nil {
+					t.Fatal(err)
+				}
+				if op.GetSource() != nil {
+					src = op.GetSource()
+				}
 			}
-			def := dump(t, mustBuild(t, s))
-			if !strings.Contains(string(def), src.GetIdentifier()) {
-				t.Errorf("the graph has no source %q", src.GetIdentifier())
+			if src == nil || !strings.HasPrefix(src.GetIdentifier(), "git://") || !strings.Contains(src.GetIdentifier(), s.Commit) {
+				t.Fatalf("source %v does not pin %s", src, s.Commit)
+			}
+			if src.Attrs[pb.AttrGitMTime] != "commit" {
+				t.Errorf("source %v does not set the commit's mtime", src.Attrs)
+			}
+			// The same op, byte for byte: solving it first fetches what
+			// the build uses.
+			graph := map[string]bool{}
+			for _, dt := range mustBuild(t, s).Definition.Def {
+				graph[string(dt)] = true
+			}
+			if !graph[string(def.Def[0])] {
+				t.Error("the build's graph has no op equal to the source definition's")
 			}
 		})
 	}

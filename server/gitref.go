@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/buildsvc/buildsvc/credentials"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
@@ -317,26 +315,4 @@ func pickRef(refs []*plumbing.Reference, ref string) (string, error) {
 		return ref, nil
 	}
 	return "", fmt.Errorf("%q: %w", ref, ErrRefNotFound)
-}
-
-// committerTime reads the committer time from a raw git commit object
-// ("committer Name <mail> 1700000000 +0100" in its header).
-func committerTime(obj []byte) (time.Time, error) {
-	header, _, _ := strings.Cut(string(obj), "\n\n")
-	for _, line := range strings.Split(header, "\n") {
-		rest, ok := strings.CutPrefix(line, "committer ")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest[strings.LastIndex(rest, ">")+1:])
-		if len(f) != 2 {
-			break
-		}
-		sec, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			break
-		}
-		return time.Unix(sec, 0).UTC(), nil
-	}
-	return time.Time{}, errors.New("commit object has no committer time")
 }

@@ -48,28 +48,3 @@ func TestPickRef(t *testing.T) {
 		}
 	}
 }
-
-func TestCommitterTime(t *testing.T) {
-	tests := []struct {
-		obj  string
-		want int64 // -1: error
-	}{
-		{"tree abc\nparent def\nauthor A <a@x> 1600000000 +0000\ncommitter C D <c@x> 1700000000 +0100\n\nmsg\ncommitter fake <x> 1 +0000\n", 1700000000},
-		{"tree abc\ncommitter Odd > Name <c@x> 1234 -0700\n\nm", 1234},
-		{"tree abc\nauthor A <a@x> 1600000000 +0000\n\ncommitter in message <x> 5 +0000", -1},
-		{"committer broken <x> notanumber +0000\n\n", -1},
-		{"", -1},
-	}
-	for _, tt := range tests {
-		got, err := committerTime([]byte(tt.obj))
-		if tt.want < 0 {
-			if err == nil {
-				t.Errorf("committerTime(%q) = %v, want an error", tt.obj, got)
-			}
-			continue
-		}
-		if err != nil || got.Unix() != tt.want {
-			t.Errorf("committerTime(%q) = %v, %v; want %d", tt.obj, got, err, tt.want)
-		}
-	}
-}

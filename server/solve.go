@@ -196,24 +196,30 @@ func (s *Server) spec(tenant string, r *request, creds *credentials.Build, sha s
 	}
 }
 
-// commitEpoch asks BuildKit (through the gateway, so with its git cache and
-// credentials) for the commit object and returns its committer time.
+// commitEpoch fetches the repository at the commit through the gateway (so
+// with the session's credentials; the build then reuses the fetch) and
+// returns the commit's time, which the source gives its root directory.
 func commitEpoch(ctx context.Context, c gateway.Client, spec llb.Spec) (time.Time, error) {
-	op, err := llb.GitSource(ctx, spec)
+	def, err := llb.SourceDefinition(ctx, spec)
 	if err != nil {
 		return time.Time{}, err
 	}
-	md, err := c.ResolveSourceMetadata(ctx, op, sourceresolver.Opt{
-		LogName: "resolve commit " + spec.Commit,
-		GitOpt:  &sourceresolver.ResolveGitOpt{ReturnObject: true},
-	})
+	res, err := c.Solve(ctx, gateway.SolveRequest{Definition: def.ToPB()})
 	if err != nil {
-		return time.Time{}, fmt.Errorf("read commit %s: %w", spec.Commit, err)
+		return time.Time{}, fmt.Errorf("fetch commit %s: %w", spec.Commit, err)
 	}
-	if md.Git == nil || len(md.Git.CommitObject) == 0 {
-		return time.Time{}, fmt.Errorf("read commit %s: buildkitd returned no commit object", spec.Commit)
+	ref, err := res.SingleRef()
+	if err != nil {
+		return time.Time{}, fmt.Errorf("fetch commit %s: %w", spec.Commit, err)
 	}
-	return committerTime(md.Git.CommitObject)
+	st, err := ref.StatFile(ctx, gateway.StatRequest{Path: "."})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read the time of commit %s: %w", spec.Commit, err)
+	}
+	if st.GetModTime() <= 0 {
+		return time.Time{}, fmt.Errorf("read the time of commit %s: buildkitd gave none", spec.Commit)
+	}
+	return time.Unix(0, st.GetModTime()).UTC(), nil
 }
 
 // resolveImage looks up ref's config for platform through the gateway (so
