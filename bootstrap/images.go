@@ -1,9 +1,11 @@
 package bootstrap
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/moby/buildkit/client/llb"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
@@ -18,6 +20,9 @@ const (
 	LocalGoRoot  = "bootstrap-goroot"
 	LocalBusybox = "bootstrap-busybox"
 	LocalCACerts = "bootstrap-cacerts"
+	// LocalGit is a temporary directory holding git's files (Spec.Git),
+	// each at its path in the image.
+	LocalGit = "bootstrap-git"
 )
 
 // Paths inside the images.
@@ -40,6 +45,8 @@ const (
 	LabelVersion = "org.opencontainers.image.version"
 	// LabelGoVersion is the Go toolchain's version, on the builder only.
 	LabelGoVersion = "dev.buildsvc.go.version"
+	// LabelGit is git's path, on a builder that has git.
+	LabelGit = "dev.buildsvc.git"
 )
 
 // GoRootExcludes are the parts of the Go root a build never reads, left
@@ -54,10 +61,12 @@ var GoRootExcludes = []string{"api", "doc", "test"}
 // keeps only the permission bits.
 const tmpMode = os.FileMode(0o1777)
 
-// BuilderState is the builder image's file system: three layers on scratch.
-// The first holds /etc (users, groups, CA certificates), /tmp, /root, /go
-// and busybox; the second is busybox's applet symlinks in /bin; the third
-// is the Go toolchain.
+// BuilderState is the builder image's file system: four layers on scratch
+// (three with Options.NoGit). The first holds /etc (users, groups, CA
+// certificates), /tmp, /root, /go and busybox; the second is busybox's
+// applet symlinks in /bin; the third is the Go toolchain; the fourth is
+// git (see GitFiles), last because it is the smallest: a new toolchain
+// redoes only the git copy on top of it, not the other way round.
 //
 // The symlinks are made by running `/bin/busybox --install -s /bin` in exec
 // form (there is no shell yet) without network, and then copied out of the
@@ -95,10 +104,40 @@ func BuilderState(s Spec) llb.State {
 	info := copyInfo(s, 0)
 	info.CopyDirContentsOnly = true
 	info.CreateDestPath = true
-	return shells.File(
+	withGo := shells.File(
 		llb.Copy(goroot, "/", GoRootPath, info),
 		llb.WithCustomNamef("[builder] add %s %s", s.GoVersion, GoRootPath),
 	)
+	if s.Git == nil {
+		return withGo
+	}
+	return withGo.File(
+		llb.Copy(gitLocal(), "/", "/", treeCopyInfo(s)),
+		llb.WithCustomName(gitLayerName(s.Git)),
+	)
+}
+
+// gitLocal is the local context of git's files, staged by Run.
+func gitLocal() llb.State {
+	return llb.Local(LocalGit,
+		llb.SharedKeyHint(LocalGit),
+		llb.WithCustomName("[bootstrap] load git and its libraries"),
+	)
+}
+
+// treeCopyInfo copies a staged tree onto /: owned by root, the epoch as
+// every time (the directories it adds to, /etc and /usr, included), modes
+// as staged.
+func treeCopyInfo(s Spec) *llb.CopyInfo {
+	info := copyInfo(s, 0)
+	info.CopyDirContentsOnly = true
+	return info
+}
+
+// gitLayerName names the git layer after what it holds.
+func gitLayerName(g *GitFiles) string {
+	return fmt.Sprintf("[builder] add git: %s, %s/{%s}, %s and %d shared libraries",
+		GitPath, GitExecDir, strings.Join(GitHelpers, ","), GitTemplatesDir, len(g.Libraries))
 }
 
 // BuilderConfig is the builder image's config. The environment is the one
@@ -116,16 +155,21 @@ func BuilderConfig(s Spec) ocispecs.Image {
 		"GOMODCACHE=" + svcllb.GoModCachePath,
 		"CGO_ENABLED=0",
 	}
+	labels := map[string]string{
+		LabelTitle:       "buildsvc builder",
+		LabelDescription: "Go toolchain " + s.GoVersion + " with busybox and CA certificates, assembled from local files by buildsvc bootstrap",
+		LabelVersion:     s.GoVersion,
+		LabelGoVersion:   s.GoVersion,
+	}
+	if s.Git != nil {
+		labels[LabelDescription] = "Go toolchain " + s.GoVersion + " with busybox, git and CA certificates, assembled from local files by buildsvc bootstrap"
+		labels[LabelGit] = GitPath
+	}
 	return image(s, ocispecs.ImageConfig{
 		Env:        env,
 		WorkingDir: GoPath,
 		Cmd:        []string{"/bin/sh"},
-		Labels: map[string]string{
-			LabelTitle:       "buildsvc builder",
-			LabelDescription: "Go toolchain " + s.GoVersion + " with busybox and CA certificates, assembled from local files by buildsvc bootstrap",
-			LabelVersion:     s.GoVersion,
-			LabelGoVersion:   s.GoVersion,
-		},
+		Labels:     labels,
 	})
 }
 

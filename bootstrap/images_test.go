@@ -456,3 +456,98 @@ func TestBuilderStateReadsNoHostFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func testGitSpec() Spec {
+	s := testSpec()
+	s.Git = &GitFiles{
+		Files: []HostFile{
+			{Path: "/lib", Kind: KindSymlink, Target: "usr/lib"},
+			{Path: "/usr", Kind: KindDir, Mode: 0o755},
+			{Path: "/usr/bin", Kind: KindDir, Mode: 0o755},
+			{Path: "/usr/bin/git", Kind: KindFile, Mode: 0o755, Source: "/usr/bin/git", Size: 3713416},
+		},
+		Libraries: []string{"/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"},
+	}
+	return s
+}
+
+// With git, the builder has a fourth layer on top of the Go root: the
+// staged git tree copied onto /, owned by root, at the epoch.
+func TestBuilderStateGit(t *testing.T) {
+	s := testGitSpec()
+	def, err := marshal(context.Background(), BuilderState(s), s, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := map[digest.Digest]*pb.Op{}
+	var gitSource digest.Digest
+	for _, dt := range def.Def {
+		var op pb.Op
+		if err := op.Unmarshal(dt); err != nil {
+			t.Fatal(err)
+		}
+		d := digest.FromBytes(dt)
+		ops[d] = &op
+		if src := op.GetSource(); src != nil && src.Identifier == "local://"+LocalGit {
+			gitSource = d
+			if len(src.Attrs[pb.AttrIncludePatterns]) > 0 || len(src.Attrs[pb.AttrExcludePatterns]) > 0 {
+				t.Errorf("git local source filters: %v", src.Attrs)
+			}
+		}
+	}
+	if gitSource == "" {
+		t.Fatal("no git local source")
+	}
+	// The terminal op's input is the git layer.
+	terminal := ops[digest.FromBytes(def.Def[len(def.Def)-1])]
+	topDigest := digest.Digest(terminal.Inputs[0].Digest)
+	top := ops[topDigest]
+	if top.GetFile() == nil || len(top.GetFile().Actions) != 1 {
+		t.Fatalf("top op = %v, want one file action", top)
+	}
+	c := top.GetFile().Actions[0].GetCopy()
+	if c == nil || c.Src != "/" || c.Dest != "/" || !c.DirCopyContents || c.Mode != -1 || c.Timestamp != testEpoch.UnixNano() {
+		t.Fatalf("git copy = %+v", c)
+	}
+	if c.Owner.GetUser().GetByID() != 0 || c.Owner.GetGroup().GetByID() != 0 || c.Owner.GetUser().GetByName() != nil {
+		t.Errorf("git copy owner = %v, want 0:0", c.Owner)
+	}
+	if src := top.Inputs[top.GetFile().Actions[0].SecondaryInput]; digest.Digest(src.Digest) != gitSource {
+		t.Errorf("git copy reads %s, not the git local source", src.Digest)
+	}
+	below := ops[digest.Digest(top.Inputs[top.GetFile().Actions[0].Input].Digest)]
+	if bc := below.GetFile().GetActions()[0].GetCopy(); bc == nil || bc.Dest != GoRootPath {
+		t.Errorf("the git layer is not on top of the Go root: %v", below)
+	}
+	name := def.Metadata[topDigest].Description["llb.customname"]
+	for _, w := range []string{"[builder] add git", GitPath, GitExecDir + "/{git,git-remote-http,git-remote-https}", GitTemplatesDir, "2 shared libraries"} {
+		if !strings.Contains(name, w) {
+			t.Errorf("git layer name %q lacks %q", name, w)
+		}
+	}
+
+	g := marshalGraph(t, BuilderState(s))
+	checkTimestamps(t, g)
+	if len(g.sources()) != 4 {
+		t.Errorf("sources = %v, want the three local contexts and git's", keys(g.sources()))
+	}
+
+	first, err := marshal(context.Background(), BuilderState(s), s, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.EqualFunc(first.Def, def.Def, bytes.Equal) {
+		t.Error("builder LLB with git differs between two marshals of the same spec")
+	}
+}
+
+func TestBuilderConfigGit(t *testing.T) {
+	with := roundTrip(t, BuilderConfig(testGitSpec())).Config.Labels
+	if with[LabelGit] != GitPath || !strings.Contains(with[LabelDescription], "git") {
+		t.Errorf("labels with git = %v", with)
+	}
+	without := roundTrip(t, BuilderConfig(testSpec())).Config.Labels
+	if _, ok := without[LabelGit]; ok || strings.Contains(without[LabelDescription], "git") {
+		t.Errorf("labels without git = %v", without)
+	}
+}

@@ -6,10 +6,17 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
+	"net/http/cgi"
+	"net/http/httptest"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -227,25 +234,59 @@ func checkImageFiles(t *testing.T, what string, fs map[string]*tar.Header, spec 
 	}
 }
 
-// checkGoBuild runs `go version` and builds a program in the pushed
-// builder, through the gateway so that the image's config (its ENV) is
-// resolved the way the build service resolves it.
-func checkGoBuild(t *testing.T, ctx context.Context, st stack, ref, version string) {
+// script is a shell script to run in the pushed builder, and what to read
+// back from the /out mount it writes to.
+type script struct {
+	name string
+	sh   string
+	// outputs are the files of /out to read back.
+	outputs []string
+	// user runs the script as someone else than root; /out is then theirs.
+	user string
+	// env and mounts are added to the run.
+	env    [][2]string
+	mounts map[string]llb.State
+}
+
+// runScript runs a script in the pushed builder, through the gateway so
+// that the image's config (its ENV) is resolved the way the build service
+// resolves it, on the host network as build steps run here, and returns
+// the outputs by name.
+func runScript(t *testing.T, ctx context.Context, st stack, ref string, sc script) map[string]string {
+	t.Helper()
 	auth, err := buildkitd.DockerAuth(st.dockerConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	script := `go version > /out/version && env > /out/env && go env GOCACHE GOMODCACHE > /out/goenv &&
-mkdir /tmp/hello && cd /tmp/hello && printf 'package main\n\nfunc main() { println("hello from the builder") }\n' > main.go &&
-go mod init example.com/hello 2>/dev/null && go build -o /out/hello . && /out/hello 2> /out/hello.txt`
 	var out map[string]string
 	build := func(ctx context.Context, gc gateway.Client) (*gateway.Result, error) {
-		run := llb.Image(ref, llb.WithMetaResolver(gc)).Run(
-			llb.Args([]string{"/bin/sh", "-c", script}),
+		img := llb.Image(ref, llb.WithMetaResolver(gc))
+		for _, kv := range sc.env {
+			img = img.AddEnv(kv[0], kv[1])
+		}
+		outDir := llb.Scratch()
+		var outOpts []llb.MountOption
+		if sc.user != "" {
+			img = img.User(sc.user)
+			uid, gid, ok := strings.Cut(sc.user, ":")
+			if !ok {
+				return nil, errors.New("user is not UID:GID")
+			}
+			u, _ := strconv.Atoi(uid)
+			g, _ := strconv.Atoi(gid)
+			outDir = llb.Scratch().File(llb.Mkdir("/out", 0o755, llb.WithUIDGID(u, g)))
+			outOpts = append(outOpts, llb.SourcePath("/out"))
+		}
+		opts := []llb.RunOption{
+			llb.Args([]string{"/bin/sh", "-c", sc.sh}),
 			llb.IgnoreCache,
-			llb.WithCustomName("go version and go build in the builder"),
-		)
-		def, err := run.AddMount("/out", llb.Scratch()).Marshal(ctx)
+			llb.WithCustomName(sc.name),
+		}
+		for _, p := range keys(sc.mounts) {
+			opts = append(opts, llb.AddMount(p, sc.mounts[p], llb.Readonly))
+		}
+		run := img.Run(opts...)
+		def, err := run.AddMount("/out", outDir, outOpts...).Marshal(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -257,11 +298,16 @@ go mod init example.com/hello 2>/dev/null && go build -o /out/hello . && /out/he
 		if err != nil {
 			return nil, err
 		}
+		// With a user, the mount is /out of its own state.
+		prefix := ""
+		if sc.user != "" {
+			prefix = "out/"
+		}
 		out = map[string]string{}
-		for _, f := range []string{"version", "env", "goenv", "hello.txt"} {
-			dt, err := r.ReadFile(ctx, gateway.ReadRequest{Filename: f})
+		for _, f := range sc.outputs {
+			dt, err := r.ReadFile(ctx, gateway.ReadRequest{Filename: prefix + f})
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("read /out/%s: %w", f, err)
 			}
 			out[f] = string(dt)
 		}
@@ -275,8 +321,21 @@ go mod init example.com/hello 2>/dev/null && go build -o /out/hello . && /out/he
 	_, err = st.client.Build(ctx, client.SolveOpt{Session: []session.Attachable{auth}}, "", build, ch)
 	<-done
 	if err != nil {
-		t.Fatalf("go in the builder: %v\n%s", err, log.String())
+		t.Fatalf("%s: %v\n%s", sc.name, err, log.String())
 	}
+	return out
+}
+
+// checkGoBuild runs `go version` and builds a program in the pushed
+// builder.
+func checkGoBuild(t *testing.T, ctx context.Context, st stack, ref, version string) {
+	out := runScript(t, ctx, st, ref, script{
+		name: "go version and go build in the builder",
+		sh: `go version > /out/version && env > /out/env && go env GOCACHE GOMODCACHE > /out/goenv &&
+mkdir /tmp/hello && cd /tmp/hello && printf 'package main\n\nfunc main() { println("hello from the builder") }\n' > main.go &&
+go mod init example.com/hello 2>/dev/null && go build -o /out/hello . && /out/hello 2> /out/hello.txt`,
+		outputs: []string{"version", "env", "goenv", "hello.txt"},
+	})
 	t.Logf("go version: %s", strings.TrimSpace(out["version"]))
 	if !strings.HasPrefix(out["version"], "go version "+version+" ") {
 		t.Errorf("go version printed %q, want %s", out["version"], version)
@@ -310,4 +369,195 @@ func TestIntegrationReproducible(t *testing.T) {
 	if results[0] != results[1] {
 		t.Errorf("two builds of the same files differ:\n%+v\n%+v", results[0], results[1])
 	}
+}
+
+// gitHTTPSServer serves, over HTTPS on loopback with a certificate of its
+// own, git's smart HTTP (git http-backend behind net/http/cgi) for one
+// repository, lib: a Go module, git.example.test/lib.git, tagged v1.0.0.
+// It returns the server's URL and its certificate in PEM.
+func gitHTTPSServer(t *testing.T) (string, []byte) {
+	t.Helper()
+	execPath, err := exec.Command("git", "--exec-path").Output()
+	if err != nil {
+		t.Skipf("no git on the host: %v", err)
+	}
+	dir := t.TempDir()
+	work := filepath.Join(dir, "work")
+	gitRun := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("git", append([]string{"-c", "user.name=test", "-c", "user.email=test@example.test", "-c", "init.defaultBranch=main"}, args...)...)
+		cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	gitRun("init", "-q", work)
+	mustWrite(t, filepath.Join(work, "go.mod"), "module git.example.test/lib.git\n\ngo 1.21\n")
+	mustWrite(t, filepath.Join(work, "lib.go"), "// Package lib is served by the test's git server.\npackage lib\n\nconst Hello = \"hello from git\"\n")
+	gitRun("-C", work, "add", ".")
+	gitRun("-C", work, "commit", "-q", "-m", "lib")
+	gitRun("-C", work, "tag", "v1.0.0")
+	srv := filepath.Join(dir, "srv")
+	gitRun("clone", "-q", "--bare", work, filepath.Join(srv, "lib.git"))
+
+	h := &cgi.Handler{
+		Path: filepath.Join(strings.TrimSpace(string(execPath)), "git-http-backend"),
+		Env:  []string{"GIT_PROJECT_ROOT=" + srv, "GIT_HTTP_EXPORT_ALL=1"},
+	}
+	s := httptest.NewTLSServer(h)
+	t.Cleanup(s.Close)
+	return s.URL, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw})
+}
+
+// builderCADir is where the build service's download step mounts its CA
+// bundle, and points git's http.sslCAPath at (see package llb).
+const builderCADir = "/etc/buildsvc/ca"
+
+// TestIntegrationBuilderGit checks the git in the pushed builder: it runs,
+// `git init` finds its templates, and it fetches over HTTPS from a git
+// host, the way Go's module fetcher does for a GOPRIVATE module: `go mod
+// download` of a module served by a local HTTPS git server (reached on the
+// host network), both as root, which the download step runs as, and as the
+// unprivileged build user. The server's certificate comes the way the
+// build service passes an internal CA (http.sslCAPath); without it, git
+// refuses the server, so TLS is checked. The public roots work too: git
+// reaches proxy.golang.org over TLS (its answer, an HTTP error, is beside
+// the point).
+func TestIntegrationBuilderGit(t *testing.T) {
+	st := newStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	url, caPEM := gitHTTPSServer(t)
+
+	opts := st.options("git")
+	res, _ := st.run(t, ctx, opts)
+	spec, err := opts.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.Git == nil {
+		t.Fatal("the spec has no git")
+	}
+	t.Logf("builder %s: git with %d files, %d libraries, %.1f MB", res.BuilderRef, len(spec.Git.Files), len(spec.Git.Libraries), float64(spec.Git.Size())/1e6)
+
+	img := remoteImage(t, ctx, res.BuilderRef)
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(cfg.History); n != 4 || !strings.HasPrefix(cfg.History[n-1].CreatedBy, "[builder] add git: ") {
+		t.Errorf("history %+v, want the git layer last of four", cfg.History)
+	}
+	gitLayer := layers[len(layers)-1]
+	if size, err := gitLayer.Size(); err == nil {
+		t.Logf("git layer: %.1f MB compressed", float64(size)/1e6)
+	}
+	if cfg.Config.Labels[LabelGit] != GitPath {
+		t.Errorf("labels %v lack %s", cfg.Config.Labels, LabelGit)
+	}
+	// Every collected entry is in the image as collected, owned by root;
+	// busybox's /bin is still a directory.
+	tree := files(t, img)
+	for _, f := range spec.Git.Files {
+		h := tree[f.Path]
+		if h == nil {
+			t.Errorf("builder has no %s", f.Path)
+			continue
+		}
+		var ok bool
+		switch f.Kind {
+		case KindDir:
+			ok = h.Typeflag == tar.TypeDir && os.FileMode(h.Mode).Perm() == f.Mode
+		case KindFile:
+			ok = h.Typeflag == tar.TypeReg && os.FileMode(h.Mode).Perm() == f.Mode && h.Size == f.Size
+		case KindSymlink:
+			ok = h.Typeflag == tar.TypeSymlink && h.Linkname == f.Target
+		}
+		if !ok || h.Uid != 0 || h.Gid != 0 {
+			t.Errorf("builder %s = %c %o %d:%d -> %q, want %+v", f.Path, h.Typeflag, h.Mode, h.Uid, h.Gid, h.Linkname, f)
+		}
+	}
+	if h := tree["/bin"]; h == nil || h.Typeflag != tar.TypeDir || tree["/bin/sh"] == nil {
+		t.Errorf("builder /bin = %+v, want busybox's directory", h)
+	}
+	checkImageFiles(t, "builder", tree, spec)
+
+	ca := llb.Scratch().File(llb.Mkfile("/internal-ca.pem", 0o444, caPEM))
+	env := [][2]string{
+		{"GIT_URL", url},
+		{"GIT_CONFIG_COUNT", "1"}, {"GIT_CONFIG_KEY_0", "http.sslCAPath"}, {"GIT_CONFIG_VALUE_0", builderCADir},
+		{"GOPRIVATE", "git.example.test"}, {"GOFLAGS", "-mod=mod"},
+	}
+	// step NAME CMD... runs CMD with its output in /out/NAME and its exit
+	// code in /out/NAME.rc.
+	const steps = `step() { n=$1; shift; "$@" > /out/$n 2>&1; echo $? > /out/$n.rc; }
+step version git --version
+step init git init /tmp/x
+step status git -C /tmp/x status
+step goenv go env GOROOT GOMODCACHE GOPRIVATE
+step lsremote git ls-remote "$GIT_URL/lib"
+step noca env GIT_CONFIG_COUNT=0 git ls-remote "$GIT_URL/lib"
+step public git ls-remote https://proxy.golang.org/
+step config git config --global url."$GIT_URL/".insteadOf https://git.example.test/
+step download go mod download -json git.example.test/lib.git@v1.0.0
+`
+	outputs := []string{}
+	for _, n := range []string{"version", "init", "status", "goenv", "lsremote", "noca", "public", "config", "download"} {
+		outputs = append(outputs, n, n+".rc")
+	}
+	check := func(t *testing.T, out map[string]string, user string) {
+		rc := func(n string) string { return strings.TrimSpace(out[n+".rc"]) }
+		for _, n := range []string{"version", "init", "status", "goenv", "lsremote", "config", "download"} {
+			if rc(n) != "0" {
+				t.Errorf("%s: %s exited %s:\n%s", user, n, rc(n), out[n])
+			}
+		}
+		if !strings.HasPrefix(out["version"], "git version ") {
+			t.Errorf("%s: git --version = %q", user, out["version"])
+		}
+		if strings.Contains(out["init"], "warning:") || !strings.Contains(out["init"], "Initialized empty Git repository in /tmp/x/.git/") {
+			t.Errorf("%s: git init said %q", user, out["init"])
+		}
+		if !strings.Contains(out["status"], "No commits yet") {
+			t.Errorf("%s: git status said %q", user, out["status"])
+		}
+		if !strings.Contains(out["lsremote"], "refs/tags/v1.0.0") {
+			t.Errorf("%s: git ls-remote said %q", user, out["lsremote"])
+		}
+		if rc("noca") == "0" || !strings.Contains(out["noca"], "certificate") {
+			t.Errorf("%s: without the CA, git ls-remote exited %s: %q; want a certificate error", user, rc("noca"), out["noca"])
+		}
+		if strings.Contains(out["public"], "certificate") || strings.Contains(out["public"], "SSL") {
+			t.Errorf("%s: git does not trust the public roots: %q", user, out["public"])
+		}
+		if !strings.Contains(out["download"], `"Version": "v1.0.0"`) || strings.Contains(out["download"], `"Error"`) {
+			t.Errorf("%s: go mod download printed %q", user, out["download"])
+		}
+		t.Logf("%s: %s; proxy.golang.org: %s", user, strings.TrimSpace(out["version"]), strings.TrimSpace(out["public"]))
+	}
+
+	t.Run("root", func(t *testing.T) {
+		out := runScript(t, ctx, st, res.BuilderRef, script{
+			name: "git in the builder, as root", sh: steps, outputs: outputs, env: env,
+			mounts: map[string]llb.State{builderCADir: ca},
+		})
+		check(t, out, "root")
+		if !strings.Contains(out["goenv"], "/usr/local/go\n/go/pkg/mod\ngit.example.test\n") {
+			t.Errorf("go env = %q", out["goenv"])
+		}
+	})
+	// The build user cannot enter /root: HOME is /tmp for it, as the
+	// build service sets it.
+	t.Run("build user", func(t *testing.T) {
+		out := runScript(t, ctx, st, res.BuilderRef, script{
+			name: "git in the builder, as 65534", sh: "export GOMODCACHE=/tmp/mod GOCACHE=/tmp/cache\n" + steps, outputs: outputs,
+			env: append(env, [2]string{"HOME", "/tmp"}), user: "65534:65534",
+			mounts: map[string]llb.State{builderCADir: ca},
+		})
+		check(t, out, "65534")
+	})
 }

@@ -6,8 +6,10 @@
 // The builder image is made from scratch: the local Go toolchain at
 // /usr/local/go, a static busybox installed as /bin/sh and friends, CA
 // certificates, a minimal /etc/passwd and /etc/group, /tmp, /root and /go,
-// and an image config whose ENV makes `go build` work (GOROOT, GOPATH,
-// HOME, GOCACHE, GOMODCACHE, GOTOOLCHAIN=local, CGO_ENABLED=0). The base
+// the host's git with what it needs to fetch over HTTPS (see GitFiles; Go
+// runs git for modules that come straight from a git host, GOPRIVATE
+// ones), and an image config whose ENV makes `go build` work (GOROOT,
+// GOPATH, HOME, GOCACHE, GOMODCACHE, GOTOOLCHAIN=local, CGO_ENABLED=0). The base
 // image is made from scratch too: CA certificates, root and nonroot (65532)
 // users, /tmp, and USER 65532:65532.
 //
@@ -79,6 +81,15 @@ type Options struct {
 	// NoCache makes buildkitd redo every step instead of reusing its
 	// cache, as for a first build.
 	NoCache bool
+
+	// NoGit leaves git out of the builder. By default the host's git
+	// (Debian's git package: GitPath, GitExecDir, GitTemplatesDir) goes
+	// in, and Resolve fails with ErrNoGit when it is not installed. A
+	// builder without git can only fetch modules through a module proxy.
+	NoGit bool
+
+	// hostRoot is the directory git is collected under: "/" but for tests.
+	hostRoot string
 }
 
 // Spec is a resolved Options: every default filled in, every path absolute
@@ -100,6 +111,9 @@ type Spec struct {
 	BaseRef    string
 	// NoCache is Options.NoCache.
 	NoCache bool
+	// Git is the host's git, copied into the builder; nil with
+	// Options.NoGit.
+	Git *GitFiles
 }
 
 // withDefaults returns o with every empty optional field set. It is the one
@@ -156,7 +170,8 @@ func checkRef(what, ref string) error {
 }
 
 // Resolve validates the options, fills in the defaults, checks the host's
-// files and reads the toolchain's version.
+// files, reads the toolchain's version and collects git's files. An error
+// wraps ErrInvalidOptions, and ErrNoGit too when git is not installed.
 func (o Options) Resolve() (Spec, error) {
 	if err := o.Validate(); err != nil {
 		return Spec{}, err
@@ -185,6 +200,15 @@ func (o Options) Resolve() (Spec, error) {
 		return Spec{}, fmt.Errorf("%w: %s: %w", ErrInvalidOptions, filepath.Join(o.GoRoot, "VERSION"), err)
 	}
 	s.GoVersion = version
+	if !o.NoGit {
+		root := o.hostRoot
+		if root == "" {
+			root = "/"
+		}
+		if s.Git, err = collectGit(root, o.Platform.Architecture); err != nil {
+			return Spec{}, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+		}
+	}
 	switch {
 	case o.SourceDateEpoch != nil:
 		s.Epoch = o.SourceDateEpoch.UTC()

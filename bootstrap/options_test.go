@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,12 +28,19 @@ func fakeHost(t *testing.T, version string) Options {
 		t.Fatal(err)
 	}
 	mustWrite(t, filepath.Join(dir, "certs", "ca.pem"), "")
+	// git, as files that are not ELF (so with no libraries to find).
+	mustWrite(t, filepath.Join(dir, "usr", "bin", "git"), "git")
+	for _, h := range GitHelpers {
+		mustWrite(t, filepath.Join(dir, "usr", "lib", "git-core", h), h)
+	}
+	mustWrite(t, filepath.Join(dir, "usr", "share", "git-core", "templates", "description"), "")
 	return Options{
 		GoRoot:     goroot,
 		Busybox:    filepath.Join(dir, "bin", "busybox"),
 		CACerts:    filepath.Join(dir, "certs", "ca.pem"),
 		BuilderRef: "127.0.0.1:5000/buildsvc/builder:go1.26",
 		BaseRef:    "127.0.0.1:5000/buildsvc/base",
+		hostRoot:   dir,
 	}
 }
 
@@ -67,6 +75,47 @@ func TestResolve(t *testing.T) {
 	}
 	if s.Platform.OS != runtime.GOOS || s.Platform.Architecture != runtime.GOARCH {
 		t.Errorf("default platform = %+v", s.Platform)
+	}
+}
+
+func TestResolveGit(t *testing.T) {
+	o := fakeHost(t, "go1.26.8\n")
+	s, err := o.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Git == nil {
+		t.Fatal("no git in the spec")
+	}
+	var files []string
+	for _, f := range s.Git.Files {
+		if f.Kind != KindDir {
+			files = append(files, f.Path+" "+f.Target)
+		}
+	}
+	// The second copy of git, in the exec path, becomes a symlink.
+	want := []string{"/etc/gitconfig ", "/usr/bin/git ", "/usr/lib/git-core/git /usr/bin/git", "/usr/lib/git-core/git-remote-http ",
+		"/usr/lib/git-core/git-remote-https ", "/usr/share/git-core/templates/description "}
+	if !slices.Equal(files, want) {
+		t.Errorf("git files = %q, want %q", files, want)
+	}
+
+	o.NoGit = true
+	if s, err = o.Resolve(); err != nil || s.Git != nil {
+		t.Errorf("NoGit: git = %v, err = %v", s.Git, err)
+	}
+
+	o = fakeHost(t, "go1.26.8\n")
+	if err := os.Remove(filepath.Join(o.hostRoot, "usr", "bin", "git")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = o.Resolve()
+	if !errors.Is(err, ErrInvalidOptions) || !errors.Is(err, ErrNoGit) || !strings.Contains(err.Error(), "apt-get install git") {
+		t.Errorf("without git: err = %v, want ErrInvalidOptions and ErrNoGit saying apt-get install git", err)
+	}
+	o.NoGit = true
+	if _, err := o.Resolve(); err != nil {
+		t.Errorf("without git, NoGit: %v", err)
 	}
 }
 

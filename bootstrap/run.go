@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -74,10 +76,25 @@ func Run(ctx context.Context, c *client.Client, opts Options, status chan *clien
 		return ch
 	}
 
-	r := runner{c: c, spec: s, dockerConfig: opts.DockerConfig}
+	dirs := localDirs(s)
+	builderLocals := []string{LocalGoRoot, LocalBusybox, LocalCACerts}
+	if s.Git != nil {
+		dir, err := os.MkdirTemp("", "buildsvc-bootstrap-git-")
+		if err != nil {
+			return Result{}, fmt.Errorf("stage git: %w", err)
+		}
+		defer removeTree(dir)
+		if err := stageTree(dir, s.Git.Files); err != nil {
+			return Result{}, fmt.Errorf("stage git: %w", err)
+		}
+		dirs[LocalGit] = dir
+		builderLocals = append(builderLocals, LocalGit)
+	}
+
+	r := runner{c: c, spec: s, dockerConfig: opts.DockerConfig, dirs: dirs}
 	targets := []target{
 		{what: "builder image", ref: s.BuilderRef, state: BuilderState(s), config: BuilderConfig(s),
-			locals: []string{LocalGoRoot, LocalBusybox, LocalCACerts}},
+			locals: builderLocals},
 		{what: "base image", ref: s.BaseRef, state: BaseState(s), config: BaseConfig(s),
 			locals: []string{LocalCACerts}},
 	}
@@ -115,9 +132,12 @@ type runner struct {
 	c            *client.Client
 	spec         Spec
 	dockerConfig string
+	// dirs maps each local context name to the host directory it shares.
+	dirs map[string]string
 }
 
-// localDirs maps each local context name to the host directory it shares.
+// localDirs maps each local context name but LocalGit, which Run stages
+// in a temporary directory, to the host directory it shares.
 func localDirs(s Spec) map[string]string {
 	return map[string]string{
 		LocalGoRoot:  s.GoRoot,
@@ -127,15 +147,17 @@ func localDirs(s Spec) map[string]string {
 }
 
 // localMounts opens the host directories of the named local contexts.
-func localMounts(s Spec, names []string) (map[string]fsutil.FS, error) {
-	dirs := localDirs(s)
+func localMounts(dirs map[string]string, names []string) (map[string]fsutil.FS, error) {
 	mounts := make(map[string]fsutil.FS, len(names))
 	for _, n := range names {
-		fs, err := fsutil.NewFS(dirs[n])
+		if dirs[n] == "" {
+			return nil, fmt.Errorf("no directory for local context %s", n)
+		}
+		fsys, err := fsutil.NewFS(dirs[n])
 		if err != nil {
 			return nil, fmt.Errorf("open %s: %w", dirs[n], err)
 		}
-		mounts[n] = fs
+		mounts[n] = fsys
 	}
 	return mounts, nil
 }
@@ -186,7 +208,7 @@ func (r runner) push(ctx context.Context, t target, status chan *client.SolveSta
 		closeStatus()
 		return "", err
 	}
-	mounts, err := localMounts(r.spec, t.locals)
+	mounts, err := localMounts(r.dirs, t.locals)
 	if err != nil {
 		closeStatus()
 		return "", err
@@ -223,6 +245,18 @@ func (r runner) push(ctx context.Context, t target, status chan *client.SolveSta
 		return "", errors.New("buildkitd reported no image digest")
 	}
 	return pin(t.ref, dgst)
+}
+
+// removeTree removes a staged tree, making its directories writable first
+// (a host directory may be read-only).
+func removeTree(dir string) {
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	_ = os.RemoveAll(dir)
 }
 
 // pin replaces ref's tag with the digest.

@@ -7,6 +7,13 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 load_env
 
+# .stack/env (and the running server) use the tag of the last scripts/up.sh;
+# after a change to builder_image in lib.sh, bootstrapping the old tag would
+# leave the server and the tests on the old image.
+if [[ $BUILDER_IMAGE != "$(builder_image)" ]]; then
+	die "$STACK/env has BUILDER_IMAGE=$BUILDER_IMAGE but lib.sh now says $(builder_image); run scripts/up.sh first"
+fi
+
 have_image() {
 	"$BIN/crane" manifest --insecure "$1" >/dev/null 2>&1
 }
@@ -17,6 +24,9 @@ if have_image "$BUILDER_IMAGE" && have_image "$BASE_IMAGE"; then
 fi
 
 [[ -x $BIN/buildsvc ]] || die "$BIN/buildsvc is missing; run scripts/up.sh without STACK_NO_SERVER=1 first"
+# The builder gets the host's git (Go needs it for modules straight from a
+# git host); bootstrap fails without it.
+ensure_apt git
 log "bootstrapping $BUILDER_IMAGE and $BASE_IMAGE"
 "$BIN/buildsvc" bootstrap --buildkit-addr "$BUILDKIT_ADDR" --docker-config "$DOCKER_CONFIG" \
 	--builder-image "$BUILDER_IMAGE" --base-image "$BASE_IMAGE" ||

@@ -20,10 +20,12 @@ func bootstrapCommand() *cli.Command {
 		Usage: "assemble the Go builder and runtime base images from local files and push them",
 		Description: "For machines that cannot pull public images. Talks to buildkitd directly (no build\n" +
 			"server) and builds two images from scratch: the builder (the local Go toolchain,\n" +
-			"a static busybox, CA certificates) and the runtime base (CA certificates, a nonroot\n" +
-			"user). Both are reproducible: the same files give the same digests. Progress goes\n" +
-			"to stderr; stdout gets the builder's and then the base's reference pinned by digest,\n" +
-			"one per line.",
+			"a static busybox, CA certificates, and the host's git with its HTTPS helpers and\n" +
+			"shared libraries, which Go needs for modules fetched straight from a git host) and\n" +
+			"the runtime base (CA certificates, a nonroot user). Both are reproducible: the same\n" +
+			"files give the same digests. git comes from Debian's git package (apt-get install\n" +
+			"git); --no-git builds a builder without it. Progress goes to stderr; stdout gets\n" +
+			"the builder's and then the base's reference pinned by digest, one per line.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "buildkit-addr", Usage: "buildkitd's address, unix:///path or tcp://host:port (required)", EnvVars: []string{"BUILDKIT_ADDR"}},
 			&cli.StringFlag{Name: "buildkit-ca", Usage: "PEM file of the CA that signs buildkitd's certificate (tcp only)", TakesFile: true},
@@ -35,6 +37,7 @@ func bootstrapCommand() *cli.Command {
 			&cli.StringFlag{Name: "goroot", Usage: "the Go toolchain to put in the builder", Value: bootstrap.DefaultGoRoot, TakesFile: true},
 			&cli.StringFlag{Name: "busybox", Usage: "a statically linked busybox (Debian: busybox-static)", Value: bootstrap.DefaultBusybox, TakesFile: true},
 			&cli.StringFlag{Name: "ca-certs", Usage: "the PEM bundle of CA certificates", Value: bootstrap.DefaultCACerts, TakesFile: true},
+			&cli.BoolFlag{Name: "no-git", Usage: "leave git out of the builder (then Go fetches modules only through a module proxy, not from a git host)"},
 			&cli.BoolFlag{Name: "no-cache", Usage: "redo every step instead of reusing buildkitd's cache"},
 			&cli.StringFlag{Name: "progress", Usage: "progress output: auto, tty, plain, rawjson or quiet", Value: string(progressui.AutoMode)},
 		},
@@ -66,6 +69,7 @@ func runBootstrap(cCtx *cli.Context) error {
 		BaseRef:      strings.TrimSpace(cCtx.String("base-image")),
 		DockerConfig: cCtx.String("docker-config"),
 		NoCache:      cCtx.Bool("no-cache"),
+		NoGit:        cCtx.Bool("no-git"),
 	}
 	switch {
 	case opts.BuilderRef == "":
