@@ -5,6 +5,9 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
@@ -54,24 +57,79 @@ func (s *Server) nextModulesGeneration(key string, seen int64) int64 {
 	return s.modGen[key]
 }
 
-// compileMissedModules reports whether the compile step in b's log after
-// seq failed because the module cache lacked a module: BuildKit reused a
-// download step whose modules have since been pruned from the cache. Call
-// it after the solve has returned: by then every status of it is in the log
-// (runBuild waits for the status stream to end).
-func compileMissedModules(l *eventLog, seq uint64) bool {
+// downloadNameMarker is the name of the download step.
+const downloadNameMarker = "go mod download"
+
+// noSecureProtocol is what go prints when it could reach a module's
+// repository (straight from its host, GOPRIVATE) over none of https and
+// ssh: git failed on each, most often on a certificate of an internal CA or
+// on missing credentials. go does not say which.
+var noSecureProtocol = []byte("no secure protocol found for repository")
+
+// stepOutput returns what the compile step and the download step printed
+// in l after seq. Call it after the solve has returned: by then every
+// status of it is in the log (runBuild waits for the status stream to
+// end).
+func stepOutput(l *eventLog, seq uint64) (compile, download []byte) {
 	evs, _, _ := l.since(seq)
-	compile := map[string]bool{} // vertex digests of the compile step
-	var out bytes.Buffer
+	step := map[string]string{} // vertex digest -> the step's marker
+	var cc, dl bytes.Buffer
 	for _, e := range evs {
-		if v := e.GetVertex(); v != nil && strings.HasPrefix(v.GetName(), compileNameMarker) {
-			compile[v.GetDigest()] = true
+		if v := e.GetVertex(); v != nil {
+			switch name := v.GetName(); {
+			case strings.HasPrefix(name, compileNameMarker):
+				step[v.GetDigest()] = compileNameMarker
+			case name == downloadNameMarker:
+				step[v.GetDigest()] = downloadNameMarker
+			}
 		}
-		if lg := e.GetLog(); lg != nil && compile[lg.GetVertex()] {
-			out.Write(lg.GetData())
+		if lg := e.GetLog(); lg != nil {
+			switch step[lg.GetVertex()] {
+			case compileNameMarker:
+				cc.Write(lg.GetData())
+			case downloadNameMarker:
+				dl.Write(lg.GetData())
+			}
 		}
 	}
-	return missedModules(out.Bytes())
+	return cc.Bytes(), dl.Bytes()
+}
+
+// compileMissedModules reports whether the compile step in b's log after
+// seq failed because the module cache lacked a module: BuildKit reused a
+// download step whose modules have since been pruned from the cache. A
+// download step of this solve that could not reach a private module's host
+// is not that: another download would fail the same way.
+func compileMissedModules(l *eventLog, seq uint64) bool {
+	cc, dl := stepOutput(l, seq)
+	return missedModules(cc) && !bytes.Contains(dl, noSecureProtocol)
+}
+
+// errPrivateModuleUnreachable is a build whose download step could not
+// reach the repository of a module that comes straight from its host.
+type errPrivateModuleUnreachable struct{ err error }
+
+func (e errPrivateModuleUnreachable) Error() string {
+	return e.err.Error() + "; go mod download could not fetch a module straight from its host (GOPRIVATE) over https or ssh " +
+		"(see the download step's log): the host's certificate may be from a CA the builder does not trust (the server's ca-bundle adds internal CAs), " +
+		"or the host wants credentials (the server's git-credentials, the request's module_credentials or git_credentials)"
+}
+
+func (e errPrivateModuleUnreachable) Unwrap() error { return e.err }
+
+// GRPCStatus gives the error its code: the build's sources are fine, the
+// server's or the request's setup is not.
+func (e errPrivateModuleUnreachable) GRPCStatus() *status.Status {
+	return status.New(codes.FailedPrecondition, e.Error())
+}
+
+// explainDownload wraps err of a failed build whose download step, in l
+// after seq, could not reach a private module's host.
+func explainDownload(err error, l *eventLog, seq uint64) error {
+	if _, dl := stepOutput(l, seq); bytes.Contains(dl, noSecureProtocol) {
+		return errPrivateModuleUnreachable{err}
+	}
+	return err
 }
 
 // modulesRefetched is the warning a build gets when its download step runs

@@ -1,7 +1,11 @@
 package server
 
 import (
+	"errors"
+	"strings"
 	"testing"
+
+	"google.golang.org/grpc/codes"
 
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
@@ -35,6 +39,11 @@ func TestCompileMissedModules(t *testing.T) {
 			vertexEvent("c", "go build .", "", false), chunk("c", 2, "go: downloading github.com/google/uuid v1.6.0\nmain.go:10:2: mkdir /go/pkg/mod/cache: read-only file system\n"),
 			vertexEvent("c", "go build .", "exit code: 1", true),
 		}, true},
+		{"the download step could not reach a private module's host", []*buildv1.BuildEvent{
+			vertexEvent("d", "go mod download", "", false), chunk("d", 2, "go: 127.0.0.1/privmod.git@v1.0.0: no secure protocol found for repository\n"),
+			vertexEvent("c", "go build .", "", false), chunk("c", 2, "go: downloading 127.0.0.1/privmod.git v1.0.0\n"),
+			vertexEvent("c", "go build .", "exit code: 1", true),
+		}, false},
 	}
 	for _, tt := range tests {
 		l := newEventLog("b", redactor{}, 0)
@@ -68,5 +77,19 @@ func TestModulesGeneration(t *testing.T) {
 	}
 	if g := s.modulesGeneration(modulesKey("b", "")); g != 0 {
 		t.Errorf("another tenant's generation moved to %d", g)
+	}
+}
+
+func TestExplainDownload(t *testing.T) {
+	cause := errors.New(`process "go build ." did not complete successfully`)
+	l := newEventLog("b", redactor{}, 0)
+	l.append(vertexEvent("d", "go mod download", "", false))
+	if err := explainDownload(cause, l, 0); err != cause {
+		t.Errorf("a download without the failure: %v", err)
+	}
+	l.append(chunk("d", 2, "go: 127.0.0.1/privmod.git@v1.0.0: no secure protocol found for repository\n"))
+	err := explainDownload(cause, l, 0)
+	if !errors.Is(err, cause) || errorCode(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "ca-bundle") {
+		t.Errorf("explained: %v (code %v)", err, errorCode(err))
 	}
 }

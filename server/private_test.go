@@ -189,3 +189,24 @@ func keys(m map[string][]byte) []string {
 	}
 	return k
 }
+
+// A build that fetches modules straight from their hosts (GOPRIVATE, the
+// server's or the request's) has its tenant's own module cache; others
+// share the server's.
+func TestPrivateModulesHaveTheTenantsCache(t *testing.T) {
+	for _, tt := range []struct {
+		name            string
+		server, request string
+		want            string
+	}{
+		{"public", "", "", ""},
+		{"request goprivate", "", "git.internal.example", "buildsvc-gomodcache-tenant-dev"},
+		{"server goprivate", "*.corp.example", "", "buildsvc-gomodcache-tenant-dev"},
+	} {
+		s := &Server{cfg: Config{Credentials: &credentials.Config{GoPrivate: tt.server}}}
+		mod, build := s.buildCacheIDs("dev", &request{GoPrivate: tt.request})
+		if mod != tt.want || build != "buildsvc-gocache-tenant-dev" {
+			t.Errorf("%s: cache ids %q, %q; want module cache %q", tt.name, mod, build, tt.want)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/buildsvc/buildsvc/credentials"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/platforms"
@@ -48,7 +49,7 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		}},
 		Session: attach,
 	}
-	modCache, _ := s.cfg.cacheIDs(b.tenant)
+	modCache, _ := s.buildCacheIDs(b.tenant, b.req)
 	genKey := modulesKey(b.tenant, modCache)
 	generation := s.modulesGeneration(genKey)
 	build := func(ctx context.Context, c gateway.Client) (*gateway.Result, error) {
@@ -109,6 +110,9 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		resp, err = s.runBuild(ctx, b, opt, build)
 	}
 	if err != nil {
+		if ctx.Err() == nil {
+			err = explainDownload(err, b.log, first)
+		}
 		return nil, err
 	}
 	dgst := resp.ExporterResponse[exptypes.ExporterImageDigestKey]
@@ -159,7 +163,7 @@ func (s *Server) runBuild(ctx context.Context, b *build, opt client.SolveOpt, bu
 // spec turns an accepted request of tenant, with its credentials, into the
 // LLB spec of one build.
 func (s *Server) spec(tenant string, r *request, creds *credentials.Build, sha string, platform ocispecs.Platform, builder, base llb.Image) llb.Spec {
-	modCache, buildCache := s.cfg.cacheIDs(tenant)
+	modCache, buildCache := s.buildCacheIDs(tenant, r)
 	goproxy, _ := credentials.ProxyCredentials(s.cfg.GoProxy) // its user info is in the netrc
 	var c credentials.Config
 	if s.cfg.Credentials != nil {
@@ -237,6 +241,28 @@ func resolveImage(ctx context.Context, c gateway.Client, ref string, platform oc
 		return llb.Image{}, fmt.Errorf("resolve %s: %w", ref, err)
 	}
 	return llb.Image{Ref: named.Context().Digest(dgst.String()).Name(), Config: cfg}, nil
+}
+
+// goPrivate is the GOPRIVATE of a build of r: the server's and the
+// request's.
+func (s *Server) goPrivate(r *request) string {
+	var c credentials.Config
+	if s.cfg.Credentials != nil {
+		c = *s.cfg.Credentials
+	}
+	return joinList(joinList(c.GoPrivate, c.GoNoProxy), r.GoPrivate+","+r.GoNoProxy)
+}
+
+// buildCacheIDs are the cache mount ids of a build of tenant: the
+// server's, except that a build that fetches modules straight from their
+// (private) hosts has the tenant's own module cache, so that no other
+// tenant's build finds the private modules there without credentials.
+func (s *Server) buildCacheIDs(tenant string, r *request) (mod, build string) {
+	cfg := s.cfg
+	if strings.Trim(s.goPrivate(r), ",") != "" {
+		cfg.PerTenantModuleCache = true
+	}
+	return cfg.cacheIDs(tenant)
 }
 
 // joinList joins two comma-separated lists, either of which may be empty.
