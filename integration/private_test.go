@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/buildsvc/buildsvc/credentials"
 	"github.com/buildsvc/buildsvc/metrics"
+	"github.com/buildsvc/buildsvc/policy"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 	"github.com/buildsvc/buildsvc/server"
 )
@@ -371,5 +373,45 @@ func TestPrivateRegistryRequestCredentials(t *testing.T) {
 	}
 	if strings.Contains(be.GetMessage(), bad.RegistryCredentials[0].Password) || strings.Contains(ts.Log.String(), bad.RegistryCredentials[0].Password) {
 		t.Error("the error or the server log shows the wrong password")
+	}
+}
+
+// A request's secret_env reaches both build steps as environment, served as
+// BuildKit secrets: a builder whose go prints the variable shows it masked,
+// and the value appears in no output of the service. The stored request
+// names the variable in credentials_given only.
+func TestSecretEnv(t *testing.T) {
+	t.Parallel()
+	const value = "secret-env-VALUE-0123456789"
+	ts := startTestServer(t, func(c *server.Config) {
+		c.BuilderImage = splitOutputBuilder(t)
+		c.AllowBuild = policy.Extra{Env: []string{"BUILDSVC_TEST_SECRET"}}
+	})
+	repo := newRepo(t, sampleFiles(t))
+	o := build(t, ts.Client, &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "v1"),
+		SecretEnv: map[string]string{"BUILDSVC_TEST_SECRET": value}})
+	res := requireSuccess(t, o)
+	for _, step := range []string{"mod", "build"} {
+		if !strings.Contains(o.logs(), "secret env in go "+step+": *****") {
+			t.Errorf("go %s did not print the secret variable, masked; logs:\n%s", step, o.logs())
+		}
+	}
+	info, err := ts.Client.GetBuild(t.Context(), &buildv1.GetBuildRequest{BuildId: o.events[0].GetBuildId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(info.GetCredentialsGiven(), "secret_env BUILDSVC_TEST_SECRET") || info.GetRequest().GetSecretEnv() != nil {
+		t.Errorf("record: credentials_given %q, secret_env %v", info.GetCredentialsGiven(), info.GetRequest().GetSecretEnv())
+	}
+	img := imageBytes(t, pushedImage(t, res.Image))
+	ts.Stop()
+	hist, err := os.ReadFile(ts.HistoryPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for where, text := range map[string][]byte{"events": eventsText(o.events), "image": img, "history file": hist, "server log": []byte(ts.Log.String())} {
+		if bytes.Contains(text, []byte(value)) {
+			t.Errorf("%s holds the secret value", where)
+		}
 	}
 }

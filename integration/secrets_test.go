@@ -30,8 +30,12 @@ import (
 
 // splitOutputGo is a `go` that first prints the file leak.txt of the
 // source directory, if there is one, to stderr in two writes a second
-// apart (so BuildKit delivers it as two log chunks), then runs the real go.
+// apart (so BuildKit delivers it as two log chunks), and the variable
+// BUILDSVC_TEST_SECRET if it is set, then runs the real go.
 const splitOutputGo = `#!/bin/sh
+if [ -n "$BUILDSVC_TEST_SECRET" ]; then
+	printf 'secret env in go %s: %s\n' "$1" "$BUILDSVC_TEST_SECRET" >&2
+fi
 if [ -f leak.txt ]; then
 	printf 'leaked: ' >&2
 	head -c 16 leak.txt >&2

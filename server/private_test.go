@@ -8,9 +8,11 @@ import (
 	"testing"
 	"time"
 
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/buildsvc/buildsvc/credentials"
+	"github.com/buildsvc/buildsvc/llb"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
@@ -207,6 +209,37 @@ func TestPrivateModulesHaveTheTenantsCache(t *testing.T) {
 		mod, build := s.buildCacheIDs("dev", &request{GoPrivate: tt.request})
 		if mod != tt.want || build != "buildsvc-gocache-tenant-dev" {
 			t.Errorf("%s: cache ids %q, %q; want module cache %q", tt.name, mod, build, tt.want)
+		}
+	}
+}
+
+// The server's GOPROXY credentials never go into a build's environment:
+// the spec's GOPROXY has no user info, and the netrc has it.
+func TestProxyCredentialsStayOutOfTheEnvironment(t *testing.T) {
+	s := &Server{cfg: Config{GoProxy: "https://mod:" + secretValue + "@athens.internal,https://proxy.golang.org,direct"}}
+	r, err := parseRequest(&buildv1.CreateImageRequest{GitRepo: "https://git.example/a.git", ImageTag: "r.example/a:b"},
+		Config{DefaultTimeout: time.Minute, MaxTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := s.buildCredentials("", r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := s.spec("", r, creds, strings.Repeat("a", 40), ocispecs.Platform{OS: "linux", Architecture: "amd64"}, llb.Image{Ref: "b"}, llb.Image{Ref: "c"})
+	if spec.GoProxy != "https://athens.internal,https://proxy.golang.org,direct" || !spec.Netrc {
+		t.Errorf("spec GOPROXY %q, netrc %v", spec.GoProxy, spec.Netrc)
+	}
+	if !strings.Contains(string(creds.Netrc()), "machine athens.internal\nlogin mod\npassword "+secretValue) {
+		t.Errorf("netrc %q lacks the proxy's credentials", creds.Netrc())
+	}
+	res, err := llb.Build(t.Context(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dt := range res.Definition.Def {
+		if strings.Contains(string(dt), secretValue) {
+			t.Fatal("the graph holds the proxy's password")
 		}
 	}
 }
