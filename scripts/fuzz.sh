@@ -26,6 +26,7 @@ FUZZ_TARGETS="${FUZZ_TARGETS:-}"
 TARGETS="
 ./server FuzzParseRequest
 ./server FuzzLogMasker
+./server FuzzParseCredentials
 ./progress FuzzFromSolveStatus
 ./cmd/server FuzzReadConfigFile
 "

@@ -174,3 +174,72 @@ func fuzzLogChunk(vertex string, stream int32, data string) *buildv1.BuildEvent 
 	return &buildv1.BuildEvent{Event: &buildv1.BuildEvent_Log{Log: &buildv1.LogChunk{
 		Vertex: vertex, Stream: stream, Data: []byte(data)}}}
 }
+
+// FuzzParseCredentials checks the credential fields of a request on
+// arbitrary values: it never panics, a refusal is a *FieldError that quotes
+// no secret, and an accepted request's record holds none.
+func FuzzParseCredentials(f *testing.F) {
+	// git user and password, ssh key and known hosts, registry host, user
+	// and password, module host, user and password, goprivate, secret env
+	// key and value.
+	f.Add("", "tok3n-value", []byte(nil), []byte(nil), "127.0.0.1:5001", "team", "regpass-value", "", "", "", "127.0.0.1", "", "")
+	f.Add("bot", "pass word", []byte("-----BEGIN OPENSSH PRIVATE KEY-----\nxx\n"), []byte("host ssh-ed25519 AAAA"),
+		"registry.example/x", "", "p", "proxy.example:8443", "u", "modpass-value", "a b", "GOEXPERIMENT", "secretenv-value")
+	f.Add("a:b", "", []byte("x"), []byte("# c\n"), "docker.io", "u", "", "Proxy.Example", "u", "p w", "*.corp", "HOME", "v")
+	f.Fuzz(func(t *testing.T, gitUser, gitPass string, key, known []byte, regHost, regUser, regPass,
+		modHost, modUser, modPass, goprivate, envKey, envVal string) {
+		req := &buildv1.CreateImageRequest{
+			GitRepo: "https://git.example/a.git", ImageTag: "registry.example/a:b", Goprivate: goprivate,
+			GitCredentials: &buildv1.GitCredentials{Username: gitUser, Password: gitPass, SshPrivateKey: key, SshKnownHosts: known},
+		}
+		if regHost != "" || regUser != "" || regPass != "" {
+			req.RegistryCredentials = []*buildv1.RegistryCredentials{{Registry: regHost, Username: regUser, Password: regPass}}
+		}
+		if modHost != "" || modUser != "" || modPass != "" {
+			req.ModuleCredentials = []*buildv1.ModuleCredentials{{Host: modHost, Username: modUser, Password: modPass}}
+		}
+		if envKey != "" {
+			req.SecretEnv = map[string]string{envKey: envVal}
+		}
+		secrets := []string{gitPass, regPass, modPass, envVal}
+		r, err := parseRequest(req, Config{DefaultTimeout: time.Minute, MaxTimeout: time.Hour})
+		if err != nil {
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field == "" || fe.Reason == "" {
+				t.Fatalf("error %v (%T) is not a *FieldError naming a field and a reason", err, err)
+			}
+			for _, s := range secrets {
+				if len(s) >= 6 && strings.Contains(err.Error(), s) && !strings.Contains(quoteOthers(req), s) {
+					t.Fatalf("error %q quotes the secret %q", err, s)
+				}
+			}
+			return
+		}
+		rec, _ := proto.Marshal(r.proto())
+		for _, s := range secrets {
+			if len(s) >= 6 && strings.Contains(string(rec), s) && !strings.Contains(quoteOthers(req), s) {
+				t.Fatalf("the record of an accepted request holds the secret %q", s)
+			}
+		}
+		if r.proto().GetGitCredentials() != nil || r.proto().GetRegistryCredentials() != nil ||
+			r.proto().GetModuleCredentials() != nil || r.proto().GetSecretEnv() != nil {
+			t.Fatal("the record of an accepted request keeps credentials")
+		}
+	})
+}
+
+// quoteOthers is the request's fields that are not secret, so that a
+// secret that equals one of them is not taken for a leak.
+func quoteOthers(r *buildv1.CreateImageRequest) string {
+	var names []string
+	for _, rc := range r.GetRegistryCredentials() {
+		names = append(names, rc.GetRegistry(), rc.GetUsername())
+	}
+	for _, mc := range r.GetModuleCredentials() {
+		names = append(names, mc.GetHost(), mc.GetUsername())
+	}
+	for k := range r.GetSecretEnv() {
+		names = append(names, k)
+	}
+	return strings.Join(append(names, r.GetGitRepo(), r.GetImageTag(), r.GetGoprivate(), r.GetGitCredentials().GetUsername()), "\n")
+}
