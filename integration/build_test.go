@@ -268,8 +268,17 @@ func TestBadInput(t *testing.T) {
 		{"password in url", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "https://u:hunter2@" + closed + "/x.git" }), codes.InvalidArgument, "git_repo"},
 		{"token in url", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "https://ghp_token@" + closed + "/x.git" }), codes.InvalidArgument, "git_repo"},
 		{"user in git url", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = strings.Replace(repo.URL, "git://", "git://u:pw@", 1) }), codes.InvalidArgument, "git_repo"},
-		{"ssh url", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "ssh://git@" + closed + "/x.git" }), codes.InvalidArgument, "git_repo"},
-		{"scp-like url", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "git@127.0.0.1:x.git" }), codes.InvalidArgument, "git_repo"},
+		{"ssh url without a key", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "ssh://git@" + closed + "/x.git" }), codes.InvalidArgument, "git_credentials.ssh_private_key"},
+		{"scp-like url without a key", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "git@127.0.0.1:x.git" }), codes.InvalidArgument, "git_credentials.ssh_private_key"},
+		{"password in ssh url", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "ssh://git:pw@" + closed + "/x.git" }), codes.InvalidArgument, "git_repo"},
+		{"bad ssh key", req(func(r *buildv1.CreateImageRequest) {
+			r.GitRepo = "ssh://git@" + closed + "/x.git"
+			r.GitCredentials = &buildv1.GitCredentials{SshPrivateKey: []byte("not a key")}
+		}), codes.InvalidArgument, "git_credentials.ssh_private_key"},
+		{"registry credentials without a password", req(func(r *buildv1.CreateImageRequest) {
+			r.RegistryCredentials = []*buildv1.RegistryCredentials{{Registry: "127.0.0.1:5000", Username: "u"}}
+		}), codes.InvalidArgument, "registry_credentials[0]"},
+		{"secret env off the allow-list", req(func(r *buildv1.CreateImageRequest) { r.SecretEnv = map[string]string{"LD_PRELOAD": "/x.so"} }), codes.InvalidArgument, "secret_env[LD_PRELOAD]"},
 		{"option injection", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "--upload-pack=touch /tmp/x" }), codes.InvalidArgument, "git_repo"},
 		{"no repository path", req(func(r *buildv1.CreateImageRequest) { r.GitRepo = "https://" + closed + "/" }), codes.InvalidArgument, "git_repo"},
 		{"range commit", req(func(r *buildv1.CreateImageRequest) { r.GitCommit = "main..dev" }), codes.InvalidArgument, "git_commit"},

@@ -226,7 +226,8 @@ func TestResolveErrorsDoNotEchoTheRemote(t *testing.T) {
 		{"git ERR line", fmt.Sprintf("git://127.0.0.1:%d/x.git", gitERR.port()), codes.NotFound, prefix + "(repository not found)"},
 		{"not git", fmt.Sprintf("git://127.0.0.1:%d/x.git", garbage.port()), codes.Unknown, prefix + "(protocol error)"},
 		{"http 404", web.URL + "/missing.git", codes.NotFound, prefix + "(repository not found)"},
-		{"http 401", web.URL + "/private.git", codes.Unauthenticated, prefix + "(authentication required)"},
+		{"http 401", web.URL + "/private.git", codes.Unauthenticated, "git_repo: " + strings.TrimPrefix(web.URL, "http://") +
+			" wants credentials (authentication required); the server has none for this host and the request gave none (git_credentials)"},
 		{"http 502", web.URL + "/broken.git", codes.Unknown, prefix + "(protocol error (HTTP status 502))"},
 		{"hanging git server", fmt.Sprintf("git://127.0.0.1:%d/x.git", hang.port()), codes.DeadlineExceeded, prefix + "(timeout)"},
 	}

@@ -387,7 +387,11 @@ func TestSecretEnv(t *testing.T) {
 		c.BuilderImage = splitOutputBuilder(t)
 		c.AllowBuild = policy.Extra{Env: []string{"BUILDSVC_TEST_SECRET"}}
 	})
-	repo := newRepo(t, sampleFiles(t))
+	files := sampleFiles(t)
+	// A go.mod of its own, so that the download step runs (BuildKit would
+	// reuse it for the sample's module files: secrets are not in its key).
+	files["go.mod"] += fmt.Sprintf("\n// %s %d\n", t.Name(), time.Now().UnixNano())
+	repo := newRepo(t, files)
 	o := build(t, ts.Client, &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "v1"),
 		SecretEnv: map[string]string{"BUILDSVC_TEST_SECRET": value}})
 	res := requireSuccess(t, o)

@@ -204,9 +204,14 @@ func TestPrivateModulesHaveTheTenantsCache(t *testing.T) {
 		{"public", "", "", ""},
 		{"request goprivate", "", "git.internal.example", "buildsvc-gomodcache-tenant-dev"},
 		{"server goprivate", "*.corp.example", "", "buildsvc-gomodcache-tenant-dev"},
+		{"request module credentials", "", "creds", "buildsvc-gomodcache-tenant-dev"},
 	} {
 		s := &Server{cfg: Config{Credentials: &credentials.Config{GoPrivate: tt.server}}}
-		mod, build := s.buildCacheIDs("dev", &request{GoPrivate: tt.request})
+		r := &request{GoPrivate: tt.request}
+		if tt.request == "creds" {
+			r = &request{creds: &requestCredentials{modules: []credentials.Module{{Host: "athens.internal", Username: "u", Password: "p"}}}}
+		}
+		mod, build := s.buildCacheIDs("dev", r)
 		if mod != tt.want || build != "buildsvc-gocache-tenant-dev" {
 			t.Errorf("%s: cache ids %q, %q; want module cache %q", tt.name, mod, build, tt.want)
 		}

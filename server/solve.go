@@ -254,12 +254,14 @@ func (s *Server) goPrivate(r *request) string {
 }
 
 // buildCacheIDs are the cache mount ids of a build of tenant: the
-// server's, except that a build that fetches modules straight from their
-// (private) hosts has the tenant's own module cache, so that no other
-// tenant's build finds the private modules there without credentials.
+// server's, except that a build that may fetch private modules (straight
+// from their hosts, GOPRIVATE, or with the request's module or https
+// credentials) has the tenant's own module cache, so that no other
+// tenant's build finds them there without credentials.
 func (s *Server) buildCacheIDs(tenant string, r *request) (mod, build string) {
 	cfg := s.cfg
-	if strings.Trim(s.goPrivate(r), ",") != "" {
+	requestCreds := r.creds != nil && (len(r.creds.modules) > 0 || r.creds.git.Password != "")
+	if strings.Trim(s.goPrivate(r), ",") != "" || requestCreds {
 		cfg.PerTenantModuleCache = true
 	}
 	return cfg.cacheIDs(tenant)
