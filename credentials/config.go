@@ -188,6 +188,21 @@ func (c *Config) Modules(tenant string) []Module {
 	return mods
 }
 
+// TenantModules reports whether tenant has netrc entries that not every
+// tenant has (rules limited to some tenants): its module downloads may then
+// fetch what others may not.
+func (c *Config) TenantModules(tenant string) bool {
+	if c == nil {
+		return false
+	}
+	for _, r := range c.Rules {
+		if len(r.Tenants) > 0 && slices.Contains(r.Tenants, tenant) && r.git.Password != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // CheckPattern checks a host pattern of a rule.
 func CheckPattern(p string) error {
 	h := strings.TrimPrefix(p, "*.")

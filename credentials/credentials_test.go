@@ -110,6 +110,9 @@ func TestLoadFile(t *testing.T) {
 	if !slices.Equal(hosts, []string{"git.internal.example"}) {
 		t.Errorf("module hosts = %v", hosts)
 	}
+	if !c.TenantModules("payments") || c.TenantModules("dev") {
+		t.Errorf("TenantModules: payments %v, dev %v", c.TenantModules("payments"), c.TenantModules("dev"))
+	}
 
 	for name, content := range map[string]string{
 		"unknown field": "hosts:\n  - host: a.example\n    token: x\n",

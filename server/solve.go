@@ -256,12 +256,14 @@ func (s *Server) goPrivate(r *request) string {
 // buildCacheIDs are the cache mount ids of a build of tenant: the
 // server's, except that a build that may fetch private modules (straight
 // from their hosts, GOPRIVATE, or with the request's module or https
-// credentials) has the tenant's own module cache, so that no other
+// credentials, or the server's rules of this tenant alone) has the
+// tenant's own module cache, so that no other
 // tenant's build finds them there without credentials.
 func (s *Server) buildCacheIDs(tenant string, r *request) (mod, build string) {
 	cfg := s.cfg
-	requestCreds := r.creds != nil && (len(r.creds.modules) > 0 || r.creds.git.Password != "")
-	if strings.Trim(s.goPrivate(r), ",") != "" || requestCreds {
+	ownCreds := r.creds != nil && (len(r.creds.modules) > 0 || r.creds.git.Password != "") ||
+		s.cfg.Credentials.TenantModules(tenant)
+	if strings.Trim(s.goPrivate(r), ",") != "" || ownCreds {
 		cfg.PerTenantModuleCache = true
 	}
 	return cfg.cacheIDs(tenant)
