@@ -46,6 +46,8 @@ type private struct {
 	KnownHostsWrong                    []byte
 	Registry2, Registry2User           string
 	Registry2Password                  string
+	// Dir is the directory both serve.
+	Dir string
 }
 
 func loadPrivate(t testing.TB) private {
@@ -70,11 +72,30 @@ func loadPrivate(t testing.TB) private {
 		SSHKey: read("GIT_SSH_KEY"), KnownHosts: read("GIT_SSH_KNOWN_HOSTS"), KnownHostsWrong: read("GIT_SSH_KNOWN_HOSTS_WRONG"),
 		Registry2: os.Getenv("REGISTRY2_ADDR"), Registry2User: os.Getenv("REGISTRY2_USER"),
 		Registry2Password: strings.TrimSpace(string(read("REGISTRY2_PASSWORD_FILE"))),
+		Dir:               os.Getenv("GIT_PRIVATE_DIR"),
 	}
-	if p.HTTPSURL == "" || p.SSHURL == "" || p.Registry2 == "" || len(p.Token) < 16 {
+	if p.HTTPSURL == "" || p.SSHURL == "" || p.Dir == "" || p.Registry2 == "" || len(p.Token) < 16 {
 		t.Fatal("the stack's private git hosts or second registry are not in .stack/env; run scripts/up.sh")
 	}
 	return p
+}
+
+// plainFiles are a main package with no dependencies.
+func plainFiles(t testing.TB) map[string]string {
+	return map[string]string{
+		"go.mod":  "module example.com/plain\n\ngo 1.22\n",
+		"main.go": fmt.Sprintf("package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"private-plain ok\") }\n\n// %s %d\n", t.Name(), time.Now().UnixNano()),
+	}
+}
+
+// newPrivateRepo makes a repository of the test's own that the private git
+// servers serve: its commit is new, so BuildKit must fetch it (with the
+// build's credentials) rather than reuse a fetch of its cache. It returns
+// the https and the ssh URL.
+func (p private) newPrivateRepo(t testing.TB, files map[string]string) (httpsURL, sshURL string) {
+	t.Helper()
+	r := newRepoIn(t, files, "", p.Dir, p.HTTPSURL)
+	return r.URL, p.SSHURL + strings.TrimPrefix(r.URL, p.HTTPSURL)
 }
 
 // serverRules is a server credentials file for the https host, read the way
@@ -127,7 +148,8 @@ func TestPrivateHTTPSServerCredentials(t *testing.T) {
 	with := startServer(t, func(c *server.Config) {
 		c.Credentials = &credentials.Config{Rules: p.serverRules(t), CABundle: p.CA}
 	})
-	req := &buildv1.CreateImageRequest{GitRepo: p.HTTPSURL + "/private-plain.git", ImageTag: tagFor(t, "server-token")}
+	repo, _ := p.newPrivateRepo(t, plainFiles(t))
+	req := &buildv1.CreateImageRequest{GitRepo: repo, ImageTag: tagFor(t, "server-token")}
 	res := requireSuccess(t, build(t, with, req))
 	if out := runEntrypoint(t, pushedImage(t, res.Image)); !strings.Contains(out, "private-plain ok") {
 		t.Errorf("binary printed %q", out)
@@ -157,8 +179,11 @@ func TestPrivateModuleRequestToken(t *testing.T) {
 		c.Observer = m
 		c.CacheNamespace = ns // a module cache without the private module
 	})
+	app := readDir(t, "../testdata/privateapp")
+	app["main.go"] += fmt.Sprintf("\n// %s %d\n", t.Name(), time.Now().UnixNano())
+	repo, _ := p.newPrivateRepo(t, app)
 	req := &buildv1.CreateImageRequest{
-		GitRepo: p.HTTPSURL + "/private.git", ImageTag: tagFor(t, "request-token"),
+		GitRepo: repo, ImageTag: tagFor(t, "request-token"),
 		GitCredentials: &buildv1.GitCredentials{Password: p.Token},
 		Goprivate:      "127.0.0.1",
 	}
@@ -209,7 +234,7 @@ func TestPrivateModuleRequestToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	outputs["history file"] = hist
-	if !bytes.Contains(hist, []byte("go mod download")) || !bytes.Contains(hist, []byte(p.HTTPSURL+"/private.git")) {
+	if !bytes.Contains(hist, []byte("go mod download")) || !bytes.Contains(hist, []byte(repo)) {
 		t.Fatal("the history file does not hold the build's record and events, so looking for the token in it proves nothing")
 	}
 	secrets := map[string]string{
@@ -314,7 +339,8 @@ func TestPrivateModuleNeedsCA(t *testing.T) {
 func TestPrivateSSH(t *testing.T) {
 	t.Parallel()
 	p := loadPrivate(t)
-	req := &buildv1.CreateImageRequest{GitRepo: p.SSHURL + "/private-plain.git", ImageTag: tagFor(t, "ssh"),
+	_, repo := p.newPrivateRepo(t, plainFiles(t))
+	req := &buildv1.CreateImageRequest{GitRepo: repo, ImageTag: tagFor(t, "ssh"),
 		GitCredentials: &buildv1.GitCredentials{SshPrivateKey: p.SSHKey}}
 	c := startServer(t, func(c *server.Config) { c.Credentials = &credentials.Config{KnownHosts: p.KnownHosts} })
 	res := requireSuccess(t, build(t, c, req))

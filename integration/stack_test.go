@@ -281,9 +281,16 @@ func newRepo(t testing.TB, files map[string]string) *gitRepo {
 func newRepoAt(t testing.TB, files map[string]string, date string) *gitRepo {
 	t.Helper()
 	st := loadStack(t)
+	return newRepoIn(t, files, date, st.GitBaseDir, st.GitBaseURL)
+}
+
+// newRepoIn makes a repository in dir, a directory a git server serves at
+// baseURL.
+func newRepoIn(t testing.TB, files map[string]string, date, dir, baseURL string) *gitRepo {
+	t.Helper()
 	name := fmt.Sprintf("%s-%d-%d", strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()), time.Now().UnixNano(), repoSeq.Add(1))
-	r := &gitRepo{t: t, work: t.TempDir(), bare: filepath.Join(st.GitBaseDir, name+".git"), URL: st.GitBaseURL + "/" + name + ".git", date: date}
-	r.git(st.GitBaseDir, "init", "-q", "--bare", "-b", "main", r.bare)
+	r := &gitRepo{t: t, work: t.TempDir(), bare: filepath.Join(dir, name+".git"), URL: baseURL + "/" + name + ".git", date: date}
+	r.git(dir, "init", "-q", "--bare", "-b", "main", r.bare)
 	t.Cleanup(func() { os.RemoveAll(r.bare) })
 	r.git(r.work, "init", "-q", "-b", "main")
 	r.git(r.work, "remote", "add", "origin", r.bare)
