@@ -314,17 +314,11 @@ func listGit(ctx context.Context, ep *transport.Endpoint, pol Policy) (*packp.Ad
 	if port <= 0 {
 		port = 9418
 	}
-	conn, err := pol.Dialer().DialContext(ctx, "tcp", net.JoinHostPort(ep.Host, strconv.Itoa(port)))
+	conn, done, err := dialBounded(ctx, pol, net.JoinHostPort(ep.Host, strconv.Itoa(port)))
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
-	if d, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(d)
-	}
-	// A cancelled context wakes a blocked read or write.
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer done()
 	host := ep.Host
 	if port != 9418 {
 		host = net.JoinHostPort(ep.Host, strconv.Itoa(port))
@@ -342,6 +336,21 @@ func listGit(ctx context.Context, ep *transport.Endpoint, pol Policy) (*packp.Ad
 	}
 	_, _ = conn.Write(pktline.FlushPkt) // nothing wanted: git-upload-pack ends quietly
 	return ar, nil
+}
+
+// dialBounded dials addr with pol's dialer; the connection's deadline is
+// ctx's, and cancelling ctx wakes a blocked read or write. done stops that
+// and closes the connection.
+func dialBounded(ctx context.Context, pol Policy, addr string) (_ net.Conn, done func(), _ error) {
+	conn, err := pol.Dialer().DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if d, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	return conn, func() { stop(); conn.Close() }, nil
 }
 
 // listHTTP reads the ref advertisement of git's smart HTTP protocol with

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/format/pktline"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
@@ -98,17 +97,11 @@ func listSSH(ctx context.Context, ep *transport.Endpoint, pol Policy, auth Auth)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := pol.Dialer().DialContext(ctx, "tcp", hostPort)
+	conn, done, err := dialBounded(ctx, pol, hostPort)
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
-	if d, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(d)
-	}
-	// A cancelled context wakes a blocked read or write.
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer done()
 
 	c, chans, reqs, err := ssh.NewClientConn(conn, hostPort, cfg)
 	if err != nil {

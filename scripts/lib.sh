@@ -222,8 +222,15 @@ stop_pid() {
 # process writes its own pid before exec'ing BINARY, so the pid file is right
 # even if setsid has to fork.
 start_bg() {
-	local name="$1" pidfile="$2" logfile="$3" binary="$4" i
-	shift 3
+	start_bg_exe "$1" "$2" "$3" "$4" "${@:4}"
+}
+
+# start_bg_exe NAME PIDFILE LOGFILE EXE CMD...: start_bg for a CMD that ends
+# by exec'ing EXE in the same process (unshare ... sh -c '... exec EXE'), so
+# the pid file names EXE once it runs; pid_alive checks EXE.
+start_bg_exe() {
+	local name="$1" pidfile="$2" logfile="$3" exe="$4" i
+	shift 4
 	mkdir -p "$(dirname "$pidfile")" "$(dirname "$logfile")"
 	rm -f "$pidfile"
 	printf '\n==== %s: starting %s at %s\n' "$name" "$*" "$(date -u +%FT%TZ)" >>"$logfile"
@@ -231,10 +238,10 @@ start_bg() {
 	setsid bash -c 'echo $$ >"$0.tmp" && mv -f "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" \
 		</dev/null >>"$logfile" 2>&1 &
 	for ((i = 0; i < 100; i++)); do
-		pid_alive "$pidfile" "$binary" && break
+		pid_alive "$pidfile" "$exe" && break
 		sleep 0.05
 	done
-	pid_alive "$pidfile" "$binary" || {
+	pid_alive "$pidfile" "$exe" || {
 		tail -n 30 "$logfile" >&2 || true
 		die "$name failed to start (log: $logfile)"
 	}

@@ -109,29 +109,6 @@ port_owner() {
 	printf '%s\n' "${o:-unknown process}"
 }
 
-# start_bg_exe NAME PIDFILE LOGFILE EXE CMD...: start_bg for a CMD that ends
-# by exec'ing EXE in the same process (unshare ... sh -c '... exec EXE'), so
-# the pid file names EXE once it runs; pid_alive checks EXE.
-start_bg_exe() {
-	local name="$1" pidfile="$2" logfile="$3" exe="$4" i
-	shift 4
-	mkdir -p "$(dirname "$pidfile")" "$(dirname "$logfile")"
-	rm -f "$pidfile"
-	printf '\n==== %s: starting %s at %s\n' "$name" "$*" "$(date -u +%FT%TZ)" >>"$logfile"
-	# shellcheck disable=SC2016 # $$, $0 and $@ belong to the inner bash
-	setsid bash -c 'echo $$ >"$0.tmp" && mv -f "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" \
-		</dev/null >>"$logfile" 2>&1 &
-	for ((i = 0; i < 100; i++)); do
-		pid_alive "$pidfile" "$exe" && break
-		sleep 0.05
-	done
-	pid_alive "$pidfile" "$exe" || {
-		tail -n 30 "$logfile" >&2 || true
-		die "$name failed to start (log: $logfile)"
-	}
-	log "started $name (pid $(cat "$pidfile")), log $logfile"
-}
-
 # random_secret FILE hex|b64: make FILE (0600) with a random secret once.
 random_secret() {
 	local file="$1" kind="$2"
