@@ -70,6 +70,10 @@ func writeBuildInfo(w io.Writer, info *buildv1.BuildInfo) error {
 	if t := req.GetTimeout(); t != nil {
 		line("timeout", t.AsDuration().String())
 	}
+	line("goprivate", req.GetGoprivate())
+	for _, c := range info.GetCredentialsGiven() {
+		line("credentials", c)
+	}
 	line("created", formatTime(info.GetCreated()))
 	line("started", formatTime(info.GetStarted()))
 	line("finished", formatTime(info.GetFinished()))

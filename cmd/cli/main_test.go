@@ -464,6 +464,8 @@ func TestGet(t *testing.T) {
 		Commit:  "1a2b3c",
 		Created: timestamppb.New(time.Date(2025, 11, 25, 10, 0, 0, 0, time.UTC)),
 		Result:  &buildv1.BuildResult{Image: testImage, Digest: "sha256:0123"},
+
+		CredentialsGiven: []string{"git: https password for user x-access-token (request)"},
 	}
 	addr := (&fakeServer{info: info}).start(t)
 	for _, cmd := range [][]string{{"get"}, {"builds", "get"}} {
@@ -477,7 +479,8 @@ func TestGet(t *testing.T) {
 				name, value, _ := strings.Cut(line, "  ")
 				fields[name] = strings.TrimSpace(value)
 			}
-			for name, want := range map[string]string{"build": "b-1", "state": "succeeded", "ref": "main", "commit": "1a2b3c", "created": "2025-11-25T10:00:00Z", "image": testImage} {
+			for name, want := range map[string]string{"build": "b-1", "state": "succeeded", "ref": "main", "commit": "1a2b3c", "created": "2025-11-25T10:00:00Z", "image": testImage,
+				"credentials": "git: https password for user x-access-token (request)"} {
 				if fields[name] != want {
 					t.Errorf("text output: %s = %q, want %q\n%s", name, fields[name], want, r.stdout)
 				}
