@@ -189,6 +189,21 @@ func (b *Build) registryAuth(docker *configfile.ConfigFile) authprovider.AuthCon
 	}
 }
 
+// RegistriesFor returns the request's credentials for the registry host
+// (as go-containerregistry names it: index.docker.io for Docker Hub).
+func (b *Build) RegistriesFor(host string) []Registry {
+	if b == nil {
+		return nil
+	}
+	var out []Registry
+	for _, r := range b.Registries {
+		if registryKey(r.Host) == registryKey(host) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // Values returns every secret value of the build, and the forms in which
 // it may travel (an Authorization header, base64 of user:password, the
 // netrc file, each line of a key), for masking.

@@ -217,15 +217,16 @@ func TestResolveErrorsDoNotEchoTheRemote(t *testing.T) {
 		c.Resolver = server.RemoteResolver{Allow: egress.Allowance{Loopback: true, AnyPort: true}, Limits: limits}
 	})
 	const prefix = "git_commit: could not list the refs of the repository "
+	const notFound = "git_repo: could not list the refs of the repository (repository not found): the remote has no such repository, or does not show it with the credentials given"
 	tests := []struct {
 		name, repo string
 		code       codes.Code
 		msg        string
 	}{
 		{"closed port", "git://" + closedAddr + "/x.git", codes.Unavailable, prefix + "(connection refused)"},
-		{"git ERR line", fmt.Sprintf("git://127.0.0.1:%d/x.git", gitERR.port()), codes.NotFound, prefix + "(repository not found)"},
+		{"git ERR line", fmt.Sprintf("git://127.0.0.1:%d/x.git", gitERR.port()), codes.NotFound, notFound},
 		{"not git", fmt.Sprintf("git://127.0.0.1:%d/x.git", garbage.port()), codes.Unknown, prefix + "(protocol error)"},
-		{"http 404", web.URL + "/missing.git", codes.NotFound, prefix + "(repository not found)"},
+		{"http 404", web.URL + "/missing.git", codes.NotFound, notFound},
 		{"http 401", web.URL + "/private.git", codes.Unauthenticated, "git_repo: " + strings.TrimPrefix(web.URL, "http://") +
 			" wants credentials (authentication required); the server has none for this host and the request gave none (git_credentials)"},
 		{"http 502", web.URL + "/broken.git", codes.Unknown, prefix + "(protocol error (HTTP status 502))"},

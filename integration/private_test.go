@@ -426,3 +426,28 @@ func TestSecretEnv(t *testing.T) {
 		}
 	}
 }
+
+// A base image that does not exist is NotFound naming base_image, before
+// the build is queued; one that exists is pinned to its digest in the
+// record.
+func TestMissingBaseImageBeforeQueueing(t *testing.T) {
+	t.Parallel()
+	st := loadStack(t)
+	c := startServer(t, func(c *server.Config) {
+		c.Tenants = &policy.Policies{Defaults: policy.Tenant{AllowLoopback: true, AllowAnyPort: true, BaseImages: []string{st.RegistryAddr + "/"}}}
+	})
+	req := &buildv1.CreateImageRequest{GitRepo: st.GitBaseURL + "/sample.git", GitCommit: "main", ImageTag: tagFor(t, "v1"),
+		BaseImage: st.RegistryAddr + "/it/no-such-base:1"}
+	requireRefused(t, c, build(t, c, req), codes.NotFound, "base_image: ", "does not exist")
+
+	req.BaseImage = st.BaseImage
+	o := build(t, c, req)
+	requireSuccess(t, o)
+	info, err := c.GetBuild(t.Context(), &buildv1.GetBuildRequest{BuildId: o.events[0].GetBuildId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.GetRequest().GetBaseImage(); !strings.HasPrefix(got, st.BaseImage+"@sha256:") {
+		t.Errorf("the record's base image %q is not pinned", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"github.com/buildsvc/buildsvc/credentials"
 	"sync"
 	"time"
@@ -120,9 +121,9 @@ func (b *build) setQueuePosition(pos int) {
 		b.mu.Unlock()
 		return
 	}
-	msg := "moved up the queue"
+	msg := fmt.Sprintf("moved up the queue (position %d)", pos)
 	if int32(pos) > b.queuePos {
-		msg = "moved down the queue: another tenant's build goes first"
+		msg = fmt.Sprintf("moved down the queue (position %d): another tenant's build goes first", pos)
 	}
 	b.queuePos = int32(pos)
 	b.mu.Unlock()

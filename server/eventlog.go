@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"fmt"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,11 +38,24 @@ type eventLog struct {
 	changed  chan struct{}
 	logBytes int64
 	dropped  int64
+	// quiet holds the output of the git source's steps while they run:
+	// git's plumbing, shown only if the step fails.
+	quiet map[string][]*buildv1.BuildEvent
 }
+
+// quietPrefix starts the name of the build graph's git source (llb's
+// custom name "git <repo>@<commit>"). Its output is BuildKit's git
+// plumbing, noise on success (a harmless "fatal: Not a valid object name"
+// included); it is kept only if the step fails.
+const quietPrefix = "git "
+
+// maxQuiet bounds the output held for one quiet step; past it the output
+// is let through.
+const maxQuiet = 64 << 10
 
 func newEventLog(buildID string, red redactor, logCap int64) *eventLog {
 	return &eventLog{buildID: buildID, red: red, now: time.Now, logCap: logCap,
-		masker: newLogMasker(red), changed: make(chan struct{})}
+		masker: newLogMasker(red), changed: make(chan struct{}), quiet: map[string][]*buildv1.BuildEvent{}}
 }
 
 // append masks secrets in e, stamps it with the build id, the next
@@ -57,22 +72,73 @@ func (l *eventLog) append(e *buildv1.BuildEvent) {
 	if l.closed {
 		return
 	}
-	switch {
+	switch v := e.GetVertex(); {
 	case e.GetLog() != nil:
 		if e = l.masker.mask(e); e != nil {
-			l.addLog(e)
+			l.addOutput(e)
 		}
 		return
-	case e.GetVertex().GetCompleted() != nil:
-		for _, h := range l.masker.release(e.GetVertex().GetDigest()) {
-			l.addLog(h)
+	case v.GetCompleted() != nil:
+		for _, h := range l.masker.release(v.GetDigest()) {
+			l.addOutput(h)
+		}
+		held, quiet := l.quiet[v.GetDigest()]
+		delete(l.quiet, v.GetDigest())
+		if quiet && v.GetError() != "" {
+			for _, h := range held {
+				l.addLog(h)
+			}
+		}
+	case v != nil && strings.HasPrefix(v.GetName(), quietPrefix):
+		if _, ok := l.quiet[v.GetDigest()]; !ok {
+			l.quiet[v.GetDigest()] = nil
 		}
 	case e.GetState() != nil:
 		for _, h := range l.masker.release("") {
-			l.addLog(h)
+			l.addOutput(h)
+		}
+		if ended(e.GetState().GetState()) {
+			l.releaseQuiet()
 		}
 	}
 	l.add(e)
+}
+
+// addOutput adds a masked log chunk, or holds it while its step is quiet;
+// l.mu is held.
+func (l *eventLog) addOutput(e *buildv1.BuildEvent) {
+	d := e.GetLog().GetVertex()
+	if held, ok := l.quiet[d]; ok {
+		n := 0
+		for _, h := range held {
+			n += len(h.GetLog().GetData())
+		}
+		if n+len(e.GetLog().GetData()) <= maxQuiet {
+			l.quiet[d] = append(held, e)
+			return
+		}
+		delete(l.quiet, d) // too much to hold: show it all
+		for _, h := range held {
+			l.addLog(h)
+		}
+	}
+	l.addLog(e)
+}
+
+// releaseQuiet adds the output of every quiet step that has not completed
+// (the build ended while it ran: it did not succeed); l.mu is held.
+func (l *eventLog) releaseQuiet() {
+	digests := make([]string, 0, len(l.quiet))
+	for d := range l.quiet {
+		digests = append(digests, d)
+	}
+	sort.Strings(digests)
+	for _, d := range digests {
+		for _, h := range l.quiet[d] {
+			l.addLog(h)
+		}
+		delete(l.quiet, d)
+	}
 }
 
 // addLog adds a log chunk unless the log cap has been reached; l.mu is held.

@@ -176,3 +176,45 @@ func TestEventLogCapBoundaryAndTimes(t *testing.T) {
 		t.Error("an event without a time was not stamped")
 	}
 }
+
+// The git source's output (BuildKit's git plumbing) is kept only if the
+// step fails, or the build ends while it runs.
+func TestQuietGitSource(t *testing.T) {
+	const plumbing = "fatal: Not a valid object name 0123^{commit}\n"
+	logsOf := func(l *eventLog) (out string, seqs []uint64) {
+		evs, _, _ := l.since(0)
+		for _, e := range evs {
+			if lg := e.GetLog(); lg != nil {
+				out += string(lg.GetData())
+				seqs = append(seqs, e.GetSeq())
+			}
+		}
+		return out, seqs
+	}
+	ok := newEventLog("b", redactor{}, 0)
+	ok.append(vertexEvent("g", "git https://git.example/a.git@0123456789ab", "", false))
+	ok.append(chunk("g", 2, plumbing))
+	ok.append(chunk("c", 1, "compiling\n"))
+	ok.append(vertexEvent("g", "git https://git.example/a.git@0123456789ab", "", true))
+	if out, _ := logsOf(ok); out != "compiling\n" {
+		t.Errorf("a successful git step's output was kept: %q", out)
+	}
+
+	bad := newEventLog("b", redactor{}, 0)
+	bad.append(vertexEvent("g", "git https://git.example/a.git@0123456789ab", "", false))
+	bad.append(chunk("g", 2, plumbing))
+	bad.append(vertexEvent("g", "git https://git.example/a.git@0123456789ab", "exit status 128", true))
+	out, seqs := logsOf(bad)
+	last, _ := bad.stats()
+	if out != plumbing || len(seqs) != 1 || seqs[0] != last-1 {
+		t.Errorf("a failed git step: output %q at %v, want it just before the completion (seq %d)", out, seqs, last)
+	}
+
+	cut := newEventLog("b", redactor{}, 0)
+	cut.append(vertexEvent("g", "git https://git.example/a.git@0123456789ab", "", false))
+	cut.append(chunk("g", 2, plumbing))
+	cut.append(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_State{State: &buildv1.StateChange{State: buildv1.BuildState_BUILD_STATE_CANCELLED}}})
+	if out, _ := logsOf(cut); out != plumbing {
+		t.Errorf("a git step cut short by the build's end: output %q", out)
+	}
+}

@@ -204,9 +204,10 @@ func (e errResolveBusy) GRPCStatus() *status.Status {
 }
 
 // resolveFailed is the error of a request whose resolve failed with err: a
-// refusal of the host policy names git_repo, and so does a host that wants
-// other credentials (naming the host and the kind of credential tried) or
-// whose ssh host key is not known; every other failure names git_commit.
+// refusal of the host policy names git_repo, and so does a repository the
+// remote does not have, a host that wants other credentials (naming the
+// host and the kind of credential tried) or whose ssh host key is not
+// known; every other failure names git_commit.
 func resolveFailed(err error, creds *credentials.Build) error {
 	if _, ok := errors.AsType[*egressDenied](err); ok {
 		return err
@@ -217,6 +218,8 @@ func resolveFailed(err error, creds *credentials.Build) error {
 			return &gitAuthError{resolveError: e, host: creds.RepoHostName(), tried: creds.Git}
 		case egress.KindBadAuth:
 			return &FieldError{Field: "git_credentials", Reason: e.f.Error()}
+		case egress.KindNotFound:
+			return fmt.Errorf("git_repo: %w: the remote has no such repository, or does not show it with the credentials given", err)
 		case egress.KindHostKey:
 			return fmt.Errorf("git_repo: %w; add the host's key to the server's known hosts or the request's git_credentials.ssh_known_hosts", err)
 		}

@@ -32,7 +32,7 @@ func (s *Server) run(b *build) {
 	defer cancelTimeout()
 
 	log := s.cfg.Logger.With("build", b.id)
-	b.setState(buildv1.BuildState_BUILD_STATE_BUILDING, "building "+b.commit)
+	b.setState(buildv1.BuildState_BUILD_STATE_BUILDING, "building "+shortCommit(b.commit))
 	res, err := s.solve(ctx, b, b.commit)
 	if err == nil {
 		log.Info("build succeeded", "image", res.Image)
@@ -176,4 +176,13 @@ func (s *Server) interruptLeftovers(ctx context.Context) error {
 		s.cfg.Logger.Warn("build left running by a previous server marked interrupted", "build", info.GetBuildId())
 	}
 	return nil
+}
+
+// shortCommit is a commit's first 12 hex digits, as the build graph names
+// it.
+func shortCommit(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
 }

@@ -272,6 +272,15 @@ func (s *Server) activeBuild(id string) *build {
 	return s.active[id]
 }
 
+// egressAllow is the server-wide allowance of the host policy of its own
+// connections: its resolver's.
+func (s *Server) egressAllow() egress.Allowance {
+	if r, ok := s.resolver.(RemoteResolver); ok {
+		return r.Allow
+	}
+	return egress.Allowance{}
+}
+
 // dedupKey is the same for requests of one tenant that would build the
 // same image; requests of different tenants never share a build.
 func dedupKey(tenant string, r *request, sha string) string {
@@ -320,6 +329,14 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 	}
 	creds, err := s.buildCredentials(c.tenant, r)
 	if err != nil {
+		return nil, false, err
+	}
+	bctx, cancel := context.WithTimeout(ctx, s.cfg.ResolveTimeout)
+	r.BaseImage, err = s.pinBaseImage(bctx, r.BaseImage, s.egressAllow().Add(egressAllowance(pol)), dockerCfg, creds)
+	cancel()
+	if _, unchecked := errors.AsType[baseUnchecked](err); unchecked {
+		s.cfg.Logger.Info("base image not checked before the build", "base", r.BaseImage, "err", err)
+	} else if err != nil {
 		return nil, false, err
 	}
 	red := newRedactor(append(buildkitd.Secrets(dockerCfg), creds.Values()...))
@@ -372,7 +389,7 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 	}}})
 	s.queue.push(b)
 	b.queuePos = int32(slices.Index(s.queue.order(), b))
-	b.setState(buildv1.BuildState_BUILD_STATE_QUEUED, fmt.Sprintf("queued at position %d", b.queuePos))
+	b.setState(buildv1.BuildState_BUILD_STATE_QUEUED, fmt.Sprintf("queued (position %d)", b.queuePos))
 	s.active[b.id] = b
 	s.inflight[key] = b
 	s.mu.Unlock()

@@ -37,10 +37,14 @@ type BuildState int32
 const (
 	// Never set on a real build.
 	BuildState_BUILD_STATE_UNSPECIFIED BuildState = 0
-	// Accepted and waiting for a free build slot.
-	BuildState_BUILD_STATE_QUEUED BuildState = 1
-	// Resolving the git reference to a commit SHA.
+	// The states in the order a build goes through them. (The numbers are
+	// older than the order and stay as they are: stored builds use them.)
+	//
+	// Resolving the git reference to a commit SHA, before the build is
+	// queued.
 	BuildState_BUILD_STATE_RESOLVING BuildState = 2
+	// Accepted, resolved, and waiting for a free build slot.
+	BuildState_BUILD_STATE_QUEUED BuildState = 1
 	// Solving the build graph on BuildKit.
 	BuildState_BUILD_STATE_BUILDING BuildState = 3
 	// Exporting the image and pushing it to the registry.
@@ -59,8 +63,8 @@ const (
 var (
 	BuildState_name = map[int32]string{
 		0: "BUILD_STATE_UNSPECIFIED",
-		1: "BUILD_STATE_QUEUED",
 		2: "BUILD_STATE_RESOLVING",
+		1: "BUILD_STATE_QUEUED",
 		3: "BUILD_STATE_BUILDING",
 		4: "BUILD_STATE_PUSHING",
 		5: "BUILD_STATE_SUCCEEDED",
@@ -70,8 +74,8 @@ var (
 	}
 	BuildState_value = map[string]int32{
 		"BUILD_STATE_UNSPECIFIED": 0,
-		"BUILD_STATE_QUEUED":      1,
 		"BUILD_STATE_RESOLVING":   2,
+		"BUILD_STATE_QUEUED":      1,
 		"BUILD_STATE_BUILDING":    3,
 		"BUILD_STATE_PUSHING":     4,
 		"BUILD_STATE_SUCCEEDED":   5,
@@ -1222,7 +1226,11 @@ type StateChange struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The new state.
 	State BuildState `protobuf:"varint,1,opt,name=state,proto3,enum=build.v1.BuildState" json:"state,omitempty"`
-	// Human-readable detail, for example "resolved main to 1a2b3c...".
+	// What happened, as a phrase a client can show as it is: "resolved main
+	// to 1a2b3c4d5e6f in 12ms", "queued (position 3)", "moved up the queue
+	// (position 2)", "building 1a2b3c4d5e6f", "pushing registry.example/a:v1",
+	// "pushed registry.example/a@sha256:...". For FAILED, CANCELLED and
+	// INTERRUPTED it is the error's message.
 	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	// The resolved commit SHA, set from the state after RESOLVING on.
 	Commit string `protobuf:"bytes,3,opt,name=commit,proto3" json:"commit,omitempty"`
@@ -2120,9 +2128,9 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x11credentials_given\x18\x0f \x03(\tR\x10credentialsGiven*\xfa\x01\n" +
 	"\n" +
 	"BuildState\x12\x1b\n" +
-	"\x17BUILD_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
-	"\x12BUILD_STATE_QUEUED\x10\x01\x12\x19\n" +
-	"\x15BUILD_STATE_RESOLVING\x10\x02\x12\x18\n" +
+	"\x17BUILD_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15BUILD_STATE_RESOLVING\x10\x02\x12\x16\n" +
+	"\x12BUILD_STATE_QUEUED\x10\x01\x12\x18\n" +
 	"\x14BUILD_STATE_BUILDING\x10\x03\x12\x17\n" +
 	"\x13BUILD_STATE_PUSHING\x10\x04\x12\x19\n" +
 	"\x15BUILD_STATE_SUCCEEDED\x10\x05\x12\x16\n" +

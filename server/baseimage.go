@@ -1,0 +1,133 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+
+	"github.com/docker/cli/cli/config/configfile"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/buildsvc/buildsvc/credentials"
+	"github.com/buildsvc/buildsvc/egress"
+)
+
+// notFoundField is a request field that names something that does not
+// exist: NotFound, naming the field.
+type notFoundField struct{ field, reason string }
+
+func (e *notFoundField) Error() string { return e.field + ": " + e.reason }
+
+// GRPCStatus gives the error its code.
+func (e *notFoundField) GRPCStatus() *status.Status {
+	return status.New(codes.NotFound, e.Error())
+}
+
+// baseUnchecked is a base image whose registry could not be asked (down,
+// refusing the credentials): the build finds out what is wrong, with its
+// own retries and messages.
+type baseUnchecked struct{ err error }
+
+func (e baseUnchecked) Error() string { return "could not check the base image: " + e.err.Error() }
+func (e baseUnchecked) Unwrap() error { return e.err }
+
+// pinBaseImage asks the base image's registry, with the build's registry
+// credentials (the request's, then the tenant's docker config), for the
+// image's digest, and returns the reference pinned to it (tag@digest), so
+// that a base image that does not exist is found before the build is
+// queued, and the build uses the image the record names. The registry is
+// reached under the host policy of the server's own connections (allow),
+// as git hosts are. The error is a
+// *notFoundField for an image the registry does not have, or a
+// baseUnchecked with the reference as it was given.
+func (s *Server) pinBaseImage(ctx context.Context, ref string, allow egress.Allowance, docker *configfile.ConfigFile, creds *credentials.Build) (string, error) {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return "", fieldErr("base_image", "%s is not a valid image reference", quote(ref))
+	}
+	if _, ok := r.(name.Digest); ok {
+		return ref, nil
+	}
+	desc, err := remote.Head(r, remote.WithContext(ctx), remote.WithTransport(s.registryTransport(allow)),
+		remote.WithAuthFromKeychain(registryKeychain{docker: docker, creds: creds}))
+	if err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) && (te.StatusCode == http.StatusNotFound || hasCode(te, transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode)) {
+			return "", &notFoundField{"base_image", fmt.Sprintf("%s does not exist in its registry", quote(ref))}
+		}
+		return ref, baseUnchecked{err}
+	}
+	return r.Name() + "@" + desc.Digest.String(), nil
+}
+
+func hasCode(te *transport.Error, codes ...transport.ErrorCode) bool {
+	for _, d := range te.Errors {
+		for _, c := range codes {
+			if d.Code == c {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// registryTransport is the server's transport to a registry a request
+// names: the system roots and the server's internal CAs, no proxy, and
+// every connection through the host policy of the server's own
+// connections (allow: the server's and the tenant's allowances), on the
+// ports of https and http or those allowed.
+func (s *Server) registryTransport(allow egress.Allowance) http.RoundTripper {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	for _, c := range s.rootCAs {
+		pool.AddCert(c)
+	}
+	allow.Ports = append(slices.Clone(allow.Ports), egress.UsualPorts["http"]...)
+	tr := remote.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil
+	tr.DialContext = egress.For("https", allow).Dialer().DialContext
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return tr
+}
+
+// registryKeychain answers go-containerregistry's credential lookups as
+// the build's session does: the request's registry credentials, then the
+// docker config.
+type registryKeychain struct {
+	docker *configfile.ConfigFile
+	creds  *credentials.Build
+}
+
+// Resolve implements authn.Keychain.
+func (k registryKeychain) Resolve(res authn.Resource) (authn.Authenticator, error) {
+	host := res.RegistryStr()
+	for _, r := range k.creds.RegistriesFor(host) {
+		return authn.FromConfig(authn.AuthConfig{Username: r.Username, Password: r.Password, IdentityToken: r.IdentityToken}), nil
+	}
+	if k.docker == nil {
+		return authn.Anonymous, nil
+	}
+	key := host
+	if host == name.DefaultRegistry {
+		key = "https://index.docker.io/v1/"
+	}
+	ac, err := k.docker.GetAuthConfig(key)
+	if err != nil {
+		return nil, err
+	}
+	if ac.Username == "" && ac.Password == "" && ac.IdentityToken == "" && ac.RegistryToken == "" {
+		return authn.Anonymous, nil
+	}
+	return authn.FromConfig(authn.AuthConfig{Username: ac.Username, Password: ac.Password, IdentityToken: ac.IdentityToken, RegistryToken: ac.RegistryToken}), nil
+}
