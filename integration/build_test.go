@@ -8,7 +8,6 @@ import (
 	"debug/buildinfo"
 	"errors"
 	"fmt"
-	"github.com/buildsvc/buildsvc/egress"
 	"io"
 	"os"
 	"regexp"
@@ -25,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/buildsvc/buildsvc/egress"
 	"github.com/buildsvc/buildsvc/llb"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 	"github.com/buildsvc/buildsvc/server"

@@ -15,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/buildsvc/buildsvc/metrics"
@@ -71,6 +72,9 @@ func TestExposition(t *testing.T) {
 		})
 	}
 	m.Joined("b1")
+	m.Refused(codes.NotFound)
+	m.Refused(codes.NotFound)
+	m.Refused(codes.InvalidArgument)
 
 	mfs := scrape(t, metrics.Handler(reg))
 
@@ -83,6 +87,7 @@ func TestExposition(t *testing.T) {
 		"buildsvc_vertices_total":               dto.MetricType_COUNTER,
 		"buildsvc_pushed_bytes_total":           dto.MetricType_COUNTER,
 		"buildsvc_dedup_joins_total":            dto.MetricType_COUNTER,
+		"buildsvc_requests_refused_total":       dto.MetricType_COUNTER,
 		"buildsvc_cleanup_runs_total":           dto.MetricType_COUNTER,
 		"buildsvc_cleanup_freed_bytes_total":    dto.MetricType_COUNTER,
 		"buildsvc_cleanup_builds_deleted_total": dto.MetricType_COUNTER,
@@ -140,6 +145,13 @@ func TestExposition(t *testing.T) {
 	}
 	if v := mfs["buildsvc_dedup_joins_total"].GetMetric()[0].GetCounter().GetValue(); v != 1 {
 		t.Errorf("dedup joins %v, want 1", v)
+	}
+	refused := map[string]float64{}
+	for _, mt := range mfs["buildsvc_requests_refused_total"].GetMetric() {
+		refused[mt.GetLabel()[0].GetValue()] = mt.GetCounter().GetValue()
+	}
+	if refused["NotFound"] != 2 || refused["InvalidArgument"] != 1 || len(refused) != 2 {
+		t.Errorf("refused requests by code: %v", refused)
 	}
 	if v := mfs["buildsvc_buildkitd_up"].GetMetric()[0].GetGauge().GetValue(); v != 1 {
 		t.Errorf("buildkitd up %v, want 1", v)

@@ -44,6 +44,8 @@
 //     below).
 //   - buildsvc_dedup_joins_total: requests that joined an identical in-flight
 //     build (Joined).
+//   - buildsvc_requests_refused_total{code}: build requests refused before a
+//     build was queued, by gRPC code (Refused).
 //
 // Cleanup (CleanupRan):
 //   - buildsvc_cleanup_runs_total: cleanup runs.
@@ -104,6 +106,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc/codes"
 
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
@@ -197,6 +200,7 @@ type Metrics struct {
 	vertexBuilt   prometheus.Counter
 	pushedBytes   prometheus.Counter
 	dedupJoins    prometheus.Counter
+	refused       *prometheus.CounterVec
 	cleanupRuns   prometheus.Counter
 	cleanupFreed  *prometheus.CounterVec
 	cleanupBuilds prometheus.Counter
@@ -270,6 +274,11 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 			Name:      "dedup_joins_total",
 			Help:      "Requests that joined an identical queued or running build instead of starting one.",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "requests_refused_total",
+			Help:      "Build requests refused before a build was queued, by gRPC code (InvalidArgument, NotFound, Unauthenticated, PermissionDenied, ResourceExhausted, ...).",
+		}, []string{"code"}),
 		cleanupRuns: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace,
 			Name:      "cleanup_runs_total",
@@ -320,7 +329,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 			}
 		},
 	}
-	cs := []prometheus.Collector{fromEvents, m.dedupJoins, m.cleanupRuns, m.cleanupFreed, m.cleanupBuilds}
+	cs := []prometheus.Collector{fromEvents, m.dedupJoins, m.refused, m.cleanupRuns, m.cleanupFreed, m.cleanupBuilds}
 	if o.diskUsage != nil {
 		cs = append(cs, newBuildkitdCollector(o.diskUsage, o.diskUsageTimeout))
 	}
@@ -353,6 +362,12 @@ func Handler(g prometheus.Gatherer) http.Handler {
 // starting one.
 func (m *Metrics) Joined(buildID string) {
 	m.dedupJoins.Inc()
+}
+
+// Refused counts a build request refused with code before a build was
+// queued.
+func (m *Metrics) Refused(code codes.Code) {
+	m.refused.WithLabelValues(code.String()).Inc()
 }
 
 // CleanupRan records one cleanup run: buildkitBytes freed by BuildKit's

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
+	"log"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -20,7 +22,7 @@ import (
 // pinned to its digest, one that does not is NotFound naming base_image,
 // and a registry the host policy refuses is left to the build.
 func TestPinBaseImage(t *testing.T) {
-	reg := httptest.NewServer(registry.New())
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	defer reg.Close()
 	host := strings.TrimPrefix(reg.URL, "http://")
 	img, err := random.Image(64, 1)

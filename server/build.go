@@ -5,13 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"github.com/buildsvc/buildsvc/credentials"
 	"sync"
 	"time"
 
 	"github.com/docker/cli/cli/config/configfile"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/buildsvc/buildsvc/credentials"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 

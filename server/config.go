@@ -6,11 +6,11 @@ package server
 import (
 	"errors"
 	"fmt"
-	"github.com/buildsvc/buildsvc/credentials"
 	"log/slog"
 	"time"
 
 	"github.com/buildsvc/buildsvc/buildkitd"
+	"github.com/buildsvc/buildsvc/credentials"
 	"github.com/buildsvc/buildsvc/history"
 	"github.com/buildsvc/buildsvc/llb"
 	"github.com/buildsvc/buildsvc/policy"

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/buildsvc/buildsvc/credentials"
 	"strings"
 
 	"github.com/go-git/go-git/v5"
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/buildsvc/buildsvc/credentials"
 	"github.com/buildsvc/buildsvc/egress"
 	"github.com/buildsvc/buildsvc/policy"
 )

@@ -1,6 +1,10 @@
 package server
 
-import buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+import (
+	"google.golang.org/grpc/codes"
+
+	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+)
 
 // Observer is told what happens to builds; metrics implement it. Calls come
 // from the goroutines that record events and must return quickly: an
@@ -12,9 +16,13 @@ type Observer interface {
 	// Joined is called when a request joins an identical build instead of
 	// starting one.
 	Joined(buildID string)
+	// Refused is called when a build request is refused with code before
+	// a build is queued.
+	Refused(code codes.Code)
 }
 
 type noObserver struct{}
 
 func (noObserver) Event(*buildv1.BuildEvent) {}
 func (noObserver) Joined(string)             {}
+func (noObserver) Refused(codes.Code)        {}

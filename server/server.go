@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/buildsvc/buildsvc/egress"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -15,9 +14,11 @@ import (
 
 	"github.com/moby/buildkit/client"
 	"golang.org/x/time/rate"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/buildsvc/buildsvc/buildkitd"
+	"github.com/buildsvc/buildsvc/egress"
 	"github.com/buildsvc/buildsvc/history"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
@@ -127,16 +128,25 @@ func (s *Server) Close(ctx context.Context) error {
 func (s *Server) CreateImage(req *buildv1.CreateImageRequest, stream buildv1.Build_CreateImageServer) error {
 	b, _, err := s.start(stream.Context(), req)
 	if err != nil {
-		return toStatus(err)
+		return s.refused(err)
 	}
 	return toStatus(b.log.follow(stream.Context(), 0, stream.Send))
+}
+
+// refused counts a request that start refused and returns its status.
+func (s *Server) refused(err error) error {
+	st := toStatus(err)
+	if s.cfg.Observer != nil {
+		s.cfg.Observer.Refused(status.Code(st))
+	}
+	return st
 }
 
 // StartBuild implements buildv1.BuildServer.
 func (s *Server) StartBuild(ctx context.Context, req *buildv1.CreateImageRequest) (*buildv1.StartBuildResponse, error) {
 	b, joined, err := s.start(ctx, req)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, s.refused(err)
 	}
 	return &buildv1.StartBuildResponse{BuildId: b.id, Joined: joined}, nil
 }

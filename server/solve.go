@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/buildsvc/buildsvc/credentials"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/buildsvc/buildsvc/credentials"
 	"github.com/buildsvc/buildsvc/llb"
 	"github.com/buildsvc/buildsvc/progress"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/buildsvc/buildsvc/egress"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/buildsvc/buildsvc/auth"
+	"github.com/buildsvc/buildsvc/egress"
 	"github.com/buildsvc/buildsvc/history"
 	"github.com/buildsvc/buildsvc/policy"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"

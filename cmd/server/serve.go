@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/buildsvc/buildsvc/credentials"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/buildsvc/buildsvc/buildkitd"
+	"github.com/buildsvc/buildsvc/credentials"
 	"github.com/buildsvc/buildsvc/egress"
 	"github.com/buildsvc/buildsvc/history"
 	"github.com/buildsvc/buildsvc/metrics"
