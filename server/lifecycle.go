@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/buildsvc/buildsvc/history"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
@@ -93,11 +95,30 @@ func (s *Server) persistLog(b *build) {
 	ctx := context.Background()
 	log := s.cfg.Logger.With("build", b.id)
 	var seq uint64
+	failed := false
 	for {
 		evs, closed, changed := b.log.since(seq)
 		if len(evs) > 0 {
-			if err := s.cfg.Store.AppendEvents(ctx, b.id, evs); err != nil {
-				log.Error("store events", "err", err)
+			if err := storeEvents(ctx, s.cfg.Store, b.id, evs); err != nil {
+				// Nothing is skipped: the same events are written again
+				// later. The build cannot go on without its log.
+				log.Error("store events", "err", err, "events", len(evs), "from_seq", evs[0].GetSeq())
+				if !failed {
+					failed = true
+					s.stopBuild(b, errHistoryWrite{err})
+				}
+				if closed && !s.storeRecovers(ctx, b, evs) {
+					log.Error("giving up storing the build's log", "last_stored_seq", seq)
+					s.mu.Lock()
+					delete(s.active, b.id)
+					s.mu.Unlock()
+					return
+				}
+				select {
+				case <-changed:
+				case <-time.After(storeRetryPause):
+				}
+				continue
 			}
 			for _, e := range evs {
 				s.cfg.Observer.Event(e)
@@ -118,6 +139,67 @@ func (s *Server) persistLog(b *build) {
 		}
 		<-changed
 	}
+}
+
+// Retries of a failed history write: a store that fails for longer than
+// storeRetryWindow fails the build; its log is still written when the
+// store answers again, every storeRetryPause, until the build has ended
+// and storeGiveUp more attempts have failed.
+const (
+	storeRetryWindow = 5 * time.Second
+	storeRetryPause  = time.Second
+	storeGiveUp      = 30
+)
+
+// storeEvents appends evs to the build's stored log, retrying with
+// exponential backoff for up to storeRetryWindow.
+func storeEvents(ctx context.Context, store history.Store, id string, evs []*buildv1.BuildEvent) error {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 50 * time.Millisecond
+	bo.MaxInterval = time.Second
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+		return struct{}{}, store.AppendEvents(ctx, id, evs)
+	}, backoff.WithBackOff(bo), backoff.WithMaxElapsedTime(storeRetryWindow))
+	return err
+}
+
+// storeRecovers tries, for an ended build, to write its last events a few
+// more times; it reports whether that worked.
+func (s *Server) storeRecovers(ctx context.Context, b *build, evs []*buildv1.BuildEvent) bool {
+	for range storeGiveUp {
+		time.Sleep(storeRetryPause)
+		if s.cfg.Store.AppendEvents(ctx, b.id, evs) == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// errHistoryWrite is a build stopped because its log could not be stored.
+type errHistoryWrite struct{ err error }
+
+func (e errHistoryWrite) Error() string {
+	return "the server could not store the build's log, so it stopped the build: " + e.err.Error()
+}
+
+func (e errHistoryWrite) Unwrap() error { return e.err }
+
+// GRPCStatus gives the error its code.
+func (e errHistoryWrite) GRPCStatus() *status.Status {
+	return status.New(codes.Unavailable, e.Error())
+}
+
+// stopBuild stops b with cause: a queued build ends at once, a running one
+// when its solve returns.
+func (s *Server) stopBuild(b *build, cause error) {
+	s.mu.Lock()
+	queued := s.dequeue(b)
+	s.mu.Unlock()
+	if queued {
+		s.finishQueued(b, cause)
+		return
+	}
+	b.requestStop(cause)
 }
 
 // interruptLeftovers ends the builds a previous server process left queued
