@@ -3,11 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/moby/buildkit/util/progress/progressui"
@@ -45,24 +43,50 @@ func buildsCommand() *cli.Command {
 }
 
 func lsCommand() *cli.Command {
-	return &cli.Command{
+	return withExamples(&cli.Command{
 		Name:  "ls",
-		Usage: "list builds, newest first",
+		Usage: "list your builds, newest first",
 		Description: "Prints a table of builds, one page at a time (see --limit); when there are more,\n" +
 			"stderr says which --page-token shows the next page, and --all shows every page.\n" +
-			"With --output json, stdout is one JSON object: {\"builds\": [BuildInfo, ...],\n" +
-			"\"nextPageToken\": \"...\"}, where nextPageToken is empty on the last page.",
+			"Times are relative (\"2 minutes ago\"), and ids, commits and errors shortened;\n" +
+			"--no-trunc shows them whole, with times in RFC 3339. A shortened id is still\n" +
+			"unique among the builds listed, so the other builds commands take it.\n\n" +
+			"--filter KEY=VALUE keeps some builds: state=STATE (repeatable, one of\n" +
+			strings.Join(stateNames(), ", ") + ")\n" +
+			"or repo=URL (exactly as requested). Filters repeat or are separated by commas,\n" +
+			"and a part without \"=\" is one more value: state=failed,cancelled,repo=URL.\n\n" +
+			"--format prints each build with a Go text/template over these fields; starting\n" +
+			"it with \"table\" prints a header and aligns the columns at each \\t:\n" +
+			rowFieldsHelp + "\n\n" +
+			"-q prints the full ids alone, one a line. With --output json, stdout is one JSON\n" +
+			"object: {\"builds\": [BuildInfo, ...], \"nextPageToken\": \"...\"}, where\n" +
+			"nextPageToken is empty on the last page.",
 		Flags: withConnFlags([]cli.Flag{
 			serverFlag(),
 			outputFlag(),
-			&cli.StringSliceFlag{Name: "state", Usage: "only builds in `STATE` (repeatable): " + strings.Join(stateNames(), ", ")},
-			&cli.StringFlag{Name: "repo", Usage: "only builds of the repository `URL`, exactly as it was requested"},
+			&cli.StringSliceFlag{Name: "filter", Aliases: []string{"f"}, Usage: "keep the builds that match `KEY=VALUE`: state=STATE or repo=URL (repeatable, or comma-separated)"},
+			&cli.StringFlag{Name: "format", Usage: "print each build with the Go `TEMPLATE`, e.g. '{{.ID}} {{.State}}'; \"table ...\" adds a header", DefaultText: "a table"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print the builds' full ids only"},
+			&cli.BoolFlag{Name: "no-trunc", Usage: "show whole ids, commits and errors, and times in RFC 3339"},
+			&cli.StringSliceFlag{Name: "state", Usage: "only builds in `STATE` (repeatable); the same as --filter state=STATE"},
+			&cli.StringFlag{Name: "repo", Usage: "only builds of the repository `URL`; the same as --filter repo=URL"},
 			&cli.IntFlag{Name: "limit", Usage: "at most `N` builds a page, up to 1000", DefaultText: "the server's, 50"},
 			&cli.StringFlag{Name: "page-token", Usage: "start at the page `TOKEN` an earlier listing gave"},
 			&cli.BoolFlag{Name: "all", Usage: "list every page, not only the first"},
 		}),
 		Action: runLs,
-	}
+	},
+		example{"buildsvc builds ls --filter state=failed --no-trunc", "your failed builds, with their whole errors"},
+		example{"buildsvc builds ls -q --all --filter state=queued,building", "the ids of all your builds that are queued or building"},
+		example{`buildsvc builds ls --format 'table {{.ID}}\t{{.State}}\t{{.Tag}}'`, "a table of your own columns"},
+	)
+}
+
+// lsOutput is how `builds ls` prints the builds.
+type lsOutput struct {
+	json   bool
+	quiet  bool
+	format listFormat
 }
 
 func runLs(cCtx *cli.Context) error {
@@ -73,7 +97,7 @@ func runLs(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	asJSON, err := jsonOutput(cCtx)
+	out, err := lsOutputOf(cCtx)
 	if err != nil {
 		return err
 	}
@@ -87,34 +111,78 @@ func runLs(cCtx *cli.Context) error {
 	if err != nil {
 		return callError(cCtx, "list builds", err)
 	}
-	if asJSON {
-		return writeList(cCtx.App.Writer, resp)
-	}
-	if err := writeTable(cCtx.App.Writer, resp.GetBuilds(), time.Now()); err != nil {
-		return err
-	}
 	switch {
-	case len(resp.GetBuilds()) == 0:
-		fmt.Fprintln(cCtx.App.ErrWriter, "no builds")
-	case resp.GetNextPageToken() != "":
+	case out.json:
+		return writeList(cCtx.App.Writer, resp)
+	case out.quiet:
+		for _, info := range resp.GetBuilds() {
+			if _, err := fmt.Fprintln(cCtx.App.Writer, info.GetBuildId()); err != nil {
+				return err
+			}
+		}
+	default:
+		rows := buildRows(resp.GetBuilds(), rowOptions{noTrunc: cCtx.Bool("no-trunc"), now: listClock()})
+		if err := out.format.write(cCtx.App.Writer, rows); err != nil {
+			return err
+		}
+		if len(rows) == 0 && !cCtx.IsSet("format") {
+			fmt.Fprintln(cCtx.App.ErrWriter, "no builds")
+		}
+	}
+	if resp.GetNextPageToken() != "" {
 		fmt.Fprintf(cCtx.App.ErrWriter, "more builds: --page-token %s\n", resp.GetNextPageToken())
 	}
 	return nil
 }
 
+// lsOutputOf reads the ls command's output flags, which exclude each other.
+// Its errors are usage errors.
+func lsOutputOf(cCtx *cli.Context) (lsOutput, error) {
+	var out lsOutput
+	var err error
+	if out.json, err = jsonOutput(cCtx); err != nil {
+		return lsOutput{}, err
+	}
+	out.quiet = cCtx.Bool("quiet")
+	var given []string
+	for _, name := range []string{"quiet", "format"} {
+		if cCtx.IsSet(name) {
+			given = append(given, "--"+name)
+		}
+	}
+	if out.json {
+		given = append(given, "--output json")
+	}
+	if len(given) > 1 {
+		return lsOutput{}, usageError(cCtx, "%s: give one of them", strings.Join(given, " and "))
+	}
+	if out.format, err = parseFormat(cCtx.String("format")); err != nil {
+		return lsOutput{}, usageError(cCtx, "--format %q: %v", cCtx.String("format"), err)
+	}
+	return out, nil
+}
+
 // listRequest makes the ListBuilds request from the ls command's flags. Its
 // errors are usage errors.
 func listRequest(cCtx *cli.Context) (*buildv1.ListBuildsRequest, error) {
-	req := &buildv1.ListBuildsRequest{
-		GitRepo:   strings.TrimSpace(cCtx.String("repo")),
-		PageToken: strings.TrimSpace(cCtx.String("page-token")),
+	f, err := parseFilters(cCtx.StringSlice("filter"))
+	if err != nil {
+		return nil, usageError(cCtx, "%v", err)
 	}
-	for _, name := range cCtx.StringSlice("state") {
-		s, err := parseState(name)
-		if err != nil {
+	for _, s := range cCtx.StringSlice("state") {
+		if err := f.add("state", strings.TrimSpace(s)); err != nil {
 			return nil, usageError(cCtx, "--state: %v", err)
 		}
-		req.States = append(req.States, s)
+	}
+	if repo := strings.TrimSpace(cCtx.String("repo")); repo != "" {
+		if err := f.add("repo", repo); err != nil {
+			return nil, usageError(cCtx, "--repo: %v", err)
+		}
+	}
+	req := &buildv1.ListBuildsRequest{
+		States:    f.states,
+		GitRepo:   f.repo,
+		PageToken: strings.TrimSpace(cCtx.String("page-token")),
 	}
 	switch n := cCtx.Int("limit"); {
 	case n < 0:
@@ -170,22 +238,6 @@ func writeList(w io.Writer, resp *buildv1.ListBuildsResponse) error {
 	return err
 }
 
-// writeTable prints builds as a table, one line a build. now is when a
-// running build's duration ends.
-func writeTable(w io.Writer, builds []*buildv1.BuildInfo, now time.Time) error {
-	if len(builds) == 0 {
-		return nil
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "BUILD\tSTATE\tREPO\tCOMMIT\tTAG\tCREATED\tDURATION")
-	for _, info := range builds {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			info.GetBuildId(), tableState(info), orDash(info.GetRequest().GetGitRepo()), orDash(shortCommit(info.GetCommit())),
-			orDash(info.GetRequest().GetImageTag()), orDash(formatTime(info.GetCreated())), buildDuration(info, now))
-	}
-	return tw.Flush()
-}
-
 // tableState is a build's state, with its place in the queue while queued.
 func tableState(info *buildv1.BuildInfo) string {
 	if info.GetState() == buildv1.BuildState_BUILD_STATE_QUEUED {
@@ -200,13 +252,6 @@ func shortCommit(sha string) string {
 		return sha[:12]
 	}
 	return sha
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 // buildDuration is how long a build has run: until it finished, or until now
@@ -226,139 +271,111 @@ func buildDuration(info *buildv1.BuildInfo, now time.Time) string {
 	return d.Round(time.Second).String()
 }
 
-func logsCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "logs",
-		Usage:     "print a build's step output",
-		ArgsUsage: "BUILD_ID",
-		Description: "Prints the output of the build's steps on stdout, byte for byte, in the order it\n" +
-			"was written; warnings, the build's error and reattach notices go to stderr.\n" +
-			"Without --follow it prints what the server has so far and returns; with --follow\n" +
-			"it goes on until the build ends. The exit code is 0 whatever the build's outcome\n" +
-			"('buildsvc builds get' tells it).",
-		Flags: withConnFlags([]cli.Flag{
-			serverFlag(),
-			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "follow the output until the build ends"},
-		}),
-		Action: runLogs,
-	}
-}
-
-func runLogs(cCtx *cli.Context) error {
-	id, bc, closeConn, err := buildClient(cCtx)
-	if err != nil {
-		return err
-	}
-	defer closeConn()
-
-	ctx, follow := cCtx.Context, cCtx.Bool("follow")
-	info, err := bc.GetBuild(ctx, &buildv1.GetBuildRequest{BuildId: id})
-	if err != nil {
-		return callError(cCtx, "get build", err)
-	}
-	// Without --follow, stop at the last event there is now.
-	var until uint64
-	if !follow {
-		until = info.GetLastSeq()
-	}
-	if follow || until > 0 {
-		first, err := watchFunc(bc)(ctx, id, 0)
-		if err != nil {
-			return callError(cCtx, "watch build", err)
-		}
-		r := newReattacher(bc, id, first, cCtx.App.ErrWriter)
-		err = copyLogs(func() (*buildv1.BuildEvent, error) { return r.Recv(ctx) }, until, cCtx.App.Writer, cCtx.App.ErrWriter)
-		if err != nil {
-			return followError(cCtx, err, id, true)
-		}
-	}
-	if follow {
-		// The build has ended since: its final record counts all it dropped.
-		if end, err := bc.GetBuild(ctx, &buildv1.GetBuildRequest{BuildId: id}); err == nil {
-			info = end
-		}
-	}
-	if n := info.GetLogBytesDropped(); n > 0 {
-		fmt.Fprintf(cCtx.App.ErrWriter, "warning: build %s: %d bytes of output are not in the log: it reached the server's cap\n", id, n)
-	}
-	return nil
-}
-
-// copyLogs writes the data of the log events recv gives to stdout, and
-// warnings and the build's error to stderr, until the event with seq until
-// (0: until the build's last event), or until the stream ends.
-func copyLogs(recv progress.Recv, until uint64, stdout, stderr io.Writer) error {
-	for {
-		e, err := recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		switch ev := e.GetEvent().(type) {
-		case *buildv1.BuildEvent_Log:
-			if _, err := stdout.Write(ev.Log.GetData()); err != nil {
-				return fmt.Errorf("write log: %w", err)
-			}
-		case *buildv1.BuildEvent_Warning:
-			fmt.Fprintf(stderr, "warning: %s\n", ev.Warning.GetShort())
-			for _, d := range ev.Warning.GetDetail() {
-				fmt.Fprintf(stderr, "  %s\n", d)
-			}
-		case *buildv1.BuildEvent_Error:
-			fmt.Fprintf(stderr, "build %s failed: %s (%s)\n", e.GetBuildId(), ev.Error.GetMessage(), codes.Code(ev.Error.GetCode()))
-			return nil
-		case *buildv1.BuildEvent_Result:
-			return nil
-		}
-		if until > 0 && e.GetSeq() >= until {
-			return nil
-		}
-	}
-}
-
 func watchCommand() *cli.Command {
-	return &cli.Command{
+	return withExamples(&cli.Command{
 		Name:      "watch",
 		Usage:     "show a build's progress from its start until it ends, as build does",
-		ArgsUsage: "BUILD_ID",
+		ArgsUsage: buildRefUsage,
 		Description: "Replays the build's progress from its first event and follows it live, with the\n" +
 			"same display, output and exit code as 'buildsvc build': on success stdout gets\n" +
-			"the pushed image pinned by digest. A broken stream is reattached.",
+			"the pushed image pinned by digest. A broken stream is reattached. With --output\n" +
+			"json, stdout gets the build's final record (as 'builds get -o json' prints it)\n" +
+			"instead, whatever its outcome; the exit code is the same.\n\n" +
+			buildRefOrLastHelp,
 		Flags: withConnFlags([]cli.Flag{
 			serverFlag(),
+			outputFlag(),
 			&cli.StringFlag{Name: "progress", Usage: "the progress output `MODE`: auto, tty, plain, rawjson or quiet", Value: string(progressui.AutoMode)},
 		}),
 		Action: runWatch,
-	}
+	},
+		example{"buildsvc builds watch", "follow your newest build"},
+		example{"buildsvc builds watch --progress plain 20251125-1005", "the build whose id starts with 20251125-1005, as lines of text"},
+		example{"buildsvc builds watch -o json last | jq -r .result.digest", "wait for the build and print its image's digest"},
+	)
 }
 
 func runWatch(cCtx *cli.Context) error {
+	asJSON, err := jsonOutput(cCtx)
+	if err != nil {
+		return err
+	}
 	disp, err := newDisplay(cCtx.App.ErrWriter, cCtx.String("progress"))
 	if err != nil {
 		return usageError(cCtx, "%v", err)
 	}
-	id, bc, closeConn, err := buildClient(cCtx)
+	id, _, bc, closeConn, err := resolveBuild(cCtx, true)
 	if err != nil {
 		return err
 	}
 	defer closeConn()
-	return showBuild(cCtx, bc, disp, id, func(ctx context.Context) (progress.Recv, error) {
+	open := func(ctx context.Context) (progress.Recv, error) {
 		return watchFunc(bc)(ctx, id, 0)
-	})
+	}
+	if asJSON {
+		return watchRecord(cCtx, bc, disp, id, open)
+	}
+	return showBuild(cCtx, bc, disp, id, open)
+}
+
+// watchRecord is showBuild for --output json: it shows the build's progress
+// until the build ends and then prints the build's final record, whatever
+// its outcome, with showBuild's exit code.
+func watchRecord(cCtx *cli.Context, bc buildv1.BuildClient, disp display, id string, open openFunc) error {
+	var final *buildv1.BuildEvent
+	onState := func(e *buildv1.BuildEvent) {
+		if ended(e.GetState().GetState()) {
+			final = e // shown after the display's last lines, as showBuild does
+			return
+		}
+		if disp.states != nil {
+			fmt.Fprintln(disp.states, stateLine(e))
+		}
+	}
+	res, berr, _, err := followBuild(cCtx.Context, bc, disp, id, open, onState)
+	if final != nil && disp.states != nil {
+		fmt.Fprintln(disp.states, stateLine(final))
+	}
+	if err != nil {
+		return followError(cCtx, err, id, true)
+	}
+	info, err := bc.GetBuild(cCtx.Context, &buildv1.GetBuildRequest{BuildId: id})
+	if err != nil {
+		return callError(cCtx, "get build", err)
+	}
+	if err := writeJSON(cCtx.App.Writer, info); err != nil {
+		return err
+	}
+	switch {
+	case berr != nil:
+		msg := berr.GetMessage()
+		if msg == "" {
+			msg = "build failed: " + codes.Code(berr.GetCode()).String()
+		}
+		return cli.Exit(msg, exitCodeFor(codes.Code(berr.GetCode())))
+	case res.GetImage() == "":
+		return cli.Exit(fmt.Sprintf("build %s: the server reported success without an image", id), exitFailed)
+	}
+	return nil
 }
 
 func cancelCommand() *cli.Command {
-	return &cli.Command{
+	return withExamples(&cli.Command{
 		Name:      "cancel",
 		Usage:     "stop a queued or running build",
-		ArgsUsage: "BUILD_ID",
+		ArgsUsage: "BUILD_ID|PREFIX|last",
 		Description: "Asks the server to cancel the build and prints the state it is in then. The\n" +
-			"build ends CANCELLED shortly after; a build that has already ended stays as it is.",
+			"build ends CANCELLED shortly after; a build that has already ended stays as it is.\n" +
+			"Unlike the other builds commands, cancel needs its BUILD_ID: say last to cancel\n" +
+			"your newest build.\n\n" +
+			buildRefHelp,
 		Flags:  withConnFlags([]cli.Flag{serverFlag(), outputFlag()}),
 		Action: runCancel,
-	}
+	},
+		example{"buildsvc builds cancel last", "cancel your newest build"},
+		example{"buildsvc builds cancel 20251125-100503", "the build whose id starts with 20251125-100503"},
+		example{"buildsvc builds ls -q --filter state=queued | xargs -n1 buildsvc builds cancel", "cancel every build of yours still queued"},
+	)
 }
 
 func runCancel(cCtx *cli.Context) error {
@@ -366,7 +383,7 @@ func runCancel(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	id, bc, closeConn, err := buildClient(cCtx)
+	id, _, bc, closeConn, err := resolveBuild(cCtx, false)
 	if err != nil {
 		return err
 	}

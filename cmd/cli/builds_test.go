@@ -270,7 +270,6 @@ func TestWatchOutcome(t *testing.T) {
 	}{
 		{name: "cancelled", server: &fakeServer{events: failed}, args: []string{"b-1"}, wantCode: exitFailed, wantStderr: "build b-1: cancelled: cancelled by a user\nerror: build cancelled\n"},
 		{name: "unknown build", server: &fakeServer{watchErr: status.Error(codes.NotFound, "build nope not found")}, args: []string{"nope"}, wantCode: exitUsage, wantStderr: "error: build nope not found\n"},
-		{name: "no id", args: nil, wantCode: exitUsage, wantStderr: "BUILD_ID is missing"},
 		{name: "bad progress", args: []string{"--progress", "fancy", "b-1"}, wantCode: exitUsage, wantStderr: `--progress "fancy"`},
 	}
 	for _, tt := range tests {
@@ -298,6 +297,7 @@ func logBuild() []*buildv1.BuildEvent {
 	)
 }
 
+// TestLogs prints the raw log (--raw) of a build that has ended, or not.
 func TestLogs(t *testing.T) {
 	tests := []struct {
 		name       string
@@ -311,14 +311,14 @@ func TestLogs(t *testing.T) {
 			name: "running build, no follow: up to the last event there is",
 			// The build is at event 8; the fake would send more.
 			server:     &fakeServer{events: logBuild(), info: &buildv1.BuildInfo{BuildId: "b-1", State: buildv1.BuildState_BUILD_STATE_BUILDING, LastSeq: 8}},
-			args:       []string{"b-1"},
+			args:       []string{"--raw", "b-1"},
 			wantStdout: strings.Join(wantLines(4), ""),
 			wantWatch:  []uint64{0},
 		},
 		{
 			name:       "ended build, no follow",
 			server:     &fakeServer{events: logBuild(), info: &buildv1.BuildInfo{BuildId: "b-1", State: buildv1.BuildState_BUILD_STATE_FAILED, LastSeq: 15, LogBytesDropped: 1234}},
-			args:       []string{"b-1"},
+			args:       []string{"--raw", "b-1"},
 			wantStdout: strings.Join(wantLines(8), ""),
 			wantStderr: []string{"warning: log cap reached\n  32 MiB\n", "build b-1 failed: go build: exit code 1 (Unknown)", "warning: build b-1: 1234 bytes of output are not in the log"},
 			wantWatch:  []uint64{0},
@@ -326,13 +326,13 @@ func TestLogs(t *testing.T) {
 		{
 			name:       "nothing yet",
 			server:     &fakeServer{events: logBuild(), info: &buildv1.BuildInfo{BuildId: "b-1", State: buildv1.BuildState_BUILD_STATE_QUEUED}},
-			args:       []string{"b-1"},
+			args:       []string{"--raw", "b-1"},
 			wantStdout: "",
 		},
 		{
 			name:       "follow, with two breaks",
 			server:     &fakeServer{events: logBuild(), info: &buildv1.BuildInfo{BuildId: "b-1", State: buildv1.BuildState_BUILD_STATE_BUILDING, LastSeq: 2}, breaks: map[int]int{0: 6, 1: 3}, overlap: 1},
-			args:       []string{"--follow", "b-1"},
+			args:       []string{"--follow", "--raw", "b-1"},
 			wantStdout: strings.Join(wantLines(8), ""),
 			wantStderr: []string{"build b-1: stream broken (unavailable: fake: connection lost); reattaching after event 6", "reattaching after event 8", "build b-1 failed: go build: exit code 1 (Unknown)"},
 			wantWatch:  []uint64{0, 6, 8},
@@ -377,7 +377,8 @@ func listedBuilds() []*buildv1.BuildInfo {
 	return []*buildv1.BuildInfo{
 		{BuildId: "b-5", Request: req, State: buildv1.BuildState_BUILD_STATE_QUEUED, Created: at(5, 0), QueuePosition: 2},
 		{BuildId: "b-4", Request: req, State: buildv1.BuildState_BUILD_STATE_CANCELLED, Created: at(4, 0)},
-		{BuildId: "b-3", Request: req, State: buildv1.BuildState_BUILD_STATE_FAILED, Commit: "1a2b3c4d5e6f7a8b9c0d", Created: at(3, 0), Started: at(3, 1), Finished: at(3, 5)},
+		{BuildId: "b-3", Request: req, State: buildv1.BuildState_BUILD_STATE_FAILED, Commit: "1a2b3c4d5e6f7a8b9c0d", Created: at(3, 0), Started: at(3, 1), Finished: at(3, 5),
+			Error: &buildv1.BuildError{Code: int32(codes.Unknown), Message: "go build: exit code 1"}},
 		{BuildId: "b-2", Request: req, State: buildv1.BuildState_BUILD_STATE_SUCCEEDED, Commit: "1a2b3c4d5e6f7a8b9c0d", Created: at(2, 0), Started: at(2, 0), Finished: at(3, 36)},
 		{BuildId: "b-1", Request: req, State: buildv1.BuildState_BUILD_STATE_INTERRUPTED, Created: at(1, 0), Started: at(1, 0)},
 	}
@@ -402,6 +403,8 @@ func regexpSpaces(line string) string {
 }
 
 func TestLs(t *testing.T) {
+	defer func(c func() time.Time) { listClock = c }(listClock)
+	listClock = func() time.Time { return time.Date(2025, 11, 25, 10, 10, 0, 0, time.UTC) }
 	f := &fakeServer{builds: listedBuilds()}
 	addr := f.start(t)
 
@@ -411,11 +414,11 @@ func TestLs(t *testing.T) {
 	}
 	rows := tableRows(r.stdout)
 	want := [][]string{
-		{"BUILD", "STATE", "REPO", "COMMIT", "TAG", "CREATED", "DURATION"},
-		{"b-5", "queued (2 ahead)", "https://git.example/app.git", "-", "r.example/app:v1", "2025-11-25T10:05:00Z", "-"},
-		{"b-4", "cancelled", "https://git.example/app.git", "-", "r.example/app:v1", "2025-11-25T10:04:00Z", "-"},
-		{"b-3", "failed", "https://git.example/app.git", "1a2b3c4d5e6f", "r.example/app:v1", "2025-11-25T10:03:00Z", "4s"},
-		{"b-2", "succeeded", "https://git.example/app.git", "1a2b3c4d5e6f", "r.example/app:v1", "2025-11-25T10:02:00Z", "1m36s"},
+		{"BUILD", "STATUS", "REPO", "COMMIT", "TAG", "CREATED", "DURATION", "ERROR"},
+		{"b-5", "queued (2 ahead)", "https://git.example/app.git", "-", "r.example/app:v1", "5 minutes ago", "-", "-"},
+		{"b-4", "cancelled", "https://git.example/app.git", "-", "r.example/app:v1", "6 minutes ago", "-", "-"},
+		{"b-3", "failed", "https://git.example/app.git", "1a2b3c4d5e6f", "r.example/app:v1", "7 minutes ago", "4s", "go build: exit code 1"},
+		{"b-2", "succeeded", "https://git.example/app.git", "1a2b3c4d5e6f", "r.example/app:v1", "8 minutes ago", "1m36s", "-"},
 	}
 	if len(rows) != 6 || !reflect.DeepEqual(rows[:5], want) || rows[5][0] != "b-1" || rows[5][1] != "interrupted" {
 		t.Errorf("table =\n%s\nwant rows %q and b-1", r.stdout, want)
@@ -510,8 +513,10 @@ func TestBuildsUsage(t *testing.T) {
 		{[]string{"get", "-o", "xml", "b-1"}, `--output "xml"`},
 		{[]string{"cancel", "-o", "xml", "b-1"}, `--output "xml"`},
 		{[]string{"cancel"}, "BUILD_ID is missing"},
-		{[]string{"logs"}, "BUILD_ID is missing"},
-		{[]string{"logs", "b-1", "--follow"}, "flags must come before BUILD_ID"},
+		{[]string{"logs", "--raw", "-o", "json", "b-1"}, "--raw and --output json: give one of them"},
+		{[]string{"watch", "-o", "yaml", "b-1"}, `--output "yaml"`},
+		{[]string{"ls", "-q", "--format", "{{.ID}}"}, "--quiet and --format: give one of them"},
+		{[]string{"ls", "-q", "-o", "json"}, "--quiet and --output json: give one of them"},
 		{[]string{"watch", "b-1", "b-2"}, "want one BUILD_ID, got 2 arguments"},
 		{[]string{"nope"}, `unknown command "nope"`},
 		{[]string{"ls", "--nope"}, "flag provided but not defined: -nope"},
@@ -549,8 +554,9 @@ func TestCancel(t *testing.T) {
 			if r.code != exitOK || r.stdout != tt.want {
 				t.Errorf("exit code %d, stdout %q; want 0 and %q\nstderr:\n%s", r.code, r.stdout, tt.want, r.stderr)
 			}
-			if calls := f.calls(); len(calls) != 1 || !proto.Equal(calls[0], &buildv1.CancelBuildRequest{BuildId: "b-1"}) {
-				t.Errorf("server got %v, want CancelBuild(b-1)", calls)
+			// GetBuild finds the build, then CancelBuild.
+			if calls := f.calls(); len(calls) != 2 || !proto.Equal(calls[1], &buildv1.CancelBuildRequest{BuildId: "b-1"}) {
+				t.Errorf("server got %v, want GetBuild and CancelBuild(b-1)", calls)
 			}
 			r = runCLI(t, "builds", "cancel", "--server", addr, "--output", "json", "b-1")
 			var got map[string]any

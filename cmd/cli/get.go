@@ -15,13 +15,21 @@ import (
 
 // getCommand is `builds get`, and `get` for short.
 func getCommand() *cli.Command {
-	return &cli.Command{
+	return withExamples(&cli.Command{
 		Name:      "get",
 		Usage:     "print a build's record: its request, state, and result or error",
-		ArgsUsage: "BUILD_ID",
-		Flags:     withConnFlags([]cli.Flag{serverFlag(), outputFlag()}),
-		Action:    runGet,
-	}
+		ArgsUsage: buildRefUsage,
+		Description: "Prints the record as aligned name and value lines, leaving out what is not\n" +
+			"set; with --output json, as one JSON object (BuildInfo, with the API's field\n" +
+			"names and state names such as BUILD_STATE_SUCCEEDED).\n\n" +
+			buildRefOrLastHelp,
+		Flags:  withConnFlags([]cli.Flag{serverFlag(), outputFlag()}),
+		Action: runGet,
+	},
+		example{"buildsvc builds get", "your newest build's record"},
+		example{"buildsvc builds get 20251125-100503", "the build whose id starts with 20251125-100503"},
+		example{"buildsvc builds get -o json last | jq -r .result.image", "the image your newest build pushed"},
+	)
 }
 
 func runGet(cCtx *cli.Context) error {
@@ -29,16 +37,11 @@ func runGet(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	id, bc, closeConn, err := buildClient(cCtx)
+	_, info, _, closeConn, err := resolveBuild(cCtx, true)
 	if err != nil {
 		return err
 	}
 	defer closeConn()
-
-	info, err := bc.GetBuild(cCtx.Context, &buildv1.GetBuildRequest{BuildId: id})
-	if err != nil {
-		return callError(cCtx, "get build", err)
-	}
 	if asJSON {
 		return writeJSON(cCtx.App.Writer, info)
 	}
