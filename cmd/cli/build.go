@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -9,6 +11,8 @@ import (
 
 	"github.com/moby/buildkit/util/progress/progressui"
 	"github.com/urfave/cli/v2"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/buildsvc/buildsvc/progress"
@@ -16,17 +20,27 @@ import (
 )
 
 func buildCommand() *cli.Command {
-	return &cli.Command{
+	return withExamples(&cli.Command{
 		Name:  "build",
 		Usage: "build an image from a git commit, push it, and print its pinned reference",
 		Description: "Asks the build server to build the Go package at --package of --repo at --commit\n" +
-			"into an image and push it to --tag. Progress goes to stderr; on success the last\n" +
-			"line on stdout is the pushed image pinned by digest (REPO@sha256:...).\n\n" +
+			"into an image and push it to --tag. Progress goes to stderr, starting with the\n" +
+			"build's id once the server has named it; on success the last line on stdout is\n" +
+			"the pushed image pinned by digest (REPO@sha256:...). With --output json, stdout\n" +
+			"gets the build's events instead, one JSON object (the API's BuildEvent) a line,\n" +
+			"the last one the result or the error; the exit code is the same.\n\n" +
 			"The build runs on the server, not in this command: if the connection breaks, the\n" +
-			"command reattaches to the build and goes on from the last event it showed, and an\n" +
-			"interrupted command leaves the build running ('buildsvc builds watch ID' shows it\n" +
-			"again, 'buildsvc builds cancel ID' stops it). With --detach the command prints the\n" +
-			"build's id on stdout and returns at once.",
+			"command reattaches to the build and goes on from the last event it showed.\n" +
+			"Ctrl-C cancels the build and waits until the server has stopped it; Ctrl-C again\n" +
+			"leaves at once, the build maybe still running ('buildsvc builds cancel ID' stops\n" +
+			"it). Either way the exit code is 130. When the build fails, the error names it\n" +
+			"and the commands that show it again ('buildsvc builds watch ID') and its logs\n" +
+			"('buildsvc builds logs ID'); with --progress quiet that is all stderr gets.\n" +
+			"With --progress rawjson, stderr is JSON lines: BuildKit's SolveStatus, and the\n" +
+			"command's own {\"buildId\": ID, \"message\": TEXT}, the first of which says the\n" +
+			"build started; only a final \"error: ...\" line is text.\n\n" +
+			"With --detach the command prints the build's id on stdout (with --output json,\n" +
+			"the StartBuildResponse: {\"buildId\": ID, \"joined\": BOOL}) and returns at once.",
 		Flags: withConnFlags(append([]cli.Flag{
 			&cli.StringFlag{Name: "repo", Usage: "the git repository's `URL` (required)"},
 			&cli.StringFlag{Name: "commit", Usage: "the `REF` to build: a branch, a tag or a commit SHA", DefaultText: "the default branch"},
@@ -38,13 +52,18 @@ func buildCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "env", Usage: "extra environment for go build, `KEY=VALUE` (repeatable)"},
 			&cli.StringFlag{Name: "base-image", Usage: "the runtime base `IMAGE`", DefaultText: "the server's"},
 			&cli.StringSliceFlag{Name: "label", Usage: "an extra image label, `KEY=VALUE` (repeatable)"},
-			&cli.DurationFlag{Name: "timeout", Usage: "how long the build may run once it has left the queue, e.g. 10m; at most the server's maximum", DefaultText: "the server's default"},
+			&cli.DurationFlag{Name: "timeout", Usage: "the `DURATION` the build may run once it has left the queue, e.g. 10m; at most the server's maximum", DefaultText: "the server's default"},
 			&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}, Usage: "start the build, print its id and return without waiting for it"},
 			serverFlag(),
-			&cli.StringFlag{Name: "progress", Usage: "the progress output `MODE`: auto, tty, plain, rawjson or quiet", Value: string(progressui.AutoMode)},
+			&cli.StringFlag{Name: "progress", Usage: "the progress output `MODE` on stderr: auto, tty, plain, rawjson or quiet", Value: string(progressui.AutoMode)},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "the `FORMAT` of stdout: text (the pushed image), or json (every build event, one JSON object a line)", Value: "text"},
 		}, privateFlags()...)),
 		Action: runBuild,
-	}
+	},
+		example{"buildsvc build --repo https://git.example/team/app.git --commit main --package ./cmd/app --tag registry.example/team/app:v1", "build ./cmd/app of the main branch, push it and print the pinned image"},
+		example{"buildsvc build -d --repo https://git.example/team/app.git --tag registry.example/team/app:v1", "start the build and print its id at once ('buildsvc builds watch ID' follows it)"},
+		example{"buildsvc build --progress quiet -o json --repo https://git.example/team/app.git --tag registry.example/team/app:v1 | jq -r 'select(.result) | .result.image'", "for a script: no progress, every build event a line of JSON on stdout"},
+	)
 }
 
 func runBuild(cCtx *cli.Context) error {
@@ -55,8 +74,12 @@ func runBuild(cCtx *cli.Context) error {
 	if err != nil {
 		return usageError(cCtx, "%v", err)
 	}
+	asJSON, err := jsonOutput(cCtx)
+	if err != nil {
+		return err
+	}
 	if cCtx.Bool("detach") {
-		return startBuild(cCtx, req)
+		return startBuild(cCtx, req, asJSON)
 	}
 	disp, err := newDisplay(cCtx.App.ErrWriter, cCtx.String("progress"))
 	if err != nil {
@@ -68,17 +91,27 @@ func runBuild(cCtx *cli.Context) error {
 	}
 	defer closeConn()
 
-	return showBuild(cCtx, bc, disp, "", func(ctx context.Context) (progress.Recv, error) {
-		stream, err := bc.CreateImage(ctx, req)
-		if err != nil {
-			return nil, fmt.Errorf("create image: %w", err)
-		}
-		return stream.Recv, nil
-	})
+	sigs, stop := interrupts(cCtx.Context)
+	defer stop()
+	o := followOptions{
+		open: func(ctx context.Context) (progress.Recv, error) {
+			stream, err := bc.CreateImage(ctx, req)
+			if err != nil {
+				return nil, fmt.Errorf("create image: %w", err)
+			}
+			return stream.Recv, nil
+		},
+		interrupts: sigs,
+	}
+	if asJSON {
+		o.events = cCtx.App.Writer
+	}
+	return showBuildWith(cCtx, bc, disp, o)
 }
 
-// startBuild starts the build without waiting for it and prints its id.
-func startBuild(cCtx *cli.Context, req *buildv1.CreateImageRequest) error {
+// startBuild starts the build without waiting for it and prints its id, or
+// with asJSON the StartBuild response as one line of JSON.
+func startBuild(cCtx *cli.Context, req *buildv1.CreateImageRequest, asJSON bool) error {
 	bc, closeConn, err := dialServer(cCtx)
 	if err != nil {
 		return err
@@ -91,7 +124,27 @@ func startBuild(cCtx *cli.Context, req *buildv1.CreateImageRequest) error {
 	if resp.GetJoined() {
 		fmt.Fprintf(cCtx.App.ErrWriter, "build %s: joined an identical build that was already queued or running\n", resp.GetBuildId())
 	}
+	if asJSON {
+		return writeJSONLine(cCtx.App.Writer, resp)
+	}
 	_, err = fmt.Fprintln(cCtx.App.Writer, resp.GetBuildId())
+	return err
+}
+
+// writeJSONLine prints m as one line of JSON, with the API's field names,
+// every unset field left out. protojson's spacing varies from run to run on
+// purpose; compacted, the line is the same for the same message.
+func writeJSONLine(w io.Writer, m proto.Message) error {
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", m.ProtoReflect().Descriptor().Name(), err)
+	}
+	var out bytes.Buffer
+	if err := json.Compact(&out, b); err != nil {
+		return fmt.Errorf("compact %s: %w", m.ProtoReflect().Descriptor().Name(), err)
+	}
+	out.WriteByte('\n')
+	_, err = out.WriteTo(w)
 	return err
 }
 
@@ -133,10 +186,16 @@ func buildRequest(cCtx *cli.Context) (*buildv1.CreateImageRequest, error) {
 	return req, nil
 }
 
-// display is a build's progress display, and where lines about the build's
-// state changes go.
+// display is a build's progress display on stderr, and where lines about
+// the build (its start, state changes, notices) go.
 type display struct {
 	progressui.Display
+	// mode is the display's mode: tty, plain, rawjson or quiet, never auto.
+	mode progressui.DisplayMode
+	// w is stderr. But for tty, where only the start line is written and
+	// before the display starts, the display writes through w too, behind a
+	// lock: lines come from other goroutines than the display's.
+	w io.Writer
 	// states is nil when state changes are not shown: on a tty they would
 	// tear the display, and rawjson and quiet output have no place for them.
 	states io.Writer
@@ -147,31 +206,63 @@ func newDisplay(stderr io.Writer, mode string) (display, error) {
 	switch m := progressui.DisplayMode(mode); m {
 	case progressui.AutoMode:
 		if d, err := progressui.NewDisplay(stderr, progressui.TtyMode); err == nil {
-			return display{Display: d}, nil
+			return display{Display: d, mode: progressui.TtyMode, w: stderr}, nil
 		}
-		return plainDisplay(stderr)
-	case progressui.PlainMode:
-		return plainDisplay(stderr)
-	case progressui.TtyMode, progressui.RawJSONMode, progressui.QuietMode:
+		return lockedDisplay(stderr, progressui.PlainMode)
+	case progressui.TtyMode:
 		d, err := progressui.NewDisplay(stderr, m)
 		if err != nil {
 			return display{}, fmt.Errorf("--progress %s: %w", mode, err)
 		}
-		return display{Display: d}, nil
+		return display{Display: d, mode: m, w: stderr}, nil
+	case progressui.PlainMode, progressui.RawJSONMode, progressui.QuietMode:
+		return lockedDisplay(stderr, m)
 	default:
 		return display{}, fmt.Errorf("--progress %q: want auto, tty, plain, rawjson or quiet", mode)
 	}
 }
 
-// plainDisplay shows progress and state changes as lines of text. Both write
-// through one lock: they come from different goroutines.
-func plainDisplay(stderr io.Writer) (display, error) {
+// lockedDisplay is a display in mode m whose progress and lines about the
+// build write through one lock: they come from different goroutines. The
+// plain display shows state changes too.
+func lockedDisplay(stderr io.Writer, m progressui.DisplayMode) (display, error) {
 	w := &lockedWriter{w: stderr}
-	d, err := progressui.NewDisplay(w, progressui.PlainMode)
+	d, err := progressui.NewDisplay(w, m)
 	if err != nil {
-		return display{}, fmt.Errorf("--progress plain: %w", err)
+		return display{}, fmt.Errorf("--progress %s: %w", m, err)
 	}
-	return display{Display: d, states: w}, nil
+	disp := display{Display: d, mode: m, w: w}
+	if m == progressui.PlainMode {
+		disp.states = w
+	}
+	return disp, nil
+}
+
+// started says that build id has started, once its first event named it,
+// before the display starts: "build ID: started", or in rawjson a line of
+// the command's own JSON. Quiet says nothing.
+func (d display) started(id string) {
+	if d.mode != progressui.QuietMode {
+		d.line(id, fmt.Sprintf("build %s: started", id))
+	}
+}
+
+// line writes msg about build id to stderr: as text, or in rawjson as
+// {"buildId": ID, "message": MSG}, which leaves the stream JSON lines (and
+// decodes as an empty SolveStatus). It is for every mode but tty while the
+// display runs (see follower.notice).
+func (d display) line(id, msg string) {
+	if d.mode != progressui.RawJSONMode {
+		fmt.Fprintln(d.w, msg)
+		return
+	}
+	b, err := json.Marshal(struct {
+		BuildID string `json:"buildId"`
+		Message string `json:"message"`
+	}{id, msg})
+	if err == nil {
+		fmt.Fprintln(d.w, string(b))
+	}
 }
 
 // ended reports whether a build in state s has ended.
