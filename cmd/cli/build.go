@@ -275,19 +275,23 @@ func ended(s buildv1.BuildState) bool {
 	return false
 }
 
-// stateLine describes a state change in one line, e.g.
-// "build 01J...: building: resolved main to 1a2b3c", or
-// "build 01J...: queued: 2 ahead".
+// stateLine is the line a state change reads as: the server's phrase
+// ("resolved main to 1a2b3c4d5e6f in 12ms", "queued (position 3)",
+// "building 1a2b3c4d5e6f", "pushing TAG"), or the state's name with what
+// it ended with ("succeeded: pushed IMAGE", "failed: ERROR").
 func stateLine(e *buildv1.BuildEvent) string {
 	sc := e.GetState()
-	line := fmt.Sprintf("build %s: %s", e.GetBuildId(), stateName(sc.GetState()))
-	if sc.GetState() == buildv1.BuildState_BUILD_STATE_QUEUED && sc.GetQueuePosition() > 0 {
-		line += fmt.Sprintf(": %d ahead", sc.GetQueuePosition())
+	name, msg := stateName(sc.GetState()), sc.GetMessage()
+	switch {
+	case ended(sc.GetState()) && msg != "":
+		return fmt.Sprintf("build %s: %s: %s", e.GetBuildId(), name, msg)
+	case ended(sc.GetState()):
+	case msg != "":
+		return fmt.Sprintf("build %s: %s", e.GetBuildId(), msg)
+	case sc.GetState() == buildv1.BuildState_BUILD_STATE_QUEUED:
+		return fmt.Sprintf("build %s: queued (position %d)", e.GetBuildId(), sc.GetQueuePosition())
 	}
-	if msg := sc.GetMessage(); msg != "" {
-		line += ": " + msg
-	}
-	return line
+	return fmt.Sprintf("build %s: %s", e.GetBuildId(), name)
 }
 
 // lockedWriter serialises writes from several goroutines.

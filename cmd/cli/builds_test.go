@@ -117,7 +117,7 @@ func TestBuildReattach(t *testing.T) {
 					}
 					return
 				}
-				for _, line := range []string{"build b-1: queued", "build b-1: building: resolved main to 1a2b3c", "build b-1: succeeded", "line 1\n", "line 5\n", "line 8\n"} {
+				for _, line := range []string{"build b-1: queued", "build b-1: resolved main to 1a2b3c", "build b-1: succeeded", "line 1\n", "line 5\n", "line 8\n"} {
 					if n := strings.Count(r.stderr, line); n != 1 {
 						t.Errorf("stderr shows %q %d times, want once\n%s", line, n, r.stderr)
 					}
@@ -139,7 +139,7 @@ func TestBuildReattachDroppedConnection(t *testing.T) {
 	f := &fakeServer{events: loggedEvents(), breaks: map[int]int{0: 3}, dropConn: true}
 	f.beforeBreak = func() {
 		// The client has shown the third event, so it has all three.
-		for !strings.Contains(stderr.String(), "build b-1: building") {
+		for !strings.Contains(stderr.String(), "build b-1: resolved main") {
 			time.Sleep(time.Millisecond)
 		}
 	}
@@ -589,7 +589,7 @@ func TestParseState(t *testing.T) {
 
 func TestStateLine(t *testing.T) {
 	e := &buildv1.BuildEvent{BuildId: "b-1", Event: &buildv1.BuildEvent_State{State: &buildv1.StateChange{State: buildv1.BuildState_BUILD_STATE_QUEUED, QueuePosition: 3}}}
-	if got, want := stateLine(e), "build b-1: queued: 3 ahead"; got != want {
+	if got, want := stateLine(e), "build b-1: queued (position 3)"; got != want {
 		t.Errorf("stateLine = %q, want %q", got, want)
 	}
 }

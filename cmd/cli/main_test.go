@@ -299,7 +299,7 @@ func TestBuildSuccess(t *testing.T) {
 	if got := lastLine(r.stderr); got != "build b-1: succeeded" {
 		t.Errorf("last stderr line = %q, want the final state after the progress", got)
 	}
-	for _, want := range []string{"build b-1: queued", "build b-1: building: resolved main to 1a2b3c", "go build ./cmd/app", "compiling main"} {
+	for _, want := range []string{"build b-1: queued", "build b-1: resolved main to 1a2b3c", "go build ./cmd/app", "compiling main"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
 		}
@@ -514,7 +514,6 @@ func TestGetExitCodes(t *testing.T) {
 	}{
 		{name: "not found", server: &fakeServer{err: status.Error(codes.NotFound, "build nope not found")}, args: []string{"nope"}, wantCode: 2, wantStderr: "error: build nope not found"},
 		{name: "server error", server: &fakeServer{err: status.Error(codes.Internal, "store broken")}, args: []string{"b-1"}, wantCode: 1, wantStderr: "store broken"},
-		{name: "no id", args: nil, wantCode: 2, wantStderr: "BUILD_ID is missing"},
 		{name: "flag after id", args: []string{"b-1", "--output", "json"}, wantCode: 2, wantStderr: "flags must come before BUILD_ID"},
 		{name: "bad output", args: []string{"--output", "yaml", "b-1"}, wantCode: 2, wantStderr: `--output "yaml"`},
 	}
