@@ -20,6 +20,12 @@ func adminCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "admin",
 		Usage: "operate the build server (cleanup)",
+		Description: "Commands for the server's operators. When the server authenticates its callers\n" +
+			"(its --callers file), only callers marked admin: true may run them.",
+		CustomHelpTemplate: examplesTemplate(cli.SubcommandHelpTemplate,
+			example{"buildsvc admin cleanup", "prune BuildKit's cache and the build history now"},
+			example{"buildsvc admin cleanup --server build.example:17070 --tls-ca ca.pem --token-file ~/.config/buildsvc/token", "the same on a server that authenticates its callers"},
+		),
 		Subcommands: []*cli.Command{
 			adminCleanupCommand(),
 		},
@@ -33,7 +39,7 @@ func adminCommand() *cli.Command {
 }
 
 func adminCleanupCommand() *cli.Command {
-	return &cli.Command{
+	return withExamples(&cli.Command{
 		Name:  "cleanup",
 		Usage: "run the server's cleanup now and print what it freed",
 		Description: "Runs the cleanup the server otherwise runs at its --cleanup-interval: a BuildKit\n" +
@@ -48,12 +54,15 @@ func adminCleanupCommand() *cli.Command {
 			outputFlag(),
 		}),
 		Action: runAdminCleanup,
-	}
+	},
+		example{"buildsvc admin cleanup", "run the cleanup and print what it freed"},
+		example{"buildsvc admin cleanup -o json | jq -r .buildkitBytesFreed", "the bytes of BuildKit cache it freed, for a script"},
+	)
 }
 
 func runAdminCleanup(cCtx *cli.Context) error {
 	if cCtx.Args().Present() {
-		return usageError(cCtx, "unexpected argument %q (flags must come before it)", cCtx.Args().First())
+		return usageError(cCtx, "unexpected argument %q", cCtx.Args().First())
 	}
 	asJSON, err := jsonOutput(cCtx)
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 )
 
 func bootstrapCommand() *cli.Command {
-	return &cli.Command{
+	return withExamples(&cli.Command{
 		Name:  "bootstrap",
 		Usage: "assemble the Go builder and runtime base images from local files and push them",
 		Description: "For machines that cannot pull public images. Talks to buildkitd directly (no build\n" +
@@ -27,27 +27,32 @@ func bootstrapCommand() *cli.Command {
 			"git); --no-git builds a builder without it. Progress goes to stderr; stdout gets\n" +
 			"the builder's and then the base's reference pinned by digest, one per line.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "buildkit-addr", Usage: "buildkitd's address, unix:///path or tcp://host:port (required)", EnvVars: []string{"BUILDKIT_ADDR"}},
-			&cli.StringFlag{Name: "buildkit-ca", Usage: "PEM file of the CA that signs buildkitd's certificate (tcp only)", TakesFile: true},
-			&cli.StringFlag{Name: "buildkit-cert", Usage: "PEM client certificate for buildkitd (tcp only)", TakesFile: true},
-			&cli.StringFlag{Name: "buildkit-key", Usage: "PEM client key for buildkitd (tcp only)", TakesFile: true},
-			&cli.StringFlag{Name: "docker-config", Usage: "directory of the docker config.json with the registry's credentials (default ~/.docker)", EnvVars: []string{"DOCKER_CONFIG"}, TakesFile: true},
-			&cli.StringFlag{Name: "builder-image", Usage: "where to push the builder image, e.g. registry.example/buildsvc/builder:go1.26 (required)", EnvVars: []string{"BUILDER_IMAGE"}},
-			&cli.StringFlag{Name: "base-image", Usage: "where to push the base image, e.g. registry.example/buildsvc/base:1 (required)", EnvVars: []string{"BASE_IMAGE"}},
-			&cli.StringFlag{Name: "goroot", Usage: "the Go toolchain to put in the builder", Value: bootstrap.DefaultGoRoot, TakesFile: true},
-			&cli.StringFlag{Name: "busybox", Usage: "a statically linked busybox (Debian: busybox-static)", Value: bootstrap.DefaultBusybox, TakesFile: true},
-			&cli.StringFlag{Name: "ca-certs", Usage: "the PEM bundle of CA certificates", Value: bootstrap.DefaultCACerts, TakesFile: true},
+			&cli.StringFlag{Name: "buildkit-addr", Usage: "buildkitd's `ADDRESS`, unix:///path or tcp://host:port (required)", EnvVars: []string{"BUILDKIT_HOST", "BUILDKIT_ADDR"}},
+			&cli.StringFlag{Name: "buildkit-ca", Usage: "PEM `FILE` of the CA that signs buildkitd's certificate (tcp only)", TakesFile: true},
+			&cli.StringFlag{Name: "buildkit-cert", Usage: "PEM client certificate `FILE` for buildkitd (tcp only)", TakesFile: true},
+			&cli.StringFlag{Name: "buildkit-key", Usage: "PEM client key `FILE` for buildkitd (tcp only)", TakesFile: true},
+			&cli.StringFlag{Name: "docker-config", Usage: "`DIR` of the docker config.json with the registry's credentials (default ~/.docker)", EnvVars: []string{"DOCKER_CONFIG"}, TakesFile: true},
+			&cli.StringFlag{Name: "builder-image", Usage: "the `IMAGE` reference to push the builder to, e.g. registry.example/buildsvc/builder:go1.26 (required)", EnvVars: []string{"BUILDER_IMAGE"}},
+			&cli.StringFlag{Name: "base-image", Usage: "the `IMAGE` reference to push the base to, e.g. registry.example/buildsvc/base:1 (required)", EnvVars: []string{"BASE_IMAGE"}},
+			&cli.StringFlag{Name: "goroot", Usage: "the Go toolchain's `DIR` to put in the builder", Value: bootstrap.DefaultGoRoot, TakesFile: true},
+			&cli.StringFlag{Name: "busybox", Usage: "a statically linked busybox `FILE` (Debian: busybox-static)", Value: bootstrap.DefaultBusybox, TakesFile: true},
+			&cli.StringFlag{Name: "ca-certs", Usage: "the PEM bundle `FILE` of CA certificates", Value: bootstrap.DefaultCACerts, TakesFile: true},
 			&cli.BoolFlag{Name: "no-git", Usage: "leave git out of the builder (then Go fetches modules only through a module proxy, not from a git host)"},
 			&cli.BoolFlag{Name: "no-cache", Usage: "redo every step instead of reusing buildkitd's cache"},
-			&cli.StringFlag{Name: "progress", Usage: "progress output: auto, tty, plain, rawjson or quiet", Value: string(progressui.AutoMode)},
+			&cli.StringFlag{Name: "progress", Usage: "the progress output `MODE`: auto, tty, plain, rawjson or quiet", Value: string(progressui.AutoMode)},
 		},
 		Action: runBootstrap,
-	}
+	},
+		example{"buildsvc bootstrap --buildkit-addr unix:///run/buildkit/buildkitd.sock --builder-image registry.example/buildsvc/builder:go1.26 --base-image registry.example/buildsvc/base:1",
+			"build both images with the local Go, busybox and git, and push them"},
+		example{"BUILDKIT_HOST=tcp://buildkitd.example:1234 buildsvc bootstrap --buildkit-ca ca.pem --buildkit-cert cert.pem --buildkit-key key.pem --no-git --builder-image registry.example/buildsvc/builder:go1.26 --base-image registry.example/buildsvc/base:1",
+			"the same through a remote buildkitd over mTLS, with a builder without git"},
+	)
 }
 
 func runBootstrap(cCtx *cli.Context) error {
 	if cCtx.Args().Present() {
-		return usageError(cCtx, "unexpected argument %q (flags must come before it)", cCtx.Args().First())
+		return usageError(cCtx, "unexpected argument %q", cCtx.Args().First())
 	}
 	ep := buildkitd.Endpoint{
 		Address: strings.TrimSpace(cCtx.String("buildkit-addr")),

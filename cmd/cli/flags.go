@@ -28,7 +28,7 @@ func serverFlag() cli.Flag {
 	return &cli.StringFlag{
 		Name:    "server",
 		Usage:   "the build server's gRPC `ADDRESS`, host:port",
-		EnvVars: []string{"BUILD_SERVER_ADDR"},
+		EnvVars: []string{"BUILDSVC_SERVER", "BUILD_SERVER_ADDR"},
 		Value:   defaultServerAddr,
 	}
 }
@@ -139,36 +139,6 @@ func jsonOutput(cCtx *cli.Context) (bool, error) {
 	default:
 		return false, usageError(cCtx, "--output %q: want text or json", output)
 	}
-}
-
-// buildIDArg returns the command's one BUILD_ID argument. Its error is a
-// usage error.
-func buildIDArg(cCtx *cli.Context) (string, error) {
-	switch args := cCtx.Args().Slice(); {
-	case len(args) == 0:
-		return "", usageError(cCtx, "BUILD_ID is missing")
-	case len(args) > 1 && strings.HasPrefix(args[1], "-"):
-		return "", usageError(cCtx, "flags must come before BUILD_ID, found %q after it", args[1])
-	case len(args) > 1:
-		return "", usageError(cCtx, "want one BUILD_ID, got %d arguments", len(args))
-	}
-	id := strings.TrimSpace(cCtx.Args().First())
-	if id == "" {
-		return "", usageError(cCtx, "BUILD_ID is empty")
-	}
-	return id, nil
-}
-
-// buildClient reads the BUILD_ID argument and dials the server, for the
-// commands that act on one build. Call closeConn when done.
-func buildClient(cCtx *cli.Context) (id string, bc buildv1.BuildClient, closeConn func(), err error) {
-	if id, err = buildIDArg(cCtx); err != nil {
-		return "", nil, nil, err
-	}
-	if bc, closeConn, err = dialServer(cCtx); err != nil {
-		return "", nil, nil, err
-	}
-	return id, bc, closeConn, nil
 }
 
 // writeJSON prints m as one indented JSON document, with the API's JSON

@@ -7,6 +7,10 @@
 // and builds watch reattach to it with WatchBuild from the last event they
 // showed, and builds watch shows it again from its start.
 //
+// A command's flags may come before or after its arguments (flagsFirst
+// moves them ahead before urfave/cli parses the line). --version prints what
+// the binary was built from, and completion prints a shell completion script.
+//
 // Exit codes: 0 on success, 1 when the build failed or the server could not
 // do what was asked, 2 on bad usage (missing or malformed flags, or a request
 // the server refused as invalid or naming something that does not exist).
@@ -19,6 +23,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -45,7 +50,8 @@ func main() {
 // run runs the command line args (args[0] is the program name) and returns
 // the process's exit code. Every message goes to stdout or stderr.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	err := newApp(stdout, stderr).RunContext(ctx, args)
+	app := newApp(stdout, stderr)
+	err := app.RunContext(ctx, flagsFirst(app, args))
 	if err == nil {
 		return exitOK
 	}
@@ -68,12 +74,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // turns them into exit codes.
 func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
-		Name:                      "buildsvc",
-		HelpName:                  "buildsvc",
-		Usage:                     "build container images from git commits of Go programs",
-		Writer:                    stdout,
-		ErrWriter:                 stderr,
+		Name:     "buildsvc",
+		HelpName: "buildsvc",
+		Usage:    "build container images from git commits of Go programs",
+		Description: "A command's flags may come before or after its arguments; after \"--\" everything\n" +
+			"is an argument. Each command's --help lists its flags with their environment variables.",
+		CustomAppHelpTemplate: examplesTemplate(cli.AppHelpTemplate,
+			example{"buildsvc build --repo https://git.example/team/app.git --commit main --tag registry.example/team/app:v1", "build main of a repository into an image and push it"},
+			example{"BUILDSVC_SERVER=build.example:17070 buildsvc builds get last -o json", "your newest build's record on another server, as JSON"},
+			example{"source <(buildsvc completion bash)", "complete commands and flags in this bash"},
+		),
+		Writer:    stdout,
+		ErrWriter: stderr,
+		// --version is versionFlag, printed by the Action.
 		HideVersion:               true,
+		Flags:                     []cli.Flag{versionFlag()},
+		EnableBashCompletion:      true,
 		DisableSliceFlagSeparator: true, // --build-flag=-tags=a,b is one flag
 		Commands: []*cli.Command{
 			buildCommand(),
@@ -81,10 +97,15 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			shortGetCommand(),
 			bootstrapCommand(),
 			adminCommand(),
+			versionCommand(),
+			completionCommand(),
 		},
 		Action: func(cCtx *cli.Context) error {
-			if cCtx.Args().Present() {
+			switch {
+			case cCtx.Args().Present():
 				return usageError(cCtx, "unknown command %q", cCtx.Args().First())
+			case cCtx.Bool("version"):
+				return writeVersion(cCtx)
 			}
 			return cli.ShowAppHelp(cCtx)
 		},
@@ -129,4 +150,21 @@ func usageError(cCtx *cli.Context, format string, args ...any) error {
 		name = cCtx.Command.HelpName
 	}
 	return cli.Exit(fmt.Sprintf(format, args...)+"\nRun '"+name+" --help' for usage.", exitUsage)
+}
+
+// examplesTemplate is the help template tmpl followed by an EXAMPLES
+// section, as withExamples makes it for a command: for the help of the app
+// (cli.AppHelpTemplate) and of command groups (cli.SubcommandHelpTemplate).
+func examplesTemplate(tmpl string, examples ...example) string {
+	var b strings.Builder
+	b.WriteString(strings.TrimRight(tmpl, "\n"))
+	b.WriteString("\n\nEXAMPLES:")
+	for i, ex := range examples {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "\n   {{%q}}\n   {{%q}}", "# "+ex.does, ex.line)
+	}
+	b.WriteString("\n")
+	return b.String()
 }

@@ -64,6 +64,9 @@ type option struct {
 	// mask hides secrets in a value for --print-config; nil when the value
 	// holds none.
 	mask func(string) string
+	// envAliases are more env vars of the option, the names other tools
+	// use for the same setting; BUILDSVC_NAME wins over them.
+	envAliases []string
 }
 
 // Categories of options in --help and in docs/operations.md.
@@ -101,7 +104,7 @@ var options = []option{
 	{name: "allowed-ports", category: catSecurity, defText: "empty: only 443 and 80 (https, http), 9418 (git)", usage: "`PORTS` (comma-separated) git hosts may be reached on besides the protocol's usual ones; a tenant's allowed_ports add to them"},
 	{name: "allow-any-port", kind: kBool, def: "false", category: catSecurity, usage: "let the server reach git hosts on any port"},
 
-	{name: "buildkit-addr", category: catBuildKit, defText: "empty: start and supervise a local buildkitd", usage: "`ADDRESS` of a buildkitd to use, unix:///path or tcp://host:port; empty starts a managed one"},
+	{name: "buildkit-addr", category: catBuildKit, defText: "empty: start and supervise a local buildkitd", usage: "`ADDRESS` of a buildkitd to use, unix:///path or tcp://host:port; empty starts a managed one", envAliases: []string{"BUILDKIT_HOST"}},
 	{name: "buildkit-ca", category: catBuildKit, usage: "CA certificate `FILE` of buildkitd (tcp with TLS)"},
 	{name: "buildkit-cert", category: catBuildKit, usage: "client certificate `FILE` for buildkitd mTLS"},
 	{name: "buildkit-key", category: catBuildKit, usage: "client key `FILE` for buildkitd mTLS"},
@@ -168,7 +171,7 @@ func flags() []cli.Flag {
 		&cli.BoolFlag{Name: flagPrintConfig, Usage: "print the effective configuration as YAML (secrets masked) and exit"},
 	}
 	for _, o := range options {
-		usage := o.usage + " [$" + envName(o.name) + "]"
+		usage := o.usage + " [$" + strings.Join(append([]string{envName(o.name)}, o.envAliases...), ", $") + "]"
 		if o.kind == kBool {
 			fs = append(fs, &cli.BoolFlag{Name: o.name, Usage: usage, Category: o.category})
 			continue
@@ -207,8 +210,8 @@ func resolve(c *cli.Context, file string) (map[string]setting, error) {
 				v = strconv.FormatBool(c.Bool(o.name))
 			}
 			out[o.name] = setting{v, "flag"}
-		} else if v, ok := os.LookupEnv(envName(o.name)); ok {
-			out[o.name] = setting{v, "env " + envName(o.name)}
+		} else if env, v, ok := lookupEnv(o); ok {
+			out[o.name] = setting{v, "env " + env}
 		} else if v, ok := fromFile[o.name]; ok {
 			out[o.name] = setting{v, "file"}
 		} else {
@@ -216,6 +219,17 @@ func resolve(c *cli.Context, file string) (map[string]setting, error) {
 		}
 	}
 	return out, nil
+}
+
+// lookupEnv finds the first of o's env vars that is set (even to ""):
+// BUILDSVC_NAME, then its aliases.
+func lookupEnv(o option) (name, value string, ok bool) {
+	for _, name := range append([]string{envName(o.name)}, o.envAliases...) {
+		if value, ok := os.LookupEnv(name); ok {
+			return name, value, true
+		}
+	}
+	return "", "", false
 }
 
 // readConfigFile reads a YAML mapping of option names to scalar values.

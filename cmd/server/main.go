@@ -8,7 +8,8 @@
 //
 // Every option is a flag, an environment variable and a key of the YAML
 // config file, with that precedence (see config.go and docs/operations.md);
-// --print-config shows the effective configuration.
+// --print-config shows the effective configuration, --version what the
+// binary was built from.
 package main
 
 import (
@@ -22,7 +23,13 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/buildsvc/buildsvc/version"
 )
+
+// flagVersion prints the binary's version block and exits. It is a flag
+// only, not a setting.
+const flagVersion = "version"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -50,12 +57,16 @@ func newApp(stdout, stderr io.Writer, run serveFunc) *cli.App {
 		Usage:     "serve the build.v1 Build API on top of a buildkitd",
 		Writer:    stdout,
 		ErrWriter: stderr,
-		Flags:     flags(),
+		Flags: append(flags(), &cli.BoolFlag{Name: flagVersion,
+			Usage: "print the version, commit, Go and BuildKit versions of this binary and exit"}),
 		// main prints errors and picks exit codes.
 		ExitErrHandler: func(*cli.Context, error) {},
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
 				return cli.Exit(fmt.Sprintf("unexpected argument %q", c.Args().First()), 2)
+			}
+			if c.Bool(flagVersion) {
+				return version.Get().Write(c.App.Writer, c.App.Name)
 			}
 			file := c.String(flagConfig)
 			settings, err := resolve(c, file)
