@@ -68,7 +68,7 @@ func buildCommand() *cli.Command {
 
 func runBuild(cCtx *cli.Context) error {
 	if cCtx.Args().Present() {
-		return usageError(cCtx, "unexpected argument %q (flags must come before it)", cCtx.Args().First())
+		return usageError(cCtx, "unexpected argument %q", cCtx.Args().First())
 	}
 	req, err := buildRequest(cCtx)
 	if err != nil {

@@ -91,7 +91,7 @@ type lsOutput struct {
 
 func runLs(cCtx *cli.Context) error {
 	if cCtx.Args().Present() {
-		return usageError(cCtx, "unexpected argument %q (flags must come before it)", cCtx.Args().First())
+		return usageError(cCtx, "unexpected argument %q", cCtx.Args().First())
 	}
 	req, err := listRequest(cCtx)
 	if err != nil {

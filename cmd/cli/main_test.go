@@ -514,7 +514,6 @@ func TestGetExitCodes(t *testing.T) {
 	}{
 		{name: "not found", server: &fakeServer{err: status.Error(codes.NotFound, "build nope not found")}, args: []string{"nope"}, wantCode: 2, wantStderr: "error: build nope not found"},
 		{name: "server error", server: &fakeServer{err: status.Error(codes.Internal, "store broken")}, args: []string{"b-1"}, wantCode: 1, wantStderr: "store broken"},
-		{name: "flag after id", args: []string{"b-1", "--output", "json"}, wantCode: 2, wantStderr: "flags must come before BUILD_ID"},
 		{name: "bad output", args: []string{"--output", "yaml", "b-1"}, wantCode: 2, wantStderr: `--output "yaml"`},
 	}
 	for _, tt := range tests {

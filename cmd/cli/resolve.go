@@ -39,8 +39,6 @@ func buildRefArg(cCtx *cli.Context, orLast bool) (string, error) {
 		return lastBuild, nil
 	case len(args) == 0:
 		return "", usageError(cCtx, "BUILD_ID is missing (give an id, a unique prefix of one, or %s)", lastBuild)
-	case len(args) > 1 && strings.HasPrefix(args[1], "-"):
-		return "", usageError(cCtx, "flags must come before BUILD_ID, found %q after it", args[1])
 	case len(args) > 1:
 		return "", usageError(cCtx, "want one BUILD_ID, got %d arguments", len(args))
 	}

@@ -26,6 +26,12 @@ func clearEnv(t *testing.T) {
 			os.Unsetenv(k)
 		}
 	}
+	for _, o := range options {
+		for _, k := range o.envAliases {
+			t.Setenv(k, "")
+			os.Unsetenv(k)
+		}
+	}
 }
 
 // runApp runs the server's command line with args; instead of serving it
