@@ -52,7 +52,7 @@ func TestExposition(t *testing.T) {
 	du := func(context.Context) ([]*client.UsageInfo, error) {
 		return []*client.UsageInfo{{Size: 4096, RecordType: client.UsageRecordTypeCacheMount}}, nil
 	}
-	m, err := metrics.New(reg, metrics.WithDiskUsage(du))
+	m, err := metrics.New(reg, metrics.WithDiskUsage(du), metrics.WithBuildInfo("v1.2.3", "0123abc", "go1.26.8", "v0.34.2"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +88,7 @@ func TestExposition(t *testing.T) {
 		"buildsvc_pushed_bytes_total":           dto.MetricType_COUNTER,
 		"buildsvc_dedup_joins_total":            dto.MetricType_COUNTER,
 		"buildsvc_requests_refused_total":       dto.MetricType_COUNTER,
+		"buildsvc_build_info":                   dto.MetricType_GAUGE,
 		"buildsvc_cleanup_runs_total":           dto.MetricType_COUNTER,
 		"buildsvc_cleanup_freed_bytes_total":    dto.MetricType_COUNTER,
 		"buildsvc_cleanup_builds_deleted_total": dto.MetricType_COUNTER,
@@ -145,6 +146,14 @@ func TestExposition(t *testing.T) {
 	}
 	if v := mfs["buildsvc_dedup_joins_total"].GetMetric()[0].GetCounter().GetValue(); v != 1 {
 		t.Errorf("dedup joins %v, want 1", v)
+	}
+	bi := mfs["buildsvc_build_info"].GetMetric()[0]
+	labels := map[string]string{}
+	for _, l := range bi.GetLabel() {
+		labels[l.GetName()] = l.GetValue()
+	}
+	if bi.GetGauge().GetValue() != 1 || labels["version"] != "v1.2.3" || labels["revision"] != "0123abc" || labels["goversion"] != "go1.26.8" || labels["buildkit"] != "v0.34.2" {
+		t.Errorf("build_info %v = %v", labels, bi.GetGauge().GetValue())
 	}
 	refused := map[string]float64{}
 	for _, mt := range mfs["buildsvc_requests_refused_total"].GetMetric() {

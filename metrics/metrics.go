@@ -47,6 +47,9 @@
 //   - buildsvc_requests_refused_total{code}: build requests refused before a
 //     build was queued, by gRPC code (Refused).
 //
+// The server (WithBuildInfo):
+//   - buildsvc_build_info{version,revision,goversion,buildkit}: always 1.
+//
 // Cleanup (CleanupRan):
 //   - buildsvc_cleanup_runs_total: cleanup runs.
 //   - buildsvc_cleanup_freed_bytes_total{what}: bytes freed, what="buildkit"
@@ -150,6 +153,17 @@ type options struct {
 	diskUsage        DiskUsageFunc
 	diskUsageTimeout time.Duration
 	maxTracked       int
+	buildInfo        map[string]string
+}
+
+// WithBuildInfo adds buildsvc_build_info, a gauge that is always 1, with
+// what the server was built from as labels: version, revision, goversion
+// and buildkit (package version reads them).
+func WithBuildInfo(version, revision, goVersion, buildkit string) Option {
+	return func(o *options) error {
+		o.buildInfo = map[string]string{"version": version, "revision": revision, "goversion": goVersion, "buildkit": buildkit}
+		return nil
+	}
 }
 
 // WithDiskUsage adds the buildkitd collector (buildsvc_buildkitd_up and
@@ -332,6 +346,15 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 	cs := []prometheus.Collector{fromEvents, m.dedupJoins, m.refused, m.cleanupRuns, m.cleanupFreed, m.cleanupBuilds}
 	if o.diskUsage != nil {
 		cs = append(cs, newBuildkitdCollector(o.diskUsage, o.diskUsageTimeout))
+	}
+	if o.buildInfo != nil {
+		cs = append(cs, prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace:   namespace,
+			Name:        "build_info",
+			Help:        "Always 1; its labels say what the server was built from.",
+			ConstLabels: o.buildInfo,
+		}))
+		cs[len(cs)-1].(prometheus.Gauge).Set(1)
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/buildsvc/buildsvc/policy"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 	"github.com/buildsvc/buildsvc/server"
+	"github.com/buildsvc/buildsvc/version"
 )
 
 // serve wires the server together and runs it until ctx ends, then shuts
@@ -118,9 +119,10 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 
 	reg := metrics.NewRegistry()
+	vi := version.Get()
 	m, err := metrics.New(reg, metrics.WithDiskUsage(func(ctx context.Context) ([]*client.UsageInfo, error) {
 		return bk.DiskUsage(ctx)
-	}))
+	}), metrics.WithBuildInfo(vi.Version, vi.Revision, vi.GoVersion, vi.BuildKit))
 	if err != nil {
 		return err
 	}
