@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/moby/buildkit/client"
@@ -25,21 +26,33 @@ var recordTypes = []client.UsageRecordType{
 	client.UsageRecordTypeRegular,
 }
 
-// buildkitdCollector asks buildkitd for its disk usage on every scrape.
+// buildkitdCollector asks buildkitd for its disk usage at most once per
+// interval: a scrape within the interval of the last answer reads that
+// answer (DiskUsage walks every cache record, too costly for every
+// scrape). A failed call is not kept: the next scrape asks again, so a
+// buildkitd that comes back shows up at once.
 type buildkitdCollector struct {
 	diskUsage DiskUsageFunc
 	timeout   time.Duration
+	interval  time.Duration
+	now       func() time.Time
 	up        *prometheus.Desc
 	usage     *prometheus.Desc
+
+	mu      sync.Mutex // one call at a time; scrapes meanwhile wait for it
+	sampled time.Time
+	records []*client.UsageInfo
 }
 
-func newBuildkitdCollector(fn DiskUsageFunc, timeout time.Duration) *buildkitdCollector {
+func newBuildkitdCollector(fn DiskUsageFunc, timeout, interval time.Duration) *buildkitdCollector {
 	return &buildkitdCollector{
 		diskUsage: fn,
 		timeout:   timeout,
+		interval:  interval,
+		now:       time.Now,
 		up: prometheus.NewDesc(
 			prometheus.BuildFQName(namespace, "buildkitd", "up"),
-			"1 if buildkitd answered this scrape's disk-usage call within the timeout, 0 if not.",
+			"1 if buildkitd answered its last disk-usage call within the timeout (asked at most once per sampling interval), 0 if not.",
 			nil, nil),
 		usage: prometheus.NewDesc(
 			prometheus.BuildFQName(namespace, "buildkitd", "disk_usage_bytes"),
@@ -53,10 +66,27 @@ func (c *buildkitdCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.usage
 }
 
-func (c *buildkitdCollector) Collect(ch chan<- prometheus.Metric) {
+// sample returns buildkitd's records: the last answer if it is younger
+// than the interval, else a new one.
+func (c *buildkitdCollector) sample() ([]*client.UsageInfo, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.sampled.IsZero() && c.now().Sub(c.sampled) < c.interval {
+		return c.records, nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	records, err := c.diskUsage(ctx)
+	if err != nil {
+		c.sampled = time.Time{}
+		return nil, err
+	}
+	c.sampled, c.records = c.now(), records
+	return records, nil
+}
+
+func (c *buildkitdCollector) Collect(ch chan<- prometheus.Metric) {
+	records, err := c.sample()
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
 		return

@@ -125,3 +125,41 @@ func TestNoBuildkitdMetricsWithoutDiskUsage(t *testing.T) {
 		t.Fatalf("up = %v, usage %v without WithDiskUsage", up, usage)
 	}
 }
+
+// One answer serves the scrapes of a sampling interval; after it, a scrape
+// asks again. A failure is not kept.
+func TestBuildkitdSampledOnInterval(t *testing.T) {
+	var calls int
+	size := int64(1)
+	du := func(context.Context) ([]*client.UsageInfo, error) {
+		calls++
+		return []*client.UsageInfo{{Size: size, RecordType: client.UsageRecordTypeInternal}}, nil
+	}
+	c := newBuildkitdCollector(du, time.Second, time.Minute)
+	now := time.Unix(1000, 0)
+	c.now = func() time.Time { return now }
+	for i := 0; i < 3; i++ {
+		if r, err := c.sample(); err != nil || r[0].Size != 1 {
+			t.Fatalf("sample %d: %v %v", i, r, err)
+		}
+		now = now.Add(20 * time.Second)
+	}
+	if calls != 1 {
+		t.Errorf("%d calls within the interval, want 1", calls)
+	}
+	size = 2
+	now = now.Add(time.Minute)
+	if r, _ := c.sample(); r[0].Size != 2 || calls != 2 {
+		t.Errorf("after the interval: size %d, %d calls; want a new answer", r[0].Size, calls)
+	}
+	fail := errors.New("down")
+	c.diskUsage = func(context.Context) ([]*client.UsageInfo, error) { calls++; return nil, fail }
+	now = now.Add(time.Minute)
+	if _, err := c.sample(); err != fail {
+		t.Errorf("a failed call: %v", err)
+	}
+	c.diskUsage = du
+	if r, err := c.sample(); err != nil || calls != 4 || r[0].Size != 2 {
+		t.Errorf("after a failure the next scrape asks again: %v %v, %d calls", r, err, calls)
+	}
+}

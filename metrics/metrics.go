@@ -4,7 +4,8 @@
 // build (in log order per build) and every dedup join, and it turns them into
 // counters, gauges and histograms. It also carries the cleanup counters
 // (CleanupRan) and, when given a disk-usage function (WithDiskUsage), a
-// collector that asks buildkitd for its disk usage on every scrape.
+// collector that asks buildkitd for its disk usage, at most once per
+// sampling interval (WithDiskUsageInterval).
 //
 // Nothing is registered globally: New registers on the registry it is given.
 // NewRegistry returns a registry that already holds the Go and process
@@ -118,8 +119,9 @@ const namespace = "buildsvc"
 
 // Defaults of the options.
 const (
-	DefaultDiskUsageTimeout = 5 * time.Second
-	DefaultMaxTrackedBuilds = 10000
+	DefaultDiskUsageTimeout  = 5 * time.Second
+	DefaultDiskUsageInterval = 30 * time.Second
+	DefaultMaxTrackedBuilds  = 10000
 )
 
 // buildBuckets are the buckets of buildsvc_build_duration_seconds, in
@@ -150,10 +152,11 @@ var finals = map[buildv1.BuildState]string{
 type Option func(*options) error
 
 type options struct {
-	diskUsage        DiskUsageFunc
-	diskUsageTimeout time.Duration
-	maxTracked       int
-	buildInfo        map[string]string
+	diskUsage         DiskUsageFunc
+	diskUsageTimeout  time.Duration
+	diskUsageInterval time.Duration
+	maxTracked        int
+	buildInfo         map[string]string
 }
 
 // WithBuildInfo adds buildsvc_build_info, a gauge that is always 1, with
@@ -188,6 +191,19 @@ func WithDiskUsageTimeout(d time.Duration) Option {
 			return fmt.Errorf("disk usage timeout %v is not positive", d)
 		}
 		o.diskUsageTimeout = d
+		return nil
+	}
+}
+
+// WithDiskUsageInterval sets how long an answer of the disk-usage function
+// serves scrapes before it is asked again. Default
+// DefaultDiskUsageInterval.
+func WithDiskUsageInterval(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 {
+			return fmt.Errorf("disk usage interval %v is negative", d)
+		}
+		o.diskUsageInterval = d
 		return nil
 	}
 }
@@ -243,7 +259,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 	if reg == nil {
 		return nil, errors.New("metrics: registerer is nil")
 	}
-	o := options{diskUsageTimeout: DefaultDiskUsageTimeout, maxTracked: DefaultMaxTrackedBuilds}
+	o := options{diskUsageTimeout: DefaultDiskUsageTimeout, diskUsageInterval: DefaultDiskUsageInterval, maxTracked: DefaultMaxTrackedBuilds}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
@@ -345,7 +361,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 	}
 	cs := []prometheus.Collector{fromEvents, m.dedupJoins, m.refused, m.cleanupRuns, m.cleanupFreed, m.cleanupBuilds}
 	if o.diskUsage != nil {
-		cs = append(cs, newBuildkitdCollector(o.diskUsage, o.diskUsageTimeout))
+		cs = append(cs, newBuildkitdCollector(o.diskUsage, o.diskUsageTimeout, o.diskUsageInterval))
 	}
 	if o.buildInfo != nil {
 		cs = append(cs, prometheus.NewGauge(prometheus.GaugeOpts{
