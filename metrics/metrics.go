@@ -364,13 +364,14 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 		cs = append(cs, newBuildkitdCollector(o.diskUsage, o.diskUsageTimeout, o.diskUsageInterval))
 	}
 	if o.buildInfo != nil {
-		cs = append(cs, prometheus.NewGauge(prometheus.GaugeOpts{
+		info := prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace:   namespace,
 			Name:        "build_info",
 			Help:        "Always 1; its labels say what the server was built from.",
 			ConstLabels: o.buildInfo,
-		}))
-		cs[len(cs)-1].(prometheus.Gauge).Set(1)
+		})
+		info.Set(1)
+		cs = append(cs, info)
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -86,18 +85,11 @@ func hasCode(te *transport.Error, codes ...transport.ErrorCode) bool {
 // connections (allow: the server's and the tenant's allowances), on the
 // ports of https and http or those allowed.
 func (s *Server) registryTransport(allow egress.Allowance) http.RoundTripper {
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	for _, c := range s.rootCAs {
-		pool.AddCert(c)
-	}
 	allow.Ports = append(slices.Clone(allow.Ports), egress.UsualPorts["http"]...)
 	tr := remote.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil
 	tr.DialContext = egress.For("https", allow).Dialer().DialContext
-	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	tr.TLSClientConfig = &tls.Config{RootCAs: s.regRoots, MinVersion: tls.VersionTLS12}
 	return tr
 }
 

@@ -59,6 +59,7 @@ type Server struct {
 	limiters  map[string]*rate.Limiter // by tenant, for tenants with a rate
 	modGen    map[string]int64         // generation of the download step, by modulesKey
 	rootCAs   []*x509.Certificate      // of Credentials.CABundle, trusted besides the system's
+	regRoots  *x509.CertPool           // the system's roots and rootCAs, for registries
 }
 
 // New returns a server that runs builds on the buildkitd cfg names. The
@@ -86,6 +87,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 				return nil, fmt.Errorf("CA bundle: %w", err)
 			}
 		}
+	}
+	if s.regRoots, err = x509.SystemCertPool(); err != nil || s.regRoots == nil {
+		s.regRoots = x509.NewCertPool()
+	}
+	for _, c := range s.rootCAs {
+		s.regRoots.AddCert(c)
 	}
 	if err := s.interruptLeftovers(ctx); err != nil {
 		return nil, err

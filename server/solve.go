@@ -165,10 +165,7 @@ func (s *Server) runBuild(ctx context.Context, b *build, opt client.SolveOpt, bu
 func (s *Server) spec(tenant string, r *request, creds *credentials.Build, sha string, platform ocispecs.Platform, builder, base llb.Image) llb.Spec {
 	modCache, buildCache := s.buildCacheIDs(tenant, r)
 	goproxy, _ := credentials.ProxyCredentials(s.cfg.GoProxy) // its user info is in the netrc
-	var c credentials.Config
-	if s.cfg.Credentials != nil {
-		c = *s.cfg.Credentials
-	}
+	c := s.credentialsConfig()
 	return llb.Spec{
 		KnownHosts:    string(creds.KnownHosts),
 		Netrc:         creds.Netrc() != nil,
@@ -243,13 +240,19 @@ func resolveImage(ctx context.Context, c gateway.Client, ref string, platform oc
 	return llb.Image{Ref: named.Context().Digest(dgst.String()).Name(), Config: cfg}, nil
 }
 
+// credentialsConfig is the server's private-sources configuration, the
+// zero one when it has none.
+func (s *Server) credentialsConfig() credentials.Config {
+	if s.cfg.Credentials == nil {
+		return credentials.Config{}
+	}
+	return *s.cfg.Credentials
+}
+
 // goPrivate is the GOPRIVATE of a build of r: the server's and the
 // request's.
 func (s *Server) goPrivate(r *request) string {
-	var c credentials.Config
-	if s.cfg.Credentials != nil {
-		c = *s.cfg.Credentials
-	}
+	c := s.credentialsConfig()
 	return joinList(joinList(c.GoPrivate, c.GoNoProxy), r.GoPrivate+","+r.GoNoProxy)
 }
 
