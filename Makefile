@@ -12,10 +12,15 @@ proto:
 	@command -v protoc >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
 	GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOBIN=$(BIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
-	PATH=$(BIN):$$PATH protoc -I proto \
+	PATH=$(BIN):$$PATH protoc -I proto -I third_party/googleapis \
 		--go_out=proto --go_opt=paths=source_relative \
 		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
 		proto/build/v1/build.proto
+
+.PHONY: lint-proto
+## lint-proto: buf lint (STANDARD) on proto/, with buf.yaml's documented exceptions
+lint-proto:
+	bash scripts/lint-proto.sh
 
 # ---- local stack (scripts/, state in .stack/) --------------------------------
 

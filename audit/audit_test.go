@@ -33,7 +33,7 @@ func (fakeBuild) GetBuild(_ context.Context, r *buildv1.GetBuildRequest) (*build
 	return &buildv1.BuildInfo{BuildId: r.GetBuildId()}, nil
 }
 
-func (fakeBuild) StartBuild(context.Context, *buildv1.CreateImageRequest) (*buildv1.StartBuildResponse, error) {
+func (fakeBuild) StartBuild(context.Context, *buildv1.StartBuildRequest) (*buildv1.StartBuildResponse, error) {
 	return &buildv1.StartBuildResponse{BuildId: "new-build"}, nil
 }
 
@@ -120,8 +120,8 @@ func TestEveryCallIsLogged(t *testing.T) {
 	c.GetBuild(as("alice"), &buildv1.GetBuildRequest{BuildId: "b1"})
 	c.GetBuild(as("alice"), &buildv1.GetBuildRequest{BuildId: "missing"})
 	c.GetBuild(as("mallory"), &buildv1.GetBuildRequest{BuildId: "b1"})
-	c.StartBuild(as("alice"), &buildv1.CreateImageRequest{GitRepo: "https://u:" + secret + "@git.example/x.git"})
-	c.StartBuild(context.Background(), &buildv1.CreateImageRequest{GitRepo: "https://u:" + secret + "@git.example/x.git"})
+	c.StartBuild(as("alice"), &buildv1.StartBuildRequest{Request: &buildv1.CreateImageRequest{GitRepo: "https://u:" + secret + "@git.example/x.git"}})
+	c.StartBuild(context.Background(), &buildv1.StartBuildRequest{Request: &buildv1.CreateImageRequest{GitRepo: "https://u:" + secret + "@git.example/x.git"}})
 	ws, err := c.WatchBuild(as("alice"), &buildv1.WatchBuildRequest{BuildId: "b2"})
 	if err != nil {
 		t.Fatal(err)

@@ -62,7 +62,7 @@ func WithPublicMethods(fullMethodPrefixes ...string) Option {
 }
 
 // WithAdminMethods restricts the methods whose full name starts with one of
-// prefixes (such as "/build.v1.Admin/") to admin callers; other callers get
+// prefixes (such as "/build.v1.AdminService/") to admin callers; other callers get
 // PermissionDenied. May be given more than once.
 func WithAdminMethods(fullMethodPrefixes ...string) Option {
 	return func(o *options) error {

@@ -163,7 +163,7 @@ func (fakeBuild) WatchBuild(_ *buildv1.WatchBuildRequest, ss grpc.ServerStreamin
 }
 
 type fakeAdmin struct {
-	buildv1.UnimplementedAdminServer
+	buildv1.UnimplementedAdminServiceServer
 }
 
 func (fakeAdmin) Cleanup(ctx context.Context, _ *buildv1.CleanupRequest) (*buildv1.CleanupResponse, error) {
@@ -184,7 +184,7 @@ func startServer(t *testing.T, f *fixture, s serverSetup) *bufconn.Listener {
 	opts := []auth.Option{
 		auth.WithPublicMethods(auth.HealthMethods, auth.ReflectionMethods),
 		auth.WithPublicMethods(buildv1.Build_ListBuilds_FullMethodName),
-		auth.WithAdminMethods("/build.v1.Admin/"),
+		auth.WithAdminMethods("/build.v1.AdminService/"),
 	}
 	if s.insecure {
 		opts = append(opts, auth.WithInsecureTokens())
@@ -209,7 +209,7 @@ func startServer(t *testing.T, f *fixture, s serverSetup) *bufconn.Listener {
 	}
 	gs := grpc.NewServer(sopts...)
 	buildv1.RegisterBuildServer(gs, fakeBuild{})
-	buildv1.RegisterAdminServer(gs, fakeAdmin{})
+	buildv1.RegisterAdminServiceServer(gs, fakeAdmin{})
 	healthpb.RegisterHealthServer(gs, health.NewServer())
 	reflection.Register(gs)
 	lis := bufconn.Listen(1 << 20)
@@ -269,7 +269,7 @@ func call(ctx context.Context, conn *grpc.ClientConn, rpc string) (*auth.Identit
 	case rpcOpen:
 		_, err = buildv1.NewBuildClient(conn).ListBuilds(ctx, &buildv1.ListBuildsRequest{}, grpc.Header(&md))
 	case rpcAdmin:
-		_, err = buildv1.NewAdminClient(conn).Cleanup(ctx, &buildv1.CleanupRequest{}, grpc.Header(&md))
+		_, err = buildv1.NewAdminServiceClient(conn).Cleanup(ctx, &buildv1.CleanupRequest{}, grpc.Header(&md))
 	case rpcStream:
 		var st grpc.ServerStreamingClient[buildv1.BuildEvent]
 		if st, err = buildv1.NewBuildClient(conn).WatchBuild(ctx, &buildv1.WatchBuildRequest{}); err == nil {
@@ -501,7 +501,7 @@ func TestNewOptions(t *testing.T) {
 		{name: "defaults", callers: f.callers},
 		{name: "all options", callers: f.callers, opts: []auth.Option{
 			auth.WithPublicMethods(auth.HealthMethods, auth.ReflectionMethods),
-			auth.WithAdminMethods("/build.v1.Admin/"),
+			auth.WithAdminMethods("/build.v1.AdminService/"),
 			auth.WithInsecureTokens(),
 			auth.WithLogger(slog.New(slog.DiscardHandler)),
 		}},
@@ -516,7 +516,7 @@ func TestNewOptions(t *testing.T) {
 			opts: []auth.Option{auth.WithPublicMethods("/")}, wantErr: "method prefix"},
 		{name: "nil logger", callers: f.callers, opts: []auth.Option{auth.WithLogger(nil)}, wantErr: "logger is nil"},
 		{name: "public and admin overlap", callers: f.callers, opts: []auth.Option{
-			auth.WithPublicMethods("/build.v1."), auth.WithAdminMethods("/build.v1.Admin/"),
+			auth.WithPublicMethods("/build.v1."), auth.WithAdminMethods("/build.v1.AdminService/"),
 		}, wantErr: "cannot be both"},
 	}
 	for _, tt := range tests {

@@ -16,7 +16,7 @@
 //	...
 //	a, err := auth.New(callers,
 //		auth.WithPublicMethods(auth.HealthMethods, auth.ReflectionMethods),
-//		auth.WithAdminMethods("/build.v1.Admin/"),
+//		auth.WithAdminMethods("/build.v1.AdminService/"),
 //		auth.WithLogger(log.With("component", "auth")))
 //	...
 //	tlsConfig, err := auth.TLSConfig(certFile, keyFile, clientCAFile)

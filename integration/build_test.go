@@ -42,6 +42,11 @@ func tagFor(t testing.TB, suffix string) string {
 	return fmt.Sprintf("%s/it/%s:%s", st.RegistryAddr, repo, suffix)
 }
 
+// startRequest is the StartBuild request of the build req asks for.
+func startRequest(req *buildv1.CreateImageRequest) *buildv1.StartBuildRequest {
+	return &buildv1.StartBuildRequest{Request: req}
+}
+
 func requireSuccess(t testing.TB, o outcome) *buildv1.BuildResult {
 	t.Helper()
 	if o.err != nil {

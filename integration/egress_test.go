@@ -123,8 +123,9 @@ func TestHostPolicyRefusesBeforeConnecting(t *testing.T) {
 	tag := tagFor(t, "x")
 	// Loopback by name first: had the server dialled it, the test stops
 	// here (Fatal) before it asks for the metadata address.
-	_, err := ts.Client.StartBuild(t.Context(), &buildv1.CreateImageRequest{
-		GitRepo: fmt.Sprintf("git://localhost:%d/x.git", l.port()), GitCommit: "main", ImageTag: tag})
+	_, err := ts.Client.StartBuild(t.Context(), startRequest(&buildv1.CreateImageRequest{
+		GitRepo: fmt.Sprintf("git://localhost:%d/x.git", l.port()), GitCommit: "main", ImageTag: tag}))
+
 	l.assertNoConnection(t)
 	if st := status.Convert(err); st.Code() != codes.PermissionDenied || !strings.HasPrefix(st.Message(), "git_repo: ") ||
 		!strings.Contains(st.Message(), "(loopback)") || strings.Contains(st.Message(), "127.0.0.1") {
@@ -132,8 +133,9 @@ func TestHostPolicyRefusesBeforeConnecting(t *testing.T) {
 	}
 	t.Logf("refusal: %s", status.Convert(err).Message())
 
-	_, err = ts.Client.StartBuild(t.Context(), &buildv1.CreateImageRequest{
-		GitRepo: "https://169.254.169.254/x.git", GitCommit: "main", ImageTag: tag})
+	_, err = ts.Client.StartBuild(t.Context(), startRequest(&buildv1.CreateImageRequest{
+		GitRepo: "https://169.254.169.254/x.git", GitCommit: "main", ImageTag: tag}))
+
 	wantStatus(t, "metadata address", err, codes.PermissionDenied, "git_repo: ", "(metadata)")
 
 	list, err := ts.Client.ListBuilds(t.Context(), &buildv1.ListBuildsRequest{})
@@ -146,8 +148,9 @@ func TestHostPolicyRefusesBeforeConnecting(t *testing.T) {
 		c.Resolver = server.RemoteResolver{Allow: egress.Allowance{Loopback: true}}
 		c.Tenants = nil
 	})
-	_, err = portOnly.StartBuild(t.Context(), &buildv1.CreateImageRequest{
-		GitRepo: fmt.Sprintf("git://127.0.0.1:%d/x.git", l.port()), GitCommit: "main", ImageTag: tag})
+	_, err = portOnly.StartBuild(t.Context(), startRequest(&buildv1.CreateImageRequest{
+		GitRepo: fmt.Sprintf("git://127.0.0.1:%d/x.git", l.port()), GitCommit: "main", ImageTag: tag}))
+
 	wantStatus(t, "loopback allowed, port not", err, codes.PermissionDenied, "git_repo: ", "(port)", fmt.Sprint(l.port()))
 	l.assertNoConnection(t)
 }
@@ -175,9 +178,9 @@ tenants:
 	req := func(tenant string) *buildv1.CreateImageRequest {
 		return &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, tenant)}
 	}
-	_, err = c["plain"].StartBuild(t.Context(), req("plain"))
+	_, err = c["plain"].StartBuild(t.Context(), startRequest(req("plain")))
 	wantStatus(t, "plain tenant", err, codes.PermissionDenied, "git_repo: ", "(loopback)", "allow_loopback")
-	_, err = c["noport"].StartBuild(t.Context(), req("noport"))
+	_, err = c["noport"].StartBuild(t.Context(), startRequest(req("noport")))
 	wantStatus(t, "tenant with loopback, not the port", err, codes.PermissionDenied, "git_repo: ", "(port)", "allowed_ports")
 
 	res := requireSuccess(t, build(t, c["trusted"], req("trusted")))
@@ -233,7 +236,7 @@ func TestResolveErrorsDoNotEchoTheRemote(t *testing.T) {
 		{"hanging git server", fmt.Sprintf("git://127.0.0.1:%d/x.git", hang.port()), codes.DeadlineExceeded, prefix + "(timeout)"},
 	}
 	for _, tt := range tests {
-		_, err := ts.Client.StartBuild(t.Context(), &buildv1.CreateImageRequest{GitRepo: tt.repo, GitCommit: "main", ImageTag: tagFor(t, "x")})
+		_, err := ts.Client.StartBuild(t.Context(), startRequest(&buildv1.CreateImageRequest{GitRepo: tt.repo, GitCommit: "main", ImageTag: tagFor(t, "x")}))
 		if st := status.Convert(err); st.Code() != tt.code || st.Message() != tt.msg {
 			t.Errorf("%s: %v, want %v %q", tt.name, err, tt.code, tt.msg)
 		}
@@ -250,9 +253,9 @@ func TestResolveErrorsDoNotEchoTheRemote(t *testing.T) {
 	}
 	repo := newRepo(t, sampleFiles(t))
 	req := &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "no-such-branch", ImageTag: tagFor(t, "x")}
-	_, err = ts.Client.StartBuild(t.Context(), req)
+	_, err = ts.Client.StartBuild(t.Context(), startRequest(req))
 	wantStatus(t, "resolve while the slot is taken", err, codes.ResourceExhausted, "git_commit: ", "too many refs at once (at most 1, 1 per tenant)")
 	release()
-	_, err = ts.Client.StartBuild(t.Context(), req)
+	_, err = ts.Client.StartBuild(t.Context(), startRequest(req))
 	wantStatus(t, "resolve once the slot is free", err, codes.NotFound, "git_commit: ", "no-such-branch")
 }

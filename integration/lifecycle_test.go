@@ -163,7 +163,7 @@ func TestReattachReplaysEverything(t *testing.T) {
 	files := sampleFiles(t)
 	files["main.go"] += "\nvar _ = \"reattach\"\n"
 	repo.commit("main", "new source, so go build runs", files)
-	start, err := c.StartBuild(t.Context(), &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "x")})
+	start, err := c.StartBuild(t.Context(), startRequest(&buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "x")}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestReattachReplaysEverything(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.LastSeq >= 3 || info.Finished != nil {
+		if info.LastSeq >= 3 || info.EndTime != nil {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -208,17 +208,18 @@ func TestReattachReplaysEverything(t *testing.T) {
 func TestCancelDuringGoBuild(t *testing.T) {
 	p := newHangingProxy(t)
 	c := startServer(t, p.configure)
-	start, err := c.StartBuild(t.Context(), p.request(hangingRepo(t), tagFor(t, "x")))
+	start, err := c.StartBuild(t.Context(), startRequest(p.request(hangingRepo(t), tagFor(t, "x"))))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.waitReached(t)
 	began := time.Now()
-	info, err := c.CancelBuild(t.Context(), &buildv1.CancelBuildRequest{BuildId: start.BuildId})
+	resp, err := c.CancelBuild(t.Context(), &buildv1.CancelBuildRequest{BuildId: start.BuildId})
 	if err != nil {
 		t.Fatal(err)
 	}
 	took := time.Since(began)
+	info := resp.GetBuild()
 	if info.State != buildv1.BuildState_BUILD_STATE_CANCELLED {
 		t.Fatalf("state after cancel = %v", info.State)
 	}
@@ -277,18 +278,18 @@ func TestQueueFullAndDedup(t *testing.T) {
 		cfg.MaxConcurrent, cfg.QueueSize = 1, 1
 	})
 	repo := hangingRepo(t)
-	first, err := c.StartBuild(t.Context(), p.request(repo, tagFor(t, "a")))
+	first, err := c.StartBuild(t.Context(), startRequest(p.request(repo, tagFor(t, "a"))))
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := c.StartBuild(t.Context(), p.request(repo, tagFor(t, "a")))
+	again, err := c.StartBuild(t.Context(), startRequest(p.request(repo, tagFor(t, "a"))))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if again.BuildId != first.BuildId || !again.Joined {
 		t.Errorf("identical request started %s (joined %v), want to join %s", again.BuildId, again.Joined, first.BuildId)
 	}
-	second, err := c.StartBuild(t.Context(), p.request(repo, tagFor(t, "b")))
+	second, err := c.StartBuild(t.Context(), startRequest(p.request(repo, tagFor(t, "b"))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,13 +300,14 @@ func TestQueueFullAndDedup(t *testing.T) {
 	if info.State != buildv1.BuildState_BUILD_STATE_QUEUED || info.QueuePosition != 0 {
 		t.Errorf("second build: %v at position %d, want QUEUED at 0", info.State, info.QueuePosition)
 	}
-	_, err = c.StartBuild(t.Context(), p.request(repo, tagFor(t, "c")))
+	_, err = c.StartBuild(t.Context(), startRequest(p.request(repo, tagFor(t, "c"))))
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("third build: %v, want RESOURCE_EXHAUSTED", err)
 	}
 	for _, id := range []string{second.BuildId, first.BuildId} {
-		info, err := c.CancelBuild(t.Context(), &buildv1.CancelBuildRequest{BuildId: id})
-		if err != nil || info.State != buildv1.BuildState_BUILD_STATE_CANCELLED {
+		resp, err := c.CancelBuild(t.Context(), &buildv1.CancelBuildRequest{BuildId: id})
+		info := resp.GetBuild()
+		if err != nil || info.GetState() != buildv1.BuildState_BUILD_STATE_CANCELLED {
 			t.Errorf("cancel %s: %v %v", id, info.GetState(), err)
 		}
 	}
@@ -362,7 +364,7 @@ func TestServerKilledMidBuild(t *testing.T) {
 		return cmd, c, lis
 	}
 	cmd, c, _ := start()
-	b, err := c.StartBuild(t.Context(), p.request(hangingRepo(t), tagFor(t, "x")))
+	b, err := c.StartBuild(t.Context(), startRequest(p.request(hangingRepo(t), tagFor(t, "x"))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +384,7 @@ func TestServerKilledMidBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.State != buildv1.BuildState_BUILD_STATE_INTERRUPTED || info.Error.GetMessage() == "" || info.Finished == nil {
+	if info.State != buildv1.BuildState_BUILD_STATE_INTERRUPTED || info.Error.GetMessage() == "" || info.EndTime == nil {
 		t.Fatalf("after restart: %v", info)
 	}
 	evs := watchAll(t, c, b.BuildId, 0)

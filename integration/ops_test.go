@@ -196,7 +196,7 @@ func TestStackServerMetricsAndHealth(t *testing.T) {
 	}
 	// Health answers over TLS without a token.
 	conn := loadStackSecurity(t).dial(t, "", false)
-	for _, svc := range []string{"", "build.v1.Build", "build.v1.Admin"} {
+	for _, svc := range []string{"", "build.v1.Build", "build.v1.AdminService"} {
 		resp, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{Service: svc})
 		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 			t.Errorf("health of %q: %v, %v", svc, resp.GetStatus(), err)

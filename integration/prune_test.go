@@ -47,7 +47,7 @@ func TestCleanupFreesSpace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	resp, err := buildv1.NewAdminClient(conn).Cleanup(t.Context(), &buildv1.CleanupRequest{})
+	resp, err := buildv1.NewAdminServiceClient(conn).Cleanup(t.Context(), &buildv1.CleanupRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

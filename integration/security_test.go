@@ -144,13 +144,13 @@ func TestStackServerTenants(t *testing.T) {
 	admin := buildv1.NewBuildClient(adminConn)
 
 	repo := newRepo(t, sampleFiles(t))
-	start, err := dev.StartBuild(ctx, &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "dev")})
+	start, err := dev.StartBuild(ctx, startRequest(&buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "dev")}))
 	if err != nil {
 		t.Fatalf("dev's StartBuild: %v", err)
 	}
 	id := start.BuildId
 	otherRepo := newRepo(t, sampleFiles(t))
-	otherStart, err := other.StartBuild(ctx, &buildv1.CreateImageRequest{GitRepo: otherRepo.URL, GitCommit: "main", ImageTag: tagFor(t, "other")})
+	otherStart, err := other.StartBuild(ctx, startRequest(&buildv1.CreateImageRequest{GitRepo: otherRepo.URL, GitCommit: "main", ImageTag: tagFor(t, "other")}))
 	if err != nil {
 		t.Fatalf("other's StartBuild: %v", err)
 	}
@@ -224,13 +224,13 @@ func TestStackServerTenants(t *testing.T) {
 		}
 	}
 
-	if _, err := buildv1.NewAdminClient(sec.dial(t, sec.devToken, false)).Cleanup(ctx, &buildv1.CleanupRequest{}); status.Code(err) != codes.PermissionDenied {
+	if _, err := buildv1.NewAdminServiceClient(sec.dial(t, sec.devToken, false)).Cleanup(ctx, &buildv1.CleanupRequest{}); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("Cleanup by a tenant: %v, want PermissionDenied", err)
 	}
-	if _, err := buildv1.NewAdminClient(sec.dial(t, "", true)).Cleanup(ctx, &buildv1.CleanupRequest{}); status.Code(err) != codes.PermissionDenied {
+	if _, err := buildv1.NewAdminServiceClient(sec.dial(t, "", true)).Cleanup(ctx, &buildv1.CleanupRequest{}); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("Cleanup by a tenant's mTLS identity: %v, want PermissionDenied", err)
 	}
-	if _, err := buildv1.NewAdminClient(adminConn).Cleanup(ctx, &buildv1.CleanupRequest{}); err != nil {
+	if _, err := buildv1.NewAdminServiceClient(adminConn).Cleanup(ctx, &buildv1.CleanupRequest{}); err != nil {
 		t.Errorf("Cleanup by the admin: %v", err)
 	}
 

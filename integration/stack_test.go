@@ -160,7 +160,7 @@ func startTestServer(t testing.TB, mutate func(*server.Config), opts ...grpc.Ser
 	}
 	gs := grpc.NewServer(append(server.GRPCServerOptions(), opts...)...)
 	buildv1.RegisterBuildServer(gs, srv)
-	buildv1.RegisterAdminServer(gs, srv)
+	buildv1.RegisterAdminServiceServer(gs, srv)
 	go gs.Serve(lis)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

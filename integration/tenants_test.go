@@ -39,7 +39,7 @@ func startTenantServer(t testing.TB, tenantsYAML string, mutate func(*server.Con
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := auth.New(cs, auth.WithInsecureTokens(), auth.WithPublicMethods(auth.HealthMethods), auth.WithAdminMethods("/build.v1.Admin/"))
+	a, err := auth.New(cs, auth.WithInsecureTokens(), auth.WithPublicMethods(auth.HealthMethods), auth.WithAdminMethods("/build.v1.AdminService/"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ tenants:
 	repo := hangingRepo(t)
 	var a []string
 	for i := 1; i <= 10; i++ {
-		r, err := c["a"].StartBuild(t.Context(), p.request(repo, tagFor(t, fmt.Sprintf("a%d", i))))
+		r, err := c["a"].StartBuild(t.Context(), startRequest(p.request(repo, tagFor(t, fmt.Sprintf("a%d", i)))))
 		if err != nil {
 			t.Fatalf("a's build %d: %v", i, err)
 		}
@@ -115,12 +115,12 @@ tenants:
 		}
 	})
 	// a is at its limit of 9 waiting builds.
-	_, err := c["a"].StartBuild(t.Context(), p.request(repo, tagFor(t, "a11")))
+	_, err := c["a"].StartBuild(t.Context(), startRequest(p.request(repo, tagFor(t, "a11"))))
 	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "max_queued") {
 		t.Errorf("a's eleventh build: %v, want ResourceExhausted naming max_queued", err)
 	}
 
-	b, err := c["b"].StartBuild(t.Context(), p.request(repo, tagFor(t, "b1")))
+	b, err := c["b"].StartBuild(t.Context(), startRequest(p.request(repo, tagFor(t, "b1"))))
 	if err != nil {
 		t.Fatalf("b's build: %v", err)
 	}
@@ -159,19 +159,19 @@ tenants:
 		{"another git host", &buildv1.CreateImageRequest{GitRepo: "git://127.0.0.2:1/x.git", ImageTag: tagFor(t, "b2")}, "git_repo", "git_hosts"},
 		{"another registry", &buildv1.CreateImageRequest{GitRepo: repo.URL, ImageTag: "127.0.0.1:1/x:1"}, "image_tag", "image_tags"},
 	} {
-		_, err := c["b"].StartBuild(t.Context(), tt.req)
+		_, err := c["b"].StartBuild(t.Context(), startRequest(tt.req))
 		if st := status.Convert(err); st.Code() != codes.PermissionDenied || !strings.HasPrefix(st.Message(), tt.field+":") || !strings.Contains(st.Message(), tt.rule) {
 			t.Errorf("b, %s: %v, want PermissionDenied naming %s and %s", tt.name, err, tt.field, tt.rule)
 		}
 	}
 
 	// c's rate: one build a minute.
-	cr, err := c["c"].StartBuild(t.Context(), p.request(repo, tagFor(t, "c1")))
+	cr, err := c["c"].StartBuild(t.Context(), startRequest(p.request(repo, tagFor(t, "c1"))))
 	if err != nil {
 		t.Fatalf("c's first build: %v", err)
 	}
 	t.Cleanup(func() { c["c"].CancelBuild(t.Context(), &buildv1.CancelBuildRequest{BuildId: cr.BuildId}) })
-	_, err = c["c"].StartBuild(t.Context(), p.request(repo, tagFor(t, "c2")))
+	_, err = c["c"].StartBuild(t.Context(), startRequest(p.request(repo, tagFor(t, "c2"))))
 	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "rate_per_minute") {
 		t.Errorf("c's second build within a minute: %v, want ResourceExhausted naming rate_per_minute", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -173,9 +174,9 @@ func (b *build) info() *buildv1.BuildInfo {
 		Request:          b.req.proto(),
 		State:            b.state,
 		Commit:           b.commit,
-		Created:          timestamp(b.created),
-		Started:          timestamp(b.started),
-		Finished:         timestamp(b.finished),
+		CreateTime:       timestamp(b.created),
+		StartTime:        timestamp(b.started),
+		EndTime:          timestamp(b.finished),
 		Result:           b.result,
 		Error:            b.err,
 		QueuePosition:    b.queuePos,
@@ -183,6 +184,7 @@ func (b *build) info() *buildv1.BuildInfo {
 		Joined:           b.joined,
 		LogBytesDropped:  dropped,
 		CredentialsGiven: credentials.Given(b.creds),
+		Name:             resourceName(b.id),
 	}
 }
 
@@ -192,3 +194,10 @@ func timestamp(t time.Time) *timestamppb.Timestamp {
 	}
 	return timestamppb.New(t)
 }
+
+// resourceName is the API's name of build id: builds/{id}.
+func resourceName(id string) string { return "builds/" + id }
+
+// buildIDOf is the build id a request names, by its id or by its resource
+// name.
+func buildIDOf(s string) string { return strings.TrimPrefix(s, "builds/") }

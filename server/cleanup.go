@@ -42,7 +42,7 @@ type cleanupObserver interface {
 	CleanupRan(buildkitBytes, historyBuilds, tempBytes int64)
 }
 
-// Cleanup implements buildv1.AdminServer: it runs one cleanup now.
+// Cleanup implements buildv1.AdminServiceServer: it runs one cleanup now.
 func (s *Server) Cleanup(ctx context.Context, _ *buildv1.CleanupRequest) (*buildv1.CleanupResponse, error) {
 	// The authenticator lets only admins call Admin methods; this is the
 	// same rule, held where the method is.
@@ -145,7 +145,7 @@ func (s *Server) pruneHistory(ctx context.Context, p CleanupPolicy, now time.Tim
 			return 0, err
 		}
 		for _, b := range page {
-			tooOld := p.HistoryMaxAge > 0 && b.GetFinished() != nil && now.Sub(b.GetFinished().AsTime()) > p.HistoryMaxAge
+			tooOld := p.HistoryMaxAge > 0 && b.GetEndTime() != nil && now.Sub(b.GetEndTime().AsTime()) > p.HistoryMaxAge
 			tooMany := p.HistoryMaxBuilds > 0 && kept >= p.HistoryMaxBuilds
 			if (tooOld || tooMany) && s.activeBuild(b.GetBuildId()) == nil {
 				doomed = append(doomed, b.GetBuildId())

@@ -50,7 +50,7 @@ func TestPruneHistory(t *testing.T) {
 			for _, b := range builds {
 				info := &buildv1.BuildInfo{BuildId: b.id, State: b.state}
 				if b.finished > 0 {
-					info.Finished = timestamp(now.Add(-b.finished))
+					info.EndTime = timestamp(now.Add(-b.finished))
 				}
 				if err := store.PutBuild(ctx, info); err != nil {
 					t.Fatal(err)

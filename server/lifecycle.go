@@ -250,7 +250,7 @@ func (s *Server) interruptLeftovers(ctx context.Context) error {
 		if err := s.cfg.Store.AppendEvents(ctx, info.GetBuildId(), evs); err != nil {
 			return fmt.Errorf("interrupt build %s: %w", info.GetBuildId(), err)
 		}
-		info.State, info.Error, info.Finished, info.LastSeq, info.QueuePosition =
+		info.State, info.Error, info.EndTime, info.LastSeq, info.QueuePosition =
 			buildv1.BuildState_BUILD_STATE_INTERRUPTED, berr, timestamp(now), last+2, 0
 		if err := s.cfg.Store.PutBuild(ctx, info); err != nil {
 			return fmt.Errorf("interrupt build %s: %w", info.GetBuildId(), err)

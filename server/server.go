@@ -41,7 +41,7 @@ func (e errTimeout) Error() string { return fmt.Sprintf("the build timed out aft
 // Server implements the build.v1 Build and Admin services.
 type Server struct {
 	buildv1.UnimplementedBuildServer
-	buildv1.UnimplementedAdminServer
+	buildv1.UnimplementedAdminServiceServer
 
 	cfg      Config
 	bk       *client.Client
@@ -150,34 +150,38 @@ func (s *Server) refused(err error) error {
 }
 
 // StartBuild implements buildv1.BuildServer.
-func (s *Server) StartBuild(ctx context.Context, req *buildv1.CreateImageRequest) (*buildv1.StartBuildResponse, error) {
-	b, joined, err := s.start(ctx, req)
+func (s *Server) StartBuild(ctx context.Context, req *buildv1.StartBuildRequest) (*buildv1.StartBuildResponse, error) {
+	if req.GetRequest() == nil {
+		return nil, s.refused(fieldErr("request", "is required"))
+	}
+	b, joined, err := s.start(ctx, req.GetRequest())
 	if err != nil {
 		return nil, s.refused(err)
 	}
-	return &buildv1.StartBuildResponse{BuildId: b.id, Joined: joined}, nil
+	return &buildv1.StartBuildResponse{BuildId: b.id, Name: resourceName(b.id), Joined: joined}, nil
 }
 
 // WatchBuild implements buildv1.BuildServer.
 func (s *Server) WatchBuild(req *buildv1.WatchBuildRequest, stream buildv1.Build_WatchBuildServer) error {
 	ctx := stream.Context()
-	if req.GetBuildId() == "" {
+	id := buildIDOf(req.GetBuildId())
+	if id == "" {
 		return toStatus(fieldErr("build_id", "is required"))
 	}
 	c, err := s.callerOf(ctx)
 	if err != nil {
 		return toStatus(err)
 	}
-	if _, err := s.visibleBuild(ctx, c, req.GetBuildId()); err != nil {
+	if _, err := s.visibleBuild(ctx, c, id); err != nil {
 		return toStatus(err)
 	}
-	if b := s.activeBuild(req.GetBuildId()); b != nil {
+	if b := s.activeBuild(id); b != nil {
 		// An active build has all its events in memory.
 		return toStatus(b.log.follow(ctx, req.GetFromSeq(), stream.Send))
 	}
 	after := req.GetFromSeq()
 	for {
-		evs, err := s.cfg.Store.Events(ctx, req.GetBuildId(), after, 1000)
+		evs, err := s.cfg.Store.Events(ctx, id, after, 1000)
 		if err != nil {
 			return toStatus(err)
 		}
@@ -195,14 +199,15 @@ func (s *Server) WatchBuild(req *buildv1.WatchBuildRequest, stream buildv1.Build
 
 // GetBuild implements buildv1.BuildServer.
 func (s *Server) GetBuild(ctx context.Context, req *buildv1.GetBuildRequest) (*buildv1.BuildInfo, error) {
-	if req.GetBuildId() == "" {
+	id := buildIDOf(req.GetBuildId())
+	if id == "" {
 		return nil, toStatus(fieldErr("build_id", "is required"))
 	}
 	c, err := s.callerOf(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	info, err := s.visibleBuild(ctx, c, req.GetBuildId())
+	info, err := s.visibleBuild(ctx, c, id)
 	return info, toStatus(err)
 }
 
@@ -252,23 +257,32 @@ func (s *Server) ListBuilds(ctx context.Context, req *buildv1.ListBuildsRequest)
 
 // CancelBuild implements buildv1.BuildServer. It waits a few seconds for
 // the build to end, so the answer usually shows it CANCELLED.
-func (s *Server) CancelBuild(ctx context.Context, req *buildv1.CancelBuildRequest) (*buildv1.BuildInfo, error) {
-	if req.GetBuildId() == "" {
+func (s *Server) CancelBuild(ctx context.Context, req *buildv1.CancelBuildRequest) (*buildv1.CancelBuildResponse, error) {
+	info, err := s.cancelBuild(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return &buildv1.CancelBuildResponse{Build: info}, nil
+}
+
+func (s *Server) cancelBuild(ctx context.Context, req *buildv1.CancelBuildRequest) (*buildv1.BuildInfo, error) {
+	id := buildIDOf(req.GetBuildId())
+	if id == "" {
 		return nil, toStatus(fieldErr("build_id", "is required"))
 	}
 	c, err := s.callerOf(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if _, err := s.visibleBuild(ctx, c, req.GetBuildId()); err != nil {
+	if _, err := s.visibleBuild(ctx, c, id); err != nil {
 		return nil, toStatus(err)
 	}
 	s.mu.Lock()
-	b := s.active[req.GetBuildId()]
+	b := s.active[id]
 	queued := b != nil && s.dequeue(b)
 	s.mu.Unlock()
 	if b == nil {
-		info, err := s.cfg.Store.GetBuild(ctx, req.GetBuildId())
+		info, err := s.cfg.Store.GetBuild(ctx, id)
 		return info, toStatus(err)
 	}
 	s.cfg.Logger.Info("cancelling build", "build", b.id, "caller", c.name)

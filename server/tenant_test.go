@@ -198,7 +198,7 @@ tenants:
 	} {
 		req := ok()
 		tt.mutate(req)
-		_, err := s.StartBuild(tt.ctx, req)
+		_, err := s.StartBuild(tt.ctx, &buildv1.StartBuildRequest{Request: req})
 		st := status.Convert(err)
 		if st.Code() != tt.code || !strings.HasPrefix(st.Message(), tt.field+":") || !strings.Contains(st.Message(), tt.rule) {
 			t.Errorf("%s: %v %q, want %v naming %s and %s", tt.name, st.Code(), st.Message(), tt.code, tt.field, tt.rule)

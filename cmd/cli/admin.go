@@ -74,7 +74,7 @@ func runAdminCleanup(cCtx *cli.Context) error {
 	}
 	defer conn.Close()
 
-	resp, err := buildv1.NewAdminClient(conn).Cleanup(cCtx.Context, &buildv1.CleanupRequest{})
+	resp, err := buildv1.NewAdminServiceClient(conn).Cleanup(cCtx.Context, &buildv1.CleanupRequest{})
 	if err != nil {
 		return callError(cCtx, "cleanup", err)
 	}

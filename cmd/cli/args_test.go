@@ -105,7 +105,7 @@ func TestFlagsFirst(t *testing.T) {
 // one, nested or not.
 func TestFlagsAfterArguments(t *testing.T) {
 	info := &buildv1.BuildInfo{BuildId: "b-1", State: buildv1.BuildState_BUILD_STATE_SUCCEEDED,
-		Created: timestamppb.Now(), Request: &buildv1.CreateImageRequest{GitRepo: "https://git.example/app.git"}}
+		CreateTime: timestamppb.Now(), Request: &buildv1.CreateImageRequest{GitRepo: "https://git.example/app.git"}}
 	f := &fakeServer{info: info, builds: []*buildv1.BuildInfo{info}}
 	addr := f.start(t)
 	for _, args := range [][]string{

@@ -117,7 +117,7 @@ func startBuild(cCtx *cli.Context, req *buildv1.CreateImageRequest, asJSON bool)
 		return err
 	}
 	defer closeConn()
-	resp, err := bc.StartBuild(cCtx.Context, req)
+	resp, err := bc.StartBuild(cCtx.Context, &buildv1.StartBuildRequest{Request: req})
 	if err != nil {
 		return callError(cCtx, "start build", err)
 	}

@@ -257,14 +257,14 @@ func shortCommit(sha string) string {
 // buildDuration is how long a build has run: until it finished, or until now
 // while it runs; "-" until it starts.
 func buildDuration(info *buildv1.BuildInfo, now time.Time) string {
-	if info.GetStarted() == nil {
+	if info.GetStartTime() == nil {
 		return "-"
 	}
 	end := now
-	if info.GetFinished() != nil {
-		end = info.GetFinished().AsTime()
+	if info.GetEndTime() != nil {
+		end = info.GetEndTime().AsTime()
 	}
-	d := end.Sub(info.GetStarted().AsTime())
+	d := end.Sub(info.GetStartTime().AsTime())
 	if d < time.Minute {
 		return d.Round(100 * time.Millisecond).String()
 	}
@@ -389,11 +389,12 @@ func runCancel(cCtx *cli.Context) error {
 	}
 	defer closeConn()
 
-	info, err := bc.CancelBuild(cCtx.Context, &buildv1.CancelBuildRequest{BuildId: id})
+	resp, err := bc.CancelBuild(cCtx.Context, &buildv1.CancelBuildRequest{BuildId: id})
 	if err != nil {
 		return callError(cCtx, "cancel build", err)
 	}
-	if asJSON {
+	info := resp.GetBuild()
+	if asJSON { // the build, as `builds get -o json` prints it
 		return writeJSON(cCtx.App.Writer, info)
 	}
 	line := fmt.Sprintf("build %s: %s", info.GetBuildId(), stateName(info.GetState()))

@@ -375,12 +375,12 @@ func listedBuilds() []*buildv1.BuildInfo {
 	}
 	req := &buildv1.CreateImageRequest{GitRepo: "https://git.example/app.git", GitCommit: "main", ImageTag: "r.example/app:v1"}
 	return []*buildv1.BuildInfo{
-		{BuildId: "b-5", Request: req, State: buildv1.BuildState_BUILD_STATE_QUEUED, Created: at(5, 0), QueuePosition: 2},
-		{BuildId: "b-4", Request: req, State: buildv1.BuildState_BUILD_STATE_CANCELLED, Created: at(4, 0)},
-		{BuildId: "b-3", Request: req, State: buildv1.BuildState_BUILD_STATE_FAILED, Commit: "1a2b3c4d5e6f7a8b9c0d", Created: at(3, 0), Started: at(3, 1), Finished: at(3, 5),
+		{BuildId: "b-5", Request: req, State: buildv1.BuildState_BUILD_STATE_QUEUED, CreateTime: at(5, 0), QueuePosition: 2},
+		{BuildId: "b-4", Request: req, State: buildv1.BuildState_BUILD_STATE_CANCELLED, CreateTime: at(4, 0)},
+		{BuildId: "b-3", Request: req, State: buildv1.BuildState_BUILD_STATE_FAILED, Commit: "1a2b3c4d5e6f7a8b9c0d", CreateTime: at(3, 0), StartTime: at(3, 1), EndTime: at(3, 5),
 			Error: &buildv1.BuildError{Code: int32(codes.Unknown), Message: "go build: exit code 1"}},
-		{BuildId: "b-2", Request: req, State: buildv1.BuildState_BUILD_STATE_SUCCEEDED, Commit: "1a2b3c4d5e6f7a8b9c0d", Created: at(2, 0), Started: at(2, 0), Finished: at(3, 36)},
-		{BuildId: "b-1", Request: req, State: buildv1.BuildState_BUILD_STATE_INTERRUPTED, Created: at(1, 0), Started: at(1, 0)},
+		{BuildId: "b-2", Request: req, State: buildv1.BuildState_BUILD_STATE_SUCCEEDED, Commit: "1a2b3c4d5e6f7a8b9c0d", CreateTime: at(2, 0), StartTime: at(2, 0), EndTime: at(3, 36)},
+		{BuildId: "b-1", Request: req, State: buildv1.BuildState_BUILD_STATE_INTERRUPTED, CreateTime: at(1, 0), StartTime: at(1, 0)},
 	}
 }
 
@@ -606,7 +606,7 @@ func TestBuildDuration(t *testing.T) {
 		{timestamppb.New(start), nil, "2m0s"}, // still running at now
 	}
 	for _, tt := range tests {
-		info := &buildv1.BuildInfo{Started: tt.started, Finished: tt.finished}
+		info := &buildv1.BuildInfo{StartTime: tt.started, EndTime: tt.finished}
 		if got := buildDuration(info, start.Add(2*time.Minute)); got != tt.want {
 			t.Errorf("buildDuration(%v, %v) = %q, want %q", tt.started, tt.finished, got, tt.want)
 		}

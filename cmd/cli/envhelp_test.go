@@ -15,7 +15,7 @@ import (
 // BUILDSVC_SERVER names the server, and wins over the older
 // BUILD_SERVER_ADDR.
 func TestServerEnvNames(t *testing.T) {
-	info := &buildv1.BuildInfo{BuildId: "b-1", State: buildv1.BuildState_BUILD_STATE_SUCCEEDED, Created: timestamppb.Now()}
+	info := &buildv1.BuildInfo{BuildId: "b-1", State: buildv1.BuildState_BUILD_STATE_SUCCEEDED, CreateTime: timestamppb.Now()}
 	addr := (&fakeServer{info: info, builds: []*buildv1.BuildInfo{info}}).start(t)
 	for _, env := range []map[string]string{
 		{"BUILDSVC_SERVER": addr, "BUILD_SERVER_ADDR": ""},

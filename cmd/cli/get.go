@@ -77,9 +77,9 @@ func writeBuildInfo(w io.Writer, info *buildv1.BuildInfo) error {
 	for _, c := range info.GetCredentialsGiven() {
 		line("credentials", c)
 	}
-	line("created", formatTime(info.GetCreated()))
-	line("started", formatTime(info.GetStarted()))
-	line("finished", formatTime(info.GetFinished()))
+	line("created", formatTime(info.GetCreateTime()))
+	line("started", formatTime(info.GetStartTime()))
+	line("finished", formatTime(info.GetEndTime()))
 	if res := info.GetResult(); res != nil {
 		line("image", res.GetImage())
 		line("digest", res.GetDigest())

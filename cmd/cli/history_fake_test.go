@@ -24,9 +24,13 @@ func (h historyFake) GetBuild(_ context.Context, req *buildv1.GetBuildRequest) (
 	return h.lookup(req.GetBuildId())
 }
 
-func (h historyFake) CancelBuild(_ context.Context, req *buildv1.CancelBuildRequest) (*buildv1.BuildInfo, error) {
+func (h historyFake) CancelBuild(_ context.Context, req *buildv1.CancelBuildRequest) (*buildv1.CancelBuildResponse, error) {
 	h.record(req)
-	return h.lookup(req.GetBuildId())
+	info, err := h.lookup(req.GetBuildId())
+	if err != nil {
+		return nil, err
+	}
+	return &buildv1.CancelBuildResponse{Build: info}, nil
 }
 
 func (h historyFake) lookup(id string) (*buildv1.BuildInfo, error) {

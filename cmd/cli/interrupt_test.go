@@ -79,13 +79,13 @@ func (s *cancelServer) CreateImage(req *buildv1.CreateImageRequest, stream grpc.
 	return nil
 }
 
-func (s *cancelServer) CancelBuild(_ context.Context, req *buildv1.CancelBuildRequest) (*buildv1.BuildInfo, error) {
+func (s *cancelServer) CancelBuild(_ context.Context, req *buildv1.CancelBuildRequest) (*buildv1.CancelBuildResponse, error) {
 	s.record(req)
 	if s.cancelErr != nil {
 		return nil, s.cancelErr
 	}
 	s.once.Do(func() { close(s.cancelled) })
-	return &buildv1.BuildInfo{BuildId: req.GetBuildId(), State: buildv1.BuildState_BUILD_STATE_CANCELLED}, nil
+	return &buildv1.CancelBuildResponse{Build: &buildv1.BuildInfo{BuildId: req.GetBuildId(), State: buildv1.BuildState_BUILD_STATE_CANCELLED}}, nil
 }
 
 // start serves s on a loopback port and returns its address.

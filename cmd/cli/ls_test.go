@@ -259,11 +259,11 @@ func TestLsRows(t *testing.T) {
 	info := &buildv1.BuildInfo{
 		BuildId: "20251125-100503.000001-aaaaaaaaaa", State: buildv1.BuildState_BUILD_STATE_FAILED,
 		Request: &buildv1.CreateImageRequest{GitRepo: "https://git.example/app.git", GitCommit: "main", ImageTag: "r.example/app:v1"},
-		Commit:  "1a2b3c4d5e6f7a8b9c0d", Created: timestamppb.New(lsNow.Add(-2 * time.Minute)),
-		Started: timestamppb.New(lsNow.Add(-2 * time.Minute)), Finished: timestamppb.New(lsNow.Add(-time.Minute)),
+		Commit:  "1a2b3c4d5e6f7a8b9c0d", CreateTime: timestamppb.New(lsNow.Add(-2 * time.Minute)),
+		StartTime: timestamppb.New(lsNow.Add(-2 * time.Minute)), EndTime: timestamppb.New(lsNow.Add(-time.Minute)),
 		Error: &buildv1.BuildError{Message: long},
 	}
-	running := &buildv1.BuildInfo{BuildId: "b-2", State: buildv1.BuildState_BUILD_STATE_BUILDING, Started: timestamppb.New(lsNow.Add(-90 * time.Second))}
+	running := &buildv1.BuildInfo{BuildId: "b-2", State: buildv1.BuildState_BUILD_STATE_BUILDING, StartTime: timestamppb.New(lsNow.Add(-90 * time.Second))}
 	succeeded := &buildv1.BuildInfo{BuildId: "b-3", State: buildv1.BuildState_BUILD_STATE_SUCCEEDED, Result: &buildv1.BuildResult{Image: testImage}}
 	got := buildRows([]*buildv1.BuildInfo{info, running, succeeded}, rowOptions{now: lsNow})
 	want := []buildRow{

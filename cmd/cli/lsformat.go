@@ -105,10 +105,10 @@ func buildRows(builds []*buildv1.BuildInfo, opts rowOptions) []buildRow {
 			Commit:    info.GetCommit(),
 			Tag:       req.GetImageTag(),
 			Image:     info.GetResult().GetImage(),
-			CreatedAt: formatTime(info.GetCreated()),
+			CreatedAt: formatTime(info.GetCreateTime()),
 			Error:     oneLine(info.GetError().GetMessage()),
 		}
-		if info.GetStarted() != nil {
+		if info.GetStartTime() != nil {
 			r.Duration = buildDuration(info, opts.now)
 		}
 		if opts.noTrunc {
@@ -116,7 +116,7 @@ func buildRows(builds []*buildv1.BuildInfo, opts rowOptions) []buildRow {
 		} else {
 			r.Commit = shortCommit(r.Commit)
 			r.Error = truncate(r.Error, errorLen)
-			if c := info.GetCreated(); c != nil {
+			if c := info.GetCreateTime(); c != nil {
 				r.Created = relativeTime(c.AsTime(), opts.now)
 			}
 		}

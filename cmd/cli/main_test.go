@@ -127,20 +127,20 @@ func (f *fakeServer) GetBuild(_ context.Context, req *buildv1.GetBuildRequest) (
 	return f.info, nil
 }
 
-func (f *fakeServer) StartBuild(_ context.Context, req *buildv1.CreateImageRequest) (*buildv1.StartBuildResponse, error) {
-	f.record(req)
+func (f *fakeServer) StartBuild(_ context.Context, req *buildv1.StartBuildRequest) (*buildv1.StartBuildResponse, error) {
+	f.record(req.GetRequest())
 	if f.err != nil {
 		return nil, f.err
 	}
 	return f.started, nil
 }
 
-func (f *fakeServer) CancelBuild(_ context.Context, req *buildv1.CancelBuildRequest) (*buildv1.BuildInfo, error) {
+func (f *fakeServer) CancelBuild(_ context.Context, req *buildv1.CancelBuildRequest) (*buildv1.CancelBuildResponse, error) {
 	f.record(req)
 	if f.err != nil {
 		return nil, f.err
 	}
-	return f.info, nil
+	return &buildv1.CancelBuildResponse{Build: f.info}, nil
 }
 
 // ListBuilds pages through f.builds; a page token is the index of the
@@ -458,12 +458,12 @@ func TestServerFromEnv(t *testing.T) {
 
 func TestGet(t *testing.T) {
 	info := &buildv1.BuildInfo{
-		BuildId: "b-1",
-		Request: &buildv1.CreateImageRequest{GitRepo: "https://git.example/app.git", GitCommit: "main", ImageTag: "r.example/app:v1", Package: "."},
-		State:   buildv1.BuildState_BUILD_STATE_SUCCEEDED,
-		Commit:  "1a2b3c",
-		Created: timestamppb.New(time.Date(2025, 11, 25, 10, 0, 0, 0, time.UTC)),
-		Result:  &buildv1.BuildResult{Image: testImage, Digest: "sha256:0123"},
+		BuildId:    "b-1",
+		Request:    &buildv1.CreateImageRequest{GitRepo: "https://git.example/app.git", GitCommit: "main", ImageTag: "r.example/app:v1", Package: "."},
+		State:      buildv1.BuildState_BUILD_STATE_SUCCEEDED,
+		Commit:     "1a2b3c",
+		CreateTime: timestamppb.New(time.Date(2025, 11, 25, 10, 0, 0, 0, time.UTC)),
+		Result:     &buildv1.BuildResult{Image: testImage, Digest: "sha256:0123"},
 
 		CredentialsGiven: []string{"git: https password for user x-access-token (request)"},
 	}

@@ -65,7 +65,7 @@ func (e *ambiguousError) Error() string {
 	fmt.Fprintf(&b, "%q is the start of more than one build's id; give more of it:", e.Prefix)
 	for _, c := range e.Candidates {
 		fmt.Fprintf(&b, "\n  %s  %s", c.GetBuildId(), stateName(c.GetState()))
-		if created := formatTime(c.GetCreated()); created != "" {
+		if created := formatTime(c.GetCreateTime()); created != "" {
 			b.WriteString("  " + created)
 		}
 	}

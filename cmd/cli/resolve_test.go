@@ -20,7 +20,7 @@ import (
 func historyBuilds() []*buildv1.BuildInfo {
 	var builds []*buildv1.BuildInfo
 	add := func(id string, at time.Time) {
-		builds = append(builds, &buildv1.BuildInfo{BuildId: id, State: buildv1.BuildState_BUILD_STATE_SUCCEEDED, Created: timestamppb.New(at),
+		builds = append(builds, &buildv1.BuildInfo{BuildId: id, State: buildv1.BuildState_BUILD_STATE_SUCCEEDED, CreateTime: timestamppb.New(at),
 			Request: &buildv1.CreateImageRequest{GitRepo: "https://git.example/app.git", ImageTag: "r.example/app:v1"}})
 	}
 	for m := 6; m >= 0; m-- {

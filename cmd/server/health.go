@@ -12,7 +12,7 @@ import (
 // healthServices are the names the health service answers for: the whole
 // server ("") and each service. All of them need buildkitd, so they share
 // one status.
-var healthServices = []string{"", buildv1.Build_ServiceDesc.ServiceName, buildv1.Admin_ServiceDesc.ServiceName}
+var healthServices = []string{"", buildv1.Build_ServiceDesc.ServiceName, buildv1.AdminService_ServiceDesc.ServiceName}
 
 // healthReporter turns buildkitd's reachability into the gRPC health
 // status, and logs each change.

@@ -38,7 +38,7 @@ func securityOptions(cfg config, log *slog.Logger) ([]grpc.ServerOption, error) 
 		}
 		aopts := []auth.Option{
 			auth.WithPublicMethods(public...),
-			auth.WithAdminMethods("/build.v1.Admin/"),
+			auth.WithAdminMethods("/build.v1.AdminService/"),
 			auth.WithLogger(log.With("component", "auth")),
 		}
 		if cfg.InsecureTokens {

@@ -167,7 +167,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	gs := grpc.NewServer(append(server.GRPCServerOptions(), gopts...)...)
 	buildv1.RegisterBuildServer(gs, srv)
-	buildv1.RegisterAdminServer(gs, srv)
+	buildv1.RegisterAdminServiceServer(gs, srv)
 	healthpb.RegisterHealthServer(gs, health.hs)
 	reflection.Register(gs)
 	errc := make(chan error, 2)

@@ -15,6 +15,7 @@
 package buildv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -246,6 +247,8 @@ type CreateImageRequest struct {
 	// to a SHA before building and the build is pinned to that SHA.
 	GitCommit string `protobuf:"bytes,2,opt,name=git_commit,json=gitCommit,proto3" json:"git_commit,omitempty"`
 	// The image reference to push to, for example registry.example/team/app:v1.
+	// Required unless image_tags is given; it is always image_tags' first
+	// entry in the accepted request.
 	ImageTag string `protobuf:"bytes,3,opt,name=image_tag,json=imageTag,proto3" json:"image_tag,omitempty"`
 	// The Go package to build, relative to dir, for example ./cmd/server.
 	// Default ".".
@@ -310,7 +313,24 @@ type CreateImageRequest struct {
 	// secrets (never in the graph, a cache key or the history). Names and
 	// values pass the same allow-list as env. env itself is plain
 	// configuration: it is stored and shown with the build.
-	SecretEnv     map[string]string `protobuf:"bytes,18,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	SecretEnv map[string]string `protobuf:"bytes,18,rep,name=secret_env,json=secretEnv,proto3" json:"secret_env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Every tag to push the image to, in order; the first is image_tag. When
+	// both are given, image_tag comes first and is not repeated. Every tag
+	// passes the same checks as image_tag; at most 16.
+	ImageTags []string `protobuf:"bytes,19,rep,name=image_tags,json=imageTags,proto3" json:"image_tags,omitempty"`
+	// An idempotency key chosen by the caller (1-128 characters of
+	// [A-Za-z0-9._:-], a UUID for example). A request whose request_id the
+	// server has seen from the same tenant returns that build, whether it is
+	// still running or has ended, instead of starting another one; a request
+	// with the same request_id and a different build request is
+	// ALREADY_EXISTS. Kept as long as the build is in the history.
+	RequestId string `protobuf:"bytes,20,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Labels of the build record, for the caller's own bookkeeping (team,
+	// pipeline, ticket): stored with the build as BuildInfo.labels, and
+	// filterable in ListBuilds (labels.team = "payments"). Not put in the
+	// image (that is labels). Keys: 1-63 characters of [a-z0-9_-], starting
+	// with a letter; values: at most 256 characters; at most 32 labels.
+	BuildLabels   map[string]string `protobuf:"bytes,21,rep,name=build_labels,json=buildLabels,proto3" json:"build_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -471,6 +491,73 @@ func (x *CreateImageRequest) GetSecretEnv() map[string]string {
 	return nil
 }
 
+func (x *CreateImageRequest) GetImageTags() []string {
+	if x != nil {
+		return x.ImageTags
+	}
+	return nil
+}
+
+func (x *CreateImageRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *CreateImageRequest) GetBuildLabels() map[string]string {
+	if x != nil {
+		return x.BuildLabels
+	}
+	return nil
+}
+
+// StartBuildRequest asks for a build without waiting for it.
+type StartBuildRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The build, as CreateImage takes it.
+	Request       *CreateImageRequest `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartBuildRequest) Reset() {
+	*x = StartBuildRequest{}
+	mi := &file_build_v1_build_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartBuildRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartBuildRequest) ProtoMessage() {}
+
+func (x *StartBuildRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartBuildRequest.ProtoReflect.Descriptor instead.
+func (*StartBuildRequest) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StartBuildRequest) GetRequest() *CreateImageRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
 // GitCredentials are credentials for one repository.
 type GitCredentials struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -490,7 +577,7 @@ type GitCredentials struct {
 
 func (x *GitCredentials) Reset() {
 	*x = GitCredentials{}
-	mi := &file_build_v1_build_proto_msgTypes[3]
+	mi := &file_build_v1_build_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +589,7 @@ func (x *GitCredentials) String() string {
 func (*GitCredentials) ProtoMessage() {}
 
 func (x *GitCredentials) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[3]
+	mi := &file_build_v1_build_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +602,7 @@ func (x *GitCredentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GitCredentials.ProtoReflect.Descriptor instead.
 func (*GitCredentials) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{3}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GitCredentials) GetUsername() string {
@@ -562,7 +649,7 @@ type RegistryCredentials struct {
 
 func (x *RegistryCredentials) Reset() {
 	*x = RegistryCredentials{}
-	mi := &file_build_v1_build_proto_msgTypes[4]
+	mi := &file_build_v1_build_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +661,7 @@ func (x *RegistryCredentials) String() string {
 func (*RegistryCredentials) ProtoMessage() {}
 
 func (x *RegistryCredentials) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[4]
+	mi := &file_build_v1_build_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +674,7 @@ func (x *RegistryCredentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryCredentials.ProtoReflect.Descriptor instead.
 func (*RegistryCredentials) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{4}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RegistryCredentials) GetRegistry() string {
@@ -631,7 +718,7 @@ type ModuleCredentials struct {
 
 func (x *ModuleCredentials) Reset() {
 	*x = ModuleCredentials{}
-	mi := &file_build_v1_build_proto_msgTypes[5]
+	mi := &file_build_v1_build_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +730,7 @@ func (x *ModuleCredentials) String() string {
 func (*ModuleCredentials) ProtoMessage() {}
 
 func (x *ModuleCredentials) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[5]
+	mi := &file_build_v1_build_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +743,7 @@ func (x *ModuleCredentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModuleCredentials.ProtoReflect.Descriptor instead.
 func (*ModuleCredentials) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{5}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ModuleCredentials) GetHost() string {
@@ -687,14 +774,19 @@ type StartBuildResponse struct {
 	BuildId string `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
 	// True when the request joined an identical build that was already queued
 	// or running, instead of starting a new one.
-	Joined        bool `protobuf:"varint,2,opt,name=joined,proto3" json:"joined,omitempty"`
+	Joined bool `protobuf:"varint,2,opt,name=joined,proto3" json:"joined,omitempty"`
+	// The build's resource name, builds/{build_id}.
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// True when the request's request_id named a build that already existed
+	// (running or ended), which is the one returned.
+	Existing      bool `protobuf:"varint,4,opt,name=existing,proto3" json:"existing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StartBuildResponse) Reset() {
 	*x = StartBuildResponse{}
-	mi := &file_build_v1_build_proto_msgTypes[6]
+	mi := &file_build_v1_build_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +798,7 @@ func (x *StartBuildResponse) String() string {
 func (*StartBuildResponse) ProtoMessage() {}
 
 func (x *StartBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[6]
+	mi := &file_build_v1_build_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +811,7 @@ func (x *StartBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBuildResponse.ProtoReflect.Descriptor instead.
 func (*StartBuildResponse) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{6}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StartBuildResponse) GetBuildId() string {
@@ -736,10 +828,24 @@ func (x *StartBuildResponse) GetJoined() bool {
 	return false
 }
 
+func (x *StartBuildResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *StartBuildResponse) GetExisting() bool {
+	if x != nil {
+		return x.Existing
+	}
+	return false
+}
+
 // WatchBuildRequest names a build and where in its event log to start.
 type WatchBuildRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The build to watch.
+	// The build to watch: its id or its name (builds/{id}).
 	BuildId string `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
 	// Send the events whose seq is greater than this; 0 sends them all.
 	FromSeq       uint64 `protobuf:"varint,2,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
@@ -749,7 +855,7 @@ type WatchBuildRequest struct {
 
 func (x *WatchBuildRequest) Reset() {
 	*x = WatchBuildRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[7]
+	mi := &file_build_v1_build_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +867,7 @@ func (x *WatchBuildRequest) String() string {
 func (*WatchBuildRequest) ProtoMessage() {}
 
 func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[7]
+	mi := &file_build_v1_build_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +880,7 @@ func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildRequest.ProtoReflect.Descriptor instead.
 func (*WatchBuildRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{7}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WatchBuildRequest) GetBuildId() string {
@@ -794,7 +900,8 @@ func (x *WatchBuildRequest) GetFromSeq() uint64 {
 // ListBuildsRequest filters and pages the build history.
 type ListBuildsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Only builds in one of these states; empty means every state.
+	// Only builds in one of these states; empty means every state. The same
+	// as a filter on state; both may be given (a build must match both).
 	States []BuildState `protobuf:"varint,1,rep,packed,name=states,proto3,enum=build.v1.BuildState" json:"states,omitempty"`
 	// Only builds of this repository (exactly as requested); empty means all.
 	GitRepo string `protobuf:"bytes,2,opt,name=git_repo,json=gitRepo,proto3" json:"git_repo,omitempty"`
@@ -805,14 +912,35 @@ type ListBuildsRequest struct {
 	// Only builds of this tenant. For admins; a tenant's callers always see
 	// only their own tenant's builds, whatever this says. Empty: an admin sees
 	// every tenant's builds.
-	Tenant        string `protobuf:"bytes,5,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Tenant string `protobuf:"bytes,5,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// A filter in the syntax of AIP-160, the subset that names fields:
+	// comparisons joined by AND (or a space), OR between comparisons, NOT
+	// or "-" before one, parentheses. Fields:
+	//
+	//	state        = FAILED, != SUCCEEDED (the state's name with or
+	//	               without BUILD_STATE_)
+	//	git_repo     = "https://git.example/a.git", or : "a.git" (contains)
+	//	image_tag    = "registry.example/a:v1", or : "registry.example/a"
+	//	               (any of the build's tags)
+	//	commit       = the full SHA, or : a prefix
+	//	labels.KEY   = "value", or labels.KEY:* (has the label)
+	//	tenant       = "team-a" (admins)
+	//	create_time  > "2026-12-01T00:00:00Z" (also <, >=, <=; RFC 3339)
+	//	error.reason = "COMPILE_ERROR"
+	//
+	// for example: state = FAILED AND labels.team = "payments" AND
+	// create_time > "2026-12-01T00:00:00Z". An invalid filter is
+	// INVALID_ARGUMENT naming filter and what is wrong with it.
+	Filter string `protobuf:"bytes,6,opt,name=filter,proto3" json:"filter,omitempty"`
+	// "create_time desc" (the default) or "create_time" (oldest first).
+	OrderBy       string `protobuf:"bytes,7,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListBuildsRequest) Reset() {
 	*x = ListBuildsRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[8]
+	mi := &file_build_v1_build_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +952,7 @@ func (x *ListBuildsRequest) String() string {
 func (*ListBuildsRequest) ProtoMessage() {}
 
 func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[8]
+	mi := &file_build_v1_build_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +965,7 @@ func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsRequest.ProtoReflect.Descriptor instead.
 func (*ListBuildsRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{8}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListBuildsRequest) GetStates() []BuildState {
@@ -875,12 +1003,27 @@ func (x *ListBuildsRequest) GetTenant() string {
 	return ""
 }
 
+func (x *ListBuildsRequest) GetFilter() string {
+	if x != nil {
+		return x.Filter
+	}
+	return ""
+}
+
+func (x *ListBuildsRequest) GetOrderBy() string {
+	if x != nil {
+		return x.OrderBy
+	}
+	return ""
+}
+
 // ListBuildsResponse is one page of builds.
 type ListBuildsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Builds, newest first.
 	Builds []*BuildInfo `protobuf:"bytes,1,rep,name=builds,proto3" json:"builds,omitempty"`
-	// Pass as page_token for the next page; empty on the last page.
+	// Pass as page_token for the next page, with the same filter and
+	// order_by; empty on the last page. Opaque: its form may change.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -888,7 +1031,7 @@ type ListBuildsResponse struct {
 
 func (x *ListBuildsResponse) Reset() {
 	*x = ListBuildsResponse{}
-	mi := &file_build_v1_build_proto_msgTypes[9]
+	mi := &file_build_v1_build_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +1043,7 @@ func (x *ListBuildsResponse) String() string {
 func (*ListBuildsResponse) ProtoMessage() {}
 
 func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[9]
+	mi := &file_build_v1_build_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1056,7 @@ func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsResponse.ProtoReflect.Descriptor instead.
 func (*ListBuildsResponse) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{9}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListBuildsResponse) GetBuilds() []*BuildInfo {
@@ -933,7 +1076,7 @@ func (x *ListBuildsResponse) GetNextPageToken() string {
 // CancelBuildRequest names the build to cancel.
 type CancelBuildRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The build to cancel.
+	// The build to cancel: its id or its name (builds/{id}).
 	BuildId       string `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -941,7 +1084,7 @@ type CancelBuildRequest struct {
 
 func (x *CancelBuildRequest) Reset() {
 	*x = CancelBuildRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[10]
+	mi := &file_build_v1_build_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1096,7 @@ func (x *CancelBuildRequest) String() string {
 func (*CancelBuildRequest) ProtoMessage() {}
 
 func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[10]
+	mi := &file_build_v1_build_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1109,7 @@ func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildRequest.ProtoReflect.Descriptor instead.
 func (*CancelBuildRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{10}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CancelBuildRequest) GetBuildId() string {
@@ -976,10 +1119,57 @@ func (x *CancelBuildRequest) GetBuildId() string {
 	return ""
 }
 
+// CancelBuildResponse is the build after the cancel.
+type CancelBuildResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The build, as GetBuild returns it.
+	Build         *BuildInfo `protobuf:"bytes,1,opt,name=build,proto3" json:"build,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelBuildResponse) Reset() {
+	*x = CancelBuildResponse{}
+	mi := &file_build_v1_build_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelBuildResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelBuildResponse) ProtoMessage() {}
+
+func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelBuildResponse.ProtoReflect.Descriptor instead.
+func (*CancelBuildResponse) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CancelBuildResponse) GetBuild() *BuildInfo {
+	if x != nil {
+		return x.Build
+	}
+	return nil
+}
+
 // GetBuildRequest names a build.
 type GetBuildRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The build id, as carried by every BuildEvent of that build.
+	// The build id, as carried by every BuildEvent of that build, or its name
+	// (builds/{id}).
 	BuildId       string `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -987,7 +1177,7 @@ type GetBuildRequest struct {
 
 func (x *GetBuildRequest) Reset() {
 	*x = GetBuildRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[11]
+	mi := &file_build_v1_build_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1189,7 @@ func (x *GetBuildRequest) String() string {
 func (*GetBuildRequest) ProtoMessage() {}
 
 func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[11]
+	mi := &file_build_v1_build_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1202,7 @@ func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{11}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetBuildRequest) GetBuildId() string {
@@ -1049,7 +1239,7 @@ type BuildEvent struct {
 
 func (x *BuildEvent) Reset() {
 	*x = BuildEvent{}
-	mi := &file_build_v1_build_proto_msgTypes[12]
+	mi := &file_build_v1_build_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1061,7 +1251,7 @@ func (x *BuildEvent) String() string {
 func (*BuildEvent) ProtoMessage() {}
 
 func (x *BuildEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[12]
+	mi := &file_build_v1_build_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1074,7 +1264,7 @@ func (x *BuildEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildEvent.ProtoReflect.Descriptor instead.
 func (*BuildEvent) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{12}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BuildEvent) GetBuildId() string {
@@ -1242,7 +1432,7 @@ type StateChange struct {
 
 func (x *StateChange) Reset() {
 	*x = StateChange{}
-	mi := &file_build_v1_build_proto_msgTypes[13]
+	mi := &file_build_v1_build_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1254,7 +1444,7 @@ func (x *StateChange) String() string {
 func (*StateChange) ProtoMessage() {}
 
 func (x *StateChange) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[13]
+	mi := &file_build_v1_build_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1267,7 +1457,7 @@ func (x *StateChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateChange.ProtoReflect.Descriptor instead.
 func (*StateChange) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{13}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StateChange) GetState() BuildState {
@@ -1322,7 +1512,7 @@ type Vertex struct {
 
 func (x *Vertex) Reset() {
 	*x = Vertex{}
-	mi := &file_build_v1_build_proto_msgTypes[14]
+	mi := &file_build_v1_build_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1334,7 +1524,7 @@ func (x *Vertex) String() string {
 func (*Vertex) ProtoMessage() {}
 
 func (x *Vertex) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[14]
+	mi := &file_build_v1_build_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1347,7 +1537,7 @@ func (x *Vertex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vertex.ProtoReflect.Descriptor instead.
 func (*Vertex) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{14}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Vertex) GetDigest() string {
@@ -1424,7 +1614,7 @@ type VertexStatus struct {
 
 func (x *VertexStatus) Reset() {
 	*x = VertexStatus{}
-	mi := &file_build_v1_build_proto_msgTypes[15]
+	mi := &file_build_v1_build_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +1626,7 @@ func (x *VertexStatus) String() string {
 func (*VertexStatus) ProtoMessage() {}
 
 func (x *VertexStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[15]
+	mi := &file_build_v1_build_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +1639,7 @@ func (x *VertexStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VertexStatus.ProtoReflect.Descriptor instead.
 func (*VertexStatus) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{15}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *VertexStatus) GetId() string {
@@ -1525,7 +1715,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_build_v1_build_proto_msgTypes[16]
+	mi := &file_build_v1_build_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1727,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[16]
+	mi := &file_build_v1_build_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1740,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{16}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LogChunk) GetVertex() string {
@@ -1600,7 +1790,7 @@ type Warning struct {
 
 func (x *Warning) Reset() {
 	*x = Warning{}
-	mi := &file_build_v1_build_proto_msgTypes[17]
+	mi := &file_build_v1_build_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +1802,7 @@ func (x *Warning) String() string {
 func (*Warning) ProtoMessage() {}
 
 func (x *Warning) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[17]
+	mi := &file_build_v1_build_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +1815,7 @@ func (x *Warning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Warning.ProtoReflect.Descriptor instead.
 func (*Warning) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{17}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Warning) GetVertex() string {
@@ -1669,19 +1859,21 @@ type BuildResult struct {
 	// The pushed image, pinned: image_tag's repository @ the manifest digest,
 	// for example registry.example/team/app@sha256:....
 	Image string `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
-	// The tag that was pushed, as given in the request.
+	// The tag that was pushed, as given in the request (its first tag).
 	Tag string `protobuf:"bytes,2,opt,name=tag,proto3" json:"tag,omitempty"`
 	// The manifest digest, sha256:....
 	Digest string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
 	// The commit SHA that was built.
-	Commit        string `protobuf:"bytes,4,opt,name=commit,proto3" json:"commit,omitempty"`
+	Commit string `protobuf:"bytes,4,opt,name=commit,proto3" json:"commit,omitempty"`
+	// Every tag that was pushed, in the request's order (tag is the first).
+	Tags          []string `protobuf:"bytes,5,rep,name=tags,proto3" json:"tags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BuildResult) Reset() {
 	*x = BuildResult{}
-	mi := &file_build_v1_build_proto_msgTypes[18]
+	mi := &file_build_v1_build_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1693,7 +1885,7 @@ func (x *BuildResult) String() string {
 func (*BuildResult) ProtoMessage() {}
 
 func (x *BuildResult) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[18]
+	mi := &file_build_v1_build_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1706,7 +1898,7 @@ func (x *BuildResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
 func (*BuildResult) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{18}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BuildResult) GetImage() string {
@@ -1737,7 +1929,15 @@ func (x *BuildResult) GetCommit() string {
 	return ""
 }
 
-// BuildError is why a build ended without an image.
+func (x *BuildResult) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+// BuildError is why a build ended without an image. A call that fails
+// because its build failed carries it as a detail of its status.
 type BuildError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A gRPC status code (google.golang.org/grpc/codes) classifying the
@@ -1747,14 +1947,30 @@ type BuildError struct {
 	// UNKNOWN for a failed build step.
 	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
 	// The error, as the failing step reported it. Never holds credentials.
-	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// Why, for programs (UPPER_SNAKE_CASE, also the google.rpc.ErrorInfo
+	// reason of a call's status): COMPILE_ERROR (go build failed),
+	// DOWNLOAD_ERROR (go mod download failed), GIT_AUTH, GIT_NOT_FOUND,
+	// GIT_UNAVAILABLE, REGISTRY_AUTH, BASE_NOT_FOUND (the base or builder
+	// image), PUSH_FAILED, TIMEOUT, CANCELLED, INTERRUPTED, BUILDER_LOST
+	// (buildkitd went away), BUILDER_UNAVAILABLE, HISTORY_UNAVAILABLE,
+	// INVALID_ARGUMENT, INTERNAL (anything else). New reasons may be added.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The name of the step that failed, for example "go build ./cmd/app";
+	// empty when no step failed.
+	Step string `protobuf:"bytes,4,opt,name=step,proto3" json:"step,omitempty"`
+	// The failing step's exit code, when it was a process that exited.
+	ExitCode int32 `protobuf:"varint,5,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	// The last lines of the failing step's output (at most 20), for example
+	// the compiler's errors.
+	LogTail       []string `protobuf:"bytes,6,rep,name=log_tail,json=logTail,proto3" json:"log_tail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BuildError) Reset() {
 	*x = BuildError{}
-	mi := &file_build_v1_build_proto_msgTypes[19]
+	mi := &file_build_v1_build_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +1982,7 @@ func (x *BuildError) String() string {
 func (*BuildError) ProtoMessage() {}
 
 func (x *BuildError) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[19]
+	mi := &file_build_v1_build_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +1995,7 @@ func (x *BuildError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildError.ProtoReflect.Descriptor instead.
 func (*BuildError) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{19}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BuildError) GetCode() int32 {
@@ -1796,7 +2012,35 @@ func (x *BuildError) GetMessage() string {
 	return ""
 }
 
-// BuildInfo is a build's record.
+func (x *BuildError) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *BuildError) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *BuildError) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *BuildError) GetLogTail() []string {
+	if x != nil {
+		return x.LogTail
+	}
+	return nil
+}
+
+// BuildInfo is a build's record: the build resource, builds/{build_id}.
 type BuildInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The build id.
@@ -1808,11 +2052,11 @@ type BuildInfo struct {
 	// The resolved commit SHA, once known.
 	Commit string `protobuf:"bytes,4,opt,name=commit,proto3" json:"commit,omitempty"`
 	// When the build was accepted.
-	Created *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created,proto3" json:"created,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the build started to run; unset while queued.
-	Started *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started,proto3" json:"started,omitempty"`
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	// When the build ended; unset while it runs.
-	Finished *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=finished,proto3" json:"finished,omitempty"`
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	// Set when state is SUCCEEDED.
 	Result *BuildResult `protobuf:"bytes,8,opt,name=result,proto3" json:"result,omitempty"`
 	// Set when state is FAILED, CANCELLED or INTERRUPTED.
@@ -1835,13 +2079,17 @@ type BuildInfo struct {
 	// "registry 127.0.0.1:5000: password", "module host example.com",
 	// "secret_env NAME".
 	CredentialsGiven []string `protobuf:"bytes,15,rep,name=credentials_given,json=credentialsGiven,proto3" json:"credentials_given,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The build's resource name: builds/{build_id}.
+	Name string `protobuf:"bytes,16,opt,name=name,proto3" json:"name,omitempty"`
+	// The labels of the build record: the request's build_labels.
+	Labels        map[string]string `protobuf:"bytes,17,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BuildInfo) Reset() {
 	*x = BuildInfo{}
-	mi := &file_build_v1_build_proto_msgTypes[20]
+	mi := &file_build_v1_build_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1853,7 +2101,7 @@ func (x *BuildInfo) String() string {
 func (*BuildInfo) ProtoMessage() {}
 
 func (x *BuildInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[20]
+	mi := &file_build_v1_build_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1866,7 +2114,7 @@ func (x *BuildInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildInfo.ProtoReflect.Descriptor instead.
 func (*BuildInfo) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{20}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BuildInfo) GetBuildId() string {
@@ -1897,23 +2145,23 @@ func (x *BuildInfo) GetCommit() string {
 	return ""
 }
 
-func (x *BuildInfo) GetCreated() *timestamppb.Timestamp {
+func (x *BuildInfo) GetCreateTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.Created
+		return x.CreateTime
 	}
 	return nil
 }
 
-func (x *BuildInfo) GetStarted() *timestamppb.Timestamp {
+func (x *BuildInfo) GetStartTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.Started
+		return x.StartTime
 	}
 	return nil
 }
 
-func (x *BuildInfo) GetFinished() *timestamppb.Timestamp {
+func (x *BuildInfo) GetEndTime() *timestamppb.Timestamp {
 	if x != nil {
-		return x.Finished
+		return x.EndTime
 	}
 	return nil
 }
@@ -1974,20 +2222,34 @@ func (x *BuildInfo) GetCredentialsGiven() []string {
 	return nil
 }
 
+func (x *BuildInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BuildInfo) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
 var File_build_v1_build_proto protoreflect.FileDescriptor
 
 const file_build_v1_build_proto_rawDesc = "" +
 	"\n" +
-	"\x14build/v1/build.proto\x12\bbuild.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x10\n" +
+	"\x14build/v1/build.proto\x12\bbuild.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x10\n" +
 	"\x0eCleanupRequest\"\xe6\x01\n" +
 	"\x0fCleanupResponse\x120\n" +
 	"\x14buildkit_bytes_freed\x18\x01 \x01(\x03R\x12buildkitBytesFreed\x126\n" +
 	"\x17buildkit_records_pruned\x18\x02 \x01(\x03R\x15buildkitRecordsPruned\x12%\n" +
 	"\x0ebuilds_deleted\x18\x03 \x01(\x03R\rbuildsDeleted\x12(\n" +
 	"\x10temp_bytes_freed\x18\x04 \x01(\x03R\x0etempBytesFreed\x12\x18\n" +
-	"\aseconds\x18\x05 \x01(\x01R\aseconds\"\xd9\a\n" +
-	"\x12CreateImageRequest\x12\x19\n" +
-	"\bgit_repo\x18\x01 \x01(\tR\agitRepo\x12\x1d\n" +
+	"\aseconds\x18\x05 \x01(\x01R\aseconds\"\xae\t\n" +
+	"\x12CreateImageRequest\x12\x1e\n" +
+	"\bgit_repo\x18\x01 \x01(\tB\x03\xe0A\x02R\agitRepo\x12\x1d\n" +
 	"\n" +
 	"git_commit\x18\x02 \x01(\tR\tgitCommit\x12\x1b\n" +
 	"\timage_tag\x18\x03 \x01(\tR\bimageTag\x12\x18\n" +
@@ -2009,7 +2271,12 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\tgonoproxy\x18\x10 \x01(\tR\tgonoproxy\x12\x1c\n" +
 	"\tgonosumdb\x18\x11 \x01(\tR\tgonosumdb\x12J\n" +
 	"\n" +
-	"secret_env\x18\x12 \x03(\v2+.build.v1.CreateImageRequest.SecretEnvEntryR\tsecretEnv\x1a6\n" +
+	"secret_env\x18\x12 \x03(\v2+.build.v1.CreateImageRequest.SecretEnvEntryR\tsecretEnv\x12\x1d\n" +
+	"\n" +
+	"image_tags\x18\x13 \x03(\tR\timageTags\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x14 \x01(\tR\trequestId\x12P\n" +
+	"\fbuild_labels\x18\x15 \x03(\v2-.build.v1.CreateImageRequest.BuildLabelsEntryR\vbuildLabels\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -2018,7 +2285,12 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a<\n" +
 	"\x0eSecretEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x98\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
+	"\x10BuildLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"P\n" +
+	"\x11StartBuildRequest\x12;\n" +
+	"\arequest\x18\x01 \x01(\v2\x1c.build.v1.CreateImageRequestB\x03\xe0A\x02R\arequest\"\x98\x01\n" +
 	"\x0eGitCredentials\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x1a\n" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\x12&\n" +
@@ -2032,27 +2304,33 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x11ModuleCredentials\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x1a\n" +
-	"\bpassword\x18\x03 \x01(\tR\bpassword\"G\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\"w\n" +
 	"\x12StartBuildResponse\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x16\n" +
-	"\x06joined\x18\x02 \x01(\bR\x06joined\"I\n" +
-	"\x11WatchBuildRequest\x12\x19\n" +
-	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x19\n" +
-	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\"\xb0\x01\n" +
+	"\x06joined\x18\x02 \x01(\bR\x06joined\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1a\n" +
+	"\bexisting\x18\x04 \x01(\bR\bexisting\"N\n" +
+	"\x11WatchBuildRequest\x12\x1e\n" +
+	"\bbuild_id\x18\x01 \x01(\tB\x03\xe0A\x02R\abuildId\x12\x19\n" +
+	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\"\xe3\x01\n" +
 	"\x11ListBuildsRequest\x12,\n" +
 	"\x06states\x18\x01 \x03(\x0e2\x14.build.v1.BuildStateR\x06states\x12\x19\n" +
 	"\bgit_repo\x18\x02 \x01(\tR\agitRepo\x12\x1b\n" +
 	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\x12\x16\n" +
-	"\x06tenant\x18\x05 \x01(\tR\x06tenant\"i\n" +
+	"\x06tenant\x18\x05 \x01(\tR\x06tenant\x12\x16\n" +
+	"\x06filter\x18\x06 \x01(\tR\x06filter\x12\x19\n" +
+	"\border_by\x18\a \x01(\tR\aorderBy\"i\n" +
 	"\x12ListBuildsResponse\x12+\n" +
 	"\x06builds\x18\x01 \x03(\v2\x13.build.v1.BuildInfoR\x06builds\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"/\n" +
-	"\x12CancelBuildRequest\x12\x19\n" +
-	"\bbuild_id\x18\x01 \x01(\tR\abuildId\",\n" +
-	"\x0fGetBuildRequest\x12\x19\n" +
-	"\bbuild_id\x18\x01 \x01(\tR\abuildId\"\xb5\x03\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"4\n" +
+	"\x12CancelBuildRequest\x12\x1e\n" +
+	"\bbuild_id\x18\x01 \x01(\tB\x03\xe0A\x02R\abuildId\"@\n" +
+	"\x13CancelBuildResponse\x12)\n" +
+	"\x05build\x18\x01 \x01(\v2\x13.build.v1.BuildInfoR\x05build\"1\n" +
+	"\x0fGetBuildRequest\x12\x1e\n" +
+	"\bbuild_id\x18\x01 \x01(\tB\x03\xe0A\x02R\abuildId\"\xb5\x03\n" +
 	"\n" +
 	"BuildEvent\x12\x19\n" +
 	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x10\n" +
@@ -2099,33 +2377,45 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x05level\x18\x02 \x01(\x03R\x05level\x12\x14\n" +
 	"\x05short\x18\x03 \x01(\tR\x05short\x12\x16\n" +
 	"\x06detail\x18\x04 \x03(\tR\x06detail\x12\x10\n" +
-	"\x03url\x18\x05 \x01(\tR\x03url\"e\n" +
+	"\x03url\x18\x05 \x01(\tR\x03url\"y\n" +
 	"\vBuildResult\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x10\n" +
 	"\x03tag\x18\x02 \x01(\tR\x03tag\x12\x16\n" +
 	"\x06digest\x18\x03 \x01(\tR\x06digest\x12\x16\n" +
-	"\x06commit\x18\x04 \x01(\tR\x06commit\":\n" +
+	"\x06commit\x18\x04 \x01(\tR\x06commit\x12\x12\n" +
+	"\x04tags\x18\x05 \x03(\tR\x04tags\"\x9e\x01\n" +
 	"\n" +
 	"BuildError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xec\x04\n" +
-	"\tBuildInfo\x12\x19\n" +
-	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x126\n" +
-	"\arequest\x18\x02 \x01(\v2\x1c.build.v1.CreateImageRequestR\arequest\x12*\n" +
-	"\x05state\x18\x03 \x01(\x0e2\x14.build.v1.BuildStateR\x05state\x12\x16\n" +
-	"\x06commit\x18\x04 \x01(\tR\x06commit\x124\n" +
-	"\acreated\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
-	"\astarted\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x126\n" +
-	"\bfinished\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\x12-\n" +
-	"\x06result\x18\b \x01(\v2\x15.build.v1.BuildResultR\x06result\x12*\n" +
-	"\x05error\x18\t \x01(\v2\x14.build.v1.BuildErrorR\x05error\x12%\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04step\x18\x04 \x01(\tR\x04step\x12\x1b\n" +
+	"\texit_code\x18\x05 \x01(\x05R\bexitCode\x12\x19\n" +
+	"\blog_tail\x18\x06 \x03(\tR\alogTail\"\xd4\x06\n" +
+	"\tBuildInfo\x12\x1e\n" +
+	"\bbuild_id\x18\x01 \x01(\tB\x03\xe0A\x03R\abuildId\x12;\n" +
+	"\arequest\x18\x02 \x01(\v2\x1c.build.v1.CreateImageRequestB\x03\xe0A\x03R\arequest\x12/\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x14.build.v1.BuildStateB\x03\xe0A\x03R\x05state\x12\x1b\n" +
+	"\x06commit\x18\x04 \x01(\tB\x03\xe0A\x03R\x06commit\x12@\n" +
+	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
+	"createTime\x12>\n" +
+	"\n" +
+	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\tstartTime\x12:\n" +
+	"\bend_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\aendTime\x122\n" +
+	"\x06result\x18\b \x01(\v2\x15.build.v1.BuildResultB\x03\xe0A\x03R\x06result\x12/\n" +
+	"\x05error\x18\t \x01(\v2\x14.build.v1.BuildErrorB\x03\xe0A\x03R\x05error\x12*\n" +
 	"\x0equeue_position\x18\n" +
-	" \x01(\x05R\rqueuePosition\x12\x19\n" +
-	"\blast_seq\x18\v \x01(\x04R\alastSeq\x12\x16\n" +
-	"\x06joined\x18\f \x01(\x05R\x06joined\x12*\n" +
-	"\x11log_bytes_dropped\x18\r \x01(\x03R\x0flogBytesDropped\x12\x16\n" +
-	"\x06tenant\x18\x0e \x01(\tR\x06tenant\x12+\n" +
-	"\x11credentials_given\x18\x0f \x03(\tR\x10credentialsGiven*\xfa\x01\n" +
+	" \x01(\x05B\x03\xe0A\x03R\rqueuePosition\x12\x1e\n" +
+	"\blast_seq\x18\v \x01(\x04B\x03\xe0A\x03R\alastSeq\x12\x1b\n" +
+	"\x06joined\x18\f \x01(\x05B\x03\xe0A\x03R\x06joined\x12/\n" +
+	"\x11log_bytes_dropped\x18\r \x01(\x03B\x03\xe0A\x03R\x0flogBytesDropped\x12\x1b\n" +
+	"\x06tenant\x18\x0e \x01(\tB\x03\xe0A\x03R\x06tenant\x120\n" +
+	"\x11credentials_given\x18\x0f \x03(\tB\x03\xe0A\x03R\x10credentialsGiven\x12\x17\n" +
+	"\x04name\x18\x10 \x01(\tB\x03\xe0A\bR\x04name\x12<\n" +
+	"\x06labels\x18\x11 \x03(\v2\x1f.build.v1.BuildInfo.LabelsEntryB\x03\xe0A\x03R\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xfa\x01\n" +
 	"\n" +
 	"BuildState\x12\x1b\n" +
 	"\x17BUILD_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
@@ -2136,18 +2426,18 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x15BUILD_STATE_SUCCEEDED\x10\x05\x12\x16\n" +
 	"\x12BUILD_STATE_FAILED\x10\x06\x12\x19\n" +
 	"\x15BUILD_STATE_CANCELLED\x10\a\x12\x1b\n" +
-	"\x17BUILD_STATE_INTERRUPTED\x10\b2\xa0\x03\n" +
+	"\x17BUILD_STATE_INTERRUPTED\x10\b2\xa9\x03\n" +
 	"\x05Build\x12C\n" +
-	"\vCreateImage\x12\x1c.build.v1.CreateImageRequest\x1a\x14.build.v1.BuildEvent0\x01\x12H\n" +
+	"\vCreateImage\x12\x1c.build.v1.CreateImageRequest\x1a\x14.build.v1.BuildEvent0\x01\x12G\n" +
 	"\n" +
-	"StartBuild\x12\x1c.build.v1.CreateImageRequest\x1a\x1c.build.v1.StartBuildResponse\x12A\n" +
+	"StartBuild\x12\x1b.build.v1.StartBuildRequest\x1a\x1c.build.v1.StartBuildResponse\x12A\n" +
 	"\n" +
 	"WatchBuild\x12\x1b.build.v1.WatchBuildRequest\x1a\x14.build.v1.BuildEvent0\x01\x12:\n" +
 	"\bGetBuild\x12\x19.build.v1.GetBuildRequest\x1a\x13.build.v1.BuildInfo\x12G\n" +
 	"\n" +
-	"ListBuilds\x12\x1b.build.v1.ListBuildsRequest\x1a\x1c.build.v1.ListBuildsResponse\x12@\n" +
-	"\vCancelBuild\x12\x1c.build.v1.CancelBuildRequest\x1a\x13.build.v1.BuildInfo2G\n" +
-	"\x05Admin\x12>\n" +
+	"ListBuilds\x12\x1b.build.v1.ListBuildsRequest\x1a\x1c.build.v1.ListBuildsResponse\x12J\n" +
+	"\vCancelBuild\x12\x1c.build.v1.CancelBuildRequest\x1a\x1d.build.v1.CancelBuildResponse2N\n" +
+	"\fAdminService\x12>\n" +
 	"\aCleanup\x12\x18.build.v1.CleanupRequest\x1a\x19.build.v1.CleanupResponseB5Z3github.com/buildsvc/buildsvc/proto/build/v1;buildv1b\x06proto3"
 
 var (
@@ -2163,87 +2453,95 @@ func file_build_v1_build_proto_rawDescGZIP() []byte {
 }
 
 var file_build_v1_build_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_build_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_build_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_build_v1_build_proto_goTypes = []any{
 	(BuildState)(0),               // 0: build.v1.BuildState
 	(*CleanupRequest)(nil),        // 1: build.v1.CleanupRequest
 	(*CleanupResponse)(nil),       // 2: build.v1.CleanupResponse
 	(*CreateImageRequest)(nil),    // 3: build.v1.CreateImageRequest
-	(*GitCredentials)(nil),        // 4: build.v1.GitCredentials
-	(*RegistryCredentials)(nil),   // 5: build.v1.RegistryCredentials
-	(*ModuleCredentials)(nil),     // 6: build.v1.ModuleCredentials
-	(*StartBuildResponse)(nil),    // 7: build.v1.StartBuildResponse
-	(*WatchBuildRequest)(nil),     // 8: build.v1.WatchBuildRequest
-	(*ListBuildsRequest)(nil),     // 9: build.v1.ListBuildsRequest
-	(*ListBuildsResponse)(nil),    // 10: build.v1.ListBuildsResponse
-	(*CancelBuildRequest)(nil),    // 11: build.v1.CancelBuildRequest
-	(*GetBuildRequest)(nil),       // 12: build.v1.GetBuildRequest
-	(*BuildEvent)(nil),            // 13: build.v1.BuildEvent
-	(*StateChange)(nil),           // 14: build.v1.StateChange
-	(*Vertex)(nil),                // 15: build.v1.Vertex
-	(*VertexStatus)(nil),          // 16: build.v1.VertexStatus
-	(*LogChunk)(nil),              // 17: build.v1.LogChunk
-	(*Warning)(nil),               // 18: build.v1.Warning
-	(*BuildResult)(nil),           // 19: build.v1.BuildResult
-	(*BuildError)(nil),            // 20: build.v1.BuildError
-	(*BuildInfo)(nil),             // 21: build.v1.BuildInfo
-	nil,                           // 22: build.v1.CreateImageRequest.EnvEntry
-	nil,                           // 23: build.v1.CreateImageRequest.LabelsEntry
-	nil,                           // 24: build.v1.CreateImageRequest.SecretEnvEntry
-	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*StartBuildRequest)(nil),     // 4: build.v1.StartBuildRequest
+	(*GitCredentials)(nil),        // 5: build.v1.GitCredentials
+	(*RegistryCredentials)(nil),   // 6: build.v1.RegistryCredentials
+	(*ModuleCredentials)(nil),     // 7: build.v1.ModuleCredentials
+	(*StartBuildResponse)(nil),    // 8: build.v1.StartBuildResponse
+	(*WatchBuildRequest)(nil),     // 9: build.v1.WatchBuildRequest
+	(*ListBuildsRequest)(nil),     // 10: build.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),    // 11: build.v1.ListBuildsResponse
+	(*CancelBuildRequest)(nil),    // 12: build.v1.CancelBuildRequest
+	(*CancelBuildResponse)(nil),   // 13: build.v1.CancelBuildResponse
+	(*GetBuildRequest)(nil),       // 14: build.v1.GetBuildRequest
+	(*BuildEvent)(nil),            // 15: build.v1.BuildEvent
+	(*StateChange)(nil),           // 16: build.v1.StateChange
+	(*Vertex)(nil),                // 17: build.v1.Vertex
+	(*VertexStatus)(nil),          // 18: build.v1.VertexStatus
+	(*LogChunk)(nil),              // 19: build.v1.LogChunk
+	(*Warning)(nil),               // 20: build.v1.Warning
+	(*BuildResult)(nil),           // 21: build.v1.BuildResult
+	(*BuildError)(nil),            // 22: build.v1.BuildError
+	(*BuildInfo)(nil),             // 23: build.v1.BuildInfo
+	nil,                           // 24: build.v1.CreateImageRequest.EnvEntry
+	nil,                           // 25: build.v1.CreateImageRequest.LabelsEntry
+	nil,                           // 26: build.v1.CreateImageRequest.SecretEnvEntry
+	nil,                           // 27: build.v1.CreateImageRequest.BuildLabelsEntry
+	nil,                           // 28: build.v1.BuildInfo.LabelsEntry
+	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
 }
 var file_build_v1_build_proto_depIdxs = []int32{
-	22, // 0: build.v1.CreateImageRequest.env:type_name -> build.v1.CreateImageRequest.EnvEntry
-	23, // 1: build.v1.CreateImageRequest.labels:type_name -> build.v1.CreateImageRequest.LabelsEntry
-	25, // 2: build.v1.CreateImageRequest.timeout:type_name -> google.protobuf.Duration
-	4,  // 3: build.v1.CreateImageRequest.git_credentials:type_name -> build.v1.GitCredentials
-	5,  // 4: build.v1.CreateImageRequest.registry_credentials:type_name -> build.v1.RegistryCredentials
-	6,  // 5: build.v1.CreateImageRequest.module_credentials:type_name -> build.v1.ModuleCredentials
-	24, // 6: build.v1.CreateImageRequest.secret_env:type_name -> build.v1.CreateImageRequest.SecretEnvEntry
-	0,  // 7: build.v1.ListBuildsRequest.states:type_name -> build.v1.BuildState
-	21, // 8: build.v1.ListBuildsResponse.builds:type_name -> build.v1.BuildInfo
-	26, // 9: build.v1.BuildEvent.time:type_name -> google.protobuf.Timestamp
-	14, // 10: build.v1.BuildEvent.state:type_name -> build.v1.StateChange
-	15, // 11: build.v1.BuildEvent.vertex:type_name -> build.v1.Vertex
-	16, // 12: build.v1.BuildEvent.status:type_name -> build.v1.VertexStatus
-	17, // 13: build.v1.BuildEvent.log:type_name -> build.v1.LogChunk
-	18, // 14: build.v1.BuildEvent.warning:type_name -> build.v1.Warning
-	19, // 15: build.v1.BuildEvent.result:type_name -> build.v1.BuildResult
-	20, // 16: build.v1.BuildEvent.error:type_name -> build.v1.BuildError
-	0,  // 17: build.v1.StateChange.state:type_name -> build.v1.BuildState
-	26, // 18: build.v1.Vertex.started:type_name -> google.protobuf.Timestamp
-	26, // 19: build.v1.Vertex.completed:type_name -> google.protobuf.Timestamp
-	26, // 20: build.v1.VertexStatus.timestamp:type_name -> google.protobuf.Timestamp
-	26, // 21: build.v1.VertexStatus.started:type_name -> google.protobuf.Timestamp
-	26, // 22: build.v1.VertexStatus.completed:type_name -> google.protobuf.Timestamp
-	26, // 23: build.v1.LogChunk.timestamp:type_name -> google.protobuf.Timestamp
-	3,  // 24: build.v1.BuildInfo.request:type_name -> build.v1.CreateImageRequest
-	0,  // 25: build.v1.BuildInfo.state:type_name -> build.v1.BuildState
-	26, // 26: build.v1.BuildInfo.created:type_name -> google.protobuf.Timestamp
-	26, // 27: build.v1.BuildInfo.started:type_name -> google.protobuf.Timestamp
-	26, // 28: build.v1.BuildInfo.finished:type_name -> google.protobuf.Timestamp
-	19, // 29: build.v1.BuildInfo.result:type_name -> build.v1.BuildResult
-	20, // 30: build.v1.BuildInfo.error:type_name -> build.v1.BuildError
-	3,  // 31: build.v1.Build.CreateImage:input_type -> build.v1.CreateImageRequest
-	3,  // 32: build.v1.Build.StartBuild:input_type -> build.v1.CreateImageRequest
-	8,  // 33: build.v1.Build.WatchBuild:input_type -> build.v1.WatchBuildRequest
-	12, // 34: build.v1.Build.GetBuild:input_type -> build.v1.GetBuildRequest
-	9,  // 35: build.v1.Build.ListBuilds:input_type -> build.v1.ListBuildsRequest
-	11, // 36: build.v1.Build.CancelBuild:input_type -> build.v1.CancelBuildRequest
-	1,  // 37: build.v1.Admin.Cleanup:input_type -> build.v1.CleanupRequest
-	13, // 38: build.v1.Build.CreateImage:output_type -> build.v1.BuildEvent
-	7,  // 39: build.v1.Build.StartBuild:output_type -> build.v1.StartBuildResponse
-	13, // 40: build.v1.Build.WatchBuild:output_type -> build.v1.BuildEvent
-	21, // 41: build.v1.Build.GetBuild:output_type -> build.v1.BuildInfo
-	10, // 42: build.v1.Build.ListBuilds:output_type -> build.v1.ListBuildsResponse
-	21, // 43: build.v1.Build.CancelBuild:output_type -> build.v1.BuildInfo
-	2,  // 44: build.v1.Admin.Cleanup:output_type -> build.v1.CleanupResponse
-	38, // [38:45] is the sub-list for method output_type
-	31, // [31:38] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	24, // 0: build.v1.CreateImageRequest.env:type_name -> build.v1.CreateImageRequest.EnvEntry
+	25, // 1: build.v1.CreateImageRequest.labels:type_name -> build.v1.CreateImageRequest.LabelsEntry
+	29, // 2: build.v1.CreateImageRequest.timeout:type_name -> google.protobuf.Duration
+	5,  // 3: build.v1.CreateImageRequest.git_credentials:type_name -> build.v1.GitCredentials
+	6,  // 4: build.v1.CreateImageRequest.registry_credentials:type_name -> build.v1.RegistryCredentials
+	7,  // 5: build.v1.CreateImageRequest.module_credentials:type_name -> build.v1.ModuleCredentials
+	26, // 6: build.v1.CreateImageRequest.secret_env:type_name -> build.v1.CreateImageRequest.SecretEnvEntry
+	27, // 7: build.v1.CreateImageRequest.build_labels:type_name -> build.v1.CreateImageRequest.BuildLabelsEntry
+	3,  // 8: build.v1.StartBuildRequest.request:type_name -> build.v1.CreateImageRequest
+	0,  // 9: build.v1.ListBuildsRequest.states:type_name -> build.v1.BuildState
+	23, // 10: build.v1.ListBuildsResponse.builds:type_name -> build.v1.BuildInfo
+	23, // 11: build.v1.CancelBuildResponse.build:type_name -> build.v1.BuildInfo
+	30, // 12: build.v1.BuildEvent.time:type_name -> google.protobuf.Timestamp
+	16, // 13: build.v1.BuildEvent.state:type_name -> build.v1.StateChange
+	17, // 14: build.v1.BuildEvent.vertex:type_name -> build.v1.Vertex
+	18, // 15: build.v1.BuildEvent.status:type_name -> build.v1.VertexStatus
+	19, // 16: build.v1.BuildEvent.log:type_name -> build.v1.LogChunk
+	20, // 17: build.v1.BuildEvent.warning:type_name -> build.v1.Warning
+	21, // 18: build.v1.BuildEvent.result:type_name -> build.v1.BuildResult
+	22, // 19: build.v1.BuildEvent.error:type_name -> build.v1.BuildError
+	0,  // 20: build.v1.StateChange.state:type_name -> build.v1.BuildState
+	30, // 21: build.v1.Vertex.started:type_name -> google.protobuf.Timestamp
+	30, // 22: build.v1.Vertex.completed:type_name -> google.protobuf.Timestamp
+	30, // 23: build.v1.VertexStatus.timestamp:type_name -> google.protobuf.Timestamp
+	30, // 24: build.v1.VertexStatus.started:type_name -> google.protobuf.Timestamp
+	30, // 25: build.v1.VertexStatus.completed:type_name -> google.protobuf.Timestamp
+	30, // 26: build.v1.LogChunk.timestamp:type_name -> google.protobuf.Timestamp
+	3,  // 27: build.v1.BuildInfo.request:type_name -> build.v1.CreateImageRequest
+	0,  // 28: build.v1.BuildInfo.state:type_name -> build.v1.BuildState
+	30, // 29: build.v1.BuildInfo.create_time:type_name -> google.protobuf.Timestamp
+	30, // 30: build.v1.BuildInfo.start_time:type_name -> google.protobuf.Timestamp
+	30, // 31: build.v1.BuildInfo.end_time:type_name -> google.protobuf.Timestamp
+	21, // 32: build.v1.BuildInfo.result:type_name -> build.v1.BuildResult
+	22, // 33: build.v1.BuildInfo.error:type_name -> build.v1.BuildError
+	28, // 34: build.v1.BuildInfo.labels:type_name -> build.v1.BuildInfo.LabelsEntry
+	3,  // 35: build.v1.Build.CreateImage:input_type -> build.v1.CreateImageRequest
+	4,  // 36: build.v1.Build.StartBuild:input_type -> build.v1.StartBuildRequest
+	9,  // 37: build.v1.Build.WatchBuild:input_type -> build.v1.WatchBuildRequest
+	14, // 38: build.v1.Build.GetBuild:input_type -> build.v1.GetBuildRequest
+	10, // 39: build.v1.Build.ListBuilds:input_type -> build.v1.ListBuildsRequest
+	12, // 40: build.v1.Build.CancelBuild:input_type -> build.v1.CancelBuildRequest
+	1,  // 41: build.v1.AdminService.Cleanup:input_type -> build.v1.CleanupRequest
+	15, // 42: build.v1.Build.CreateImage:output_type -> build.v1.BuildEvent
+	8,  // 43: build.v1.Build.StartBuild:output_type -> build.v1.StartBuildResponse
+	15, // 44: build.v1.Build.WatchBuild:output_type -> build.v1.BuildEvent
+	23, // 45: build.v1.Build.GetBuild:output_type -> build.v1.BuildInfo
+	11, // 46: build.v1.Build.ListBuilds:output_type -> build.v1.ListBuildsResponse
+	13, // 47: build.v1.Build.CancelBuild:output_type -> build.v1.CancelBuildResponse
+	2,  // 48: build.v1.AdminService.Cleanup:output_type -> build.v1.CleanupResponse
+	42, // [42:49] is the sub-list for method output_type
+	35, // [35:42] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_build_v1_build_proto_init() }
@@ -2251,7 +2549,7 @@ func file_build_v1_build_proto_init() {
 	if File_build_v1_build_proto != nil {
 		return
 	}
-	file_build_v1_build_proto_msgTypes[12].OneofWrappers = []any{
+	file_build_v1_build_proto_msgTypes[14].OneofWrappers = []any{
 		(*BuildEvent_State)(nil),
 		(*BuildEvent_Vertex)(nil),
 		(*BuildEvent_Status)(nil),
@@ -2266,7 +2564,7 @@ func file_build_v1_build_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_build_v1_build_proto_rawDesc), len(file_build_v1_build_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

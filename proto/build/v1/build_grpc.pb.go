@@ -39,7 +39,16 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Build builds Go programs from git into container images.
+// Build builds Go programs from git into container images. A build is a
+// resource named builds/{build_id} (BuildInfo); the calls that take a
+// build_id also take that name.
+//
+// buf lint runs on this file (buf.yaml, STANDARD). Its exceptions are marked
+// where they are: the service's name is the original one; the two streams
+// of a build's log (CreateImage, WatchBuild) send one message type, so a
+// client reads both with the same code; GetBuild returns the resource
+// itself, as AIP-131 says.
+// buf:lint:ignore SERVICE_SUFFIX
 type BuildClient interface {
 	// CreateImage validates the request, resolves git_commit to a SHA, builds
 	// the image, pushes it to image_tag, and streams the build's events until
@@ -52,22 +61,32 @@ type BuildClient interface {
 	// that is queued or running (same repository, resolved commit, tag and
 	// options) joins that build and streams its log from the start. When the
 	// queue is full the call fails with RESOURCE_EXHAUSTED.
+	//
+	// A build that fails ends the stream with a BuildError event and then the
+	// call's error, whose status carries the same BuildError and a
+	// google.rpc.ErrorInfo (reason, domain "buildsvc.dev") as details.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	CreateImage(ctx context.Context, in *CreateImageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BuildEvent], error)
 	// StartBuild is CreateImage without waiting: it validates, resolves and
 	// queues the build (or joins an identical one), and returns its id.
-	StartBuild(ctx context.Context, in *CreateImageRequest, opts ...grpc.CallOption) (*StartBuildResponse, error)
+	StartBuild(ctx context.Context, in *StartBuildRequest, opts ...grpc.CallOption) (*StartBuildResponse, error)
 	// WatchBuild replays a build's events after from_seq and then follows
 	// them live until the build ends. Every event arrives exactly once, in
 	// order, so a client that lost its stream resumes from the last seq it saw.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	WatchBuild(ctx context.Context, in *WatchBuildRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BuildEvent], error)
 	// GetBuild returns a build's current state, and its result or error once it
 	// has ended.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	GetBuild(ctx context.Context, in *GetBuildRequest, opts ...grpc.CallOption) (*BuildInfo, error)
-	// ListBuilds lists builds, newest first, a page at a time.
+	// ListBuilds lists builds, newest first unless order_by says otherwise, a
+	// page at a time, filtered by filter (AIP-160).
 	ListBuilds(ctx context.Context, in *ListBuildsRequest, opts ...grpc.CallOption) (*ListBuildsResponse, error)
 	// CancelBuild stops a queued or running build; it ends CANCELLED. A build
 	// that has already ended is returned as it is.
-	CancelBuild(ctx context.Context, in *CancelBuildRequest, opts ...grpc.CallOption) (*BuildInfo, error)
+	CancelBuild(ctx context.Context, in *CancelBuildRequest, opts ...grpc.CallOption) (*CancelBuildResponse, error)
 }
 
 type buildClient struct {
@@ -97,7 +116,7 @@ func (c *buildClient) CreateImage(ctx context.Context, in *CreateImageRequest, o
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Build_CreateImageClient = grpc.ServerStreamingClient[BuildEvent]
 
-func (c *buildClient) StartBuild(ctx context.Context, in *CreateImageRequest, opts ...grpc.CallOption) (*StartBuildResponse, error) {
+func (c *buildClient) StartBuild(ctx context.Context, in *StartBuildRequest, opts ...grpc.CallOption) (*StartBuildResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(StartBuildResponse)
 	err := c.cc.Invoke(ctx, Build_StartBuild_FullMethodName, in, out, cOpts...)
@@ -146,9 +165,9 @@ func (c *buildClient) ListBuilds(ctx context.Context, in *ListBuildsRequest, opt
 	return out, nil
 }
 
-func (c *buildClient) CancelBuild(ctx context.Context, in *CancelBuildRequest, opts ...grpc.CallOption) (*BuildInfo, error) {
+func (c *buildClient) CancelBuild(ctx context.Context, in *CancelBuildRequest, opts ...grpc.CallOption) (*CancelBuildResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(BuildInfo)
+	out := new(CancelBuildResponse)
 	err := c.cc.Invoke(ctx, Build_CancelBuild_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -160,7 +179,16 @@ func (c *buildClient) CancelBuild(ctx context.Context, in *CancelBuildRequest, o
 // All implementations must embed UnimplementedBuildServer
 // for forward compatibility.
 //
-// Build builds Go programs from git into container images.
+// Build builds Go programs from git into container images. A build is a
+// resource named builds/{build_id} (BuildInfo); the calls that take a
+// build_id also take that name.
+//
+// buf lint runs on this file (buf.yaml, STANDARD). Its exceptions are marked
+// where they are: the service's name is the original one; the two streams
+// of a build's log (CreateImage, WatchBuild) send one message type, so a
+// client reads both with the same code; GetBuild returns the resource
+// itself, as AIP-131 says.
+// buf:lint:ignore SERVICE_SUFFIX
 type BuildServer interface {
 	// CreateImage validates the request, resolves git_commit to a SHA, builds
 	// the image, pushes it to image_tag, and streams the build's events until
@@ -173,22 +201,32 @@ type BuildServer interface {
 	// that is queued or running (same repository, resolved commit, tag and
 	// options) joins that build and streams its log from the start. When the
 	// queue is full the call fails with RESOURCE_EXHAUSTED.
+	//
+	// A build that fails ends the stream with a BuildError event and then the
+	// call's error, whose status carries the same BuildError and a
+	// google.rpc.ErrorInfo (reason, domain "buildsvc.dev") as details.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	CreateImage(*CreateImageRequest, grpc.ServerStreamingServer[BuildEvent]) error
 	// StartBuild is CreateImage without waiting: it validates, resolves and
 	// queues the build (or joins an identical one), and returns its id.
-	StartBuild(context.Context, *CreateImageRequest) (*StartBuildResponse, error)
+	StartBuild(context.Context, *StartBuildRequest) (*StartBuildResponse, error)
 	// WatchBuild replays a build's events after from_seq and then follows
 	// them live until the build ends. Every event arrives exactly once, in
 	// order, so a client that lost its stream resumes from the last seq it saw.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	WatchBuild(*WatchBuildRequest, grpc.ServerStreamingServer[BuildEvent]) error
 	// GetBuild returns a build's current state, and its result or error once it
 	// has ended.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	GetBuild(context.Context, *GetBuildRequest) (*BuildInfo, error)
-	// ListBuilds lists builds, newest first, a page at a time.
+	// ListBuilds lists builds, newest first unless order_by says otherwise, a
+	// page at a time, filtered by filter (AIP-160).
 	ListBuilds(context.Context, *ListBuildsRequest) (*ListBuildsResponse, error)
 	// CancelBuild stops a queued or running build; it ends CANCELLED. A build
 	// that has already ended is returned as it is.
-	CancelBuild(context.Context, *CancelBuildRequest) (*BuildInfo, error)
+	CancelBuild(context.Context, *CancelBuildRequest) (*CancelBuildResponse, error)
 	mustEmbedUnimplementedBuildServer()
 }
 
@@ -202,7 +240,7 @@ type UnimplementedBuildServer struct{}
 func (UnimplementedBuildServer) CreateImage(*CreateImageRequest, grpc.ServerStreamingServer[BuildEvent]) error {
 	return status.Error(codes.Unimplemented, "method CreateImage not implemented")
 }
-func (UnimplementedBuildServer) StartBuild(context.Context, *CreateImageRequest) (*StartBuildResponse, error) {
+func (UnimplementedBuildServer) StartBuild(context.Context, *StartBuildRequest) (*StartBuildResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StartBuild not implemented")
 }
 func (UnimplementedBuildServer) WatchBuild(*WatchBuildRequest, grpc.ServerStreamingServer[BuildEvent]) error {
@@ -214,7 +252,7 @@ func (UnimplementedBuildServer) GetBuild(context.Context, *GetBuildRequest) (*Bu
 func (UnimplementedBuildServer) ListBuilds(context.Context, *ListBuildsRequest) (*ListBuildsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListBuilds not implemented")
 }
-func (UnimplementedBuildServer) CancelBuild(context.Context, *CancelBuildRequest) (*BuildInfo, error) {
+func (UnimplementedBuildServer) CancelBuild(context.Context, *CancelBuildRequest) (*CancelBuildResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelBuild not implemented")
 }
 func (UnimplementedBuildServer) mustEmbedUnimplementedBuildServer() {}
@@ -250,7 +288,7 @@ func _Build_CreateImage_Handler(srv interface{}, stream grpc.ServerStream) error
 type Build_CreateImageServer = grpc.ServerStreamingServer[BuildEvent]
 
 func _Build_StartBuild_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(CreateImageRequest)
+	in := new(StartBuildRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -262,7 +300,7 @@ func _Build_StartBuild_Handler(srv interface{}, ctx context.Context, dec func(in
 		FullMethod: Build_StartBuild_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(BuildServer).StartBuild(ctx, req.(*CreateImageRequest))
+		return srv.(BuildServer).StartBuild(ctx, req.(*StartBuildRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -372,111 +410,111 @@ var Build_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Admin_Cleanup_FullMethodName = "/build.v1.Admin/Cleanup"
+	AdminService_Cleanup_FullMethodName = "/build.v1.AdminService/Cleanup"
 )
 
-// AdminClient is the client API for Admin service.
+// AdminServiceClient is the client API for AdminService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Admin is for the service's operators.
-type AdminClient interface {
+// AdminService is for the service's operators.
+type AdminServiceClient interface {
 	// Cleanup runs the periodic cleanup now: a BuildKit prune (keeping the
 	// shared Go caches younger than the keep-duration), history retention, and
 	// removal of the server's temporary files. It returns what was freed.
 	Cleanup(ctx context.Context, in *CleanupRequest, opts ...grpc.CallOption) (*CleanupResponse, error)
 }
 
-type adminClient struct {
+type adminServiceClient struct {
 	cc grpc.ClientConnInterface
 }
 
-func NewAdminClient(cc grpc.ClientConnInterface) AdminClient {
-	return &adminClient{cc}
+func NewAdminServiceClient(cc grpc.ClientConnInterface) AdminServiceClient {
+	return &adminServiceClient{cc}
 }
 
-func (c *adminClient) Cleanup(ctx context.Context, in *CleanupRequest, opts ...grpc.CallOption) (*CleanupResponse, error) {
+func (c *adminServiceClient) Cleanup(ctx context.Context, in *CleanupRequest, opts ...grpc.CallOption) (*CleanupResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CleanupResponse)
-	err := c.cc.Invoke(ctx, Admin_Cleanup_FullMethodName, in, out, cOpts...)
+	err := c.cc.Invoke(ctx, AdminService_Cleanup_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-// AdminServer is the server API for Admin service.
-// All implementations must embed UnimplementedAdminServer
+// AdminServiceServer is the server API for AdminService service.
+// All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
 //
-// Admin is for the service's operators.
-type AdminServer interface {
+// AdminService is for the service's operators.
+type AdminServiceServer interface {
 	// Cleanup runs the periodic cleanup now: a BuildKit prune (keeping the
 	// shared Go caches younger than the keep-duration), history retention, and
 	// removal of the server's temporary files. It returns what was freed.
 	Cleanup(context.Context, *CleanupRequest) (*CleanupResponse, error)
-	mustEmbedUnimplementedAdminServer()
+	mustEmbedUnimplementedAdminServiceServer()
 }
 
-// UnimplementedAdminServer must be embedded to have
+// UnimplementedAdminServiceServer must be embedded to have
 // forward compatible implementations.
 //
 // NOTE: this should be embedded by value instead of pointer to avoid a nil
 // pointer dereference when methods are called.
-type UnimplementedAdminServer struct{}
+type UnimplementedAdminServiceServer struct{}
 
-func (UnimplementedAdminServer) Cleanup(context.Context, *CleanupRequest) (*CleanupResponse, error) {
+func (UnimplementedAdminServiceServer) Cleanup(context.Context, *CleanupRequest) (*CleanupResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Cleanup not implemented")
 }
-func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
-func (UnimplementedAdminServer) testEmbeddedByValue()               {}
+func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
+func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
 
-// UnsafeAdminServer may be embedded to opt out of forward compatibility for this service.
-// Use of this interface is not recommended, as added methods to AdminServer will
+// UnsafeAdminServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AdminServiceServer will
 // result in compilation errors.
-type UnsafeAdminServer interface {
-	mustEmbedUnimplementedAdminServer()
+type UnsafeAdminServiceServer interface {
+	mustEmbedUnimplementedAdminServiceServer()
 }
 
-func RegisterAdminServer(s grpc.ServiceRegistrar, srv AdminServer) {
-	// If the following call panics, it indicates UnimplementedAdminServer was
+func RegisterAdminServiceServer(s grpc.ServiceRegistrar, srv AdminServiceServer) {
+	// If the following call panics, it indicates UnimplementedAdminServiceServer was
 	// embedded by pointer and is nil.  This will cause panics if an
 	// unimplemented method is ever invoked, so we test this at initialization
 	// time to prevent it from happening at runtime later due to I/O.
 	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
 		t.testEmbeddedByValue()
 	}
-	s.RegisterService(&Admin_ServiceDesc, srv)
+	s.RegisterService(&AdminService_ServiceDesc, srv)
 }
 
-func _Admin_Cleanup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+func _AdminService_Cleanup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CleanupRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(AdminServer).Cleanup(ctx, in)
+		return srv.(AdminServiceServer).Cleanup(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: Admin_Cleanup_FullMethodName,
+		FullMethod: AdminService_Cleanup_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(AdminServer).Cleanup(ctx, req.(*CleanupRequest))
+		return srv.(AdminServiceServer).Cleanup(ctx, req.(*CleanupRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
-// Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
+// AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
-var Admin_ServiceDesc = grpc.ServiceDesc{
-	ServiceName: "build.v1.Admin",
-	HandlerType: (*AdminServer)(nil),
+var AdminService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "build.v1.AdminService",
+	HandlerType: (*AdminServiceServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
 			MethodName: "Cleanup",
-			Handler:    _Admin_Cleanup_Handler,
+			Handler:    _AdminService_Cleanup_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
