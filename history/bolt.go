@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -18,6 +19,10 @@ import (
 var (
 	buildsBucket = []byte("builds") // id -> BuildInfo
 	eventsBucket = []byte("events") // id -> bucket of seq (big endian) -> BuildEvent
+	// requestsBucket: requestKey -> build id "\n" fingerprint;
+	// claimsBucket: build id -> requestKey, to remove a build's claim.
+	requestsBucket = []byte("requests")
+	claimsBucket   = []byte("request-claims")
 )
 
 // Bolt is a Store in one bbolt file.
@@ -38,7 +43,7 @@ func Open(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("history: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{buildsBucket, eventsBucket} {
+		for _, b := range [][]byte{buildsBucket, eventsBucket, requestsBucket, claimsBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -181,10 +186,68 @@ func (s *Bolt) List(_ context.Context, f Filter) ([]*buildv1.BuildInfo, bool, er
 	return out, more, err
 }
 
+// requestKey is key's key in requestsBucket: the tenant's length, so no
+// tenant and request id pair can be read as another.
+func requestKey(key RequestKey) []byte {
+	return fmt.Appendf(nil, "%d:%s:%s", len(key.Tenant), key.Tenant, key.RequestID)
+}
+
+func decodeClaim(v []byte) RequestClaim {
+	id, fp, _ := strings.Cut(string(v), "\n")
+	return RequestClaim{BuildID: id, Fingerprint: fp}
+}
+
+// ClaimRequest implements Store.
+func (s *Bolt) ClaimRequest(_ context.Context, key RequestKey, claim RequestClaim) (RequestClaim, bool, error) {
+	var existing RequestClaim
+	claimed := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		k := requestKey(key)
+		if v := tx.Bucket(requestsBucket).Get(k); v != nil {
+			existing = decodeClaim(v)
+			return nil
+		}
+		claimed = true
+		if err := tx.Bucket(requestsBucket).Put(k, []byte(claim.BuildID+"\n"+claim.Fingerprint)); err != nil {
+			return err
+		}
+		return tx.Bucket(claimsBucket).Put([]byte(claim.BuildID), k)
+	})
+	if err != nil {
+		return RequestClaim{}, false, fmt.Errorf("history: claim request: %w", err)
+	}
+	if claimed {
+		return claim, true, nil
+	}
+	return existing, false, nil
+}
+
+// LookupRequest implements Store.
+func (s *Bolt) LookupRequest(_ context.Context, key RequestKey) (RequestClaim, error) {
+	var claim RequestClaim
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(requestsBucket).Get(requestKey(key))
+		if v == nil {
+			return fmt.Errorf("request %q: %w", key.RequestID, ErrNotFound)
+		}
+		claim = decodeClaim(v)
+		return nil
+	})
+	return claim, err
+}
+
 // Delete implements Store.
 func (s *Bolt) Delete(_ context.Context, ids ...string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		for _, id := range ids {
+			if k := tx.Bucket(claimsBucket).Get([]byte(id)); k != nil {
+				if err := tx.Bucket(requestsBucket).Delete(slices.Clone(k)); err != nil {
+					return err
+				}
+				if err := tx.Bucket(claimsBucket).Delete([]byte(id)); err != nil {
+					return err
+				}
+			}
 			if err := tx.Bucket(buildsBucket).Delete([]byte(id)); err != nil {
 				return err
 			}

@@ -40,8 +40,29 @@ type Filter struct {
 	Limit int
 }
 
+// RequestKey names a request by its caller's idempotency key: the
+// request_id of a tenant's request.
+type RequestKey struct {
+	Tenant    string
+	RequestID string
+}
+
+// RequestClaim is the build a request key started, and a fingerprint of
+// that request (never of its credentials), to tell a retry from a
+// different request that reuses the key.
+type RequestClaim struct {
+	BuildID     string
+	Fingerprint string
+}
+
 // Store holds build records and event logs.
 type Store interface {
+	// ClaimRequest records that key started the build of claim, unless key
+	// is claimed already: then it returns the existing claim and false,
+	// and records nothing. The claim goes when its build is deleted.
+	ClaimRequest(ctx context.Context, key RequestKey, claim RequestClaim) (RequestClaim, bool, error)
+	// LookupRequest returns key's claim, or ErrNotFound.
+	LookupRequest(ctx context.Context, key RequestKey) (RequestClaim, error)
 	// PutBuild creates or replaces a build's record.
 	PutBuild(ctx context.Context, b *buildv1.BuildInfo) error
 	// AppendEvents adds events to a build's log. Their seqs follow the
