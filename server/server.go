@@ -12,14 +12,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/moby/buildkit/client"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/buildsvc/buildsvc/buildkitd"
 	"github.com/buildsvc/buildsvc/egress"
-	"github.com/buildsvc/buildsvc/history"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
@@ -44,7 +42,7 @@ type Server struct {
 	buildv1.UnimplementedAdminServiceServer
 
 	cfg      Config
-	bk       *client.Client
+	bk       BuildKitClient
 	resolver Resolver
 	stopping atomic.Bool
 	builds   sync.WaitGroup // build goroutines
@@ -97,8 +95,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.interruptLeftovers(ctx); err != nil {
 		return nil, err
 	}
-	if s.bk, err = buildkitd.Dial(ctx, cfg.BuildKit); err != nil {
-		return nil, err
+	if s.bk = cfg.BuildKitClient; s.bk == nil {
+		if s.bk, err = buildkitd.Dial(ctx, cfg.BuildKit); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -216,43 +216,6 @@ func (s *Server) buildInfo(ctx context.Context, id string) (*buildv1.BuildInfo, 
 		return b.info(), nil
 	}
 	return s.cfg.Store.GetBuild(ctx, id)
-}
-
-// ListBuilds implements buildv1.BuildServer.
-func (s *Server) ListBuilds(ctx context.Context, req *buildv1.ListBuildsRequest) (*buildv1.ListBuildsResponse, error) {
-	size := int(req.GetPageSize())
-	switch {
-	case size < 0:
-		return nil, toStatus(fieldErr("page_size", "must not be negative"))
-	case size == 0:
-		size = 50
-	case size > 1000:
-		size = 1000
-	}
-	c, err := s.callerOf(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	f := history.Filter{States: req.GetStates(), Repo: req.GetGitRepo(), Before: req.GetPageToken(), Limit: size,
-		Tenant: c.tenant}
-	if c.admin {
-		f.Tenant, f.AnyTenant = req.GetTenant(), req.GetTenant() == ""
-	}
-	builds, more, err := s.cfg.Store.List(ctx, f)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	resp := &buildv1.ListBuildsResponse{Builds: builds}
-	for i, b := range builds {
-		// The stored record of an active build may lag its last event.
-		if a := s.activeBuild(b.GetBuildId()); a != nil {
-			resp.Builds[i] = a.info()
-		}
-	}
-	if more && len(builds) > 0 {
-		resp.NextPageToken = builds[len(builds)-1].GetBuildId()
-	}
-	return resp, nil
 }
 
 // CancelBuild implements buildv1.BuildServer. It waits a few seconds for
