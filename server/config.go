@@ -29,10 +29,14 @@ const (
 )
 
 // Config is the server's configuration. The zero value of every field but
-// BuildKit is usable; New fills in the defaults.
+// BuildKit (or BuildKitClient) is usable; New fills in the defaults.
 type Config struct {
 	// BuildKit is the daemon that runs the builds.
 	BuildKit buildkitd.Endpoint
+	// BuildKitClient, when set, is used instead of dialling BuildKit (which
+	// may then be empty): a fake in unit tests, a pool of daemons. The
+	// server owns it from New on and closes it in Close.
+	BuildKitClient BuildKitClient
 	// BuilderImage has the Go toolchain (golang:alpine or an image made by
 	// the offline bootstrap).
 	BuilderImage string
@@ -118,8 +122,10 @@ type Config struct {
 }
 
 func (c Config) withDefaults() (Config, error) {
-	if err := c.BuildKit.Validate(); err != nil {
-		return c, fmt.Errorf("config: %w", err)
+	if c.BuildKitClient == nil {
+		if err := c.BuildKit.Validate(); err != nil {
+			return c, fmt.Errorf("config: %w", err)
+		}
 	}
 	if c.BuilderImage == "" {
 		c.BuilderImage = DefaultBuilderImage
