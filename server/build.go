@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/buildsvc/buildsvc/credentials"
+	"github.com/buildsvc/buildsvc/history"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
@@ -26,11 +27,15 @@ type build struct {
 	registry *configfile.ConfigFile
 	// creds are the build's credentials (the request's and the server's),
 	// in memory for its life only.
-	creds   *credentials.Build
-	req     *request
-	key     string        // dedup key: identical requests share it
-	timeout time.Duration // for the run, once out of the queue
-	log     *eventLog
+	creds *credentials.Build
+	req   *request
+	key   string // dedup key: identical requests share it
+	// requestKey is the request_id that started it (RequestID empty if
+	// none), and fingerprint that request's requestFingerprint.
+	requestKey  history.RequestKey
+	fingerprint string
+	timeout     time.Duration // for the run, once out of the queue
+	log         *eventLog
 	// stop is closed when the build is asked to stop; stopCause says why
 	// (errCancelled or errShutdown).
 	stop     chan struct{}
@@ -185,6 +190,7 @@ func (b *build) info() *buildv1.BuildInfo {
 		LogBytesDropped:  dropped,
 		CredentialsGiven: credentials.Given(b.creds),
 		Name:             resourceName(b.id),
+		Labels:           b.req.BuildLabels,
 	}
 }
 

@@ -48,6 +48,20 @@ func checkLimits(req *buildv1.CreateImageRequest) error {
 			return tooLong(f.field, len(f.value), f.max)
 		}
 	}
+	if n := len(req.GetImageTags()); n > MaxImageTags {
+		return fieldErr("image_tags", "has %d tags; at most %d", n, MaxImageTags)
+	}
+	for i, t := range req.GetImageTags() {
+		if len(t) > MaxImageRefLen {
+			return tooLong(fmt.Sprintf("image_tags[%d]", i), len(t), MaxImageRefLen)
+		}
+	}
+	if len(req.GetRequestId()) > 128 {
+		return tooLong("request_id", len(req.GetRequestId()), 128)
+	}
+	if err := checkMap("build_labels", req.GetBuildLabels(), MaxBuildLabels, 63, MaxBuildLabelValueLen, MaxBuildLabels*(64+MaxBuildLabelValueLen)); err != nil {
+		return err
+	}
 	if n := len(req.GetBuildFlags()); n > MaxBuildFlags {
 		return fieldErr("build_flags", "has %d entries; at most %d", n, MaxBuildFlags)
 	}

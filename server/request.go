@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -37,9 +38,11 @@ func fieldErr(field, format string, args ...any) *FieldError {
 // request is a CreateImageRequest that has been checked and defaulted: all
 // of the build spec that needs no I/O.
 type request struct {
-	Repo       string
-	Ref        string
+	Repo string
+	Ref  string
+	// Tag is the first of Tags, every tag the image is pushed to.
 	Tag        string
+	Tags       []string
 	Dir        string
 	Package    string
 	Binary     string
@@ -52,6 +55,10 @@ type request struct {
 	// GoPrivate, GoNoProxy and GoNoSumDB are the request's private module
 	// settings (not secret).
 	GoPrivate, GoNoProxy, GoNoSumDB string
+	// RequestID is the caller's idempotency key; BuildLabels the build
+	// record's labels.
+	RequestID   string
+	BuildLabels map[string]string
 	// creds are the request's credentials: in memory only, never in
 	// proto().
 	creds *requestCredentials
@@ -68,6 +75,17 @@ var (
 	binaryRE   = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 	shaRE      = regexp.MustCompile(`^[0-9a-f]{40}$|^[0-9a-f]{64}$`)
 	labelKeyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]*$`)
+	// buildLabelKeyRE and requestIDRE are the forms build_labels keys and
+	// request_id take.
+	buildLabelKeyRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
+	requestIDRE     = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+)
+
+// Limits of the build record's fields.
+const (
+	MaxImageTags          = 16
+	MaxBuildLabels        = 32
+	MaxBuildLabelValueLen = 256
 )
 
 // parseRequest checks every field of req and fills in defaults. It does no
@@ -91,7 +109,17 @@ func parseRequest(req *buildv1.CreateImageRequest, cfg Config) (*request, error)
 	if r.Ref, err = parseRef(req.GetGitCommit()); err != nil {
 		return nil, err
 	}
-	if r.Tag, err = parseTag(req.GetImageTag()); err != nil {
+	if r.Tags, err = parseTags(req.GetImageTag(), req.GetImageTags()); err != nil {
+		return nil, err
+	}
+	r.Tag = r.Tags[0]
+	if id := req.GetRequestId(); id != "" {
+		if !requestIDRE.MatchString(id) {
+			return nil, fieldErr("request_id", "must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+		}
+		r.RequestID = id
+	}
+	if r.BuildLabels, err = parseBuildLabels(req.GetBuildLabels()); err != nil {
 		return nil, err
 	}
 	if r.Dir, err = parseRelPath("dir", req.GetDir()); err != nil {
@@ -159,20 +187,23 @@ func parseRequest(req *buildv1.CreateImageRequest, cfg Config) (*request, error)
 // without its credentials.
 func (r *request) proto() *buildv1.CreateImageRequest {
 	return &buildv1.CreateImageRequest{
-		GitRepo:    r.Repo,
-		GitCommit:  r.Ref,
-		ImageTag:   r.Tag,
-		Package:    r.Package,
-		Dir:        r.Dir,
-		BuildFlags: r.BuildFlags,
-		Ldflags:    r.LDFlags,
-		Env:        r.Env,
-		BaseImage:  r.BaseImage,
-		Labels:     r.Labels,
-		Timeout:    durationpb.New(r.Timeout),
-		Goprivate:  r.GoPrivate,
-		Gonoproxy:  r.GoNoProxy,
-		Gonosumdb:  r.GoNoSumDB,
+		GitRepo:     r.Repo,
+		GitCommit:   r.Ref,
+		ImageTag:    r.Tag,
+		ImageTags:   r.Tags,
+		RequestId:   r.RequestID,
+		BuildLabels: r.BuildLabels,
+		Package:     r.Package,
+		Dir:         r.Dir,
+		BuildFlags:  r.BuildFlags,
+		Ldflags:     r.LDFlags,
+		Env:         r.Env,
+		BaseImage:   r.BaseImage,
+		Labels:      r.Labels,
+		Timeout:     durationpb.New(r.Timeout),
+		Goprivate:   r.GoPrivate,
+		Gonoproxy:   r.GoNoProxy,
+		Gonosumdb:   r.GoNoSumDB,
 	}
 }
 
@@ -247,8 +278,67 @@ func parseRef(raw string) (string, error) {
 	return s, nil
 }
 
-func parseTag(raw string) (string, error) {
-	const field = "image_tag"
+// parseTags checks image_tag and image_tags and returns every tag, image_tag
+// first, each once.
+func parseTags(first string, more []string) ([]string, error) {
+	if strings.TrimSpace(first) == "" && len(more) == 0 {
+		return nil, fieldErr("image_tag", "is required (or image_tags)")
+	}
+	if len(more) > MaxImageTags {
+		return nil, fieldErr("image_tags", "has %d tags; at most %d", len(more), MaxImageTags)
+	}
+	var tags []string
+	add := func(field, raw string) error {
+		t, err := parseTag(field, raw)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(tags, t) {
+			tags = append(tags, t)
+		}
+		return nil
+	}
+	if strings.TrimSpace(first) != "" {
+		if err := add("image_tag", first); err != nil {
+			return nil, err
+		}
+	}
+	for i, t := range more {
+		if err := add(fmt.Sprintf("image_tags[%d]", i), t); err != nil {
+			return nil, err
+		}
+	}
+	if len(tags) > MaxImageTags {
+		return nil, fieldErr("image_tags", "with image_tag makes %d tags; at most %d", len(tags), MaxImageTags)
+	}
+	return tags, nil
+}
+
+// parseBuildLabels checks the build record's labels.
+func parseBuildLabels(in map[string]string) (map[string]string, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	if len(in) > MaxBuildLabels {
+		return nil, fieldErr("build_labels", "has %d labels; at most %d", len(in), MaxBuildLabels)
+	}
+	out := make(map[string]string, len(in))
+	for _, k := range sortedKeys(in) {
+		v := in[k]
+		switch {
+		case !buildLabelKeyRE.MatchString(k):
+			return nil, fieldErr("build_labels", "%s is not a valid key: 1-63 characters of a-z 0-9 _ -, starting with a letter", quote(k))
+		case len(v) > MaxBuildLabelValueLen:
+			return nil, fieldErr("build_labels["+k+"]", "is %d bytes long; at most %d", len(v), MaxBuildLabelValueLen)
+		case strings.IndexFunc(v, unicode.IsControl) >= 0:
+			return nil, fieldErr("build_labels["+k+"]", "must not contain control characters")
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func parseTag(field, raw string) (string, error) {
 	s := strings.TrimSpace(raw)
 	if s == "" {
 		return "", fieldErr(field, "is required")

@@ -18,6 +18,7 @@ import (
 
 	"github.com/buildsvc/buildsvc/buildkitd"
 	"github.com/buildsvc/buildsvc/egress"
+	"github.com/buildsvc/buildsvc/history"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
@@ -133,11 +134,11 @@ func (s *Server) Close(ctx context.Context) error {
 
 // CreateImage implements buildv1.BuildServer.
 func (s *Server) CreateImage(req *buildv1.CreateImageRequest, stream buildv1.Build_CreateImageServer) error {
-	b, _, err := s.start(stream.Context(), req)
+	a, err := s.start(stream.Context(), req)
 	if err != nil {
 		return s.refused(err)
 	}
-	return toStatus(b.log.follow(stream.Context(), 0, stream.Send))
+	return toStatus(s.streamLog(stream.Context(), a, 0, stream.Send))
 }
 
 // refused counts a request that start refused and returns its status.
@@ -154,11 +155,11 @@ func (s *Server) StartBuild(ctx context.Context, req *buildv1.StartBuildRequest)
 	if req.GetRequest() == nil {
 		return nil, s.refused(fieldErr("request", "is required"))
 	}
-	b, joined, err := s.start(ctx, req.GetRequest())
+	a, err := s.start(ctx, req.GetRequest())
 	if err != nil {
 		return nil, s.refused(err)
 	}
-	return &buildv1.StartBuildResponse{BuildId: b.id, Name: resourceName(b.id), Joined: joined}, nil
+	return &buildv1.StartBuildResponse{BuildId: a.id, Name: resourceName(a.id), Joined: a.joined, Existing: a.existing}, nil
 }
 
 // WatchBuild implements buildv1.BuildServer.
@@ -175,21 +176,27 @@ func (s *Server) WatchBuild(req *buildv1.WatchBuildRequest, stream buildv1.Build
 	if _, err := s.visibleBuild(ctx, c, id); err != nil {
 		return toStatus(err)
 	}
-	if b := s.activeBuild(id); b != nil {
+	return toStatus(s.streamLog(ctx, &admission{id: id, b: s.activeBuild(id)}, req.GetFromSeq(), stream.Send))
+}
+
+// streamLog sends a's events after seq after: an active build's from
+// memory, following it until it ends; an ended one's from the store.
+func (s *Server) streamLog(ctx context.Context, a *admission, after uint64, send func(*buildv1.BuildEvent) error) error {
+	if a.b != nil {
 		// An active build has all its events in memory.
-		return toStatus(b.log.follow(ctx, req.GetFromSeq(), stream.Send))
+		return a.b.log.follow(ctx, after, send)
 	}
-	after := req.GetFromSeq()
+	id := a.id
 	for {
 		evs, err := s.cfg.Store.Events(ctx, id, after, 1000)
 		if err != nil {
-			return toStatus(err)
+			return err
 		}
 		if len(evs) == 0 {
 			return nil
 		}
 		for _, e := range evs {
-			if err := stream.Send(e); err != nil {
+			if err := send(e); err != nil {
 				return err
 			}
 			after = e.GetSeq()
@@ -279,7 +286,8 @@ func (s *Server) egressAllow() egress.Allowance {
 // same image; requests of different tenants never share a build.
 func dedupKey(tenant string, r *request, sha string) string {
 	p := r.proto()
-	p.Timeout = nil // how long it may take does not change what it makes
+	p.Timeout = nil  // how long it may take does not change what it makes
+	p.RequestId = "" // nor which retry key the caller chose
 	p.GitCommit = sha
 	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(p)
 	h := sha256.New()
@@ -290,21 +298,31 @@ func dedupKey(tenant string, r *request, sha string) string {
 
 // start validates req, resolves its commit, and queues a new build or
 // joins an identical one that is queued or running.
-func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*build, bool, error) {
+func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*admission, error) {
 	if s.stopping.Load() {
-		return nil, false, errShuttingDown
+		return nil, errShuttingDown
 	}
 	c, err := s.callerOf(ctx)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	pol := s.tenantPolicy(c.tenant)
 	r, err := parseRequest(req, withTenantAllow(s.cfg, pol))
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if err := checkPolicy(pol, req, r); err != nil {
-		return nil, false, err
+		return nil, err
+	}
+	reqKey := history.RequestKey{Tenant: c.tenant, RequestID: r.RequestID}
+	var fingerprint string
+	if r.RequestID != "" {
+		// A retry returns the build its request_id started, running or
+		// ended, before anything else is asked of anyone.
+		fingerprint = requestFingerprint(req)
+		if a, err := s.existingRequest(ctx, reqKey, fingerprint); a != nil || err != nil {
+			return a, err
+		}
 	}
 	s.mu.Lock()
 	if err = s.checkQueuedLocked(c.tenant, pol); err == nil {
@@ -312,18 +330,18 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 	}
 	s.mu.Unlock()
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	if s.queueFull() {
-		return nil, false, errQueueFull
+		return nil, errQueueFull
 	}
 	dockerCfg, err := s.registryConfig(pol)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	creds, err := s.buildCredentials(c.tenant, r)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	bctx, cancel := context.WithTimeout(ctx, s.cfg.ResolveTimeout)
 	r.BaseImage, err = s.pinBaseImage(bctx, r.BaseImage, s.egressAllow().Add(egressAllowance(pol)), dockerCfg, creds)
@@ -331,7 +349,7 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 	if _, unchecked := errors.AsType[baseUnchecked](err); unchecked {
 		s.cfg.Logger.Info("base image not checked before the build", "base", r.BaseImage, "err", err)
 	} else if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	red := newRedactor(append(buildkitd.Secrets(dockerCfg), creds.Values()...))
 	began := time.Now()
@@ -341,7 +359,7 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 	if err != nil {
 		err = resolveFailed(err, creds)
 		s.cfg.Logger.Info("resolve failed", "repo", r.Repo, "ref", r.Ref, "err", red.string(err.Error()), "cause", red.string(resolveCause(err)))
-		return nil, false, err
+		return nil, err
 	}
 	key := dedupKey(c.tenant, r, sha)
 	if r.creds.any() {
@@ -351,6 +369,13 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 	}
 
 	s.mu.Lock()
+	if r.RequestID != "" {
+		if b := s.activeRequestLocked(reqKey); b != nil {
+			// The same request_id came in meanwhile and started it.
+			s.mu.Unlock()
+			return sameRequest(reqKey, b.id, b.fingerprint, fingerprint, b)
+		}
+	}
 	if b := s.inflight[key]; b != nil {
 		b.mu.Lock()
 		b.joined++
@@ -358,19 +383,20 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 		s.mu.Unlock()
 		s.cfg.Logger.Info("request joined an identical build", "build", b.id)
 		s.cfg.Observer.Joined(b.id)
-		return b, true, nil
+		s.claimRequest(ctx, reqKey, fingerprint, b.id)
+		return &admission{id: b.id, b: b, joined: true}, nil
 	}
 	if s.queueFullLocked() {
 		s.mu.Unlock()
-		return nil, false, errQueueFull
+		return nil, errQueueFull
 	}
 	if err := s.checkQueuedLocked(c.tenant, pol); err != nil {
 		s.mu.Unlock()
-		return nil, false, err
+		return nil, err
 	}
 	now := time.Now()
 	b := &build{id: newBuildID(now), tenant: c.tenant, registry: dockerCfg, creds: creds, req: r, key: key, timeout: r.Timeout, commit: sha, created: now,
-		state: buildv1.BuildState_BUILD_STATE_RESOLVING, stop: make(chan struct{})}
+		state: buildv1.BuildState_BUILD_STATE_RESOLVING, stop: make(chan struct{}), requestKey: reqKey, fingerprint: fingerprint}
 	b.log = newEventLog(b.id, red, s.cfg.LogCap)
 	// Its first events are in the log before anyone can see the build, so
 	// nothing (a dispatch that starts it) can come before them. Resolving
@@ -393,11 +419,12 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*b
 	if err := s.cfg.Store.PutBuild(ctx, b.info()); err != nil {
 		s.cfg.Logger.Error("store build", "build", b.id, "err", err)
 	}
+	s.claimRequest(ctx, reqKey, fingerprint, b.id)
 	s.persist.Add(1)
 	go s.persistLog(b)
 	s.cfg.Logger.Info("build accepted", "build", b.id, "tenant", c.tenant, "caller", c.name, "repo", r.Repo, "ref", r.Ref, "commit", sha, "tag", r.Tag, "package", r.Package)
 	s.dispatch()
-	return b, false, nil
+	return &admission{id: b.id, b: b}, nil
 }
 
 func (s *Server) queueFull() bool {

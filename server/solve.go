@@ -44,8 +44,9 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 	}
 	opt := client.SolveOpt{
 		Exports: []client.ExportEntry{{
-			Type:  client.ExporterImage,
-			Attrs: map[string]string{"name": b.req.Tag, "push": "true"},
+			Type: client.ExporterImage,
+			// The image exporter pushes to every name of a comma-separated list.
+			Attrs: map[string]string{"name": strings.Join(b.req.Tags, ","), "push": "true"},
 		}},
 		Session: attach,
 	}
@@ -93,7 +94,7 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		res.AddMeta(exptypes.ExporterImageConfigKey, def.ImageConfig)
 		// The image's times are the commit's: one commit, one digest.
 		res.AddMeta(commonexptypes.ExporterEpochKey, []byte(strconv.FormatInt(epoch.Unix(), 10)))
-		b.setState(buildv1.BuildState_BUILD_STATE_PUSHING, "pushing "+b.req.Tag)
+		b.setState(buildv1.BuildState_BUILD_STATE_PUSHING, pushingMessage(b.req.Tags))
 		return res, nil
 	}
 
@@ -126,9 +127,23 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 	return &buildv1.BuildResult{
 		Image:  tag.Context().Digest(dgst).Name(),
 		Tag:    b.req.Tag,
+		Tags:   b.req.Tags,
 		Digest: dgst,
 		Commit: sha,
 	}, nil
+}
+
+// pushingMessage is the PUSHING state's message: "pushing TAG", or "pushing
+// TAG and N more tags".
+func pushingMessage(tags []string) string {
+	switch n := len(tags) - 1; n {
+	case 0:
+		return "pushing " + tags[0]
+	case 1:
+		return "pushing " + tags[0] + " and 1 more tag"
+	default:
+		return fmt.Sprintf("pushing %s and %d more tags", tags[0], n)
+	}
 }
 
 // runBuild runs one gateway build on buildkitd and streams its progress

@@ -60,8 +60,10 @@ func checkPolicy(pol policy.Tenant, req *buildv1.CreateImageRequest, r *request)
 	if err := pol.CheckGitHost(host); err != nil {
 		return err
 	}
-	if err := pol.CheckImageTag(r.Tag); err != nil {
-		return err
+	for _, t := range r.Tags {
+		if err := pol.CheckImageTag(t); err != nil {
+			return err
+		}
 	}
 	if req.GetBaseImage() != "" {
 		if err := pol.CheckBaseImage(r.BaseImage); err != nil {
