@@ -29,6 +29,7 @@ TARGETS="
 ./server FuzzParseCredentials
 ./progress FuzzFromSolveStatus
 ./cmd/server FuzzReadConfigFile
+./buildfilter FuzzParse
 "
 
 failed=()
