@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
+	"time"
 
 	"github.com/docker/cli/cli/config/configfile"
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -49,9 +51,43 @@ func (e baseUnchecked) Unwrap() error { return e.err }
 // *notFoundField for an image the registry does not have, or a
 // baseUnchecked with the reference as it was given.
 func (s *Server) pinBaseImage(ctx context.Context, ref string, allow egress.Allowance, docker *configfile.ConfigFile, creds *credentials.Build) (string, error) {
+	return s.pinImage(ctx, "base_image", ref, allow, docker, creds)
+}
+
+// pinBuilderImage is pinBaseImage for the server's builder image: a
+// builder that does not exist is NotFound naming builder_image (the
+// server's option; the caller can't fix it, but learns it before the build
+// is queued). A builder found is remembered for builderTTL.
+func (s *Server) pinBuilderImage(ctx context.Context, allow egress.Allowance, docker *configfile.ConfigFile, creds *credentials.Build) (string, error) {
+	ref := s.cfg.BuilderImage
+	s.mu.Lock()
+	pinned, ok := s.builderPin, time.Now().Before(s.builderPinUntil)
+	s.mu.Unlock()
+	if ok {
+		return pinned, nil
+	}
+	pinned, err := s.pinImage(ctx, "builder_image", ref, allow, docker, creds)
+	if err != nil {
+		if nf, ok := errors.AsType[*notFoundField](err); ok {
+			nf.reason = fmt.Sprintf("the server's builder image %s does not exist in its registry (an operator's setting: --builder-image)", quote(ref))
+		}
+		return ref, err
+	}
+	s.mu.Lock()
+	s.builderPin, s.builderPinUntil = pinned, time.Now().Add(builderTTL)
+	s.mu.Unlock()
+	return pinned, nil
+}
+
+// builderTTL is how long a builder image's digest is used before its tag
+// is asked again.
+const builderTTL = 30 * time.Second
+
+// pinImage is pinBaseImage for the image ref of field.
+func (s *Server) pinImage(ctx context.Context, field, ref string, allow egress.Allowance, docker *configfile.ConfigFile, creds *credentials.Build) (string, error) {
 	r, err := name.ParseReference(ref)
 	if err != nil {
-		return "", fieldErr("base_image", "%s is not a valid image reference", quote(ref))
+		return "", fieldErr(field, "%s is not a valid image reference", quote(ref))
 	}
 	if _, ok := r.(name.Digest); ok {
 		return ref, nil
@@ -61,7 +97,7 @@ func (s *Server) pinBaseImage(ctx context.Context, ref string, allow egress.Allo
 	if err != nil {
 		var te *transport.Error
 		if errors.As(err, &te) && (te.StatusCode == http.StatusNotFound || hasCode(te, transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode)) {
-			return "", &notFoundField{"base_image", fmt.Sprintf("%s does not exist in its registry", quote(ref))}
+			return "", &notFoundField{field, fmt.Sprintf("%s does not exist in its registry", quote(ref))}
 		}
 		return ref, baseUnchecked{err}
 	}
@@ -122,4 +158,27 @@ func (k registryKeychain) Resolve(res authn.Resource) (authn.Authenticator, erro
 		return authn.Anonymous, nil
 	}
 	return authn.FromConfig(authn.AuthConfig{Username: ac.Username, Password: ac.Password, IdentityToken: ac.IdentityToken, RegistryToken: ac.RegistryToken}), nil
+}
+
+// pinImages pins r's base image and the server's builder image to their
+// digests, asking both registries at once. An image that does not exist
+// is an error; one whose registry could not be asked is left to the
+// build.
+func (s *Server) pinImages(ctx context.Context, r *request, tenantAllow egress.Allowance, docker *configfile.ConfigFile, creds *credentials.Build) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ResolveTimeout)
+	defer cancel()
+	allow := s.egressAllow().Add(tenantAllow)
+	var baseErr, builderErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { r.BaseImage, baseErr = s.pinBaseImage(ctx, r.BaseImage, allow, docker, creds) })
+	wg.Go(func() { r.Builder, builderErr = s.pinBuilderImage(ctx, allow, docker, creds) })
+	wg.Wait()
+	for _, err := range []error{baseErr, builderErr} {
+		if _, unchecked := errors.AsType[baseUnchecked](err); unchecked {
+			s.cfg.Logger.Info("image not checked before the build", "base", r.BaseImage, "builder", r.Builder, "err", err)
+		} else if err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -50,8 +50,11 @@ type request struct {
 	LDFlags    string
 	Env        map[string]string
 	BaseImage  string
-	Labels     map[string]string
-	Timeout    time.Duration
+	// Builder is the server's builder image, pinned to its digest when
+	// its registry answered (not part of the request).
+	Builder string
+	Labels  map[string]string
+	Timeout time.Duration
 	// GoPrivate, GoNoProxy and GoNoSumDB are the request's private module
 	// settings (not secret).
 	GoPrivate, GoNoProxy, GoNoSumDB string
@@ -430,4 +433,13 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// builder is the builder image the build uses: the pinned one, or the
+// server's as configured (def) when it could not be pinned.
+func (r *request) builder(def string) string {
+	if r.Builder != "" {
+		return r.Builder
+	}
+	return def
 }

@@ -59,6 +59,10 @@ type Server struct {
 	modGen    map[string]int64         // generation of the download step, by modulesKey
 	rootCAs   []*x509.Certificate      // of Credentials.CABundle, trusted besides the system's
 	regRoots  *x509.CertPool           // the system's roots and rootCAs, for registries
+	// builderPin is the builder image pinned to its digest, until
+	// builderPinUntil.
+	builderPin      string
+	builderPinUntil time.Time
 }
 
 // New returns a server that runs builds on the buildkitd cfg names. The
@@ -138,12 +142,18 @@ func (s *Server) CreateImage(req *buildv1.CreateImageRequest, stream buildv1.Bui
 	if err != nil {
 		return s.refused(err)
 	}
-	return toStatus(s.streamLog(stream.Context(), a, 0, stream.Send))
+	// A build that ended without an image ends the call with its error too,
+	// after the BuildError event, with that event as a detail.
+	var end buildEnd
+	if err := s.streamLog(stream.Context(), a, 0, end.watch(stream.Send)); err != nil {
+		return toStatus(err)
+	}
+	return end.status(a.id)
 }
 
 // refused counts a request that start refused and returns its status.
 func (s *Server) refused(err error) error {
-	st := toStatus(err)
+	st := refusalStatus(err)
 	if s.cfg.Observer != nil {
 		s.cfg.Observer.Refused(status.Code(st))
 	}
@@ -343,12 +353,7 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*a
 	if err != nil {
 		return nil, err
 	}
-	bctx, cancel := context.WithTimeout(ctx, s.cfg.ResolveTimeout)
-	r.BaseImage, err = s.pinBaseImage(bctx, r.BaseImage, s.egressAllow().Add(egressAllowance(pol)), dockerCfg, creds)
-	cancel()
-	if _, unchecked := errors.AsType[baseUnchecked](err); unchecked {
-		s.cfg.Logger.Info("base image not checked before the build", "base", r.BaseImage, "err", err)
-	} else if err != nil {
+	if err := s.pinImages(ctx, r, egressAllowance(pol), dockerCfg, creds); err != nil {
 		return nil, err
 	}
 	red := newRedactor(append(buildkitd.Secrets(dockerCfg), creds.Values()...))

@@ -54,14 +54,14 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 	genKey := modulesKey(b.tenant, modCache)
 	generation := s.modulesGeneration(genKey)
 	build := func(ctx context.Context, c gateway.Client) (*gateway.Result, error) {
-		spec := s.spec(b.tenant, b.req, b.creds, sha, platform, llb.Image{Ref: s.cfg.BuilderImage}, llb.Image{Ref: b.req.BaseImage})
+		spec := s.spec(b.tenant, b.req, b.creds, sha, platform, llb.Image{Ref: b.req.builder(s.cfg.BuilderImage)}, llb.Image{Ref: b.req.BaseImage})
 		// Three round trips to buildkitd before the solve; they are
 		// independent, so they overlap.
 		var epoch time.Time
 		eg, ectx := errgroup.WithContext(ctx)
 		gitSpec := spec
 		eg.Go(func() (err error) {
-			spec.Builder, err = resolveImage(ectx, c, s.cfg.BuilderImage, platform)
+			spec.Builder, err = resolveImage(ectx, c, b.req.builder(s.cfg.BuilderImage), platform)
 			if err != nil {
 				return fmt.Errorf("builder image: %w", err)
 			}
