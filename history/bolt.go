@@ -149,9 +149,18 @@ func (s *Bolt) List(_ context.Context, f Filter) ([]*buildv1.BuildInfo, bool, er
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(buildsBucket).Cursor()
 		var k, v []byte
-		if f.Before == "" {
+		step, inRange := c.Prev, func(k []byte) bool { return f.After == "" || string(k) > f.After }
+		switch {
+		case f.Ascending:
+			step, inRange = c.Next, func(k []byte) bool { return f.Before == "" || string(k) < f.Before }
+			// Seek lands on the first key >= After; step past After itself.
+			k, v = c.Seek([]byte(f.After))
+			if k != nil && f.After != "" && string(k) == f.After {
+				k, v = c.Next()
+			}
+		case f.Before == "":
 			k, v = c.Last()
-		} else {
+		default:
 			// Seek lands on the first key >= Before; step back below it.
 			k, v = c.Seek([]byte(f.Before))
 			if k == nil {
@@ -161,7 +170,7 @@ func (s *Bolt) List(_ context.Context, f Filter) ([]*buildv1.BuildInfo, bool, er
 				k, v = c.Prev()
 			}
 		}
-		for ; k != nil; k, v = c.Prev() {
+		for ; k != nil && inRange(k); k, v = step() {
 			b := &buildv1.BuildInfo{}
 			if err := proto.Unmarshal(v, b); err != nil {
 				return fmt.Errorf("history: decode build %s: %w", k, err)
@@ -173,6 +182,9 @@ func (s *Bolt) List(_ context.Context, f Filter) ([]*buildv1.BuildInfo, bool, er
 				continue
 			}
 			if !f.AnyTenant && b.GetTenant() != f.Tenant {
+				continue
+			}
+			if f.Match != nil && !f.Match(b) {
 				continue
 			}
 			if len(out) == f.Limit {

@@ -33,9 +33,18 @@ type Filter struct {
 	// whose builds it wants.
 	Tenant    string
 	AnyTenant bool
-	// Before keeps builds whose id sorts before this one (the page token);
-	// empty starts at the newest.
+	// Match, if set, keeps only the builds it returns true for. It is
+	// called on each stored record, in the store's transaction: it must be
+	// quick, must not call the store and must not change the record.
+	Match func(*buildv1.BuildInfo) bool
+	// Ascending lists builds oldest first (by id, which sorts by creation
+	// time); false lists them newest first.
+	Ascending bool
+	// Before keeps builds whose id sorts before this one, and After those
+	// whose id sorts after it; empty means no bound. The page token of a
+	// listing newest first is Before, of one oldest first After.
 	Before string
+	After  string
 	// Limit is the most builds returned; it must be positive.
 	Limit int
 }
@@ -73,7 +82,8 @@ type Store interface {
 	// Events returns up to limit events of a build with seq > after, in
 	// order.
 	Events(ctx context.Context, id string, after uint64, limit int) ([]*buildv1.BuildEvent, error)
-	// List returns builds newest first and whether more match after them.
+	// List returns the builds f keeps, newest first unless f.Ascending, and
+	// whether more match after them.
 	List(ctx context.Context, f Filter) ([]*buildv1.BuildInfo, bool, error)
 	// Delete removes builds and their events.
 	Delete(ctx context.Context, ids ...string) error
