@@ -59,6 +59,7 @@ func newApp(stdout, stderr io.Writer, run serveFunc) *cli.App {
 		ErrWriter: stderr,
 		Flags: append(flags(), &cli.BoolFlag{Name: flagVersion,
 			Usage: "print the version, commit, Go and BuildKit versions of this binary and exit"}),
+		Commands: []*cli.Command{healthCommand()},
 		// main prints errors and picks exit codes.
 		ExitErrHandler: func(*cli.Context, error) {},
 		Action: func(c *cli.Context) error {
