@@ -34,7 +34,11 @@ func flagsFirst(app *cli.App, args []string) []string {
 	out := []string{args[0]}
 	for {
 		i := firstArg(takesValue(flags), rest)
-		if i < 0 || isHelpCommand(rest[i]) {
+		if i < 0 {
+			out = append(out, hoistFlags(flags, rest)...)
+			break
+		}
+		if isHelpCommand(rest[i]) {
 			out = append(out, rest...)
 			break
 		}
@@ -62,9 +66,12 @@ func flagsFirst(app *cli.App, args []string) []string {
 // follows it stays an argument, and the result keeps a "--" after the
 // flags. A flag that flags does not name moves alone, so that v2 reports
 // it. A flag that wants a value but ends args is put last with the flags
-// before it and no arguments, so that v2 reports its missing value.
+// before it and no arguments, so that v2 reports its missing value. An
+// alias is written as the flag's name (-t as --tag), since v2 refuses two
+// forms of one flag on a line (`-t a --tag b`).
 func hoistFlags(flags []cli.Flag, args []string) []string {
 	vals := takesValue(flags)
+	primary := primaryNames(flags)
 	var front, positional []string
 	for i := 0; i < len(args); {
 		a := args[i]
@@ -81,10 +88,37 @@ func hoistFlags(flags []cli.Flag, args []string) []string {
 		case i+n > len(args):
 			return append(front, a)
 		}
-		front = append(front, args[i:i+n]...)
+		front = append(front, canonical(primary, a))
+		front = append(front, args[i+1:i+n]...)
 		i += n
 	}
 	return append(front, positional...)
+}
+
+// primaryNames maps each alias of flags to its flag's name.
+func primaryNames(flags []cli.Flag) map[string]string {
+	m := map[string]string{}
+	for _, f := range flags {
+		names := f.Names()
+		for _, alias := range names[1:] {
+			m[alias] = names[0]
+		}
+	}
+	return m
+}
+
+// canonical writes flag a (-n, --n, -n=v or --n=v) with its flag's name
+// when n is an alias.
+func canonical(primary map[string]string, a string) string {
+	name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+	p, ok := primary[name]
+	if !ok {
+		return a
+	}
+	if hasValue {
+		return "--" + p + "=" + value
+	}
+	return "--" + p
 }
 
 // firstArg is the index in args of the first argument that is neither a

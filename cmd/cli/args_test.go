@@ -18,7 +18,7 @@ func TestHoistFlags(t *testing.T) {
 	flags := []cli.Flag{
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}},
 		&cli.BoolFlag{Name: "all", Aliases: []string{"a"}},
-		&cli.StringSliceFlag{Name: "state"},
+		&cli.StringSliceFlag{Name: "state", Aliases: []string{"s"}},
 		&cli.IntFlag{Name: "limit"},
 		&cli.DurationFlag{Name: "timeout"},
 	}
@@ -30,11 +30,13 @@ func TestHoistFlags(t *testing.T) {
 		{"empty", "", ""},
 		{"flags first already", "--output json ID", "--output json ID"},
 		{"flag after the argument", "ID --output json", "--output json ID"},
-		{"alias", "ID -o json", "-o json ID"},
+		{"alias, written as the name", "ID -o json", "--output json ID"},
+		{"alias=value", "-o=json ID", "--output=json ID"},
+		{"alias and name of one flag", "-s x ID --state y", "--state x --state y ID"},
 		{"name=value", "ID --output=json", "--output=json ID"},
 		{"one dash, long name", "ID -output json", "-output json ID"},
 		{"bool takes no value", "ID --all json", "--all ID json"},
-		{"bool alias", "ID -a", "-a ID"},
+		{"bool alias", "ID -a", "--all ID"},
 		{"bool=value", "ID --all=false", "--all=false ID"},
 		{"order of flags and of arguments kept", "a --state x b --limit 3 c --state y", "--state x --limit 3 --state y a b c"},
 		{"a value that looks like a flag", "ID --output -x", "--output -x ID"},
@@ -69,14 +71,14 @@ func TestFlagsFirst(t *testing.T) {
 		{"", ""},
 		{"--version", "--version"},
 		{"get b-1 --output json", "get --output json b-1"},
-		{"builds get b-1 -o json --server=127.0.0.1:1", "builds get -o json --server=127.0.0.1:1 b-1"},
+		{"builds get b-1 -o json --server=127.0.0.1:1", "builds get --output json --server=127.0.0.1:1 b-1"},
 		{"builds get b-1 --help", "builds get --help b-1"},
 		{"admin cleanup extra --output json", "admin cleanup --output json extra"},
 		{"build x --detach --repo r --tag t", "build --detach --repo r --tag t x"},
 		// --repo's value is not a command name.
 		{"build --repo get --tag t", "build --repo get --tag t"},
 		// The flags before a command's name are its parent's.
-		{"--help builds get b-1 -o json", "--help builds get -o json b-1"},
+		{"--help builds get b-1 -o json", "--help builds get --output json b-1"},
 		{"builds --nope get b-1", "builds --nope get b-1"},
 		// An unknown command: the app's own flags come first.
 		{"nope --version", "--version nope"},

@@ -44,7 +44,7 @@ func buildCommand() *cli.Command {
 		Flags: withConnFlags(append([]cli.Flag{
 			&cli.StringFlag{Name: "repo", Usage: "the git repository's `URL` (required)"},
 			&cli.StringFlag{Name: "commit", Usage: "the `REF` to build: a branch, a tag or a commit SHA", DefaultText: "the default branch"},
-			&cli.StringFlag{Name: "tag", Usage: "the `IMAGE` reference to push to, e.g. registry.example/team/app:v1 (required)"},
+			&cli.StringSliceFlag{Name: "tag", Aliases: []string{"t"}, Usage: "an `IMAGE` reference to push to, e.g. registry.example/team/app:v1 (required; repeatable: one build pushes every tag)"},
 			&cli.StringFlag{Name: "package", Usage: "the Go `PACKAGE` to build, relative to --dir", DefaultText: "."},
 			&cli.StringFlag{Name: "dir", Usage: "the `DIR` of the Go module (its go.mod) inside the repository", DefaultText: "."},
 			&cli.StringSliceFlag{Name: "build-flag", Usage: "an extra go build `FLAG`, e.g. -tags=netgo (repeatable)"},
@@ -52,6 +52,8 @@ func buildCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "env", Usage: "extra environment for go build, `KEY=VALUE` (repeatable)"},
 			&cli.StringFlag{Name: "base-image", Usage: "the runtime base `IMAGE`", DefaultText: "the server's"},
 			&cli.StringSliceFlag{Name: "label", Usage: "an extra image label, `KEY=VALUE` (repeatable)"},
+			&cli.StringSliceFlag{Name: "build-label", Usage: "a label of the build record (not the image), `KEY=VALUE`, for 'builds ls --filter label=KEY=VALUE' (repeatable)"},
+			&cli.StringFlag{Name: "request-id", Usage: "an idempotency `KEY`: a retry with the same key gets the same build, even after it ended"},
 			&cli.DurationFlag{Name: "timeout", Usage: "the `DURATION` the build may run once it has left the queue, e.g. 10m; at most the server's maximum", DefaultText: "the server's default"},
 			&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}, Usage: "start the build, print its id and return without waiting for it"},
 			serverFlag(),
@@ -61,7 +63,7 @@ func buildCommand() *cli.Command {
 		Action: runBuild,
 	},
 		example{"buildsvc build --repo https://git.example/team/app.git --commit main --package ./cmd/app --tag registry.example/team/app:v1", "build ./cmd/app of the main branch, push it and print the pinned image"},
-		example{"buildsvc build -d --repo https://git.example/team/app.git --tag registry.example/team/app:v1", "start the build and print its id at once ('buildsvc builds watch ID' follows it)"},
+		example{"buildsvc build -d --repo https://git.example/team/app.git -t registry.example/team/app:v1 -t registry.example/team/app:latest --build-label team=payments", "start the build of two tags, labelled for 'builds ls --filter label=team=payments', and print its id at once"},
 		example{"buildsvc build --progress quiet -o json --repo https://git.example/team/app.git --tag registry.example/team/app:v1 | jq -r 'select(.result) | .result.image'", "for a script: no progress, every build event a line of JSON on stdout"},
 	)
 }
@@ -154,12 +156,22 @@ func buildRequest(cCtx *cli.Context) (*buildv1.CreateImageRequest, error) {
 	req := &buildv1.CreateImageRequest{
 		GitRepo:    strings.TrimSpace(cCtx.String("repo")),
 		GitCommit:  strings.TrimSpace(cCtx.String("commit")),
-		ImageTag:   strings.TrimSpace(cCtx.String("tag")),
+		RequestId:  strings.TrimSpace(cCtx.String("request-id")),
 		Package:    cCtx.String("package"),
 		Dir:        cCtx.String("dir"),
 		BuildFlags: cCtx.StringSlice("build-flag"),
 		Ldflags:    cCtx.String("ldflags"),
 		BaseImage:  strings.TrimSpace(cCtx.String("base-image")),
+	}
+	for _, t := range cCtx.StringSlice("tag") {
+		if t = strings.TrimSpace(t); t == "" {
+			continue
+		}
+		if req.ImageTag == "" {
+			req.ImageTag = t
+		} else {
+			req.ImageTags = append(req.ImageTags, t)
+		}
 	}
 	switch {
 	case req.GitRepo == "":
@@ -168,6 +180,9 @@ func buildRequest(cCtx *cli.Context) (*buildv1.CreateImageRequest, error) {
 		return nil, fmt.Errorf("--tag is required")
 	}
 	var err error
+	if req.BuildLabels, err = parseKV("build-label", cCtx.StringSlice("build-label")); err != nil {
+		return nil, err
+	}
 	if req.Env, err = parseKV("env", cCtx.StringSlice("env")); err != nil {
 		return nil, err
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -69,6 +71,13 @@ func writeBuildInfo(w io.Writer, info *buildv1.BuildInfo) error {
 	line("package", req.GetPackage())
 	line("dir", req.GetDir())
 	line("tag", req.GetImageTag())
+	for _, t := range req.GetImageTags()[min(1, len(req.GetImageTags())):] {
+		line("tag", t) // the accepted request's image_tags start with image_tag
+	}
+	for _, k := range slices.Sorted(maps.Keys(info.GetLabels())) {
+		line("label", k+"="+info.GetLabels()[k])
+	}
+	line("request id", req.GetRequestId())
 	line("base image", req.GetBaseImage())
 	if t := req.GetTimeout(); t != nil {
 		line("timeout", t.AsDuration().String())
