@@ -157,8 +157,14 @@ func (b *build) fail(state buildv1.BuildState, berr *buildv1.BuildError) {
 		return
 	}
 	b.mu.Unlock()
-	// The record keeps the error too, so it is masked before either sees it.
+	// The record keeps the error too, so it is masked before either sees it
+	// (the step and its output come from the log, masked already; masked
+	// again here, they stay so whatever made them).
 	b.log.red.event(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_Error{Error: berr}})
+	berr.Step = b.log.red.string(berr.GetStep())
+	for i, line := range berr.GetLogTail() {
+		berr.LogTail[i] = b.log.red.string(line)
+	}
 	b.setState(state, berr.GetMessage())
 	b.mu.Lock()
 	b.err = berr

@@ -10,7 +10,6 @@ import (
 
 	"github.com/buildsvc/buildsvc/history"
 	"github.com/buildsvc/buildsvc/policy"
-	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
 // errorCode classifies err as a gRPC code, in one place, for both the
@@ -36,31 +35,53 @@ func errorCode(err error) codes.Code {
 		return codes.ResourceExhausted
 	case errors.Is(err, errShuttingDown), errors.Is(err, errBuildkitUnavailable):
 		return codes.Unavailable
+	case errors.Is(err, errCancelled):
+		return codes.Canceled
+	case errors.Is(err, errShutdown):
+		return codes.Unavailable
+	case errors.As(err, new(errTimeout)):
+		return codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
 	}
-	msg := strings.ToLower(err.Error())
+	text := textCode(err.Error())
+	if text == codes.Unauthenticated || text == codes.PermissionDenied {
+		return text
+	}
+	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
+		return s.Code()
+	}
+	return text
+}
+
+// textCode classifies by its message an error that carries no type to tell
+// it by: a registry's refusal, which reaches the server through BuildKit as
+// text only (BuildKit's resolver and pusher keep no status of the
+// registry's answer), and a git server that is down (go-git's dial error).
+// It is Unknown for every other message. This and textNotFound are the
+// only places the server reads an error's message.
+func textCode(msg string) codes.Code {
+	msg = strings.ToLower(msg)
 	switch {
 	case strings.Contains(msg, "401 unauthorized"), strings.Contains(msg, "authentication required"),
 		strings.Contains(msg, "no basic auth credentials"), strings.Contains(msg, "unauthorized: "):
 		return codes.Unauthenticated
 	case strings.Contains(msg, "403 forbidden"), strings.Contains(msg, "denied: "):
 		return codes.PermissionDenied
-	}
-	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
-		return s.Code()
-	}
-	if strings.Contains(msg, "connection refused") { // a git server that is down
+	case strings.Contains(msg, "connection refused"):
 		return codes.Unavailable
 	}
 	return codes.Unknown
 }
 
-// buildError turns err into the error a build ends with.
-func buildError(err error) *buildv1.BuildError {
-	return &buildv1.BuildError{Code: int32(errorCode(err)), Message: err.Error()}
+// textNotFound reports whether err, of a step that looks up an image, says
+// the registry has no such image: containerd's resolver says "not found"
+// (errdefs.ErrNotFound), a type that does not cross BuildKit's gRPC.
+func textNotFound(err error) bool {
+	return strings.HasSuffix(strings.ToLower(err.Error()), ": not found") ||
+		strings.Contains(strings.ToLower(err.Error()), ": not found:")
 }
 
 // toStatus turns err into the gRPC status a call returns, keeping its code.

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -44,27 +43,15 @@ func (s *Server) run(b *build) {
 	if cause := context.Cause(ctx); ctx.Err() != nil && cause != nil {
 		err = cause
 	}
-	state, berr := endOf(err)
-	log.Warn("build ended", "state", state.String(), "err", berr.GetMessage())
+	state, berr := endOfRun(err, b.log)
+	log.Warn("build ended", "state", state.String(), "reason", berr.GetReason(), "step", berr.GetStep(), "err", berr.GetMessage())
 	b.fail(state, berr)
 }
 
 // endOf says in which state, and with which error, a build that stopped
-// with err ends.
+// with err ends before it ran (see endOfRun for one that ran).
 func endOf(err error) (buildv1.BuildState, *buildv1.BuildError) {
-	var timeout errTimeout
-	switch {
-	case errors.Is(err, errCancelled):
-		return buildv1.BuildState_BUILD_STATE_CANCELLED,
-			&buildv1.BuildError{Code: int32(codes.Canceled), Message: err.Error()}
-	case errors.Is(err, errShutdown):
-		return buildv1.BuildState_BUILD_STATE_INTERRUPTED,
-			&buildv1.BuildError{Code: int32(codes.Unavailable), Message: err.Error()}
-	case errors.As(err, &timeout):
-		return buildv1.BuildState_BUILD_STATE_FAILED,
-			&buildv1.BuildError{Code: int32(codes.DeadlineExceeded), Message: err.Error()}
-	}
-	return buildv1.BuildState_BUILD_STATE_FAILED, buildError(err)
+	return endState(err), classify(err, nil)
 }
 
 // dequeue takes b out of the queue; s.mu is held. It reports whether b was
@@ -237,7 +224,7 @@ func (s *Server) interruptLeftovers(ctx context.Context) error {
 			last = evs[len(evs)-1].GetSeq()
 		}
 		now := time.Now()
-		berr := &buildv1.BuildError{Code: int32(codes.Unavailable), Message: errShutdown.Error()}
+		_, berr := endOf(errShutdown)
 		evs := []*buildv1.BuildEvent{
 			{Event: &buildv1.BuildEvent_State{State: &buildv1.StateChange{
 				State: buildv1.BuildState_BUILD_STATE_INTERRUPTED, Message: berr.Message, Commit: info.GetCommit(),
