@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/google/go-containerregistry/pkg/name"
 	"golang.org/x/crypto/ssh"
 
@@ -205,8 +204,8 @@ func checkName(field, v string) error {
 
 // isSSHRepo reports whether repo is an ssh URL (ssh:// or scp-like).
 func isSSHRepo(repo string) bool {
-	ep, err := transport.NewEndpoint(repo)
-	return err == nil && ep.Protocol == "ssh"
+	g, err := parseGitRemote(repo)
+	return err == nil && g.Scheme == "ssh"
 }
 
 // urlHost is the host of repo as url.Parse sees it (BuildKit names the git

@@ -11,7 +11,6 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/google/go-containerregistry/pkg/name"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -221,22 +220,19 @@ func parseRepo(raw string, allowInsecure bool) (string, error) {
 	case strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
 		return "", fieldErr(field, "must not contain spaces or control characters")
 	}
-	ep, err := transport.NewEndpoint(s)
+	g, err := parseGitRemote(s)
 	if err != nil {
-		return "", fieldErr(field, "is not a git URL")
+		return "", fieldErr(field, "%v", err)
 	}
-	if ep.Password != "" || (ep.User != "" && ep.Protocol != "ssh") {
+	if g.HasPassword || (g.User != "" && g.Scheme != "ssh") {
 		return "", fieldErr(field, "must not contain credentials; give them separately")
 	}
-	switch ep.Protocol {
-	case "ssh":
-		// Its host key must be known and a key given; the server checks
-		// both once it knows the tenant's and the server's credentials.
-		if ep.Host == "" {
-			return "", fieldErr(field, "has no host")
-		}
-	case "https", "git":
-		if ep.Host == "" {
+	switch g.Scheme {
+	case "ssh", "https", "git":
+		// An ssh host's key must be known and a key given; the server
+		// checks both once it knows the tenant's and the server's
+		// credentials.
+		if g.Hostname == "" {
 			return "", fieldErr(field, "has no host")
 		}
 	case "http":
@@ -244,16 +240,11 @@ func parseRepo(raw string, allowInsecure bool) (string, error) {
 			return "", fieldErr(field, "plain http:// is not allowed on this server; use https://")
 		}
 	case "file":
-		if !strings.HasPrefix(s, "file://") {
-			return "", fieldErr(field, "is not a URL; want https:// or git://")
-		}
 		if !allowInsecure {
 			return "", fieldErr(field, "file:// repositories are not allowed on this server")
 		}
-	default:
-		return "", fieldErr(field, "scheme %s is not supported; want https, ssh or git", quote(ep.Protocol))
 	}
-	if p := strings.Trim(ep.Path, "/"); p == "" || p == ".git" {
+	if p := strings.Trim(g.Path, "/"); p == "" || p == ".git" {
 		return "", fieldErr(field, "has no repository path")
 	}
 	return s, nil

@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"strconv"
 
 	"github.com/docker/cli/cli/config/configfile"
-	"github.com/go-git/go-git/v5/plumbing/transport"
 	"golang.org/x/time/rate"
 
 	"github.com/buildsvc/buildsvc/auth"
@@ -78,14 +75,11 @@ func checkPolicy(pol policy.Tenant, req *buildv1.CreateImageRequest, r *request)
 
 // repoHost returns the host of a git URL as host or host:port.
 func repoHost(repo string) (string, error) {
-	ep, err := transport.NewEndpoint(repo)
+	g, err := parseGitRemote(repo)
 	if err != nil {
-		return "", fieldErr("git_repo", "is not a git URL")
+		return "", fieldErr("git_repo", "%v", err)
 	}
-	if ep.Port != 0 {
-		return net.JoinHostPort(ep.Host, strconv.Itoa(ep.Port)), nil
-	}
-	return ep.Host, nil
+	return g.host(), nil
 }
 
 // withTenantAllow returns cfg with the tenant's wider allow-lists added.
