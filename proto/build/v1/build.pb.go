@@ -908,31 +908,52 @@ type ListBuildsRequest struct {
 	// At most this many builds; 0 means 50, and more than 1000 is cut to 1000.
 	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous page; empty for the first page.
+	// It goes with the request it came from: with another filter, order_by,
+	// states, git_repo or tenant it is INVALID_ARGUMENT naming page_token
+	// (page_size may change). A bare build id, the token's form before
+	// filter and order_by, is still taken for a listing newest first until
+	// the next release.
 	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// Only builds of this tenant. For admins; a tenant's callers always see
 	// only their own tenant's builds, whatever this says. Empty: an admin sees
 	// every tenant's builds.
 	Tenant string `protobuf:"bytes,5,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	// A filter in the syntax of AIP-160, the subset that names fields:
-	// comparisons joined by AND (or a space), OR between comparisons, NOT
-	// or "-" before one, parentheses. Fields:
+	// comparisons FIELD OPERATOR VALUE joined by AND (or a space), OR between
+	// them (OR binds tighter than AND, as in AIP-160: a AND b OR c is
+	// a AND (b OR c)), NOT or "-" before one, parentheses. AND, OR and NOT
+	// are upper case. A VALUE is a string in double quotes (with Go's
+	// escapes) or a bare word of letters, digits, _ . and - (not first); a
+	// value with any other character (a URL, a tag, a time) needs the quotes.
+	// Fields:
 	//
-	//	state        = FAILED, != SUCCEEDED (the state's name with or
-	//	               without BUILD_STATE_)
+	//	state        = FAILED, != SUCCEEDED (the state's name, with or
+	//	               without BUILD_STATE_, in any case)
 	//	git_repo     = "https://git.example/a.git", or : "a.git" (contains)
 	//	image_tag    = "registry.example/a:v1", or : "registry.example/a"
-	//	               (any of the build's tags)
+	//	               (any of the build's tags; != is none of them)
 	//	commit       = the full SHA, or : a prefix
-	//	labels.KEY   = "value", or labels.KEY:* (has the label)
-	//	tenant       = "team-a" (admins)
-	//	create_time  > "2026-12-01T00:00:00Z" (also <, >=, <=; RFC 3339)
-	//	error.reason = "COMPILE_ERROR"
+	//	labels.KEY   = "value", != "value" (also a build without the label),
+	//	               : "part" (contains), or labels.KEY:* (has the label;
+	//	               also labels:KEY)
+	//	tenant       = "team-a", != (admins: a tenant's callers only ever see
+	//	               their own tenant's builds, so this only narrows)
+	//	create_time  > "2026-12-01T00:00:00Z" (also <, >=, <=, =; RFC 3339;
+	//	               never true of a record without a time)
+	//	error.reason = "COMPILE_ERROR" (in any case), != , or : (contains)
 	//
-	// for example: state = FAILED AND labels.team = "payments" AND
-	// create_time > "2026-12-01T00:00:00Z". An invalid filter is
-	// INVALID_ARGUMENT naming filter and what is wrong with it.
+	// and FIELD:* is true when the field is set. For example:
+	//
+	//	state = FAILED AND labels.team = "payments" AND
+	//	create_time > "2026-12-01T00:00:00Z"
+	//
+	// At most 4096 bytes. An invalid filter is INVALID_ARGUMENT naming
+	// filter, where in it (a character position from 1) and what is wrong,
+	// for example: filter: at 20: unknown field "colour"; fields: state, ...
 	Filter string `protobuf:"bytes,6,opt,name=filter,proto3" json:"filter,omitempty"`
-	// "create_time desc" (the default) or "create_time" (oldest first).
+	// The order: "create_time desc" (newest first, the default) or
+	// "create_time" (also "create_time asc": oldest first). Anything else is
+	// INVALID_ARGUMENT naming order_by.
 	OrderBy       string `protobuf:"bytes,7,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1020,10 +1041,12 @@ func (x *ListBuildsRequest) GetOrderBy() string {
 // ListBuildsResponse is one page of builds.
 type ListBuildsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Builds, newest first.
+	// Builds, in the request's order_by (newest first by default). A page may
+	// hold fewer than page_size builds and still be followed by another.
 	Builds []*BuildInfo `protobuf:"bytes,1,rep,name=builds,proto3" json:"builds,omitempty"`
-	// Pass as page_token for the next page, with the same filter and
-	// order_by; empty on the last page. Opaque: its form may change.
+	// Pass as page_token for the next page, with the same filter, order_by,
+	// states, git_repo and tenant; empty on the last page. Opaque: its form
+	// may change.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
