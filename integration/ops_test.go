@@ -202,6 +202,22 @@ func TestStackServerMetricsAndHealth(t *testing.T) {
 			t.Errorf("health of %q: %v, %v", svc, resp.GetStatus(), err)
 		}
 	}
+	// The gRPC call metrics saw those calls, and list the build service's
+	// methods before they are called.
+	checks, builds := 0.0, false
+	for _, m := range scrapeURL(t, "http://"+addr+"/metrics")["grpc_server_handled_total"].GetMetric() {
+		l := map[string]string{}
+		for _, p := range m.GetLabel() {
+			l[p.GetName()] = p.GetValue()
+		}
+		if l["grpc_service"] == "grpc.health.v1.Health" && l["grpc_method"] == "Check" && l["grpc_code"] == "OK" {
+			checks = m.GetCounter().GetValue()
+		}
+		builds = builds || (l["grpc_service"] == "build.v1.Build" && l["grpc_method"] == "CreateImage")
+	}
+	if checks < 3 || !builds {
+		t.Errorf("grpc_server_handled_total: %v health checks OK (want >= 3), CreateImage listed: %v", checks, builds)
+	}
 }
 
 // serverProcess is buildsvc-server run as a process by a test.

@@ -165,11 +165,20 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return configError(err)
 	}
+	gm, err := metrics.NewGRPCServerMetrics(reg)
+	if err != nil {
+		return err
+	}
+	// The call metrics come first: they count the calls that
+	// authentication refuses too.
+	gopts = append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(gm.StreamServerInterceptor())}, gopts...)
 	gs := grpc.NewServer(append(server.GRPCServerOptions(), gopts...)...)
 	buildv1.RegisterBuildServer(gs, srv)
 	buildv1.RegisterAdminServiceServer(gs, srv)
 	healthpb.RegisterHealthServer(gs, health.hs)
 	reflection.Register(gs)
+	gm.InitializeMetrics(gs)
 	errc := make(chan error, 2)
 	go func() { errc <- gs.Serve(lis) }()
 
