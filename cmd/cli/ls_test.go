@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/buildsvc/buildsvc/buildfilter"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
@@ -27,6 +28,7 @@ func setListClock(t *testing.T, now time.Time) {
 
 func TestParseFilters(t *testing.T) {
 	failed, cancelled, building := buildv1.BuildState_BUILD_STATE_FAILED, buildv1.BuildState_BUILD_STATE_CANCELLED, buildv1.BuildState_BUILD_STATE_BUILDING
+	now := lsNow
 	tests := []struct {
 		in      []string
 		want    listFilter
@@ -40,24 +42,77 @@ func TestParseFilters(t *testing.T) {
 		{in: []string{"STATE = BUILD_STATE_FAILED"}, want: listFilter{states: []buildv1.BuildState{failed}}},
 		{in: []string{"repo=a", "repo=a"}, want: listFilter{repo: "a"}},
 		{in: []string{"repo=ssh://git@host/x?y=z"}, want: listFilter{repo: "ssh://git@host/x?y=z"}},
-		{in: []string{"color=red"}, wantErr: `--filter "color=red": unknown filter "color": want state or repo`},
-		{in: []string{"state=failed,tag=x"}, wantErr: `--filter "state=failed,tag=x": unknown filter "tag"`},
+		{in: []string{"tag=r.example/a:v1,r.example/a:v2", "tag=r.example/a:v1"}, want: listFilter{tags: []string{"r.example/a:v1", "r.example/a:v2"}}},
+		{in: []string{"label=team=payments", "label=ci"}, want: listFilter{labels: []string{"team=payments", "ci"}}},
+		{in: []string{"label=team=a=b"}, want: listFilter{labels: []string{"team=a=b"}}},
+		{in: []string{"reason=COMPILE_ERROR,GIT_NOT_FOUND"}, want: listFilter{reasons: []string{"COMPILE_ERROR", "GIT_NOT_FOUND"}}},
+		{in: []string{"state=failed,tag=x"}, want: listFilter{states: []buildv1.BuildState{failed}, tags: []string{"x"}}},
+		{in: []string{"since=90m"}, want: listFilter{since: now.Add(-90 * time.Minute)}},
+		{in: []string{"since=7d", "before=1h"}, want: listFilter{since: now.AddDate(0, 0, -7), before: now.Add(-time.Hour)}},
+		{in: []string{"since=2026-01-02T03:04:05+01:00"}, want: listFilter{since: time.Date(2026, 1, 2, 2, 4, 5, 0, time.UTC)}},
+		{in: []string{"before=2026-01-02"}, want: listFilter{before: time.Date(2026, 1, 2, 0, 0, 0, 0, time.Local)}},
+		{in: []string{"color=red"}, wantErr: `--filter "color=red": unknown filter "color": want state, repo, tag, label, reason, since, before`},
+		{in: []string{"state=failed,status=x"}, wantErr: `--filter "state=failed,status=x": unknown filter "status"`},
 		{in: []string{"state=done"}, wantErr: `--filter "state=done": unknown state "done": want one of queued,`},
 		{in: []string{"state="}, wantErr: `--filter "state=": unknown state ""`},
 		{in: []string{"failed"}, wantErr: `--filter "failed": want KEY=VALUE, e.g. state=failed`},
 		{in: []string{"repo="}, wantErr: `--filter "repo=": repo is empty`},
+		{in: []string{"tag="}, wantErr: `--filter "tag=": tag is empty`},
 		{in: []string{"repo=a", "repo=b"}, wantErr: `--filter "repo=b": one repo at a time`},
+		{in: []string{"label=Team=x"}, wantErr: `--filter "label=Team=x": label key "Team": want 1-63 characters`},
+		{in: []string{"label==x"}, wantErr: `--filter "label==x": label key "": want`},
+		{in: []string{"since=yesterday"}, wantErr: `--filter "since=yesterday": since=yesterday: want a duration ago (10m, 2h, 7d), an RFC 3339 time`},
+		{in: []string{"before=-5m"}, wantErr: `--filter "before=-5m": before=-5m: a negative duration`},
+		{in: []string{"since=1h", "since=2h"}, wantErr: `--filter "since=2h": since is given twice`},
 	}
 	for _, tt := range tests {
-		got, err := parseFilters(tt.in)
+		got, err := parseFilters(tt.in, now)
 		if tt.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("parseFilters(%q) error = %v, want %q", tt.in, err, tt.wantErr)
 			}
 			continue
 		}
+		tt.want.now = now
+		for _, f := range []*listFilter{&got, &tt.want} { // the same instants, whatever the zone
+			f.since, f.before = f.since.UTC(), f.before.UTC()
+		}
 		if err != nil || !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("parseFilters(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+// TestListFilterString: the filters that are not request fields of their
+// own become one AIP-160 filter, after --where, that the server's parser
+// takes.
+func TestListFilterString(t *testing.T) {
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	tests := []struct {
+		f     listFilter
+		where string
+		want  string
+	}{
+		{f: listFilter{}, want: ""},
+		{f: listFilter{}, where: "  state = FAILED OR state = CANCELLED ", want: "state = FAILED OR state = CANCELLED"},
+		{f: listFilter{tags: []string{"r.example/a:v1"}}, want: `image_tag = "r.example/a:v1"`},
+		{f: listFilter{tags: []string{"r.example/a:v1", "r.example/a:v2"}}, want: `(image_tag = "r.example/a:v1" OR image_tag = "r.example/a:v2")`},
+		{f: listFilter{labels: []string{"team=pay \"ments\"", "ci"}}, want: `labels.team = "pay \"ments\"" AND labels.ci:*`},
+		{f: listFilter{reasons: []string{"COMPILE_ERROR", "GIT_NOT_FOUND"}}, want: `(error.reason = "COMPILE_ERROR" OR error.reason = "GIT_NOT_FOUND")`},
+		{f: listFilter{since: at, before: at.Add(90 * time.Minute).In(time.FixedZone("x", 3600))}, want: `create_time >= "2026-12-01T10:00:00Z" AND create_time < "2026-12-01T11:30:00Z"`},
+		{
+			f:     listFilter{tags: []string{"t"}, labels: []string{"team=a"}, reasons: []string{"R"}, since: at},
+			where: `state = FAILED OR tenant = x`,
+			want:  `state = FAILED OR tenant = x AND image_tag = "t" AND labels.team = "a" AND error.reason = "R" AND create_time >= "2026-12-01T10:00:00Z"`,
+		},
+	}
+	for _, tt := range tests {
+		got := tt.f.filter(tt.where)
+		if got != tt.want {
+			t.Errorf("%+v.filter(%q) =\n%s\nwant\n%s", tt.f, tt.where, got, tt.want)
+		}
+		if _, err := buildfilter.Parse(got); err != nil {
+			t.Errorf("the server does not take %q: %v", got, err)
 		}
 	}
 }
@@ -82,11 +137,26 @@ func TestLsFilter(t *testing.T) {
 			args: []string{"--filter", "state=failed", "--state", "queued", "--repo", "r"},
 			want: &buildv1.ListBuildsRequest{States: []buildv1.BuildState{buildv1.BuildState_BUILD_STATE_FAILED, buildv1.BuildState_BUILD_STATE_QUEUED}, GitRepo: "r"},
 		},
-		{args: []string{"--filter", "status=failed"}, wantStderr: `error: --filter "status=failed": unknown filter "status": want state or repo`},
+		{
+			args: []string{"--filter", "label=team=payments,tag=r.example/a:v1", "--filter", "since=1h", "--filter", "reason=COMPILE_ERROR", "--order", "oldest"},
+			want: &buildv1.ListBuildsRequest{OrderBy: "create_time",
+				Filter: `image_tag = "r.example/a:v1" AND labels.team = "payments" AND error.reason = "COMPILE_ERROR" AND create_time >= "2025-11-25T09:10:00Z"`},
+		},
+		{
+			args: []string{"--where", `state = FAILED AND labels.team = "x"`, "--filter", "label=ci", "--state", "failed", "--order", "Newest"},
+			want: &buildv1.ListBuildsRequest{States: []buildv1.BuildState{buildv1.BuildState_BUILD_STATE_FAILED}, Filter: `state = FAILED AND labels.team = "x" AND labels.ci:*`},
+		},
+		{args: []string{"--where", "colour = red"}, want: &buildv1.ListBuildsRequest{Filter: "colour = red"}}, // the server says what is wrong
+		{args: []string{"--filter", "before=2025-11-25T10:00:00+01:00"}, want: &buildv1.ListBuildsRequest{Filter: `create_time < "2025-11-25T09:00:00Z"`}},
+		{args: []string{"--order", "sideways"}, wantStderr: `error: --order "sideways": want newest or oldest`},
+		{args: []string{"--filter", "since=soon"}, wantStderr: `error: --filter "since=soon": since=soon: want a duration ago`},
+		{args: []string{"--filter", "label=Team"}, wantStderr: `error: --filter "label=Team": label key "Team"`},
+		{args: []string{"--filter", "status=failed"}, wantStderr: `error: --filter "status=failed": unknown filter "status": want state, repo, tag, label, reason, since, before`},
 		{args: []string{"--filter", "state=finished"}, wantStderr: `error: --filter "state=finished": unknown state "finished"`},
 		{args: []string{"--filter", "repo=a", "--repo", "b"}, wantStderr: `error: --repo: one repo at a time`},
 		{args: []string{"--state", "nope"}, wantStderr: `error: --state: unknown state "nope"`},
 	}
+	setListClock(t, lsNow)
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			f := &fakeServer{builds: listedBuilds()}
@@ -101,6 +171,27 @@ func TestLsFilter(t *testing.T) {
 				t.Errorf("exit code %d, calls %v; want 0 and %v\nstderr:\n%s", r.code, calls, tt.want, r.stderr)
 			}
 		})
+	}
+}
+
+// TestLsAllPagesKeepTheFilter: --all asks for every page with the same
+// filter and order, each with the token the page before gave.
+func TestLsAllPagesKeepTheFilter(t *testing.T) {
+	f := &fakeServer{builds: listedBuilds()}
+	r := runCLI(t, "builds", "ls", "--server", f.start(t), "-q", "--all", "--limit", "2", "--filter", "label=team=a", "--order", "oldest")
+	if r.code != exitOK || r.stdout != "b-5\nb-4\nb-3\nb-2\nb-1\n" {
+		t.Fatalf("exit code %d, stdout %q; want every build\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	var tokens []string
+	for _, c := range f.calls() {
+		req := c.(*buildv1.ListBuildsRequest)
+		if req.GetFilter() != `labels.team = "a"` || req.GetOrderBy() != "create_time" || req.GetPageSize() != 2 {
+			t.Errorf("call %v: want the filter, order and size of the first", req)
+		}
+		tokens = append(tokens, req.GetPageToken())
+	}
+	if want := []string{"", "2", "4"}; !reflect.DeepEqual(tokens, want) {
+		t.Errorf("page tokens %q, want %q", tokens, want)
 	}
 }
 
@@ -137,6 +228,11 @@ func TestLsFormat(t *testing.T) {
 			wantStdout: "BUILD  STATUS            REPO                         COMMIT  TAG               CREATED        DURATION  ERROR\nb-5    queued (2 ahead)  https://git.example/app.git  -       r.example/app:v1  5 minutes ago  -         -\n",
 		},
 		{
+			name:       "labels",
+			args:       []string{"--format", `table {{.ID}}\t{{.Labels}}`, "--limit", "2"},
+			wantStdout: "BUILD  LABELS\nb-5    ci=,team=payments\nb-4    \n",
+		},
+		{
 			name:       "nothing listed",
 			args:       []string{"--format", "table {{.ID}}", "--page-token", "5"},
 			wantStdout: "",
@@ -146,6 +242,7 @@ func TestLsFormat(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := &fakeServer{builds: listedBuilds()}
 			f.builds[2].Error = &buildv1.BuildError{Code: int32(codes.Unknown), Message: "go build: exit code 1"}
+			f.builds[0].Labels = map[string]string{"team": "payments", "ci": ""}
 			r := runCLI(t, append([]string{"builds", "ls", "--server", f.start(t)}, tt.args...)...)
 			if r.code != exitOK || r.stdout != tt.wantStdout {
 				t.Errorf("exit code %d, stdout:\n%s\nwant 0 and:\n%s\nstderr:\n%s", r.code, r.stdout, tt.wantStdout, r.stderr)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -36,12 +37,13 @@ type buildRow struct {
 	CreatedAt string
 	Duration  string
 	Error     string
+	Labels    string
 }
 
 // rowHeader is the header line of a table: each field's column title.
 var rowHeader = buildRow{
 	ID: "BUILD", State: "STATE", Status: "STATUS", Repo: "REPO", Ref: "REF", Commit: "COMMIT", Tag: "TAG",
-	Image: "IMAGE", Created: "CREATED", CreatedAt: "CREATED AT", Duration: "DURATION", Error: "ERROR",
+	Image: "IMAGE", Created: "CREATED", CreatedAt: "CREATED AT", Duration: "DURATION", Error: "ERROR", Labels: "LABELS",
 }
 
 // rowFieldsHelp describes buildRow's fields, for the ls command's help.
@@ -59,6 +61,7 @@ const rowFieldsHelp = "  .ID         the build's id; shortened, unless --no-trun
 	"  .Duration   how long it has run: \"1m36s\"\n" +
 	"  .Error      its error's message, once it failed; cut to 40 characters unless\n" +
 	"              --no-trunc\n" +
+	"  .Labels     its build labels, KEY=VALUE,... sorted by key (--filter label=...)\n" +
 	"Functions: json, upper, lower, truncate ({{truncate .Error 20}}), and\n" +
 	"text/template's own, such as or ({{or .Commit \"-\"}})."
 
@@ -107,6 +110,7 @@ func buildRows(builds []*buildv1.BuildInfo, opts rowOptions) []buildRow {
 			Image:     info.GetResult().GetImage(),
 			CreatedAt: formatTime(info.GetCreateTime()),
 			Error:     oneLine(info.GetError().GetMessage()),
+			Labels:    labelList(info.GetLabels()),
 		}
 		if info.GetStartTime() != nil {
 			r.Duration = buildDuration(info, opts.now)
@@ -123,6 +127,15 @@ func buildRows(builds []*buildv1.BuildInfo, opts rowOptions) []buildRow {
 		rows[i] = r
 	}
 	return rows
+}
+
+// labelList is labels as KEY=VALUE pairs sorted by key, joined by commas.
+func labelList(labels map[string]string) string {
+	pairs := make([]string, 0, len(labels))
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		pairs = append(pairs, k+"="+labels[k])
+	}
+	return strings.Join(pairs, ",")
 }
 
 // relativeTime says how long before now t was, as docker does: "2 minutes
@@ -251,66 +264,4 @@ func (f listFormat) line(w io.Writer, r buildRow) error {
 	}
 	_, err := io.WriteString(w, "\n")
 	return err
-}
-
-// listFilter is what `builds ls` keeps: ListBuildsRequest's filters.
-type listFilter struct {
-	states []buildv1.BuildState
-	repo   string
-}
-
-// filterKeys are the keys --filter takes.
-var filterKeys = []string{"state", "repo"}
-
-// parseFilters parses --filter values: KEY=VALUE, repeated or separated by
-// commas; a part without "=" is one more value of the key before it, so
-// state=failed,cancelled is both states. Keys are state (repeatable, a state
-// name as the CLI prints it) and repo (one repository URL: the server
-// filters by one). Each error names the filter.
-func parseFilters(values []string) (listFilter, error) {
-	var f listFilter
-	for _, value := range values {
-		key := ""
-		for _, part := range strings.Split(value, ",") {
-			k, v, ok := strings.Cut(part, "=")
-			switch {
-			case ok:
-				key = strings.ToLower(strings.TrimSpace(k))
-			case key == "":
-				return listFilter{}, fmt.Errorf("--filter %q: want KEY=VALUE, e.g. state=failed", value)
-			default:
-				v = part
-			}
-			v = strings.TrimSpace(v)
-			if err := f.add(key, v); err != nil {
-				return listFilter{}, fmt.Errorf("--filter %q: %w", value, err)
-			}
-		}
-	}
-	return f, nil
-}
-
-// add keeps builds whose key is v too.
-func (f *listFilter) add(key, v string) error {
-	switch key {
-	case "state":
-		s, err := parseState(v)
-		if err != nil {
-			return err
-		}
-		if !slices.Contains(f.states, s) {
-			f.states = append(f.states, s)
-		}
-	case "repo":
-		switch {
-		case v == "":
-			return fmt.Errorf("repo is empty")
-		case f.repo != "" && f.repo != v:
-			return fmt.Errorf("one repo at a time: the server filters by one, and %s is given already", f.repo)
-		}
-		f.repo = v
-	default:
-		return fmt.Errorf("unknown filter %q: want %s", key, strings.Join(filterKeys, " or "))
-	}
-	return nil
 }
