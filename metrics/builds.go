@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"regexp"
 	"strings"
 	"time"
 
@@ -9,7 +10,8 @@ import (
 
 // Event records one event of a build's log. Events of one build must come in
 // log order; events of different builds may come from any goroutine. Log,
-// warning, result and error events are not measured. e is not modified.
+// warning and result events are not measured; an error event ends a build
+// that did not succeed (see stateChanged). e is not modified.
 func (m *Metrics) Event(e *buildv1.BuildEvent) {
 	if e == nil {
 		return
@@ -21,6 +23,8 @@ func (m *Metrics) Event(e *buildv1.BuildEvent) {
 	switch ev := e.GetEvent().(type) {
 	case *buildv1.BuildEvent_State:
 		m.stateChanged(e.GetBuildId(), ev.State.GetState(), at)
+	case *buildv1.BuildEvent_Error:
+		m.failed(e.GetBuildId(), ev.Error.GetReason())
 	case *buildv1.BuildEvent_Vertex:
 		m.vertex(e.GetBuildId(), ev.Vertex)
 	case *buildv1.BuildEvent_Status:
@@ -28,6 +32,12 @@ func (m *Metrics) Event(e *buildv1.BuildEvent) {
 	}
 }
 
+// stateChanged follows a build into state at time at. A build that
+// succeeded ends here. One that failed, was cancelled or interrupted ends
+// with its error, the event after its final state, which carries the
+// reason buildsvc_builds_total is labelled with: until then it stays in
+// its phase (in flight or queued), so that a scrape sees it either there
+// or counted, never neither.
 func (m *Metrics) stateChanged(id string, state buildv1.BuildState, at time.Time) {
 	_, isPhase := phases[state]
 	_, isFinal := finals[state]
@@ -37,17 +47,17 @@ func (m *Metrics) stateChanged(id string, state buildv1.BuildState, at time.Time
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	b := m.tracked[id]
-	if isFinal {
-		m.buildsTotal[state].Inc()
+	switch {
+	case state == buildv1.BuildState_BUILD_STATE_SUCCEEDED:
+		m.end(id, b, state, at, "")
+		return
+	case isFinal:
 		if b == nil {
-			return
+			// A build this Metrics has not seen run (one a previous
+			// server left): counted, without a duration.
+			b = m.track(id, time.Time{})
 		}
-		m.leavePhase(b, at)
-		if d, ok := elapsed(b.first, at); ok {
-			m.buildDuration[state].Observe(d)
-		}
-		m.countVertices(b)
-		m.forget(b)
+		b.ending, b.endAt = state, at
 		return
 	}
 	if b == nil {
@@ -60,6 +70,45 @@ func (m *Metrics) stateChanged(id string, state buildv1.BuildState, at time.Time
 	m.inState[state]++
 	b.state, b.since = state, at
 }
+
+// failed ends build id, whose final state event came before, with the
+// reason of its error. An error of a build whose final state this Metrics
+// did not see is ignored.
+func (m *Metrics) failed(id, reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b := m.tracked[id]
+	if b == nil || b.ending == buildv1.BuildState_BUILD_STATE_UNSPECIFIED {
+		return
+	}
+	if !reasonRE.MatchString(reason) {
+		reason = otherReason
+	}
+	m.end(id, b, b.ending, b.endAt, reason)
+}
+
+// end counts build id, tracked as b (nil if it is not), as ended in state
+// at time at with reason, and forgets it; m.mu is held.
+func (m *Metrics) end(id string, b *tracked, state buildv1.BuildState, at time.Time, reason string) {
+	m.builds.WithLabelValues(finals[state], reason).Inc()
+	if b == nil {
+		return
+	}
+	m.leavePhase(b, at)
+	if d, ok := elapsed(b.first, at); ok {
+		m.buildDuration[state].Observe(d)
+	}
+	m.countVertices(b)
+	m.forget(b)
+}
+
+// reasonRE matches a BuildError reason (UPPER_SNAKE_CASE); anything else
+// is counted as otherReason, so that the label's values stay few.
+var reasonRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,63}$`)
+
+// otherReason labels the end of a build whose error has no reason, or one
+// that is not a reason.
+const otherReason = "INTERNAL"
 
 // leavePhase observes the time b spent in its current phase, up to at, and
 // takes b out of the state counts.

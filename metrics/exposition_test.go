@@ -71,6 +71,14 @@ func TestExposition(t *testing.T) {
 			Event: &buildv1.BuildEvent_State{State: &buildv1.StateChange{State: ev.state}},
 		})
 	}
+	for i, e := range []*buildv1.BuildEvent{
+		// Seen only as it ends: no phase, no duration.
+		{Event: &buildv1.BuildEvent_State{State: &buildv1.StateChange{State: buildv1.BuildState_BUILD_STATE_FAILED}}},
+		{Event: &buildv1.BuildEvent_Error{Error: &buildv1.BuildError{Code: int32(codes.Unknown), Reason: "COMPILE_ERROR"}}},
+	} {
+		e.BuildId, e.Seq, e.Time = "b2", uint64(i+1), timestamppb.New(t0.Add(time.Duration(i)*time.Second))
+		m.Event(e)
+	}
 	m.Joined("b1")
 	m.Refused(codes.NotFound)
 	m.Refused(codes.NotFound)
@@ -143,6 +151,20 @@ func TestExposition(t *testing.T) {
 		if b.GetCumulativeCount() != wantN {
 			t.Errorf("pushing bucket le=%v: %d, want %d", b.GetUpperBound(), b.GetCumulativeCount(), wantN)
 		}
+	}
+	// The builds counter by state and reason, empty for a success.
+	ended := map[string]float64{}
+	for _, mt := range mfs["buildsvc_builds_total"].GetMetric() {
+		labels := map[string]string{}
+		for _, l := range mt.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if v := mt.GetCounter().GetValue(); v != 0 {
+			ended[labels["state"]+"/"+labels["reason"]] = v
+		}
+	}
+	if len(ended) != 2 || ended["succeeded/"] != 1 || ended["failed/COMPILE_ERROR"] != 1 {
+		t.Errorf("builds_total by state/reason: %v, want succeeded/ and failed/COMPILE_ERROR once each", ended)
 	}
 	if v := mfs["buildsvc_dedup_joins_total"].GetMetric()[0].GetCounter().GetValue(); v != 1 {
 		t.Errorf("dedup joins %v, want 1", v)

@@ -21,8 +21,12 @@
 // # Metrics
 //
 // Builds, from the event log:
-//   - buildsvc_builds_total{state}: builds that ended, by final state
-//     (succeeded, failed, cancelled, interrupted).
+//   - buildsvc_builds_total{state,reason}: builds that ended, by final state
+//     (succeeded, failed, cancelled, interrupted) and the reason of the
+//     build's error (BuildError.reason: COMPILE_ERROR, TIMEOUT, CANCELLED,
+//     ...; empty for a build that succeeded). The series of every state and
+//     reason the server gives exist from the start; a reason that is not
+//     UPPER_SNAKE_CASE, or none, counts as INTERNAL.
 //   - buildsvc_build_duration_seconds{state}: histogram of a build's duration,
 //     from the time of its first state event to the time of its final state
 //     event, by final state. Buckets from 1s to 1h.
@@ -86,14 +90,20 @@
 // # Tracking builds
 //
 // Phases, durations and the gauges need a small record per running build. A
-// record is made by a build's first non-final state event and removed by its
-// final state event (SUCCEEDED, FAILED, CANCELLED or INTERRUPTED), so builds
-// that a crash left unfinished are removed when the server marks them
-// INTERRUPTED. Vertex and status events of a build without a record (one that
-// ended, or that began before this Metrics saw it) are ignored. A final state
-// event of a build without a record still counts in buildsvc_builds_total,
-// but has no duration. As a safety net at most WithMaxTrackedBuilds records
-// are kept; past that the oldest is dropped without being observed.
+// record is made by a build's first non-final state event and removed when
+// the build ends: at its SUCCEEDED state event, or, for a build that
+// failed, was cancelled or interrupted, at its error event, which comes
+// right after the final state event and carries the reason. Until then the
+// build stays in its phase, so that a scrape sees it either in flight (or
+// queued) or counted, never neither; its duration runs to its final state
+// event. Builds that a crash left unfinished are removed when the server
+// marks them INTERRUPTED. Vertex and status events of a build without a
+// record (one that ended, or that began before this Metrics saw it) are
+// ignored. A final state event of a build without a record (followed by its
+// error event) still counts in buildsvc_builds_total, but has no duration;
+// an error event without a final state event before it counts nothing. As a
+// safety net at most WithMaxTrackedBuilds records are kept; past that the
+// oldest is dropped without being observed.
 //
 // Every method is safe for concurrent use and returns quickly: Event takes
 // one mutex for a few map operations and never does I/O.
@@ -147,6 +157,31 @@ var finals = map[buildv1.BuildState]string{
 	buildv1.BuildState_BUILD_STATE_CANCELLED:   "cancelled",
 	buildv1.BuildState_BUILD_STATE_INTERRUPTED: "interrupted",
 }
+
+// ending is a final state and the reason a build ended in it with.
+type ending struct {
+	state  buildv1.BuildState
+	reason string
+}
+
+// endings are the series of buildsvc_builds_total made from the start:
+// success (no reason), a cancel, an interruption, and the reasons of failed
+// builds the server gives (BuildError.reason in proto/build/v1/build.proto).
+// A reason not listed here still counts, in a series made when it first
+// ends a build.
+var endings = func() []ending {
+	out := []ending{
+		{buildv1.BuildState_BUILD_STATE_SUCCEEDED, ""},
+		{buildv1.BuildState_BUILD_STATE_CANCELLED, "CANCELLED"},
+		{buildv1.BuildState_BUILD_STATE_INTERRUPTED, "INTERRUPTED"},
+	}
+	for _, r := range []string{"COMPILE_ERROR", "DOWNLOAD_ERROR", "GIT_AUTH", "GIT_NOT_FOUND", "GIT_UNAVAILABLE",
+		"REGISTRY_AUTH", "BASE_NOT_FOUND", "PUSH_FAILED", "TIMEOUT", "BUILDER_LOST", "BUILDER_UNAVAILABLE",
+		"HISTORY_UNAVAILABLE", otherReason} {
+		out = append(out, ending{buildv1.BuildState_BUILD_STATE_FAILED, r})
+	}
+	return out
+}()
 
 // Option configures New.
 type Option func(*options) error
@@ -223,7 +258,7 @@ func WithMaxTrackedBuilds(n int) Option {
 // Metrics turns build events into Prometheus metrics. It implements
 // server.Observer. Make one with New.
 type Metrics struct {
-	buildsTotal   map[buildv1.BuildState]prometheus.Counter
+	builds        *prometheus.CounterVec // buildsvc_builds_total{state,reason}
 	buildDuration map[buildv1.BuildState]prometheus.Observer
 	phaseDuration map[buildv1.BuildState]prometheus.Observer
 	vertexCached  prometheus.Counter
@@ -252,6 +287,10 @@ type tracked struct {
 	since    time.Time           // when state was entered
 	vertices map[string]bool     // completed step digests -> cached, counted at the end
 	pushes   map[string]struct{} // vertex + "\x00" + status id counted as pushed
+	// ending is the final state of a build that did not succeed, from its
+	// final state event at endAt, until its error event ends it.
+	ending buildv1.BuildState
+	endAt  time.Time
 }
 
 // New makes the build service's metrics and registers them on reg.
@@ -269,8 +308,8 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 	builds := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace,
 		Name:      "builds_total",
-		Help:      "Builds that ended, by final state.",
-	}, []string{"state"})
+		Help:      "Builds that ended, by final state and the reason of their error (BuildError.reason; empty for a build that succeeded).",
+	}, []string{"state", "reason"})
 	buildDuration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: namespace,
 		Name:      "build_duration_seconds",
@@ -289,7 +328,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 		Help:      "Build steps that completed, once per step per build, by whether the result came from the cache.",
 	}, []string{"cached"})
 	m := &Metrics{
-		buildsTotal:   map[buildv1.BuildState]prometheus.Counter{},
+		builds:        builds,
 		buildDuration: map[buildv1.BuildState]prometheus.Observer{},
 		phaseDuration: map[buildv1.BuildState]prometheus.Observer{},
 		vertexCached:  vertices.WithLabelValues("true"),
@@ -332,8 +371,10 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 	// Every series that can exist is made now, so it reads 0 before the
 	// first build instead of being absent.
 	for state, name := range finals {
-		m.buildsTotal[state] = builds.WithLabelValues(name)
 		m.buildDuration[state] = buildDuration.WithLabelValues(name)
+	}
+	for _, e := range endings {
+		builds.WithLabelValues(finals[e.state], e.reason)
 	}
 	for state, name := range phases {
 		m.phaseDuration[state] = phaseDuration.WithLabelValues(name)

@@ -127,7 +127,7 @@ func read(t *testing.T, g prometheus.Gatherer) snapshot {
 		for _, mt := range mf.GetMetric() {
 			switch mf.GetName() {
 			case "buildsvc_builds_total":
-				s.builds[label(mt, "state")] = mt.GetCounter().GetValue()
+				s.builds[label(mt, "state")] += mt.GetCounter().GetValue() // summed over reasons
 			case "buildsvc_build_duration_seconds":
 				s.durations[label(mt, "state")] = histOf(mt)
 			case "buildsvc_build_phase_duration_seconds":
@@ -409,10 +409,12 @@ func TestGauges(t *testing.T) {
 		{stateEv("a", 2, building), 1, 2},
 		{stateEv("b", 3, building), 2, 1},
 		{stateEv("a", 4, pushing), 2, 1},
-		{stateEv("c", 5, cancelled), 2, 0},
+		{stateEv("c", 5, cancelled), 2, 1}, // queued until its error ends it
+		{errorEv("c", 5, 1), 2, 0},
 		{stateEv("a", 6, succeeded), 1, 0},
 		{resultEv("a", 6), 1, 0},
-		{stateEv("b", 7, failed), 0, 0},
+		{stateEv("b", 7, failed), 1, 0},
+		{errorEv("b", 7, 2), 0, 0},
 	}
 	for i, s := range steps {
 		m.Event(s.ev)
@@ -522,6 +524,9 @@ func TestConcurrent(t *testing.T) {
 				statusEv(id, 4, "sha256:export", "pushing layer sha256:x", "", 10, 10, true))
 			final := []buildv1.BuildState{succeeded, failed}[i%2]
 			evs = append(evs, stateEv(id, 5, final))
+			if final == failed {
+				evs = append(evs, errorEv(id, 5, 2))
+			}
 			m.Joined(id)
 			feed(m, evs...)
 		}()
@@ -610,10 +615,22 @@ func TestSeriesExistBeforeFirstBuild(t *testing.T) {
 		"buildsvc_build_phase_duration_seconds{phase=queued}",
 		"buildsvc_build_phase_duration_seconds{phase=resolving}",
 		"buildsvc_builds_in_flight{}",
-		"buildsvc_builds_total{state=cancelled}",
-		"buildsvc_builds_total{state=failed}",
-		"buildsvc_builds_total{state=interrupted}",
-		"buildsvc_builds_total{state=succeeded}",
+		"buildsvc_builds_total{reason=,state=succeeded}",
+		"buildsvc_builds_total{reason=BASE_NOT_FOUND,state=failed}",
+		"buildsvc_builds_total{reason=BUILDER_LOST,state=failed}",
+		"buildsvc_builds_total{reason=BUILDER_UNAVAILABLE,state=failed}",
+		"buildsvc_builds_total{reason=CANCELLED,state=cancelled}",
+		"buildsvc_builds_total{reason=COMPILE_ERROR,state=failed}",
+		"buildsvc_builds_total{reason=DOWNLOAD_ERROR,state=failed}",
+		"buildsvc_builds_total{reason=GIT_AUTH,state=failed}",
+		"buildsvc_builds_total{reason=GIT_NOT_FOUND,state=failed}",
+		"buildsvc_builds_total{reason=GIT_UNAVAILABLE,state=failed}",
+		"buildsvc_builds_total{reason=HISTORY_UNAVAILABLE,state=failed}",
+		"buildsvc_builds_total{reason=INTERNAL,state=failed}",
+		"buildsvc_builds_total{reason=INTERRUPTED,state=interrupted}",
+		"buildsvc_builds_total{reason=PUSH_FAILED,state=failed}",
+		"buildsvc_builds_total{reason=REGISTRY_AUTH,state=failed}",
+		"buildsvc_builds_total{reason=TIMEOUT,state=failed}",
 		"buildsvc_cleanup_builds_deleted_total{}",
 		"buildsvc_cleanup_freed_bytes_total{what=buildkit}",
 		"buildsvc_cleanup_freed_bytes_total{what=temp}",
@@ -659,6 +676,7 @@ func TestScrapeIsConsistent(t *testing.T) {
 		go func() {
 			defer close(done)
 			m.Event(stateEv(id, 1, failed))
+			m.Event(errorEv(id, 1, 2))
 		}()
 		mfs, err := reg.Gather()
 		if err != nil {
