@@ -48,6 +48,7 @@ const (
 	reasonUnauthenticated    = "UNAUTHENTICATED"
 	reasonResourceExhausted  = "RESOURCE_EXHAUSTED"
 	reasonShuttingDown       = "SHUTTING_DOWN"
+	reasonRequestIDReused    = "REQUEST_ID_REUSED"
 	reasonInternal           = "INTERNAL"
 )
 
@@ -281,8 +282,10 @@ func ownReason(err error) string {
 		return reasonInterrupted
 	case errors.As(err, new(errTimeout)):
 		return reasonTimeout
-	case errors.As(err, new(errHistoryWrite)):
+	case errors.As(err, new(errHistoryWrite)), errors.As(err, new(errHistoryRead)):
 		return reasonHistoryUnavailable
+	case errors.As(err, new(errRequestIDReused)):
+		return reasonRequestIDReused
 	case errors.Is(err, errBuildkitUnavailable):
 		return reasonBuilderUnavailable
 	case errors.Is(err, errShuttingDown):
@@ -414,6 +417,9 @@ func fieldOf(err error) string {
 	}
 	if _, ok := errors.AsType[*gitAuthError](err); ok {
 		return "git_repo"
+	}
+	if _, ok := errors.AsType[errRequestIDReused](err); ok {
+		return "request_id"
 	}
 	return ""
 }

@@ -281,6 +281,8 @@ func TestClassifyRefusals(t *testing.T) {
 		{fmt.Errorf("git_commit: %w", &resolveError{&egress.Failure{Kind: egress.KindConnRefused}}), reasonGitUnavailable},
 		{&gitAuthError{resolveError: &resolveError{&egress.Failure{Kind: egress.KindAuth}}, host: "h"}, reasonGitAuth},
 		{errQueueFull, reasonResourceExhausted},
+		{errRequestIDReused{id: "r1", build: "b"}, reasonRequestIDReused},
+		{errHistoryRead{errors.New("timeout")}, reasonHistoryUnavailable},
 		{errShuttingDown, reasonShuttingDown},
 		{errNoIdentity, reasonUnauthenticated},
 		{errShutdown, reasonInterrupted},
@@ -433,6 +435,7 @@ func TestRefusalStatus(t *testing.T) {
 		{"a missing base image", &notFoundField{"base_image", "r/base:1 does not exist in its registry"}, codes.NotFound, reasonBaseNotFound, "base_image", nil},
 		{"a missing ref", fmt.Errorf("git_commit: %w", fmt.Errorf("%q: %w", "nope", ErrRefNotFound)), codes.NotFound, reasonGitNotFound, "", nil},
 		{"a full queue", errQueueFull, codes.ResourceExhausted, reasonResourceExhausted, "", nil},
+		{"a reused request id", errRequestIDReused{id: "r1", build: "b"}, codes.AlreadyExists, reasonRequestIDReused, "request_id", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1964,20 +1964,46 @@ func (x *BuildResult) GetTags() []string {
 type BuildError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A gRPC status code (google.golang.org/grpc/codes) classifying the
-	// failure: INVALID_ARGUMENT, NOT_FOUND, UNAUTHENTICATED or
-	// PERMISSION_DENIED for registry and git auth, CANCELLED,
-	// DEADLINE_EXCEEDED, UNAVAILABLE when BuildKit can't be reached, and
-	// UNKNOWN for a failed build step.
+	// failure: NOT_FOUND (a base or builder image that does not exist),
+	// UNAUTHENTICATED or PERMISSION_DENIED for registry and git auth,
+	// CANCELLED, DEADLINE_EXCEEDED, UNAVAILABLE when BuildKit can't be reached
+	// or went away (and for INTERRUPTED), FAILED_PRECONDITION for a private
+	// module's host out of reach, and UNKNOWN for a failed build step.
 	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
 	// The error, as the failing step reported it. Never holds credentials.
 	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	// Why, for programs (UPPER_SNAKE_CASE, also the google.rpc.ErrorInfo
-	// reason of a call's status): COMPILE_ERROR (go build failed),
-	// DOWNLOAD_ERROR (go mod download failed), GIT_AUTH, GIT_NOT_FOUND,
-	// GIT_UNAVAILABLE, REGISTRY_AUTH, BASE_NOT_FOUND (the base or builder
-	// image), PUSH_FAILED, TIMEOUT, CANCELLED, INTERRUPTED, BUILDER_LOST
-	// (buildkitd went away), BUILDER_UNAVAILABLE, HISTORY_UNAVAILABLE,
-	// INVALID_ARGUMENT, INTERNAL (anything else). New reasons may be added.
+	// reason of a call's status):
+	//
+	//	COMPILE_ERROR       go build failed (exit_code, and the compiler's
+	//	                    errors in log_tail)
+	//	DOWNLOAD_ERROR      go mod download failed, or go build needed a
+	//	                    module it did not fetch, or a private module's
+	//	                    host could not be reached
+	//	GIT_AUTH            the git host refused the credentials, or wanted
+	//	                    some
+	//	GIT_NOT_FOUND       no such repository, branch, tag or commit
+	//	GIT_UNAVAILABLE     the git host could not be reached, or the fetch
+	//	                    failed otherwise
+	//	REGISTRY_AUTH       a registry refused the credentials (pull or push)
+	//	BASE_NOT_FOUND      the base or builder image does not exist
+	//	PUSH_FAILED         the image was built but its push failed
+	//	TIMEOUT             the build ran out of time
+	//	CANCELLED           the build was cancelled (state CANCELLED)
+	//	INTERRUPTED         the server stopped while the build ran (state
+	//	                    INTERRUPTED)
+	//	BUILDER_LOST        buildkitd went away during the build
+	//	BUILDER_UNAVAILABLE buildkitd could not be reached
+	//	HISTORY_UNAVAILABLE the build's log could not be stored
+	//	INTERNAL            anything else
+	//
+	// Requests refused before a build is queued have a reason too, in the
+	// ErrorInfo of the call's status (no BuildError): INVALID_ARGUMENT,
+	// GIT_NOT_FOUND, GIT_AUTH, GIT_UNAVAILABLE, GIT_HOST_KEY (the ssh host's
+	// key is not known), BASE_NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED,
+	// RESOURCE_EXHAUSTED (the queue is full, a tenant's limit or rate),
+	// REQUEST_ID_REUSED, HISTORY_UNAVAILABLE, SHUTTING_DOWN, INTERNAL. New
+	// reasons may be added: treat one you do not know as INTERNAL.
 	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	// The name of the step that failed, for example "go build ./cmd/app";
 	// empty when no step failed.

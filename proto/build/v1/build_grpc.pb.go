@@ -62,9 +62,17 @@ type BuildClient interface {
 	// options) joins that build and streams its log from the start. When the
 	// queue is full the call fails with RESOURCE_EXHAUSTED.
 	//
-	// A build that fails ends the stream with a BuildError event and then the
-	// call's error, whose status carries the same BuildError and a
-	// google.rpc.ErrorInfo (reason, domain "buildsvc.dev") as details.
+	// A build that fails, is cancelled or interrupted ends the stream with a
+	// BuildError event (the last event) and then the call's error: its code is
+	// BuildError.code, its message BuildError.message, and its details are the
+	// same BuildError and a google.rpc.ErrorInfo (reason as BuildError.reason,
+	// domain "buildsvc.dev", metadata build_id and, when a step failed, step
+	// and exit_code). A request refused before anything is queued carries a
+	// google.rpc.ErrorInfo with its reason (INVALID_ARGUMENT, GIT_NOT_FOUND,
+	// BASE_NOT_FOUND, ...; metadata field when it names a field) and, for
+	// INVALID_ARGUMENT, a google.rpc.BadRequest with the field violation (the
+	// field's name and what is wrong with it). StartBuild's refusals carry
+	// the same details.
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	CreateImage(ctx context.Context, in *CreateImageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BuildEvent], error)
@@ -74,6 +82,9 @@ type BuildClient interface {
 	// WatchBuild replays a build's events after from_seq and then follows
 	// them live until the build ends. Every event arrives exactly once, in
 	// order, so a client that lost its stream resumes from the last seq it saw.
+	// The call ends OK once the build has ended, however the build ended: the
+	// watch itself worked, and a failed build's BuildError event (its last
+	// event) says why it failed.
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	WatchBuild(ctx context.Context, in *WatchBuildRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BuildEvent], error)
@@ -202,9 +213,17 @@ type BuildServer interface {
 	// options) joins that build and streams its log from the start. When the
 	// queue is full the call fails with RESOURCE_EXHAUSTED.
 	//
-	// A build that fails ends the stream with a BuildError event and then the
-	// call's error, whose status carries the same BuildError and a
-	// google.rpc.ErrorInfo (reason, domain "buildsvc.dev") as details.
+	// A build that fails, is cancelled or interrupted ends the stream with a
+	// BuildError event (the last event) and then the call's error: its code is
+	// BuildError.code, its message BuildError.message, and its details are the
+	// same BuildError and a google.rpc.ErrorInfo (reason as BuildError.reason,
+	// domain "buildsvc.dev", metadata build_id and, when a step failed, step
+	// and exit_code). A request refused before anything is queued carries a
+	// google.rpc.ErrorInfo with its reason (INVALID_ARGUMENT, GIT_NOT_FOUND,
+	// BASE_NOT_FOUND, ...; metadata field when it names a field) and, for
+	// INVALID_ARGUMENT, a google.rpc.BadRequest with the field violation (the
+	// field's name and what is wrong with it). StartBuild's refusals carry
+	// the same details.
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	CreateImage(*CreateImageRequest, grpc.ServerStreamingServer[BuildEvent]) error
@@ -214,6 +233,9 @@ type BuildServer interface {
 	// WatchBuild replays a build's events after from_seq and then follows
 	// them live until the build ends. Every event arrives exactly once, in
 	// order, so a client that lost its stream resumes from the last seq it saw.
+	// The call ends OK once the build has ended, however the build ended: the
+	// watch itself worked, and a failed build's BuildError event (its last
+	// event) says why it failed.
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	WatchBuild(*WatchBuildRequest, grpc.ServerStreamingServer[BuildEvent]) error
