@@ -64,6 +64,10 @@ type fakeBuildKit struct {
 
 	started chan string // the tag of every final solve, as it starts
 	release chan error
+	// gone is closed when the test ends: held solves fail then, so that a
+	// server whose cancellation is broken still closes.
+	gone     chan struct{}
+	goneOnce sync.Once
 
 	mu        sync.Mutex
 	builds    []string            // tags, in the order their final solves started
@@ -80,6 +84,7 @@ func newFakeBuildKit() *fakeBuildKit {
 		commitTime: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC),
 		started:    make(chan string, 64),
 		release:    make(chan error),
+		gone:       make(chan struct{}),
 		epochs:     map[string]string{},
 		resolved:   map[string][]string{},
 	}
@@ -234,6 +239,8 @@ func (g *fakeGateway) Solve(ctx context.Context, req gateway.SolveRequest) (*gat
 	if f.hold && err == nil {
 		select {
 		case err = <-f.release:
+		case <-f.gone:
+			err = errors.New("fake: the test ended while the solve was held")
 		case <-ctx.Done():
 			f.mu.Lock()
 			f.cancelled = append(f.cancelled, g.tag)
@@ -311,6 +318,9 @@ func (r *fakeRef) StatFile(_ context.Context, req gateway.StatRequest) (*fstypes
 	}
 	return &fstypes.Stat{Path: ".", Mode: 0o040755, ModTime: r.commitTime.UnixNano()}, nil
 }
+
+// stop fails the solves held now or later.
+func (f *fakeBuildKit) stop() { f.goneOnce.Do(func() { close(f.gone) }) }
 
 // snapshot returns what the fake has seen so far.
 func (f *fakeBuildKit) snapshot() (builds, cancelled []string, closed bool) {

@@ -121,11 +121,12 @@ func newLifecycleServerOn(t *testing.T, fk *fakeBuildKit, store *history.Bolt, e
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		// Let held builds go, then stop the server before the store closes.
+		// Stop the server before the store closes.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 		defer cancel()
 		_ = s.Close(ctx)
 	})
+	t.Cleanup(fk.stop) // before Close: a build a test left held ends
 	return &lifecycleEnv{s: s, fk: fk, store: store, res: res}
 }
 
