@@ -35,7 +35,9 @@ func buildCommand() *cli.Command {
 			"leaves at once, the build maybe still running ('buildsvc builds cancel ID' stops\n" +
 			"it). Either way the exit code is 130. When the build fails, the error names it\n" +
 			"and the commands that show it again ('buildsvc builds watch ID') and its logs\n" +
-			"('buildsvc builds logs ID'); with --progress quiet that is all stderr gets.\n" +
+			"('buildsvc builds logs ID'); with --progress quiet that is all stderr gets. With\n" +
+			"tty and plain progress it comes after why (COMPILE_ERROR, TIMEOUT, ...), the step\n" +
+			"that failed with its exit code, and that step's last lines of output.\n" +
 			"With --progress rawjson, stderr is JSON lines: BuildKit's SolveStatus, and the\n" +
 			"command's own {\"buildId\": ID, \"message\": TEXT}, the first of which says the\n" +
 			"build started; only a final \"error: ...\" line is text.\n\n" +

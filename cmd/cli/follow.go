@@ -148,6 +148,11 @@ func showBuildWith(cCtx *cli.Context, bc buildv1.BuildClient, disp display, o fo
 	case err != nil:
 		return followError(cCtx, err, id, given)
 	case berr != nil:
+		// The stream's own error status, after the BuildError event,
+		// says the same: it is never read, so the error is told once.
+		if o.events == nil {
+			disp.failure(id, berr)
+		}
 		msg := berr.GetMessage()
 		if msg == "" {
 			msg = "build failed: " + codes.Code(berr.GetCode()).String()
@@ -163,6 +168,52 @@ func showBuildWith(cCtx *cli.Context, bc buildv1.BuildClient, disp display, o fo
 	}
 	_, err = fmt.Fprintln(cCtx.App.Writer, res.GetImage())
 	return err
+}
+
+// failure shows why build id failed, before the command's error says what
+// the error was: the reason, the step that failed with its exit code, and
+// the step's last lines of output. Only the tty and plain displays show it:
+// rawjson's stderr is JSON lines and quiet's is the error alone.
+func (d display) failure(id string, berr *buildv1.BuildError) {
+	if d.mode != progressui.TtyMode && d.mode != progressui.PlainMode {
+		return
+	}
+	for _, l := range failureSummary(id, berr) {
+		fmt.Fprintln(d.w, l)
+	}
+}
+
+// failureSummary is what failure shows of build id's error, for example
+//
+//	build ID: COMPILE_ERROR in step "go build ./cmd/app" (exit code 1); its last lines:
+//	  ./main.go:7:2: undefined: undefinedThing
+//
+// and nothing for an error with neither a reason nor a step (a server that
+// gives neither): its message, the command's error, says all there is.
+func failureSummary(id string, berr *buildv1.BuildError) []string {
+	reason, step := berr.GetReason(), berr.GetStep()
+	if reason == "" && step == "" {
+		return nil
+	}
+	if reason == "" {
+		reason = "failed"
+	}
+	head := fmt.Sprintf("build %s: %s", id, reason)
+	if step != "" {
+		head += fmt.Sprintf(" in step %q", step)
+	}
+	if c := berr.GetExitCode(); c != 0 {
+		head += fmt.Sprintf(" (exit code %d)", c)
+	}
+	tail := berr.GetLogTail()
+	if len(tail) == 0 {
+		return []string{head}
+	}
+	lines := []string{head + "; its last lines:"}
+	for _, l := range tail {
+		lines = append(lines, "  "+l)
+	}
+	return lines
 }
 
 // endedHint names the commands about a build that has ended.

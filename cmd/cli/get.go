@@ -5,6 +5,8 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -95,6 +97,15 @@ func writeBuildInfo(w io.Writer, info *buildv1.BuildInfo) error {
 	}
 	if e := info.GetError(); e != nil {
 		line("error", fmt.Sprintf("%s (%s)", e.GetMessage(), codes.Code(e.GetCode())))
+		line("reason", e.GetReason())
+		line("step", e.GetStep())
+		if c := e.GetExitCode(); c != 0 {
+			line("exit code", strconv.Itoa(int(c)))
+		}
+		for _, l := range e.GetLogTail() {
+			// A tab would start a column of its own.
+			line("output", strings.ReplaceAll(l, "\t", "    "))
+		}
 	}
 	if n := info.GetJoined(); n > 0 {
 		line("joined", plural(int(n), "identical request"))
