@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -38,8 +39,7 @@ func (s *Server) ListBuilds(ctx context.Context, req *buildv1.ListBuildsRequest)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	f := history.Filter{States: req.GetStates(), Repo: req.GetGitRepo(), Limit: size, Tenant: c.tenant,
-		Match: match.Match, Ascending: ascending}
+	f := history.Filter{Repo: req.GetGitRepo(), Limit: size, Tenant: c.tenant, Ascending: ascending}
 	if c.admin {
 		f.Tenant, f.AnyTenant = req.GetTenant(), req.GetTenant() == ""
 	}
@@ -63,30 +63,53 @@ func (s *Server) ListBuilds(ctx context.Context, req *buildv1.ListBuildsRequest)
 			f.Before = tok.last
 		}
 	}
+	// An active build's stored record may lag its last event: it is
+	// filtered and shown as it is now (see current).
+	live := s.liveInfos()
+	states := req.GetStates()
+	f.Match = func(b *buildv1.BuildInfo) bool {
+		b = current(b, live)
+		return (len(states) == 0 || slices.Contains(states, b.GetState())) && match.Match(b)
+	}
 	stored, more, err := s.cfg.Store.List(ctx, f)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	resp := &buildv1.ListBuildsResponse{Builds: make([]*buildv1.BuildInfo, 0, len(stored))}
 	for _, b := range stored {
-		// The stored record of an active build may lag its last event: the
-		// live one is shown, if it still matches.
-		if a := s.activeBuild(b.GetBuildId()); a != nil {
-			b = a.info()
-			if len(f.States) > 0 && !slices.Contains(f.States, b.GetState()) || !match.Match(b) {
-				continue
-			}
-		}
+		b = current(b, live)
 		if b.GetName() == "" { // a record stored before builds had names
 			b.Name = resourceName(b.GetBuildId())
 		}
 		resp.Builds = append(resp.Builds, b)
 	}
 	if more && len(stored) > 0 {
-		// The cursor is the last build the store listed, shown or not.
 		resp.NextPageToken = pageToken{last: stored[len(stored)-1].GetBuildId(), ascending: ascending, listing: listing}.encode()
 	}
 	return resp, nil
+}
+
+// liveInfos are the records of the active builds as they are now, by id.
+// They are taken before the store is read, so that the store's transaction
+// waits on no lock of the server's.
+func (s *Server) liveInfos() map[string]*buildv1.BuildInfo {
+	s.mu.Lock()
+	active := slices.Collect(maps.Values(s.active))
+	s.mu.Unlock()
+	live := make(map[string]*buildv1.BuildInfo, len(active))
+	for _, b := range active {
+		live[b.id] = b.info()
+	}
+	return live
+}
+
+// current is the newer of a build's stored record and its live one, if it
+// is active: the one that has seen more of its log.
+func current(stored *buildv1.BuildInfo, live map[string]*buildv1.BuildInfo) *buildv1.BuildInfo {
+	if l, ok := live[stored.GetBuildId()]; ok && l.GetLastSeq() >= stored.GetLastSeq() {
+		return l
+	}
+	return stored
 }
 
 // parseOrderBy reads ListBuildsRequest.order_by: whether builds are listed

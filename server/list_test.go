@@ -280,25 +280,43 @@ func TestListBuildsNames(t *testing.T) {
 	}
 }
 
-// An active build is shown as it is now, not as stored, and only if it
-// still matches.
+// An active build is filtered and shown as it is now, not as stored,
+// unless its stored record has seen more of its log.
 func TestListBuildsShowsLiveBuilds(t *testing.T) {
-	s, _ := listServer(t)
-	// l4 is stored CANCELLED; make it a live BUILDING build of team-a.
-	id := listID(4)
-	b := &build{id: id, tenant: "team-a", state: buildv1.BuildState_BUILD_STATE_BUILDING, stop: make(chan struct{}),
-		creds: &credentials.Build{}, req: &request{Repo: "https://git.example/a.git"}}
-	b.log = newEventLog(id, newRedactor(nil), 0)
-	s.active[id] = b
+	s, store := listServer(t)
+	live := func(i int, tenant string, state buildv1.BuildState) {
+		id := listID(i)
+		b := &build{id: id, tenant: tenant, state: state, stop: make(chan struct{}),
+			creds: &credentials.Build{}, req: &request{Repo: "https://git.example/a.git"}}
+		b.log = newEventLog(id, newRedactor(nil), 0)
+		s.active[id] = b
+	}
+	// l4 is stored CANCELLED (at seq 0); it is BUILDING now.
+	live(4, "team-a", buildv1.BuildState_BUILD_STATE_BUILDING)
+	// l6 is stored SUCCEEDED at seq 3, newer than its live record's log.
+	newer, err := store.GetBuild(context.Background(), listID(6))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer.LastSeq = 3
+	if err := store.PutBuild(context.Background(), newer); err != nil {
+		t.Fatal(err)
+	}
+	live(6, "team-b", buildv1.BuildState_BUILD_STATE_PUSHING)
+	building := []buildv1.BuildState{buildv1.BuildState_BUILD_STATE_BUILDING}
 	tests := []struct {
 		name string
 		req  *buildv1.ListBuildsRequest
 		want string
 	}{
 		{"no filter", &buildv1.ListBuildsRequest{}, "l6 l5 l4 l3 l2 l1"},
+		{"live state, filter", &buildv1.ListBuildsRequest{Filter: "state = BUILDING"}, "l4"},
+		{"live state, states", &buildv1.ListBuildsRequest{States: building}, "l4"},
+		{"live state, paged", &buildv1.ListBuildsRequest{States: building, PageSize: 1}, "l4"},
 		{"stored state, filter", &buildv1.ListBuildsRequest{Filter: "state = CANCELLED"}, ""},
 		{"stored state, states", &buildv1.ListBuildsRequest{States: []buildv1.BuildState{buildv1.BuildState_BUILD_STATE_CANCELLED}}, ""},
-		{"live state still matches", &buildv1.ListBuildsRequest{Filter: "state != FAILED"}, "l6 l4 l1"},
+		{"newer stored state", &buildv1.ListBuildsRequest{Filter: "state = SUCCEEDED"}, "l6 l1"},
+		{"older live state", &buildv1.ListBuildsRequest{Filter: "state = PUSHING"}, ""},
 	}
 	for _, tt := range tests {
 		got, resp, err := listed(t, s, listAdmin, tt.req)
@@ -307,8 +325,9 @@ func TestListBuildsShowsLiveBuilds(t *testing.T) {
 			continue
 		}
 		for _, info := range resp.GetBuilds() {
-			if info.GetBuildId() == id && info.GetState() != buildv1.BuildState_BUILD_STATE_BUILDING {
-				t.Errorf("%s: the active build is shown %v, not as it is now", tt.name, info.GetState())
+			want := map[string]buildv1.BuildState{listID(4): buildv1.BuildState_BUILD_STATE_BUILDING, listID(6): buildv1.BuildState_BUILD_STATE_SUCCEEDED}[info.GetBuildId()]
+			if want != 0 && info.GetState() != want {
+				t.Errorf("%s: build %s is shown %v, want %v", tt.name, info.GetBuildId(), info.GetState(), want)
 			}
 		}
 	}
