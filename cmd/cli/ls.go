@@ -16,7 +16,7 @@ import (
 func lsCommand() *cli.Command {
 	return withExamples(&cli.Command{
 		Name:  "ls",
-		Usage: "list your builds, newest first",
+		Usage: "list your builds, newest (or oldest) first",
 		Description: "Prints a table of builds, one page at a time (see --limit); when there are more,\n" +
 			"stderr says which --page-token shows the next page (give it with the same\n" +
 			"filters and --order), and --all shows every page. The server filters.\n" +
@@ -52,7 +52,7 @@ func lsCommand() *cli.Command {
 			outputFlag(),
 			&cli.StringSliceFlag{Name: "filter", Aliases: []string{"f"}, Usage: "keep the builds that match `KEY=VALUE`: state, repo, tag, label, reason, since or before (repeatable, or comma-separated)"},
 			&cli.StringFlag{Name: "where", Usage: "keep the builds that match the server's filter `EXPR` (AIP-160), e.g. 'state = FAILED AND labels.team = \"payments\"'"},
-			&cli.StringFlag{Name: "order", Usage: "`newest` or oldest first", DefaultText: "newest"},
+			&cli.StringFlag{Name: "order", Usage: "list the builds `ORDER` first: newest or oldest", DefaultText: "newest"},
 			&cli.StringFlag{Name: "format", Usage: "print each build with the Go `TEMPLATE`, e.g. '{{.ID}} {{.State}}'; \"table ...\" adds a header", DefaultText: "a table"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print the builds' full ids only"},
 			&cli.BoolFlag{Name: "no-trunc", Usage: "show whole ids, commits and errors, and times in RFC 3339"},
