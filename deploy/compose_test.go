@@ -557,3 +557,42 @@ func TestBuildkitdConfig(t *testing.T) {
 		t.Error(`want [registry."registry:5000"] http = true for the compose registry`)
 	}
 }
+
+// On a Linux engine secret files keep their host owner and mode, so the
+// docs (docs/quickstart.md, the compose file's header) give the server's
+// private ones to the image's user; that command must name each of them
+// and that user.
+func TestComposeDocsChownServerSecrets(t *testing.T) {
+	c := readCompose(t)
+	srv := c.Services["server"]
+	uid, _, _ := strings.Cut(parseDockerfile(t).user, ":")
+	var private []string
+	for _, ref := range srv.Secrets {
+		if f := c.Secrets[ref.Source].File; strings.HasSuffix(f, ".key") || strings.HasSuffix(f, "config.json") {
+			private = append(private, "/"+strings.TrimPrefix(filepath.Clean(f), "./"))
+		}
+	}
+	if len(private) < 2 {
+		t.Fatalf("server secrets %v: want its client key and docker config among them", srv.Secrets)
+	}
+	re := regexp.MustCompile(`chown -v "\$PWD/deploy:/deploy" \S+ *\\?\n?#? *(\d+):(\d+) ([^\n]+)`)
+	for _, doc := range []string{"../docs/quickstart.md", "../docker-compose.yml"} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := re.FindStringSubmatch(string(b))
+		if m == nil {
+			t.Errorf("%s has no `docker run ... chown -v \"$PWD/deploy:/deploy\" IMAGE UID:GID FILES`", doc)
+			continue
+		}
+		if m[1] != uid {
+			t.Errorf("%s: chown to %s, but the server runs as %s", doc, m[1], uid)
+		}
+		for _, f := range private {
+			if !strings.Contains(m[3], f) {
+				t.Errorf("%s: the chown does not name %s (%q)", doc, f, m[3])
+			}
+		}
+	}
+}
