@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -54,9 +55,11 @@ const (
 
 // maxTailLines and maxTailLine bound BuildError.log_tail: it travels in
 // the status of a call (a trailer), whose size clients limit.
+// Only the last maxTailRead bytes of the step's output are read for them.
 const (
 	maxTailLines = 20
 	maxTailLine  = 256
+	maxTailRead  = 64 << 10
 )
 
 // imageStepPrefix starts the name of the step that looks up an image's
@@ -173,7 +176,14 @@ func failedStepOf(err error, evs []*buildv1.BuildEvent) *failedStep {
 			out = append(out, lg.GetData()...)
 		}
 	}
-	s := &failedStep{name: names[digest], out: out, tail: logTail(out, maxTailLines)}
+	end := out
+	if len(end) > maxTailRead {
+		end = end[len(end)-maxTailRead:]
+		if i := bytes.IndexByte(end, '\n'); i >= 0 {
+			end = end[i+1:] // from the first whole line
+		}
+	}
+	s := &failedStep{name: names[digest], out: out, tail: logTail(end, maxTailLines)}
 	s.kind = kindOf(err, s.name)
 	return s
 }

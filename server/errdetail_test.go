@@ -212,6 +212,14 @@ func TestClassify(t *testing.T) {
 		evs:  append(runLog()[:2], stepEvents(tGitDigest, "git git://h/app.git@1a2b3c4d5e6f", "fatal: remote error: not our ref\n", "exit status 128")...),
 		want: &buildv1.BuildError{Code: int32(codes.Unknown), Reason: reasonGitUnavailable, Step: "git git://h/app.git@1a2b3c4d5e6f"},
 	}, {
+		// Of a long output only the end is read.
+		name: "a compile error after much output",
+		err:  compileErr,
+		evs: runLog(stepEvents(tCompileDigest, "go build .",
+			strings.Repeat("# a long line of output from the compiler\n", 4<<10)+compilerOutput, "exit code: 1")),
+		want:     &buildv1.BuildError{Code: int32(codes.Unknown), Reason: reasonCompile, Step: "go build .", ExitCode: 1},
+		wantTail: "./main.go:7:2: undefined: undefinedThing",
+	}, {
 		name: "a copy failed",
 		err:  errors.New("copy app: no such file"),
 		evs:  runLog(stepEvents(tExportDigest, "copy app", "", "no such file")),
