@@ -32,8 +32,8 @@ func TestWrongRegistryPassword(t *testing.T) {
 	repo := newRepo(t, sampleFiles(t))
 
 	o := build(t, c, &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "x")})
-	if o.err != nil {
-		t.Fatalf("stream error: %v", o.err)
+	if o.err == nil {
+		t.Fatal("the stream of a failed build ended OK, not with the build's status")
 	}
 	berr := o.buildErr()
 	if berr == nil {

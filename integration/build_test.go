@@ -209,12 +209,15 @@ func TestCompileErrorFails(t *testing.T) {
 	repo := newRepo(t, files)
 
 	o := build(t, c, &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "broken")})
-	if o.err != nil {
-		t.Fatalf("stream error: %v", o.err)
+	if o.err == nil {
+		t.Fatal("the stream of a failed build ended OK, not with the build's status")
 	}
 	berr := o.buildErr()
 	if berr == nil || o.result() != nil {
 		t.Fatalf("want a build error, got result %v", o.result())
+	}
+	if got := status.Code(o.err); got != codes.Code(berr.GetCode()) {
+		t.Errorf("the stream ended with code %v, the build error has %v", got, codes.Code(berr.GetCode()))
 	}
 	states := o.states()
 	if last := states[len(states)-1]; last != buildv1.BuildState_BUILD_STATE_FAILED {
