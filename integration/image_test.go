@@ -5,6 +5,7 @@ package integration
 import (
 	"archive/tar"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -32,10 +33,85 @@ func pushedImage(t testing.TB, ref string) v1.Image {
 	if err != nil {
 		t.Fatalf("fetch %s: %v", ref, err)
 	}
-	if err := validate.Image(img); err != nil {
+	if err := validateImage(img); err != nil {
 		t.Fatalf("validate %s: %v", ref, err)
 	}
 	return img
+}
+
+// validateImage checks what `crane validate` checks: the manifest, the
+// config and every layer (its compressed bytes hash to its digest, its
+// uncompressed bytes to its diff id in the config, and they are a tar).
+// go-containerregistry's validate.Image reads every compressed layer as
+// gzip (google/go-containerregistry#1826), so for zstd layers its layer
+// check fails on a valid image: here the layers are checked through
+// Layer.Uncompressed, which detects the compression from the bytes.
+func validateImage(img v1.Image) error {
+	if err := validate.Image(img, validate.Fast); err != nil {
+		return err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return err
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	if len(layers) != len(cfg.RootFS.DiffIDs) {
+		return fmt.Errorf("%d layers, %d diff ids", len(layers), len(cfg.RootFS.DiffIDs))
+	}
+	for i, l := range layers {
+		dgst, err := l.Digest()
+		if err != nil {
+			return err
+		}
+		if got, err := hashOf(l.Compressed); err != nil || got != dgst {
+			return fmt.Errorf("layer %d: compressed bytes hash to %v, its digest is %s (%v)", i, got, dgst, err)
+		}
+		if got, err := hashOf(func() (io.ReadCloser, error) { return tarOf(l) }); err != nil || got != cfg.RootFS.DiffIDs[i] {
+			return fmt.Errorf("layer %d: uncompressed bytes hash to %v, its diff id is %s (%v)", i, got, cfg.RootFS.DiffIDs[i], err)
+		}
+	}
+	return nil
+}
+
+// hashOf is the sha256 of what open reads.
+func hashOf(open func() (io.ReadCloser, error)) (v1.Hash, error) {
+	rc, err := open()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	defer rc.Close()
+	h, _, err := v1.SHA256(rc)
+	return h, err
+}
+
+// tarOf returns l's uncompressed bytes, having checked that they are a
+// tar: its entries are read as they are hashed.
+func tarOf(l v1.Layer) (io.ReadCloser, error) {
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		defer rc.Close()
+		tr := tar.NewReader(io.TeeReader(rc, pw))
+		for {
+			_, err := tr.Next()
+			if errors.Is(err, io.EOF) {
+				_, err = io.Copy(io.Discard, io.TeeReader(rc, pw)) // the end blocks
+				pw.CloseWithError(err)
+				return
+			}
+			if err != nil {
+				pw.CloseWithError(fmt.Errorf("not a tar: %w", err))
+				return
+			}
+		}
+	}()
+	return pr, nil
 }
 
 // tagDigest asks the registry which manifest the tag points at.

@@ -20,7 +20,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -367,7 +366,7 @@ func TestPrivateRegistryRequestCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatalf("fetch %s: %v", res.Image, err)
 	}
-	if err := validate.Image(img); err != nil {
+	if err := validateImage(img); err != nil {
 		t.Fatal(err)
 	}
 

@@ -56,6 +56,11 @@ type Config struct {
 	// secret mount.
 	GoProxy string
 	GoFlags string
+	// Compression is how an image's new layer is compressed unless the
+	// request says otherwise: zstd (the default), gzip, estargz or
+	// uncompressed; CompressionLevel its level, 0 for the format's own.
+	Compression      string
+	CompressionLevel int
 	// Credentials are the server's credentials of private git and module
 	// hosts, its ssh known hosts, internal CAs and private module settings;
 	// nil for none.
@@ -153,6 +158,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.LogCap == 0 {
 		c.LogCap = DefaultLogCap
+	}
+	if c.Compression == "" {
+		c.Compression = DefaultCompression
+	}
+	if err := c.checkCompressionConfig(); err != nil {
+		return c, err
 	}
 	if c.Cleanup.Interval < 0 || c.Cleanup.KeepDuration < 0 || c.Cleanup.KeepStorage < 0 ||
 		c.Cleanup.HistoryMaxAge < 0 || c.Cleanup.HistoryMaxBuilds < 0 {

@@ -57,6 +57,11 @@ type request struct {
 	// GoPrivate, GoNoProxy and GoNoSumDB are the request's private module
 	// settings (not secret).
 	GoPrivate, GoNoProxy, GoNoSumDB string
+	// Compression and CompressionLevel are the new layer's compression;
+	// ForceCompression recompresses the base image's layers too.
+	Compression      buildv1.LayerCompression
+	CompressionLevel int
+	ForceCompression bool
 	// RequestID is the caller's idempotency key; BuildLabels the build
 	// record's labels.
 	RequestID   string
@@ -179,6 +184,9 @@ func parseRequest(req *buildv1.CreateImageRequest, cfg Config) (*request, error)
 		}
 		r.Timeout = min(t.AsDuration(), cfg.MaxTimeout)
 	}
+	if err := parseCompression(req, r, cfg); err != nil {
+		return nil, err
+	}
 	if err := parseCredentials(req, r, cfg.AllowBuild); err != nil {
 		return nil, err
 	}
@@ -189,23 +197,26 @@ func parseRequest(req *buildv1.CreateImageRequest, cfg Config) (*request, error)
 // without its credentials.
 func (r *request) proto() *buildv1.CreateImageRequest {
 	return &buildv1.CreateImageRequest{
-		GitRepo:     r.Repo,
-		GitCommit:   r.Ref,
-		ImageTag:    r.Tag,
-		ImageTags:   r.Tags,
-		RequestId:   r.RequestID,
-		BuildLabels: r.BuildLabels,
-		Package:     r.Package,
-		Dir:         r.Dir,
-		BuildFlags:  r.BuildFlags,
-		Ldflags:     r.LDFlags,
-		Env:         r.Env,
-		BaseImage:   r.BaseImage,
-		Labels:      r.Labels,
-		Timeout:     durationpb.New(r.Timeout),
-		Goprivate:   r.GoPrivate,
-		Gonoproxy:   r.GoNoProxy,
-		Gonosumdb:   r.GoNoSumDB,
+		GitRepo:          r.Repo,
+		GitCommit:        r.Ref,
+		ImageTag:         r.Tag,
+		ImageTags:        r.Tags,
+		RequestId:        r.RequestID,
+		Compression:      r.Compression,
+		CompressionLevel: int32(r.CompressionLevel),
+		ForceCompression: r.ForceCompression,
+		BuildLabels:      r.BuildLabels,
+		Package:          r.Package,
+		Dir:              r.Dir,
+		BuildFlags:       r.BuildFlags,
+		Ldflags:          r.LDFlags,
+		Env:              r.Env,
+		BaseImage:        r.BaseImage,
+		Labels:           r.Labels,
+		Timeout:          durationpb.New(r.Timeout),
+		Goprivate:        r.GoPrivate,
+		Gonoproxy:        r.GoNoProxy,
+		Gonosumdb:        r.GoNoSumDB,
 	}
 }
 

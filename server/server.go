@@ -19,6 +19,7 @@ import (
 	"github.com/buildsvc/buildsvc/buildkitd"
 	"github.com/buildsvc/buildsvc/egress"
 	"github.com/buildsvc/buildsvc/history"
+	"github.com/buildsvc/buildsvc/imageconfig"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
@@ -63,6 +64,8 @@ type Server struct {
 	// builderPinUntil.
 	builderPin      string
 	builderPinUntil time.Time
+	// imageConfigs remembers the builder's and base images' configs.
+	imageConfigs *imageconfig.Memo
 }
 
 // New returns a server that runs builds on the buildkitd cfg names. The
@@ -75,14 +78,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:       cfg,
-		resolver:  cfg.Resolver,
-		active:    map[string]*build{},
-		inflight:  map[string]*build{},
-		queue:     newFairQueue(),
-		runningBy: map[string]int{},
-		limiters:  map[string]*rate.Limiter{},
-		modGen:    map[string]int64{},
+		cfg:          cfg,
+		resolver:     cfg.Resolver,
+		active:       map[string]*build{},
+		inflight:     map[string]*build{},
+		queue:        newFairQueue(),
+		runningBy:    map[string]int{},
+		limiters:     map[string]*rate.Limiter{},
+		modGen:       map[string]int64{},
+		imageConfigs: imageconfig.New(),
 	}
 	if cfg.Credentials != nil {
 		if len(cfg.Credentials.CABundle) > 0 {

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/buildsvc/buildsvc/credentials"
+	"github.com/buildsvc/buildsvc/imageconfig"
 	"github.com/buildsvc/buildsvc/llb"
 	"github.com/buildsvc/buildsvc/progress"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
@@ -42,12 +43,11 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 	if err != nil {
 		return nil, err
 	}
+	// The image exporter pushes to every name of a comma-separated list.
+	attrs := map[string]string{"name": strings.Join(b.req.Tags, ","), "push": "true"}
+	b.req.compressionAttrs(attrs)
 	opt := client.SolveOpt{
-		Exports: []client.ExportEntry{{
-			Type: client.ExporterImage,
-			// The image exporter pushes to every name of a comma-separated list.
-			Attrs: map[string]string{"name": strings.Join(b.req.Tags, ","), "push": "true"},
-		}},
+		Exports: []client.ExportEntry{{Type: client.ExporterImage, Attrs: attrs}},
 		Session: attach,
 	}
 	modCache, _ := s.buildCacheIDs(b.tenant, b.req)
@@ -61,14 +61,14 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		eg, ectx := errgroup.WithContext(ctx)
 		gitSpec := spec
 		eg.Go(func() (err error) {
-			spec.Builder, err = resolveImage(ectx, c, b.req.builder(s.cfg.BuilderImage), platform)
+			spec.Builder, err = s.resolveImage(ectx, c, b, b.req.builder(s.cfg.BuilderImage), platform)
 			if err != nil {
 				return fmt.Errorf("builder image: %w", err)
 			}
 			return nil
 		})
 		eg.Go(func() (err error) {
-			spec.Base, err = resolveImage(ectx, c, b.req.BaseImage, platform)
+			spec.Base, err = s.resolveImage(ectx, c, b, b.req.BaseImage, platform)
 			if err != nil {
 				return fmt.Errorf("base image: %w", err)
 			}
@@ -253,6 +253,22 @@ func resolveImage(ctx context.Context, c gateway.Client, ref string, platform oc
 		return llb.Image{}, fmt.Errorf("resolve %s: %w", ref, err)
 	}
 	return llb.Image{Ref: named.Context().Digest(dgst.String()).Name(), Config: cfg}, nil
+}
+
+// resolveImage is resolveImage through the server's memo of image configs:
+// once per digest (a tag for imageconfig.DefaultTTL) and tenant. A build
+// with registry credentials of its own shares no entry.
+func (s *Server) resolveImage(ctx context.Context, c gateway.Client, b *build, ref string, platform ocispecs.Platform) (llb.Image, error) {
+	scope := "tenant:" + b.tenant
+	if b.req.creds != nil && len(b.req.creds.registries) > 0 {
+		scope = "build:" + b.id
+	}
+	key := imageconfig.Key{Scope: scope, Ref: ref, Platform: platforms.Format(platform)}
+	cfg, err := s.imageConfigs.Resolve(ctx, key, func(ctx context.Context) (imageconfig.Config, error) {
+		img, err := resolveImage(ctx, c, ref, platform)
+		return imageconfig.Config{Ref: img.Ref, JSON: img.Config}, err
+	})
+	return llb.Image{Ref: cfg.Ref, Config: cfg.JSON}, err
 }
 
 // credentialsConfig is the server's private-sources configuration, the

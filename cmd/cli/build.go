@@ -55,6 +55,9 @@ func buildCommand() *cli.Command {
 			&cli.StringFlag{Name: "base-image", Usage: "the runtime base `IMAGE`", DefaultText: "the server's"},
 			&cli.StringSliceFlag{Name: "label", Usage: "an extra image label, `KEY=VALUE` (repeatable)"},
 			&cli.StringSliceFlag{Name: "build-label", Usage: "a label of the build record (not the image), `KEY=VALUE`, for 'builds ls --filter label=KEY=VALUE' (repeatable)"},
+			&cli.StringFlag{Name: "compression", Usage: "the `FORMAT` of the image's new layer: zstd, gzip (for runtimes older than containerd 1.5 or Docker 23), estargz or uncompressed", DefaultText: "the server's, zstd"},
+			&cli.IntFlag{Name: "compression-level", Usage: "the compression `LEVEL` (zstd 1-22, gzip and estargz 1-9)", DefaultText: "the format's default"},
+			&cli.BoolFlag{Name: "force-compression", Usage: "recompress the base image's layers too"},
 			&cli.StringFlag{Name: "request-id", Usage: "an idempotency `KEY`: a retry with the same key gets the same build, even after it ended"},
 			&cli.DurationFlag{Name: "timeout", Usage: "the `DURATION` the build may run once it has left the queue, e.g. 10m; at most the server's maximum", DefaultText: "the server's default"},
 			&cli.BoolFlag{Name: "detach", Aliases: []string{"d"}, Usage: "start the build, print its id and return without waiting for it"},
@@ -185,6 +188,15 @@ func buildRequest(cCtx *cli.Context) (*buildv1.CreateImageRequest, error) {
 	if req.BuildLabels, err = parseKV("build-label", cCtx.StringSlice("build-label")); err != nil {
 		return nil, err
 	}
+	if c := cCtx.String("compression"); c != "" {
+		v, ok := buildv1.LayerCompression_value["LAYER_COMPRESSION_"+strings.ToUpper(c)]
+		if !ok || v == 0 {
+			return nil, fmt.Errorf("--compression %q: want zstd, gzip, estargz or uncompressed", c)
+		}
+		req.Compression = buildv1.LayerCompression(v)
+	}
+	req.CompressionLevel = int32(cCtx.Int("compression-level"))
+	req.ForceCompression = cCtx.Bool("force-compression")
 	if req.Env, err = parseKV("env", cCtx.StringSlice("env")); err != nil {
 		return nil, err
 	}

@@ -56,3 +56,25 @@ func TestGetShowsTagsAndLabels(t *testing.T) {
 		t.Errorf("the first tag is shown twice:\n%s", r.stdout)
 	}
 }
+
+// --compression, --compression-level and --force-compression reach the
+// request; an unknown format is a usage error.
+func TestBuildCompressionFlags(t *testing.T) {
+	f := &fakeServer{events: successEvents()}
+	addr := f.start(t)
+	r := runCLI(t, "build", "--server", addr, "--progress", "quiet", "--repo", "https://git.example/app.git", "-t", "r.example/a:v1",
+		"--compression", "gzip", "--compression-level", "9", "--force-compression")
+	if r.code != exitOK {
+		t.Fatalf("exit code %d\nstderr:\n%s", r.code, r.stderr)
+	}
+	want := &buildv1.CreateImageRequest{GitRepo: "https://git.example/app.git", ImageTag: "r.example/a:v1",
+		Compression: buildv1.LayerCompression_LAYER_COMPRESSION_GZIP, CompressionLevel: 9, ForceCompression: true}
+	if calls := f.calls(); len(calls) != 1 || !proto.Equal(calls[0], want) {
+		t.Errorf("server got %v, want [%v]", calls, want)
+	}
+	for _, bad := range []string{"lz4", "unspecified"} {
+		if r := runCLI(t, "build", "--server", addr, "--repo", "https://git.example/app.git", "-t", "r.example/a:v1", "--compression", bad); r.code != exitUsage {
+			t.Errorf("--compression %s: exit %d, want %d", bad, r.code, exitUsage)
+		}
+	}
+}

@@ -32,6 +32,68 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// LayerCompression is how an image's layers are compressed.
+type LayerCompression int32
+
+const (
+	// The server's default.
+	LayerCompression_LAYER_COMPRESSION_UNSPECIFIED LayerCompression = 0
+	// zstd (application/vnd.oci.image.layer.v1.tar+zstd): smaller and much
+	// faster to compress and to pull than gzip.
+	LayerCompression_LAYER_COMPRESSION_ZSTD LayerCompression = 1
+	// gzip, which every runtime pulls.
+	LayerCompression_LAYER_COMPRESSION_GZIP LayerCompression = 2
+	// eStargz: gzip that lazy-pulling snapshotters can read in place.
+	LayerCompression_LAYER_COMPRESSION_ESTARGZ LayerCompression = 3
+	// No compression.
+	LayerCompression_LAYER_COMPRESSION_UNCOMPRESSED LayerCompression = 4
+)
+
+// Enum value maps for LayerCompression.
+var (
+	LayerCompression_name = map[int32]string{
+		0: "LAYER_COMPRESSION_UNSPECIFIED",
+		1: "LAYER_COMPRESSION_ZSTD",
+		2: "LAYER_COMPRESSION_GZIP",
+		3: "LAYER_COMPRESSION_ESTARGZ",
+		4: "LAYER_COMPRESSION_UNCOMPRESSED",
+	}
+	LayerCompression_value = map[string]int32{
+		"LAYER_COMPRESSION_UNSPECIFIED":  0,
+		"LAYER_COMPRESSION_ZSTD":         1,
+		"LAYER_COMPRESSION_GZIP":         2,
+		"LAYER_COMPRESSION_ESTARGZ":      3,
+		"LAYER_COMPRESSION_UNCOMPRESSED": 4,
+	}
+)
+
+func (x LayerCompression) Enum() *LayerCompression {
+	p := new(LayerCompression)
+	*p = x
+	return p
+}
+
+func (x LayerCompression) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LayerCompression) Descriptor() protoreflect.EnumDescriptor {
+	return file_build_v1_build_proto_enumTypes[0].Descriptor()
+}
+
+func (LayerCompression) Type() protoreflect.EnumType {
+	return &file_build_v1_build_proto_enumTypes[0]
+}
+
+func (x LayerCompression) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LayerCompression.Descriptor instead.
+func (LayerCompression) EnumDescriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{0}
+}
+
 // BuildState is where a build is in its life.
 type BuildState int32
 
@@ -97,11 +159,11 @@ func (x BuildState) String() string {
 }
 
 func (BuildState) Descriptor() protoreflect.EnumDescriptor {
-	return file_build_v1_build_proto_enumTypes[0].Descriptor()
+	return file_build_v1_build_proto_enumTypes[1].Descriptor()
 }
 
 func (BuildState) Type() protoreflect.EnumType {
-	return &file_build_v1_build_proto_enumTypes[0]
+	return &file_build_v1_build_proto_enumTypes[1]
 }
 
 func (x BuildState) Number() protoreflect.EnumNumber {
@@ -110,7 +172,7 @@ func (x BuildState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BuildState.Descriptor instead.
 func (BuildState) EnumDescriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{0}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{1}
 }
 
 // CleanupRequest asks for a cleanup run with the server's configured policy.
@@ -330,9 +392,22 @@ type CreateImageRequest struct {
 	// filterable in ListBuilds (labels.team = "payments"). Not put in the
 	// image (that is labels). Keys: 1-63 characters of [a-z0-9_-], starting
 	// with a letter; values: at most 256 characters; at most 32 labels.
-	BuildLabels   map[string]string `protobuf:"bytes,21,rep,name=build_labels,json=buildLabels,proto3" json:"build_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	BuildLabels map[string]string `protobuf:"bytes,21,rep,name=build_labels,json=buildLabels,proto3" json:"build_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// How the image's new layer (the binary's) is compressed. Unset means the
+	// server's default, zstd unless its operator chose otherwise. zstd and
+	// estargz images use OCI media types. Runtimes that pull zstd layers:
+	// containerd 1.5 and later (so Kubernetes nodes on it), Docker Engine
+	// 23.0 and later, CRI-O and Podman through containers/image 5.x; older
+	// ones need GZIP. The accepted request shows what was used.
+	Compression LayerCompression `protobuf:"varint,22,opt,name=compression,proto3,enum=build.v1.LayerCompression" json:"compression,omitempty"`
+	// The compression level: 0 for the format's default (zstd's 3, gzip's
+	// 6); zstd 1-22, gzip and estargz 1-9; none for UNCOMPRESSED.
+	CompressionLevel int32 `protobuf:"varint,23,opt,name=compression_level,json=compressionLevel,proto3" json:"compression_level,omitempty"`
+	// Recompress the base image's layers too, when theirs differ. By
+	// default they are pushed as they are (no recompression).
+	ForceCompression bool `protobuf:"varint,24,opt,name=force_compression,json=forceCompression,proto3" json:"force_compression,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *CreateImageRequest) Reset() {
@@ -510,6 +585,27 @@ func (x *CreateImageRequest) GetBuildLabels() map[string]string {
 		return x.BuildLabels
 	}
 	return nil
+}
+
+func (x *CreateImageRequest) GetCompression() LayerCompression {
+	if x != nil {
+		return x.Compression
+	}
+	return LayerCompression_LAYER_COMPRESSION_UNSPECIFIED
+}
+
+func (x *CreateImageRequest) GetCompressionLevel() int32 {
+	if x != nil {
+		return x.CompressionLevel
+	}
+	return 0
+}
+
+func (x *CreateImageRequest) GetForceCompression() bool {
+	if x != nil {
+		return x.ForceCompression
+	}
+	return false
 }
 
 // StartBuildRequest asks for a build without waiting for it.
@@ -2296,7 +2392,8 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x17buildkit_records_pruned\x18\x02 \x01(\x03R\x15buildkitRecordsPruned\x12%\n" +
 	"\x0ebuilds_deleted\x18\x03 \x01(\x03R\rbuildsDeleted\x12(\n" +
 	"\x10temp_bytes_freed\x18\x04 \x01(\x03R\x0etempBytesFreed\x12\x18\n" +
-	"\aseconds\x18\x05 \x01(\x01R\aseconds\"\xae\t\n" +
+	"\aseconds\x18\x05 \x01(\x01R\aseconds\"\xc6\n" +
+	"\n" +
 	"\x12CreateImageRequest\x12\x1e\n" +
 	"\bgit_repo\x18\x01 \x01(\tB\x03\xe0A\x02R\agitRepo\x12\x1d\n" +
 	"\n" +
@@ -2325,7 +2422,10 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"image_tags\x18\x13 \x03(\tR\timageTags\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x14 \x01(\tR\trequestId\x12P\n" +
-	"\fbuild_labels\x18\x15 \x03(\v2-.build.v1.CreateImageRequest.BuildLabelsEntryR\vbuildLabels\x1a6\n" +
+	"\fbuild_labels\x18\x15 \x03(\v2-.build.v1.CreateImageRequest.BuildLabelsEntryR\vbuildLabels\x12<\n" +
+	"\vcompression\x18\x16 \x01(\x0e2\x1a.build.v1.LayerCompressionR\vcompression\x12+\n" +
+	"\x11compression_level\x18\x17 \x01(\x05R\x10compressionLevel\x12+\n" +
+	"\x11force_compression\x18\x18 \x01(\bR\x10forceCompression\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -2464,7 +2564,13 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x06labels\x18\x11 \x03(\v2\x1f.build.v1.BuildInfo.LabelsEntryB\x03\xe0A\x03R\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xfa\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xb0\x01\n" +
+	"\x10LayerCompression\x12!\n" +
+	"\x1dLAYER_COMPRESSION_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16LAYER_COMPRESSION_ZSTD\x10\x01\x12\x1a\n" +
+	"\x16LAYER_COMPRESSION_GZIP\x10\x02\x12\x1d\n" +
+	"\x19LAYER_COMPRESSION_ESTARGZ\x10\x03\x12\"\n" +
+	"\x1eLAYER_COMPRESSION_UNCOMPRESSED\x10\x04*\xfa\x01\n" +
 	"\n" +
 	"BuildState\x12\x1b\n" +
 	"\x17BUILD_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
@@ -2501,96 +2607,98 @@ func file_build_v1_build_proto_rawDescGZIP() []byte {
 	return file_build_v1_build_proto_rawDescData
 }
 
-var file_build_v1_build_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_build_v1_build_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_build_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_build_v1_build_proto_goTypes = []any{
-	(BuildState)(0),               // 0: build.v1.BuildState
-	(*CleanupRequest)(nil),        // 1: build.v1.CleanupRequest
-	(*CleanupResponse)(nil),       // 2: build.v1.CleanupResponse
-	(*CreateImageRequest)(nil),    // 3: build.v1.CreateImageRequest
-	(*StartBuildRequest)(nil),     // 4: build.v1.StartBuildRequest
-	(*GitCredentials)(nil),        // 5: build.v1.GitCredentials
-	(*RegistryCredentials)(nil),   // 6: build.v1.RegistryCredentials
-	(*ModuleCredentials)(nil),     // 7: build.v1.ModuleCredentials
-	(*StartBuildResponse)(nil),    // 8: build.v1.StartBuildResponse
-	(*WatchBuildRequest)(nil),     // 9: build.v1.WatchBuildRequest
-	(*ListBuildsRequest)(nil),     // 10: build.v1.ListBuildsRequest
-	(*ListBuildsResponse)(nil),    // 11: build.v1.ListBuildsResponse
-	(*CancelBuildRequest)(nil),    // 12: build.v1.CancelBuildRequest
-	(*CancelBuildResponse)(nil),   // 13: build.v1.CancelBuildResponse
-	(*GetBuildRequest)(nil),       // 14: build.v1.GetBuildRequest
-	(*BuildEvent)(nil),            // 15: build.v1.BuildEvent
-	(*StateChange)(nil),           // 16: build.v1.StateChange
-	(*Vertex)(nil),                // 17: build.v1.Vertex
-	(*VertexStatus)(nil),          // 18: build.v1.VertexStatus
-	(*LogChunk)(nil),              // 19: build.v1.LogChunk
-	(*Warning)(nil),               // 20: build.v1.Warning
-	(*BuildResult)(nil),           // 21: build.v1.BuildResult
-	(*BuildError)(nil),            // 22: build.v1.BuildError
-	(*BuildInfo)(nil),             // 23: build.v1.BuildInfo
-	nil,                           // 24: build.v1.CreateImageRequest.EnvEntry
-	nil,                           // 25: build.v1.CreateImageRequest.LabelsEntry
-	nil,                           // 26: build.v1.CreateImageRequest.SecretEnvEntry
-	nil,                           // 27: build.v1.CreateImageRequest.BuildLabelsEntry
-	nil,                           // 28: build.v1.BuildInfo.LabelsEntry
-	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(LayerCompression)(0),         // 0: build.v1.LayerCompression
+	(BuildState)(0),               // 1: build.v1.BuildState
+	(*CleanupRequest)(nil),        // 2: build.v1.CleanupRequest
+	(*CleanupResponse)(nil),       // 3: build.v1.CleanupResponse
+	(*CreateImageRequest)(nil),    // 4: build.v1.CreateImageRequest
+	(*StartBuildRequest)(nil),     // 5: build.v1.StartBuildRequest
+	(*GitCredentials)(nil),        // 6: build.v1.GitCredentials
+	(*RegistryCredentials)(nil),   // 7: build.v1.RegistryCredentials
+	(*ModuleCredentials)(nil),     // 8: build.v1.ModuleCredentials
+	(*StartBuildResponse)(nil),    // 9: build.v1.StartBuildResponse
+	(*WatchBuildRequest)(nil),     // 10: build.v1.WatchBuildRequest
+	(*ListBuildsRequest)(nil),     // 11: build.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),    // 12: build.v1.ListBuildsResponse
+	(*CancelBuildRequest)(nil),    // 13: build.v1.CancelBuildRequest
+	(*CancelBuildResponse)(nil),   // 14: build.v1.CancelBuildResponse
+	(*GetBuildRequest)(nil),       // 15: build.v1.GetBuildRequest
+	(*BuildEvent)(nil),            // 16: build.v1.BuildEvent
+	(*StateChange)(nil),           // 17: build.v1.StateChange
+	(*Vertex)(nil),                // 18: build.v1.Vertex
+	(*VertexStatus)(nil),          // 19: build.v1.VertexStatus
+	(*LogChunk)(nil),              // 20: build.v1.LogChunk
+	(*Warning)(nil),               // 21: build.v1.Warning
+	(*BuildResult)(nil),           // 22: build.v1.BuildResult
+	(*BuildError)(nil),            // 23: build.v1.BuildError
+	(*BuildInfo)(nil),             // 24: build.v1.BuildInfo
+	nil,                           // 25: build.v1.CreateImageRequest.EnvEntry
+	nil,                           // 26: build.v1.CreateImageRequest.LabelsEntry
+	nil,                           // 27: build.v1.CreateImageRequest.SecretEnvEntry
+	nil,                           // 28: build.v1.CreateImageRequest.BuildLabelsEntry
+	nil,                           // 29: build.v1.BuildInfo.LabelsEntry
+	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
 }
 var file_build_v1_build_proto_depIdxs = []int32{
-	24, // 0: build.v1.CreateImageRequest.env:type_name -> build.v1.CreateImageRequest.EnvEntry
-	25, // 1: build.v1.CreateImageRequest.labels:type_name -> build.v1.CreateImageRequest.LabelsEntry
-	29, // 2: build.v1.CreateImageRequest.timeout:type_name -> google.protobuf.Duration
-	5,  // 3: build.v1.CreateImageRequest.git_credentials:type_name -> build.v1.GitCredentials
-	6,  // 4: build.v1.CreateImageRequest.registry_credentials:type_name -> build.v1.RegistryCredentials
-	7,  // 5: build.v1.CreateImageRequest.module_credentials:type_name -> build.v1.ModuleCredentials
-	26, // 6: build.v1.CreateImageRequest.secret_env:type_name -> build.v1.CreateImageRequest.SecretEnvEntry
-	27, // 7: build.v1.CreateImageRequest.build_labels:type_name -> build.v1.CreateImageRequest.BuildLabelsEntry
-	3,  // 8: build.v1.StartBuildRequest.request:type_name -> build.v1.CreateImageRequest
-	0,  // 9: build.v1.ListBuildsRequest.states:type_name -> build.v1.BuildState
-	23, // 10: build.v1.ListBuildsResponse.builds:type_name -> build.v1.BuildInfo
-	23, // 11: build.v1.CancelBuildResponse.build:type_name -> build.v1.BuildInfo
-	30, // 12: build.v1.BuildEvent.time:type_name -> google.protobuf.Timestamp
-	16, // 13: build.v1.BuildEvent.state:type_name -> build.v1.StateChange
-	17, // 14: build.v1.BuildEvent.vertex:type_name -> build.v1.Vertex
-	18, // 15: build.v1.BuildEvent.status:type_name -> build.v1.VertexStatus
-	19, // 16: build.v1.BuildEvent.log:type_name -> build.v1.LogChunk
-	20, // 17: build.v1.BuildEvent.warning:type_name -> build.v1.Warning
-	21, // 18: build.v1.BuildEvent.result:type_name -> build.v1.BuildResult
-	22, // 19: build.v1.BuildEvent.error:type_name -> build.v1.BuildError
-	0,  // 20: build.v1.StateChange.state:type_name -> build.v1.BuildState
-	30, // 21: build.v1.Vertex.started:type_name -> google.protobuf.Timestamp
-	30, // 22: build.v1.Vertex.completed:type_name -> google.protobuf.Timestamp
-	30, // 23: build.v1.VertexStatus.timestamp:type_name -> google.protobuf.Timestamp
-	30, // 24: build.v1.VertexStatus.started:type_name -> google.protobuf.Timestamp
-	30, // 25: build.v1.VertexStatus.completed:type_name -> google.protobuf.Timestamp
-	30, // 26: build.v1.LogChunk.timestamp:type_name -> google.protobuf.Timestamp
-	3,  // 27: build.v1.BuildInfo.request:type_name -> build.v1.CreateImageRequest
-	0,  // 28: build.v1.BuildInfo.state:type_name -> build.v1.BuildState
-	30, // 29: build.v1.BuildInfo.create_time:type_name -> google.protobuf.Timestamp
-	30, // 30: build.v1.BuildInfo.start_time:type_name -> google.protobuf.Timestamp
-	30, // 31: build.v1.BuildInfo.end_time:type_name -> google.protobuf.Timestamp
-	21, // 32: build.v1.BuildInfo.result:type_name -> build.v1.BuildResult
-	22, // 33: build.v1.BuildInfo.error:type_name -> build.v1.BuildError
-	28, // 34: build.v1.BuildInfo.labels:type_name -> build.v1.BuildInfo.LabelsEntry
-	3,  // 35: build.v1.Build.CreateImage:input_type -> build.v1.CreateImageRequest
-	4,  // 36: build.v1.Build.StartBuild:input_type -> build.v1.StartBuildRequest
-	9,  // 37: build.v1.Build.WatchBuild:input_type -> build.v1.WatchBuildRequest
-	14, // 38: build.v1.Build.GetBuild:input_type -> build.v1.GetBuildRequest
-	10, // 39: build.v1.Build.ListBuilds:input_type -> build.v1.ListBuildsRequest
-	12, // 40: build.v1.Build.CancelBuild:input_type -> build.v1.CancelBuildRequest
-	1,  // 41: build.v1.AdminService.Cleanup:input_type -> build.v1.CleanupRequest
-	15, // 42: build.v1.Build.CreateImage:output_type -> build.v1.BuildEvent
-	8,  // 43: build.v1.Build.StartBuild:output_type -> build.v1.StartBuildResponse
-	15, // 44: build.v1.Build.WatchBuild:output_type -> build.v1.BuildEvent
-	23, // 45: build.v1.Build.GetBuild:output_type -> build.v1.BuildInfo
-	11, // 46: build.v1.Build.ListBuilds:output_type -> build.v1.ListBuildsResponse
-	13, // 47: build.v1.Build.CancelBuild:output_type -> build.v1.CancelBuildResponse
-	2,  // 48: build.v1.AdminService.Cleanup:output_type -> build.v1.CleanupResponse
-	42, // [42:49] is the sub-list for method output_type
-	35, // [35:42] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	25, // 0: build.v1.CreateImageRequest.env:type_name -> build.v1.CreateImageRequest.EnvEntry
+	26, // 1: build.v1.CreateImageRequest.labels:type_name -> build.v1.CreateImageRequest.LabelsEntry
+	30, // 2: build.v1.CreateImageRequest.timeout:type_name -> google.protobuf.Duration
+	6,  // 3: build.v1.CreateImageRequest.git_credentials:type_name -> build.v1.GitCredentials
+	7,  // 4: build.v1.CreateImageRequest.registry_credentials:type_name -> build.v1.RegistryCredentials
+	8,  // 5: build.v1.CreateImageRequest.module_credentials:type_name -> build.v1.ModuleCredentials
+	27, // 6: build.v1.CreateImageRequest.secret_env:type_name -> build.v1.CreateImageRequest.SecretEnvEntry
+	28, // 7: build.v1.CreateImageRequest.build_labels:type_name -> build.v1.CreateImageRequest.BuildLabelsEntry
+	0,  // 8: build.v1.CreateImageRequest.compression:type_name -> build.v1.LayerCompression
+	4,  // 9: build.v1.StartBuildRequest.request:type_name -> build.v1.CreateImageRequest
+	1,  // 10: build.v1.ListBuildsRequest.states:type_name -> build.v1.BuildState
+	24, // 11: build.v1.ListBuildsResponse.builds:type_name -> build.v1.BuildInfo
+	24, // 12: build.v1.CancelBuildResponse.build:type_name -> build.v1.BuildInfo
+	31, // 13: build.v1.BuildEvent.time:type_name -> google.protobuf.Timestamp
+	17, // 14: build.v1.BuildEvent.state:type_name -> build.v1.StateChange
+	18, // 15: build.v1.BuildEvent.vertex:type_name -> build.v1.Vertex
+	19, // 16: build.v1.BuildEvent.status:type_name -> build.v1.VertexStatus
+	20, // 17: build.v1.BuildEvent.log:type_name -> build.v1.LogChunk
+	21, // 18: build.v1.BuildEvent.warning:type_name -> build.v1.Warning
+	22, // 19: build.v1.BuildEvent.result:type_name -> build.v1.BuildResult
+	23, // 20: build.v1.BuildEvent.error:type_name -> build.v1.BuildError
+	1,  // 21: build.v1.StateChange.state:type_name -> build.v1.BuildState
+	31, // 22: build.v1.Vertex.started:type_name -> google.protobuf.Timestamp
+	31, // 23: build.v1.Vertex.completed:type_name -> google.protobuf.Timestamp
+	31, // 24: build.v1.VertexStatus.timestamp:type_name -> google.protobuf.Timestamp
+	31, // 25: build.v1.VertexStatus.started:type_name -> google.protobuf.Timestamp
+	31, // 26: build.v1.VertexStatus.completed:type_name -> google.protobuf.Timestamp
+	31, // 27: build.v1.LogChunk.timestamp:type_name -> google.protobuf.Timestamp
+	4,  // 28: build.v1.BuildInfo.request:type_name -> build.v1.CreateImageRequest
+	1,  // 29: build.v1.BuildInfo.state:type_name -> build.v1.BuildState
+	31, // 30: build.v1.BuildInfo.create_time:type_name -> google.protobuf.Timestamp
+	31, // 31: build.v1.BuildInfo.start_time:type_name -> google.protobuf.Timestamp
+	31, // 32: build.v1.BuildInfo.end_time:type_name -> google.protobuf.Timestamp
+	22, // 33: build.v1.BuildInfo.result:type_name -> build.v1.BuildResult
+	23, // 34: build.v1.BuildInfo.error:type_name -> build.v1.BuildError
+	29, // 35: build.v1.BuildInfo.labels:type_name -> build.v1.BuildInfo.LabelsEntry
+	4,  // 36: build.v1.Build.CreateImage:input_type -> build.v1.CreateImageRequest
+	5,  // 37: build.v1.Build.StartBuild:input_type -> build.v1.StartBuildRequest
+	10, // 38: build.v1.Build.WatchBuild:input_type -> build.v1.WatchBuildRequest
+	15, // 39: build.v1.Build.GetBuild:input_type -> build.v1.GetBuildRequest
+	11, // 40: build.v1.Build.ListBuilds:input_type -> build.v1.ListBuildsRequest
+	13, // 41: build.v1.Build.CancelBuild:input_type -> build.v1.CancelBuildRequest
+	2,  // 42: build.v1.AdminService.Cleanup:input_type -> build.v1.CleanupRequest
+	16, // 43: build.v1.Build.CreateImage:output_type -> build.v1.BuildEvent
+	9,  // 44: build.v1.Build.StartBuild:output_type -> build.v1.StartBuildResponse
+	16, // 45: build.v1.Build.WatchBuild:output_type -> build.v1.BuildEvent
+	24, // 46: build.v1.Build.GetBuild:output_type -> build.v1.BuildInfo
+	12, // 47: build.v1.Build.ListBuilds:output_type -> build.v1.ListBuildsResponse
+	14, // 48: build.v1.Build.CancelBuild:output_type -> build.v1.CancelBuildResponse
+	3,  // 49: build.v1.AdminService.Cleanup:output_type -> build.v1.CleanupResponse
+	43, // [43:50] is the sub-list for method output_type
+	36, // [36:43] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_build_v1_build_proto_init() }
@@ -2612,7 +2720,7 @@ func file_build_v1_build_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_build_v1_build_proto_rawDesc), len(file_build_v1_build_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   2,
