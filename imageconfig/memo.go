@@ -83,7 +83,9 @@ func New(opts ...Option) *Memo {
 }
 
 // IsDigest reports whether ref is pinned by digest.
-func IsDigest(ref string) bool { return strings.Contains(ref, "@sha256:") || strings.Contains(ref, "@sha512:") }
+func IsDigest(ref string) bool {
+	return strings.Contains(ref, "@sha256:") || strings.Contains(ref, "@sha512:")
+}
 
 // Resolve returns key's config, from the memo when it holds a live answer,
 // else from fetch, whose answer is remembered (an error is not).

@@ -26,7 +26,9 @@ func TestCompression(t *testing.T) {
 			map[string]string{"compression": "zstd", "force-compression": "false"}, ""},
 		{"request level", Config{}, func(r *buildv1.CreateImageRequest) { r.CompressionLevel = 19; r.ForceCompression = true },
 			map[string]string{"compression": "zstd", "compression-level": "19", "force-compression": "true"}, ""},
-		{"estargz", Config{}, func(r *buildv1.CreateImageRequest) { r.Compression = buildv1.LayerCompression_LAYER_COMPRESSION_ESTARGZ },
+		{"estargz", Config{}, func(r *buildv1.CreateImageRequest) {
+			r.Compression = buildv1.LayerCompression_LAYER_COMPRESSION_ESTARGZ
+		},
 			map[string]string{"compression": "estargz", "force-compression": "false"}, ""},
 		{"zstd level too high", Config{}, func(r *buildv1.CreateImageRequest) { r.CompressionLevel = 23 }, nil, "compression_level"},
 		{"gzip level too high", Config{}, func(r *buildv1.CreateImageRequest) {
