@@ -15,7 +15,13 @@
 #
 # Runs on its own (bash scripts/bench-fanout.sh) and at the end of
 # scripts/bench.sh. Environment: FANOUT_WATCHERS (1000), FANOUT_CONNS (10),
-# FANOUT_BUILD_FLAGS (-x,-a), FANOUT_PORT (first free from 17170).
+# FANOUT_BUILD_FLAGS (-x,-a), FANOUT_PORT (first free from 17170),
+# FANOUT_PPROF=1 to build the server with net/http/pprof (a file added by
+# go build -overlay; the tree is not changed) and keep a 30 s CPU profile
+# and a heap profile of the run in .stack/bench-fanout/, FANOUT_NICE=N
+# to run the server and the watchers at nice N (e.g. -10: a diagnosis of
+# how much of the latency is the CPU taken by the build and whatever else
+# runs on the machine).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -41,7 +47,27 @@ rm -rf "$CLONE"
 mkdir -p "$WORK" "$SRV_DIR"
 
 log "building the server and tools/fanout"
-(cd "$ROOT" && go build -o "$SRV_BIN" ./cmd/server)
+overlay=()
+if [[ ${FANOUT_PPROF:-} == 1 ]]; then
+	cat >"$WORK/pprof.go" <<'GO'
+package main
+
+import (
+	"net/http"
+	_ "net/http/pprof" // the profiling handlers, on http.DefaultServeMux
+	"os"
+)
+
+func init() {
+	if addr := os.Getenv("FANOUT_PPROF_ADDR"); addr != "" {
+		go func() { _ = http.ListenAndServe(addr, nil) }()
+	}
+}
+GO
+	printf '{"Replace": {"%s": "%s"}}\n' "$ROOT/cmd/server/zz_fanout_pprof.go" "$WORK/pprof.go" >"$WORK/overlay.json"
+	overlay=(-overlay "$WORK/overlay.json")
+fi
+(cd "$ROOT" && go build "${overlay[@]}" -o "$SRV_BIN" ./cmd/server)
 (cd "$ROOT/tools/fanout" && go build -o "$FANOUT_BIN" .)
 
 # ---------------------------------------------------------------- the repo
@@ -75,10 +101,13 @@ while tcp_open "$PORT"; do
 done
 ADDR="127.0.0.1:$PORT"
 git_port="${GIT_BASE_URL##*:}"
+PPROF_PORT=$((PORT + 1))
+while tcp_open "$PPROF_PORT"; do PPROF_PORT=$((PPROF_PORT + 1)); done
 stop_server() { stop_pid fanout-server "$SRV_PID" "$SRV_BIN" 20; }
 trap stop_server EXIT
-start_bg fanout-server "$SRV_PID" "$SRV_LOG" "$SRV_BIN" \
-	--listen "$ADDR" --buildkit-addr "$BUILDKIT_ADDR" \
+NICE=(nice -n "${FANOUT_NICE:-0}")
+FANOUT_PPROF_ADDR="127.0.0.1:$PPROF_PORT" start_bg_exe fanout-server "$SRV_PID" "$SRV_LOG" "$SRV_BIN" \
+	"${NICE[@]}" "$SRV_BIN" --listen "$ADDR" --buildkit-addr "$BUILDKIT_ADDR" \
 	--docker-config "$DOCKER_CONFIG" --builder-image "$BUILDER_IMAGE" --base-image "$BASE_IMAGE" \
 	--goproxy "$(go env GOPROXY)" --allow-insecure-git --data-dir "$SRV_DIR" \
 	--allow-loopback-hosts --allowed-ports "$git_port" --build-user 65534:65534
@@ -86,10 +115,26 @@ wait_until fanout-server 30 "$SRV_PID" "$SRV_BIN" "$SRV_LOG" tcp_open "$PORT"
 
 # ---------------------------------------------------------------- the run
 log "fan-out: $WATCHERS watchers over $CONNS connections of one build ($FLAGS) of $SHA"
+if [[ ${FANOUT_PPROF:-} == 1 ]]; then
+	# Once the watchers are attached and the build runs: 30 s of CPU.
+	(
+		sleep 15
+		curl -sf -o "$WORK/cpu.pprof" "http://127.0.0.1:$PPROF_PORT/debug/pprof/profile?seconds=30" &&
+			curl -sf -o "$WORK/heap.pprof" "http://127.0.0.1:$PPROF_PORT/debug/pprof/heap"
+	) &
+	pprof_job=$!
+fi
 rc=0
-"$FANOUT_BIN" -addr "$ADDR" -watchers "$WATCHERS" -conns "$CONNS" \
+"${NICE[@]}" "$FANOUT_BIN" -addr "$ADDR" -watchers "$WATCHERS" -conns "$CONNS" \
 	-repo "$GIT_BASE_URL/fanout.git" -commit "$SHA" -tag "$REGISTRY_ADDR/bench/fanout:latest" \
 	-build-flags "$FLAGS" -server-pid "$(cat "$SRV_PID")" || rc=$?
+if [[ ${FANOUT_PPROF:-} == 1 ]]; then
+	if wait "$pprof_job"; then
+		printf '  profiles: go tool pprof -top %s %s (and %s)\n' "$SRV_BIN" "$WORK/cpu.pprof" "$WORK/heap.pprof"
+	else
+		warn "no profile (the build ended before 45 s?)"
+	fi
+fi
 cores="$(nproc)"
 printf '  machine: %s, %s CPU cores shared by the server, buildkitd, the build and the %s watchers\n' \
 	"$(uname -m)" "$cores" "$WATCHERS"

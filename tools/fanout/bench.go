@@ -1,10 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -22,12 +25,17 @@ type report struct {
 	watchers []*watcher
 	conns    int
 	attach   time.Duration // from the first WatchBuild call to the last
+	start    time.Time     // when StartBuild was called
 	elapsed  time.Duration // from StartBuild to the last stream's end
 	// RSS of the server: before the build, the peak sampled during the
 	// run, and VmHWM (the peak since the server started) after it.
 	idleRSS, peakRSS, hwm int64
 	samples               int
 	rssErr                error
+	// CPU time the server and this process used during the run.
+	serverCPU, clientCPU time.Duration
+	// events are what each event was, as the first watcher got them.
+	events []eventInfo
 }
 
 // run starts (or names) the build, watches it with cfg.watchers streams
@@ -63,7 +71,10 @@ func run(ctx context.Context, cfg config) (*report, error) {
 		sampled.Go(func() { sampler.run(sctx, cfg.every) })
 	}
 
+	cpu0, _ := readCPU(cfg.serverPID)
+	self0 := selfCPU()
 	start := time.Now()
+	rep.start = start
 	rep.buildID = cfg.buildID
 	if rep.buildID == "" {
 		resp, err := clients[0].StartBuild(ctx, &buildv1.StartBuildRequest{Request: &buildv1.CreateImageRequest{
@@ -79,12 +90,21 @@ func run(ctx context.Context, cfg config) (*report, error) {
 	var wg sync.WaitGroup
 	for i := range rep.watchers {
 		w := &watcher{}
+		if i == 0 {
+			w.events = &rep.events
+		}
 		rep.watchers[i] = w
 		c := clients[i%len(clients)]
 		wg.Go(func() { w.watch(ctx, c, rep.buildID) })
 	}
 	wg.Wait()
 	rep.elapsed = time.Since(start)
+	rep.clientCPU = selfCPU() - self0
+	if cfg.serverPID > 0 {
+		if cpu1, err := readCPU(cfg.serverPID); err == nil {
+			rep.serverCPU = cpu1 - cpu0
+		}
+	}
 	first, last := rep.watchers[0].opened, rep.watchers[0].opened
 	for _, w := range rep.watchers {
 		first, last = minTime(first, w.opened), maxTime(last, w.opened)
@@ -190,6 +210,13 @@ func (r *report) print(out io.Writer, cfg config) {
 		fmt.Fprintf(out, "  server RSS                     idle %s, peak %s (%d samples every %s), VmHWM %s\n",
 			mib(r.idleRSS), mib(r.peakRSS), r.samples, cfg.every, mib(r.hwm))
 	}
+	fmt.Fprintf(out, "  CPU used during the run         server %s, watchers (this process) %s\n",
+		r.serverCPU.Round(10*time.Millisecond), r.clientCPU.Round(10*time.Millisecond))
+	fmt.Fprintf(out, "  slowest events (worst latency over the watchers; burst: events recorded in the 100 ms before it):\n")
+	for _, s := range slowest(r.watchers, r.events, 5) {
+		fmt.Fprintf(out, "    seq %-5d at +%5.1fs  %-7s %6d bytes  burst %4d  p50 %s  max %s\n",
+			s.seq, s.at.Sub(r.start).Seconds(), s.kind, s.size, s.burst, ms(s.p50), ms(s.max))
+	}
 	fmt.Fprintf(out, "  errors                         %d stream errors, %d watchers with missed/duplicate events\n", failed, bad)
 	if firstProblem != "" {
 		fmt.Fprintf(out, "  first problem                  %s\n", firstProblem)
@@ -233,4 +260,45 @@ func maxTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// slowEvent is one event's latency over the watchers.
+type slowEvent struct {
+	eventInfo
+	burst    int
+	p50, max time.Duration
+}
+
+// slowest returns the n events with the largest latency over the
+// watchers whose check passed, worst first.
+func slowest(ws []*watcher, events []eventInfo, n int) []slowEvent {
+	var out []slowEvent
+	for i, ev := range events {
+		var ds []time.Duration
+		for _, w := range ws {
+			if w.check.ok() && i < len(w.bySeq) {
+				ds = append(ds, w.bySeq[i])
+			}
+		}
+		if len(ds) == 0 {
+			continue
+		}
+		s := summarize(ds)
+		burst := 0
+		for j := i; j >= 0 && ev.at.Sub(events[j].at) <= 100*time.Millisecond; j-- {
+			burst++
+		}
+		out = append(out, slowEvent{eventInfo: ev, burst: burst, p50: s.P50, max: s.Max})
+	}
+	slices.SortFunc(out, func(a, b slowEvent) int { return cmp.Compare(b.max, a.max) })
+	return out[:min(n, len(out))]
+}
+
+// selfCPU is the CPU time this process has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

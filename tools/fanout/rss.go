@@ -110,3 +110,36 @@ func (s *rssSampler) peak() (int64, int, error) {
 
 // mib formats bytes as MiB.
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// parseCPU returns the user plus system CPU time in the text of
+// /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s).
+func parseCPU(b []byte) (time.Duration, error) {
+	// The command name (field 2) is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("stat: no command name")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state): utime is f[11], stime f[12].
+	if len(f) < 13 {
+		return 0, fmt.Errorf("stat: %d fields", len(f)+2)
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("stat: %w", err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}
+
+// readCPU reads pid's CPU time.
+func readCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read stat of %d: %w", pid, err)
+	}
+	return parseCPU(b)
+}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
@@ -19,7 +21,13 @@ type watcher struct {
 	// replay that of the events recorded before, which the server sent
 	// from its log as soon as the watcher attached.
 	live, replay []time.Duration
-	err          error
+	// bySeq holds every event's delivery latency in the order received
+	// (index i is seq i+1 when the check passed).
+	bySeq []time.Duration
+	// events, when not nil, keeps what each event was (for the report's
+	// slowest events); one watcher keeps it.
+	events *[]eventInfo
+	err    error
 }
 
 // watch follows build id from seq 0 until the stream ends and records
@@ -60,4 +68,37 @@ func (w *watcher) record(e *buildv1.BuildEvent, now time.Time) {
 	} else {
 		w.live = append(w.live, d)
 	}
+	w.bySeq = append(w.bySeq, d)
+	if w.events != nil {
+		*w.events = append(*w.events, eventInfo{seq: e.GetSeq(), at: at, kind: kindOf(e), size: proto.Size(e)})
+	}
+}
+
+// eventInfo is what one event was, for the report.
+type eventInfo struct {
+	seq  uint64
+	at   time.Time // the server's time
+	kind string
+	size int // bytes, marshalled
+}
+
+// kindOf names e's kind of event.
+func kindOf(e *buildv1.BuildEvent) string {
+	switch e.GetEvent().(type) {
+	case *buildv1.BuildEvent_State:
+		return "state"
+	case *buildv1.BuildEvent_Vertex:
+		return "vertex"
+	case *buildv1.BuildEvent_Status:
+		return "status"
+	case *buildv1.BuildEvent_Log:
+		return "log"
+	case *buildv1.BuildEvent_Warning:
+		return "warning"
+	case *buildv1.BuildEvent_Result:
+		return "result"
+	case *buildv1.BuildEvent_Error:
+		return "error"
+	}
+	return "unknown"
 }
