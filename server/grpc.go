@@ -22,6 +22,9 @@ const (
 	MaxConnectionIdle = 30 * time.Minute
 	// HandshakeTimeout bounds a new connection's handshake (TLS included).
 	HandshakeTimeout = 10 * time.Second
+	// EventCacheBytes bounds the encoded events kept for the streams that
+	// send them.
+	EventCacheBytes = 32 << 20
 )
 
 // GRPCServerOptions are the options the build service's gRPC server needs
@@ -30,9 +33,11 @@ const (
 // no client holds the server's memory or goroutines without bound. A watcher
 // that reads slowly holds at most gRPC's flow-control window of unsent
 // events: every watcher reads the one event log of a build through its own
-// cursor, and the log never waits for it.
+// cursor, and the log never waits for it. Each event of a log is encoded
+// once for all the streams that send it (eventCodec).
 func GRPCServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(newEventCodec(EventCacheBytes)),
 		grpc.MaxRecvMsgSize(MaxRequestBytes),
 		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
 		grpc.ConnectionTimeout(HandshakeTimeout),
