@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	bkllb "github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/solver/pb"
 	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
@@ -268,6 +269,35 @@ func envMap(env []string) map[string]string {
 	return m
 }
 
+// checkGoRoot checks the compile step's mount m of the Go root: with a
+// builder config (whose GOROOT is /usr/local/go), a read-only mount of a
+// copy of the builder image's /usr/local/go onto scratch; none without.
+func checkGoRoot(t *testing.T, g graph, s Spec, compile *pb.Op, m *pb.Mount) {
+	t.Helper()
+	if s.Builder.Config == nil {
+		if m != nil {
+			t.Errorf("Go root mounted with no builder config: %v", m)
+		}
+		return
+	}
+	if m == nil || !m.Readonly || m.Input == int64(pb.Empty) || m.MountType != pb.MountType_BIND {
+		t.Fatalf("Go root mount %v, want a read-only bind of a copy", m)
+	}
+	file := g.input(t, compile.Inputs[m.Input]).GetFile()
+	if file == nil || len(file.Actions) != 1 || file.Actions[0].GetCopy() == nil {
+		t.Fatalf("Go root mount's input is not one copy: %v", file)
+	}
+	a := file.Actions[0]
+	cp := a.GetCopy()
+	if cp.Src != "/usr/local/go" || cp.Dest != "/" || !cp.DirCopyContents || a.Input != int64(pb.Empty) {
+		t.Errorf("Go root copy %v (onto input %d), want /usr/local/go's contents onto scratch", cp, a.Input)
+	}
+	src := g.input(t, g.input(t, compile.Inputs[m.Input]).Inputs[a.SecondaryInput]).GetSource()
+	if src.GetIdentifier() != "docker-image://"+normalizedRef(s.Builder.Ref) {
+		t.Errorf("Go root copied from %q, want the builder image", src.GetIdentifier())
+	}
+}
+
 // checkDownload checks the download step the compile step's mount m comes
 // from: `go mod download` with the network, the module files of the
 // repository only, the module cache writable, no build cache.
@@ -485,9 +515,16 @@ func TestReadBack(t *testing.T) {
 			for _, m := range exec.Mounts {
 				mounts[m.Dest] = m
 			}
-			if len(mounts) != 6 {
-				t.Errorf("want 6 mounts (/, /src, /out, 2 caches, the download step's), got %v", exec.Mounts)
+			// With a builder config that names GOROOT, the Go root is a
+			// seventh mount (see checkGoRoot).
+			wantMounts := 6
+			if s.Builder.Config != nil {
+				wantMounts++
 			}
+			if len(mounts) != wantMounts {
+				t.Errorf("want %d mounts (/, /src, /out, 2 caches, the download step's, the Go root with a builder config), got %v", wantMounts, exec.Mounts)
+			}
+			checkGoRoot(t, g, s, outOp, mounts["/usr/local/go"])
 			// No network; the module cache read-only, the build cache not.
 			if exec.Network != pb.NetMode_NONE {
 				t.Errorf("go build has network %v, want none", exec.Network)
@@ -833,5 +870,58 @@ func TestPrivateSources(t *testing.T) {
 		if hasCA != (step == "mod") {
 			t.Errorf("go %s: CA mount %v", step, hasCA)
 		}
+	}
+}
+
+func TestGoRootMount(t *testing.T) {
+	builder := bkllb.Image("registry.example/builder/go:1.26")
+	mounts := []string{SourceDir, GoModCachePath, GoCachePath, downloadedDir, OutputDir}
+	for _, tc := range []struct {
+		name string
+		env  []string // the builder config's Env; nil for no config
+		want string   // the mount's path; empty for none
+	}{
+		{"no config", nil, ""},
+		{"no GOROOT", []string{"PATH=/usr/local/go/bin"}, ""},
+		{"GOROOT", []string{"GOROOT=/usr/local/go"}, "/usr/local/go"},
+		{"elsewhere", []string{"GOROOT=/opt/go"}, "/opt/go"},
+		{"relative", []string{"GOROOT=go"}, ""},
+		{"not clean", []string{"GOROOT=/usr/local/go/"}, ""},
+		{"root", []string{"GOROOT=/"}, ""},
+		{"empty", []string{"GOROOT="}, ""},
+		{"holds the module cache", []string{"GOROOT=/go"}, ""},
+		{"inside the source", []string{"GOROOT=/src/go"}, ""},
+		{"prefix of a mount's name only", []string{"GOROOT=/sr"}, "/sr"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var cfg *parsedConfig
+			if tc.env != nil {
+				cfg = &parsedConfig{env: tc.env}
+			}
+			opts := goRootMount(builder, cfg, mounts)
+			st := bkllb.Scratch().Run(append([]bkllb.RunOption{bkllb.Args([]string{"true"})}, opts...)...).Root()
+			def, err := st.Marshal(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got string
+			for _, dt := range def.Def {
+				var op pb.Op
+				if err := proto.Unmarshal(dt, &op); err != nil {
+					t.Fatal(err)
+				}
+				for _, m := range op.GetExec().GetMounts() {
+					if m.Dest != "/" {
+						if got != "" || !m.Readonly {
+							t.Errorf("mounts %v, want at most one, read-only", op.GetExec().Mounts)
+						}
+						got = m.Dest
+					}
+				}
+			}
+			if got != tc.want {
+				t.Errorf("Go root mounted at %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

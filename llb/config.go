@@ -65,6 +65,16 @@ func (p *parsedConfig) hasEnv(key string) bool {
 	return false
 }
 
+// envValue is the value the config's Env gives key, if it sets it.
+func (p *parsedConfig) envValue(key string) (string, bool) {
+	for _, kv := range p.env {
+		if k, v, _ := strings.Cut(kv, "="); k == key {
+			return v, true
+		}
+	}
+	return "", false
+}
+
 // imageConfig is the config of the pushed image: the base image's config
 // (or a minimal one for a base without config) with the target platform,
 // the binary as entrypoint and the labels.
