@@ -1,53 +1,160 @@
 #!/usr/bin/env bash
-# Warm rebuild benchmark on the local stack: the build service (`buildsvc
-# build`) against a hand-written multi-stage Dockerfile built by `buildctl`
-# on the same buildkitd, from the same git repository, pushing to the same
-# registry.
+# `make bench`: the warm rebuild of a new commit, four ways, on generated
+# repositories of three sizes, on the local stack:
 #
-# The repository is testdata/sampleapp served as git://.../bench.git. One
-# warm-up build each fills the module and build caches; then every measured
-# build is of a NEW commit (pushed to the bare repo) whose dependencies are
-# already cached, which is the common case for a CI image build. The two
-# paths alternate, each on its own new commit. Medians of BENCH_RUNS (3).
+#   service     a buildsvc-server this script starts (same buildkitd, same
+#               registry as the stack's), driven by `buildsvc build -o json`
+#   ko          `ko build` (pinned, installed into .stack/bin) at its defaults
+#   dockerfile  buildctl + dockerfile.v0 (a hand-written multi-stage
+#               Dockerfile with cache mounts) on the same buildkitd
+#   floor       host `go build -trimpath` + a tar of the binary + `crane
+#               append` onto the base image, pushed to the same registry
 #
-# Cache sharing: the Dockerfile's cache mounts have their own ids (the
-# frontend derives them from the targets), so the two paths do not share a
-# cache; each is warmed by its own warm-up build.
+# The repositories (tools/bench/cmd/genrepos, deterministic): small (a main
+# package and 1 dependency module), medium (60 modules), large (250 modules
+# and a main package of 400 functions). Their dependency modules are served
+# by a module proxy of the bench's own on 127.0.0.1 (tools/bench/cmd/benchproxy);
+# they are not in sum.golang.org, so every way runs with
+# GONOSUMDB=bench.example (the go.sum files carry their real hashes).
+#
+# Each way builds each size once to warm its caches; then every measured
+# build is of a NEW commit (a change to the main package, the dependencies
+# unchanged), the ways interleaved (service, ko, dockerfile, floor, service,
+# ...) so that the noise of a shared machine spreads over all of them.
+# Medians of BENCH_RUNS (3). ko and the floor build from a local clone at the
+# same commit; the service and the Dockerfile from the git daemon.
+#
+# Then 4 concurrent warm builds (4 new commits of the medium repository at
+# once) through the service against the same 4 serially. The goals are
+# printed next to the figures, never enforced. Finally the fan-out benchmark
+# (scripts/bench-fanout.sh) if it exists.
+#
+# BENCH_RUNS (3), BENCH_SIZES ("small medium large"), BENCH_SEED (1).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 RUNS="${BENCH_RUNS:-3}"
+SIZES="${BENCH_SIZES:-small medium large}"
+SEED="${BENCH_SEED:-1}"
+KO_VERSION="v0.19.1"
+NOSUMDB="bench.example"
+GOAL_KO="0.90" GOAL_FLOOR="1.05" GOAL_CONC="0.80"
+
 bash "$ROOT/scripts/up.sh" >/dev/null
 bash "$ROOT/scripts/images.sh"
 load_env
-[[ -x $BIN/buildsvc ]] || die "$BIN/buildsvc is missing (scripts/up.sh builds it)"
+# The bench's server has no TLS and no callers: the CLI must not use the
+# stack's TLS settings and tokens.
+unset BUILDSVC_TLS_CA BUILDSVC_TOKEN_FILE BUILDSVC_TLS_CERT BUILDSVC_TLS_KEY BUILDSVC_SERVER
+[[ -x $BIN/buildsvc && -x $BIN/buildsvc-server && -x $BIN/buildctl ]] ||
+	die "$BIN/buildsvc, buildsvc-server or buildctl is missing (scripts/up.sh builds them)"
+
+ensure_bin ko "$KO_VERSION" env GOBIN="$BIN" go install "github.com/google/ko@$KO_VERSION"
+ensure_bin crane "$CRANE_VERSION" env GOBIN="$BIN" go install "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"
 
 WORK="$STACK/bench"
-BARE="$GIT_BASE_DIR/bench.git"
-CLONE="$WORK/repo"
-DF_DIR="$WORK/dockerfile"
+TOOLS="$WORK/tools"
+GEN="$WORK/gen"
 LOGDIR="$WORK/logs"
-rm -rf "$CLONE" "$LOGDIR"
-mkdir -p "$WORK" "$DF_DIR" "$LOGDIR"
+RESULTS="$WORK/results.txt"
+mkdir -p "$WORK" "$TOOLS" "$WORK/run"
+rm -rf "$LOGDIR" "$GEN"
+mkdir -p "$LOGDIR"
+
+log "building tools/bench"
+(cd "$ROOT/tools/bench" && go build -o "$TOOLS/" ./cmd/...)
+log "generating the repositories (seed $SEED)"
+"$TOOLS/genrepos" -out "$GEN" -seed "$SEED"
 
 export GIT_AUTHOR_NAME="buildsvc-bench" GIT_AUTHOR_EMAIL="bench@example.com" \
 	GIT_COMMITTER_NAME="buildsvc-bench" GIT_COMMITTER_EMAIL="bench@example.com"
 
-# The bench repo: created from the sample app once, then one commit per build.
-if [[ ! -d $BARE ]]; then
+# ---------------------------------------------------------------- daemons
+PROXY_PID="$WORK/run/proxy.pid"
+BSRV_PID="$WORK/run/server.pid"
+cleanup() {
+	stop_pid "bench server" "$BSRV_PID" "$BIN/buildsvc-server" 30 || true
+	stop_pid "bench proxy" "$PROXY_PID" "$TOOLS/benchproxy" 5 || true
+}
+trap cleanup EXIT
+stop_pid "bench server" "$BSRV_PID" "$BIN/buildsvc-server" 30
+stop_pid "bench proxy" "$PROXY_PID" "$TOOLS/benchproxy" 5
+
+rm -f "$WORK/run/proxy.url"
+start_bg "bench proxy" "$PROXY_PID" "$LOGDIR/proxy.log" "$TOOLS/benchproxy" \
+	-dir "$GEN/proxy" -url-file "$WORK/run/proxy.url"
+wait_until "bench proxy" 10 "$PROXY_PID" "$TOOLS/benchproxy" "$LOGDIR/proxy.log" test -s "$WORK/run/proxy.url"
+PROXY_URL="$(cat "$WORK/run/proxy.url")"
+
+# A port of its own for the bench's server (the stack's stays as it is).
+BPORT=$((SERVER_PORT + 20))
+while tcp_open "$BPORT"; do BPORT=$((BPORT + 1)); done
+BSRV_ADDR="127.0.0.1:$BPORT"
+# Like the stack's server (scripts/up.sh) but with the bench proxy as
+# GOPROXY and GONOSUMDB for its modules; its own data dir, no TLS. The
+# proxy is on loopback: the go build step reaches it like the integration
+# tests' proxies (the build steps use the host's network); the loopback and
+# port allowance is for the server's own connections to the git daemon.
+rm -rf "$WORK/server"
+start_bg "bench server" "$BSRV_PID" "$LOGDIR/server.log" "$BIN/buildsvc-server" \
+	--listen "$BSRV_ADDR" --buildkit-addr "$BUILDKIT_ADDR" \
+	--docker-config "$DOCKER_CONFIG_DIR" --builder-image "$BUILDER_IMAGE" --base-image "$BASE_IMAGE" \
+	--goproxy "$PROXY_URL" --gonosumdb "$NOSUMDB" --allow-insecure-git --data-dir "$WORK/server" \
+	--allow-loopback-hosts --allowed-ports "$GIT_PORT" --build-user 65534:65534
+wait_until "bench server" 30 "$BSRV_PID" "$BIN/buildsvc-server" "$LOGDIR/server.log" tcp_open "$BPORT"
+
+# ---------------------------------------------------------------- the ways
+DF_DIR="$WORK/dockerfile"
+mkdir -p "$DF_DIR"
+cat >"$DF_DIR/Dockerfile" <<'EOF'
+# Hand-written equivalent of what the build service does, for comparison.
+ARG BUILDER_IMAGE
+ARG BASE_IMAGE
+FROM ${BUILDER_IMAGE} AS build
+ARG GOPROXY
+ARG GONOSUMDB
+ENV HOME=/root GOPATH=/go GOMODCACHE=/go/pkg/mod GOCACHE=/root/.cache/go-build \
+    CGO_ENABLED=0 GOTOOLCHAIN=local GOPROXY=${GOPROXY} GONOSUMDB=${GONOSUMDB}
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/go/pkg/mod \
+    --mount=type=cache,target=/root/.cache/go-build \
+    go build -trimpath -o /out/app .
+
+FROM ${BASE_IMAGE}
+COPY --from=build /out/app /usr/local/bin/app
+ENTRYPOINT ["/usr/local/bin/app"]
+EOF
+
+# The host ways (ko, floor): the bench proxy, their own warm build caches, a
+# shared module cache. ko and the floor build with CGO_ENABLED=0 and
+# -trimpath, as the service does.
+HOSTENV=(GOPROXY="$PROXY_URL" GONOSUMDB="$NOSUMDB" GOFLAGS="-buildvcs=false" GOMODCACHE="$WORK/gomodcache"
+	CGO_ENABLED=0 GOTOOLCHAIN=local)
+
+# now: seconds since the epoch with nanoseconds.
+now() { date +%s.%N; }
+
+# The current size's settings, set by setup_size.
+SIZE="" BARE="" CLONE="" REPO_URL=""
+
+# setup_size NAME: a fresh bare repo on the git daemon with the generated
+# repository as its first commit, and a local clone.
+setup_size() {
+	SIZE="$1"
+	BARE="$GIT_BASE_DIR/bench-$SIZE.git"
+	CLONE="$WORK/$SIZE/repo"
+	REPO_URL="$GIT_BASE_URL/bench-$SIZE.git"
+	rm -rf "$BARE" "$CLONE"
+	mkdir -p "$WORK/$SIZE"
 	git init -q --bare -b main "$BARE"
-fi
-git init -q -b main "$CLONE"
-if git -C "$BARE" rev-parse -q --verify refs/heads/main >/dev/null; then
-	git -C "$CLONE" fetch -q "$BARE" main
-	git -C "$CLONE" reset -q --hard FETCH_HEAD
-else
-	cp -a "$ROOT/testdata/sampleapp/." "$CLONE/"
+	git init -q -b main "$CLONE"
+	cp -a "$GEN/repos/$SIZE/." "$CLONE/"
 	git -C "$CLONE" add -A
-	git -C "$CLONE" -c commit.gpgsign=false commit -q -m "bench: sampleapp"
+	git -C "$CLONE" -c commit.gpgsign=false commit -q -m "bench: generated $SIZE repository"
 	git -C "$CLONE" push -q "$BARE" main:main
-fi
+}
 
 # new_commit: a commit that changes the main package (so `go build`
 # recompiles and relinks it) with the dependencies unchanged; prints its sha.
@@ -61,86 +168,149 @@ new_commit() {
 	git -C "$CLONE" rev-parse HEAD
 }
 
-cat >"$DF_DIR/Dockerfile" <<'EOF'
-# Hand-written equivalent of what the build service does, for comparison.
-ARG BUILDER_IMAGE
-ARG BASE_IMAGE
-FROM ${BUILDER_IMAGE} AS build
-ARG GOPROXY
-ENV HOME=/root GOPATH=/go GOMODCACHE=/go/pkg/mod GOCACHE=/root/.cache/go-build \
-    CGO_ENABLED=0 GOTOOLCHAIN=local GOPROXY=${GOPROXY}
-WORKDIR /src
-COPY . .
-RUN --mount=type=cache,target=/go/pkg/mod \
-    --mount=type=cache,target=/root/.cache/go-build \
-    go build -trimpath -o /out/app .
-
-FROM ${BASE_IMAGE}
-COPY --from=build /out/app /usr/local/bin/app
-ENTRYPOINT ["/usr/local/bin/app"]
-EOF
-
-GOPROXY_VALUE="$(go env GOPROXY)"
-SVC_TAG="$REGISTRY_ADDR/bench/service:latest"
-DF_TAG="$REGISTRY_ADDR/bench/dockerfile:latest"
-
-# now: seconds since the epoch with nanoseconds.
-now() { date +%s.%N; }
-
-# build_service SHA LOG: one build through the build service.
+# build_service SHA LOG [TAG]: one build through the bench's server; LOG
+# gets the build's events (JSON lines) and the CLI's stderr.
 build_service() {
-	"$BIN/buildsvc" build --server "$BUILD_SERVER_ADDR" --repo "$GIT_BASE_URL/bench.git" \
-		--commit "$1" --tag "$SVC_TAG" >"$2" 2>&1
+	"$BIN/buildsvc" build --server "$BSRV_ADDR" --repo "$REPO_URL" --commit "$1" \
+		--tag "${3:-$REGISTRY_ADDR/bench/$SIZE-service:latest}" -o json --progress quiet >"$2" 2>"$2.stderr"
 }
 
-# build_dockerfile SHA LOG: the same commit through buildctl + Dockerfile.
+# build_ko SHA LOG: ko build of the clone (at SHA) at ko's defaults.
+build_ko() {
+	[[ "$(git -C "$CLONE" rev-parse HEAD)" == "$1" ]] || die "the clone is not at $1"
+	(cd "$CLONE" && env "${HOSTENV[@]}" GOCACHE="$WORK/gocache-ko" \
+		KO_DOCKER_REPO="$REGISTRY_ADDR/bench/$SIZE-ko" KO_DEFAULTBASEIMAGE="$BASE_IMAGE" \
+		"$BIN/ko" build --insecure-registry --bare .) >"$2" 2>&1
+}
+
+# build_dockerfile SHA LOG: the commit through buildctl + Dockerfile.
 build_dockerfile() {
 	"$BIN/buildctl" --addr "$BUILDKIT_ADDR" build --progress=plain \
 		--frontend dockerfile.v0 \
-		--opt "context=$GIT_BASE_URL/bench.git#$1" \
+		--opt "context=$REPO_URL#$1" \
 		--local "dockerfile=$DF_DIR" --opt dockerfilekey=dockerfile \
 		--opt "build-arg:BUILDER_IMAGE=$BUILDER_IMAGE" \
 		--opt "build-arg:BASE_IMAGE=$BASE_IMAGE" \
-		--opt "build-arg:GOPROXY=$GOPROXY_VALUE" \
-		--output "type=image,name=$DF_TAG,push=true" >"$2" 2>&1
+		--opt "build-arg:GOPROXY=$PROXY_URL" \
+		--opt "build-arg:GONOSUMDB=$NOSUMDB" \
+		--output "type=image,name=$REGISTRY_ADDR/bench/$SIZE-dockerfile:latest,push=true" >"$2" 2>&1
+}
+
+# build_floor SHA LOG: host go build + tar + crane append onto the base.
+build_floor() {
+	local dir="$WORK/$SIZE/floor"
+	[[ "$(git -C "$CLONE" rev-parse HEAD)" == "$1" ]] || die "the clone is not at $1"
+	rm -rf "$dir" && mkdir -p "$dir/layer/usr/local/bin"
+	{
+		(cd "$CLONE" && env "${HOSTENV[@]}" GOCACHE="$WORK/gocache-floor" \
+			go build -trimpath -o "$dir/layer/usr/local/bin/app" .) &&
+			tar -C "$dir/layer" -cf "$dir/layer.tar" usr &&
+			"$BIN/crane" append --insecure -b "$BASE_IMAGE" -f "$dir/layer.tar" \
+				-t "$REGISTRY_ADDR/bench/$SIZE-floor:latest"
+	} >"$2" 2>&1
 }
 
 # timed KIND N: build a new commit with KIND, print the seconds it took.
 timed() {
 	local kind="$1" n="$2" sha t0 t1 logf
 	sha="$(new_commit)"
-	logf="$LOGDIR/$kind-$n.log"
+	logf="$LOGDIR/$SIZE-$kind-$n.log"
 	t0="$(now)"
 	"build_$kind" "$sha" "$logf" || {
-		tail -n 40 "$logf" >&2
-		die "$kind build of $sha failed (log: $logf)"
+		tail -n 40 "$logf" "$logf.stderr" >&2 2>/dev/null || true
+		die "$kind build of $SIZE at $sha failed (log: $logf)"
 	}
 	t1="$(now)"
 	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
 }
 
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# goal RATIO MAX: "met" or "not met".
+goal() { awk -v r="$1" -v g="$2" 'BEGIN { print (r <= g ? "met" : "not met") }'; }
 
-log "warm-up: one build each (fills the module and build caches)"
-w_svc="$(timed service warmup)"
-w_df="$(timed dockerfile warmup)"
-log "warm-up took: service ${w_svc}s, dockerfile ${w_df}s"
+WAYS=(service ko dockerfile floor)
+: >"$RESULTS"
+out() { printf '%s\n' "$*" | tee -a "$RESULTS"; }
 
-svc=() df=()
-for ((i = 1; i <= RUNS; i++)); do
-	svc+=("$(timed service "$i")")
-	df+=("$(timed dockerfile "$i")")
-	log "run $i: service ${svc[-1]}s, dockerfile ${df[-1]}s"
+out "buildsvc benchmark, $(date -u +%FT%TZ), commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- llb server 2>/dev/null || echo ' (llb/ or server/ modified in the work tree)')"
+out "machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) memory, load $(cut -d' ' -f1-3 /proc/loadavg)"
+out "ko $KO_VERSION (defaults: gzip layers, an SBOM), crane $CRANE_VERSION, $(go version | cut -d' ' -f3), median of $RUNS warm rebuilds of a new commit"
+
+for size in $SIZES; do
+	[[ -d $GEN/repos/$size ]] || die "no generated repository $size"
+	setup_size "$size"
+	log "$SIZE: warm-up, one build each way"
+	for w in "${WAYS[@]}"; do
+		t="$(timed "$w" warmup)"
+		log "$SIZE warm-up $w: ${t}s"
+	done
+	declare -A times=()
+	for ((i = 1; i <= RUNS; i++)); do
+		line=""
+		for w in "${WAYS[@]}"; do
+			t="$(timed "$w" "$i")"
+			times[$w]+="$t "
+			line+=" $w ${t}s"
+		done
+		log "$SIZE run $i:$line"
+	done
+	declare -A med=()
+	for w in "${WAYS[@]}"; do
+		# shellcheck disable=SC2086 # the runs are words
+		med[$w]="$(median ${times[$w]})"
+	done
+	r_ko="$(ratio "${med[service]}" "${med[ko]}")"
+	r_floor="$(ratio "${med[service]}" "${med[floor]}")"
+	svc_logs=()
+	for ((i = 1; i <= RUNS; i++)); do svc_logs+=("$LOGDIR/$SIZE-service-$i.log"); done
+	declare -A ph=()
+	while read -r k v; do ph[$k]="$v"; done < <("$TOOLS/phases" "${svc_logs[@]}")
+	out ""
+	out "$(printf '%-19s %8s   %s' "$SIZE ($(grep -c '^bench.example.* h1:' "$GEN/repos/$SIZE/go.sum" | awk '{ print $1 / 2 }') mod.)" median "runs (s)")"
+	for w in "${WAYS[@]}"; do
+		out "$(printf '  %-17s %7.3fs   %s' "$w" "${med[$w]}" "${times[$w]}")"
+	done
+	out "$(printf '  %-17s %7s   goal <= %s: %s' service/ko "$r_ko" "$GOAL_KO" "$(goal "$r_ko" "$GOAL_KO")")"
+	out "$(printf '  %-17s %7s   goal <= %s: %s' service/floor "$r_floor" "$GOAL_FLOOR" "$(goal "$r_floor" "$GOAL_FLOOR")")"
+	out "$(printf '  service phases (medians, from its events): resolving %.3fs, queued %.3fs, building %.3fs (the go build step %.3fs), export+push %.3fs; first to last event %.3fs' \
+		"${ph[resolving]}" "${ph[queued]}" "${ph[building]}" "${ph[gobuild]}" "${ph[pushing]}" "${ph[events]}")"
+	unset times med ph
 done
 
-m_svc="$(median "${svc[@]}")"
-m_df="$(median "${df[@]}")"
-ratio="$(awk -v a="$m_svc" -v b="$m_df" 'BEGIN { printf "%.2f", a / b }')"
-cat <<EOF
+# ---------------------------------------------------------------- concurrency
+if [[ " $SIZES " == *" medium "* ]]; then
+	setup_size medium
+	log "concurrency: warm-up"
+	t="$(timed service cwarmup)"
+	shas=()
+	for k in 1 2 3 4; do shas+=("$(new_commit)"); done
+	log "concurrency: 4 builds at once"
+	t0="$(now)"
+	pids=()
+	for k in 1 2 3 4; do
+		build_service "${shas[k - 1]}" "$LOGDIR/conc-$k.log" "$REGISTRY_ADDR/bench/medium-conc$k:latest" &
+		pids+=($!)
+	done
+	for p in "${pids[@]}"; do wait "$p" || die "a concurrent build failed (logs: $LOGDIR/conc-*.log)"; done
+	t1="$(now)"
+	conc="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')"
+	log "concurrency: the same 4, one after another (new commits)"
+	serial=0
+	for k in 1 2 3 4; do
+		t="$(timed service "serial$k")"
+		serial="$(awk -v a="$serial" -v b="$t" 'BEGIN { printf "%.3f", a + b }')"
+	done
+	r_conc="$(ratio "$conc" "$serial")"
+	out ""
+	out "4 warm builds of the medium repository through the service: at once ${conc}s, one after another ${serial}s"
+	out "$(printf '  %-17s %7s   goal <= %s: %s' concurrent/serial "$r_conc" "$GOAL_CONC" "$(goal "$r_conc" "$GOAL_CONC")")"
+fi
+out ""
+out "The machine is shared: the figures are noisy, which is why the ways interleave. Logs: $LOGDIR; this table: $RESULTS"
 
-Warm rebuild of a new commit ($GIT_BASE_URL/bench.git, deps cached), median of $RUNS:
-  build service (buildsvc build)     ${m_svc}s   runs: ${svc[*]}
-  Dockerfile (buildctl, dockerfile.v0) ${m_df}s   runs: ${df[*]}
-  ratio service/dockerfile           ${ratio}
-Logs: $LOGDIR
-EOF
+cleanup
+trap - EXIT
+if [[ -f $ROOT/scripts/bench-fanout.sh ]]; then
+	bash "$ROOT/scripts/bench-fanout.sh"
+fi
