@@ -143,7 +143,11 @@ func gitLayerName(g *GitFiles) string {
 // BuilderConfig is the builder image's config. The environment is the one
 // `go build` needs in a container with no login: HOME, GOCACHE and
 // GOMODCACHE are explicit so that the build service's cache mounts (see
-// package llb) are the directories Go uses.
+// package llb) are the directories Go uses. GOROOT is explicit too: a
+// builder whose config names its Go root gets it mounted in the compile
+// step from a single-layer copy, a bind whose caches stay warm across
+// builds, instead of through the step's fresh overlay of the image (see
+// docs/performance.md).
 func BuilderConfig(s Spec) ocispecs.Image {
 	env := []string{
 		"PATH=" + GoRootPath + "/bin:" + GoPath + "/bin:/usr/local/bin:/usr/bin:/bin",
