@@ -37,10 +37,10 @@ images:
 ## demo: build testdata/sampleapp from git into an image, check it and run it
 demo:
 	bash scripts/demo.sh
-## test: go vet, unit tests, then the integration tests against the local stack
+## test: go vet, unit tests (server coverage printed), fuzz, buf lint, then the integration tests against the local stack
 test:
 	bash scripts/test.sh
-## bench: warm rebuild of a new commit, build service vs a Dockerfile via buildctl (medians of 3)
+## bench: warm rebuilds of 3 generated repos: the service vs ko, a Dockerfile and go build + crane (medians of 3), 4 concurrent builds, then the fan-out bench
 bench:
 	bash scripts/bench.sh
 
