@@ -25,6 +25,9 @@ go vet ./...
 
 log "tools/buildkit: go vet, deploy/buildkitd.toml check"
 (cd tools/buildkit && go vet ./cmd/... && go run ./cmd/checkconfig "$ROOT/deploy/buildkitd.toml")
+log "tools/bench, tools/fanout (the benchmarks' own modules): go vet, unit tests"
+(cd tools/bench && go vet ./... && go test ./...)
+(cd tools/fanout && go vet ./... && go test ./...)
 
 log "unit tests: go test ./..."
 t0=$SECONDS
