@@ -66,7 +66,9 @@ func FuzzParseRequest(f *testing.F) {
 				t.Fatalf("field error %#v lacks its field or reason", fe)
 			}
 			if u, uerr := url.Parse(strings.TrimSpace(repo)); uerr == nil && u.User != nil {
-				if _, hasPassword := u.User.Password(); hasPassword && strings.Contains(err.Error(), u.User.String()) {
+				// An empty password ("//:@") is no secret, and its ":" is in
+				// any message that names a URL scheme.
+				if pw, hasPassword := u.User.Password(); hasPassword && pw != "" && strings.Contains(err.Error(), u.User.String()) {
 					t.Fatalf("error %q shows the credentials of the git URL", err)
 				}
 			}
