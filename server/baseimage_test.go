@@ -11,12 +11,35 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"google.golang.org/grpc/codes"
 
 	"github.com/buildsvc/buildsvc/egress"
 )
+
+// pushRandomImage pushes a random image to tag and returns the tag and the
+// image's digest.
+func pushRandomImage(t *testing.T, tag string) (name.Tag, v1.Hash) {
+	t.Helper()
+	img, err := random.Image(64, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.NewTag(tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	dgst, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref, dgst
+}
 
 // A base image is asked for before the build is queued: one that exists is
 // pinned to its digest, one that does not is NotFound naming base_image,
@@ -25,18 +48,7 @@ func TestPinBaseImage(t *testing.T) {
 	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	defer reg.Close()
 	host := strings.TrimPrefix(reg.URL, "http://")
-	img, err := random.Image(64, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.NewTag(host + "/base/static:1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
-	dgst, _ := img.Digest()
+	ref, dgst := pushRandomImage(t, host+"/base/static:1")
 	s := &Server{}
 	loopback := egress.Allowance{Loopback: true, AnyPort: true}
 	ctx := context.Background()

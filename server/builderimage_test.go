@@ -11,10 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"google.golang.org/grpc/codes"
 
 	"github.com/buildsvc/buildsvc/egress"
@@ -35,15 +32,7 @@ func TestPinBuilderImage(t *testing.T) {
 	}))
 	defer reg.Close()
 	host := strings.TrimPrefix(reg.URL, "http://")
-	img, err := random.Image(64, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, _ := name.NewTag(host + "/builder/go:1")
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
-	dgst, _ := img.Digest()
+	ref, dgst := pushRandomImage(t, host+"/builder/go:1")
 	manifestRequests.Store(0) // remote.Write asked too
 	loopback := egress.Allowance{Loopback: true, AnyPort: true}
 	ctx := context.Background()
@@ -61,7 +50,7 @@ func TestPinBuilderImage(t *testing.T) {
 
 	missing := &Server{cfg: Config{BuilderImage: host + "/builder/missing:1"}}
 	for range 2 {
-		_, err = missing.pinBuilderImage(ctx, loopback, nil, nil)
+		_, err := missing.pinBuilderImage(ctx, loopback, nil, nil)
 		nf, ok := errors.AsType[*notFoundField](err)
 		if !ok || nf.field != "builder_image" || errorCode(err) != codes.NotFound || !strings.Contains(err.Error(), "--builder-image") {
 			t.Fatalf("a missing builder: %v (code %v)", err, errorCode(err))
