@@ -1,9 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"strings"
-
 	"github.com/urfave/cli/v2"
 )
 
@@ -17,16 +14,6 @@ type example struct {
 // the help template as string literals, so that the braces of a --format
 // example are printed, not run.
 func withExamples(c *cli.Command, examples ...example) *cli.Command {
-	var b strings.Builder
-	b.WriteString(strings.TrimRight(cli.CommandHelpTemplate, "\n"))
-	b.WriteString("\n\nEXAMPLES:")
-	for i, ex := range examples {
-		if i > 0 {
-			b.WriteString("\n")
-		}
-		fmt.Fprintf(&b, "\n   {{%q}}\n   {{%q}}", "# "+ex.does, ex.line)
-	}
-	b.WriteString("\n")
-	c.CustomHelpTemplate = b.String()
+	c.CustomHelpTemplate = examplesTemplate(cli.CommandHelpTemplate, examples...)
 	return c
 }
