@@ -197,7 +197,7 @@ ensure_registry2() {
 	chmod 700 "$REG2_DIR"
 	random_secret "$REGISTRY2_PASSWORD_FILE" b64
 	if [[ ! -s $htpasswd || $REGISTRY2_PASSWORD_FILE -nt $htpasswd ]] ||
-		! grep -q "^$REGISTRY2_USER:" "$htpasswd"; then
+		! grep -q "^$REGISTRY2_USER:[$]2a[$]04[$]" "$htpasswd"; then
 		(
 			umask 077
 			"$BIN/htpasswd" "$REGISTRY2_USER" "$REGISTRY2_PASSWORD_FILE" >"$htpasswd.tmp"

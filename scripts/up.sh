@@ -100,7 +100,7 @@ chmod 600 "$PASSWORD_FILE"
 HTPASSWD="$REG_DIR/htpasswd"
 reg_changed=0
 if [[ ! -s $HTPASSWD || $PASSWORD_FILE -nt $HTPASSWD ]] ||
-	! grep -q "^$REGISTRY_USER:" "$HTPASSWD"; then
+	! grep -q "^$REGISTRY_USER:[$]2a[$]04[$]" "$HTPASSWD"; then
 	(
 		umask 077
 		"$BIN/htpasswd" "$REGISTRY_USER" "$PASSWORD_FILE" >"$HTPASSWD.tmp"

@@ -2,6 +2,14 @@
 // local registry's auth.htpasswd. The password is read from a file so it
 // never appears on a command line.
 //
+// The hash uses bcrypt's minimum cost (4). The registry checks basic auth
+// on every request, and at the default cost (10) each check took 75-145 ms
+// on the 2-core machines here: a push of three layers, which makes four
+// rounds of requests, spent about 0.45 s in bcrypt alone, a cost no
+// production registry has (they check a bearer token per request). The
+// passwords are 32 random characters, so the cost adds nothing to their
+// strength.
+//
 //	htpasswd USER PASSWORD_FILE > htpasswd
 package main
 
@@ -33,7 +41,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "htpasswd: empty password")
 		os.Exit(1)
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.DefaultCost)
+	hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "htpasswd:", err)
 		os.Exit(1)
