@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/moby/buildkit/session"
 	"github.com/moby/buildkit/session/sshforward"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
@@ -16,52 +15,70 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// sshAgent is a session attachable that forwards an ssh agent holding one
-// key, in memory, under one id: BuildKit's git source signs with it through
-// the socket it mounts for git's ssh. The agent only signs: it cannot be
-// asked for the key, and keys cannot be added or removed.
-type sshAgent struct {
-	sshforward.UnimplementedSSHServer
-	id      string
-	keyring agent.Agent
+// Socket is a socket BuildKit forwards into a build step through the
+// session's ssh forwarding under ID (llb.AddSSHSocket with that id): each
+// connection the step makes is handed to Serve, which owns it and closes it
+// when done. Nothing listens on the host: the connection exists only inside
+// this build's session.
+type Socket struct {
+	ID    string
+	Serve func(net.Conn)
 }
 
-func newAgent(id string, key []byte) (session.Attachable, error) {
+// forwarder is a session attachable serving BuildKit's ssh forwarding for
+// the sockets of one build, by id: the ssh agent holding the repository's
+// key (BuildKit's git source signs with it through the socket it mounts
+// for git's ssh), and raw sockets such as the build-cache store's. A
+// session has one ssh forwarding service, so one forwarder serves them all.
+type forwarder struct {
+	sshforward.UnimplementedSSHServer
+	sockets map[string]func(net.Conn)
+}
+
+// agentSocket is the Socket of an ssh agent holding one key, in memory. The
+// agent only signs: it cannot be asked for the key, and keys cannot be
+// added or removed.
+func agentSocket(id string, key []byte) (Socket, error) {
 	k, err := ssh.ParseRawPrivateKey(key)
 	if err != nil {
-		return nil, errors.New("the ssh key is not an unencrypted private key")
+		return Socket{}, errors.New("the ssh key is not an unencrypted private key")
 	}
 	kr := agent.NewKeyring()
 	if err := kr.Add(agent.AddedKey{PrivateKey: k}); err != nil {
-		return nil, fmt.Errorf("ssh key: %w", err)
+		return Socket{}, fmt.Errorf("ssh key: %w", err)
 	}
-	return &sshAgent{id: id, keyring: signOnly{kr}}, nil
+	ro := signOnly{kr}
+	return Socket{ID: id, Serve: func(c net.Conn) {
+		defer c.Close()
+		_ = agent.ServeAgent(ro, c)
+	}}, nil
 }
 
 // Register implements session.Attachable.
-func (a *sshAgent) Register(s *grpc.Server) { sshforward.RegisterSSHServer(s, a) }
+func (f *forwarder) Register(s *grpc.Server) { sshforward.RegisterSSHServer(s, f) }
 
-func (a *sshAgent) knows(id string) error {
+func (f *forwarder) socket(id string) (func(net.Conn), error) {
 	if id == "" {
 		id = sshforward.DefaultID
 	}
-	if id != a.id {
-		return status.Errorf(codes.NotFound, "no ssh key %q in this build's session", id)
+	serve, ok := f.sockets[id]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no ssh key or socket %q in this build's session", id)
 	}
-	return nil
+	return serve, nil
 }
 
 // CheckAgent implements sshforward.SSHServer.
-func (a *sshAgent) CheckAgent(_ context.Context, req *sshforward.CheckAgentRequest) (*sshforward.CheckAgentResponse, error) {
-	if err := a.knows(req.GetID()); err != nil {
+func (f *forwarder) CheckAgent(_ context.Context, req *sshforward.CheckAgentRequest) (*sshforward.CheckAgentResponse, error) {
+	if _, err := f.socket(req.GetID()); err != nil {
 		return nil, err
 	}
 	return &sshforward.CheckAgentResponse{}, nil
 }
 
-// ForwardAgent implements sshforward.SSHServer: one agent connection,
-// served over the stream.
-func (a *sshAgent) ForwardAgent(stream sshforward.SSH_ForwardAgentServer) error {
+// ForwardAgent implements sshforward.SSHServer: one connection of the
+// step, served over the stream.
+func (f *forwarder) ForwardAgent(stream sshforward.SSH_ForwardAgentServer) error {
 	ctx := stream.Context()
 	var id string
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
@@ -69,15 +86,13 @@ func (a *sshAgent) ForwardAgent(stream sshforward.SSH_ForwardAgentServer) error 
 			id = v[0]
 		}
 	}
-	if err := a.knows(id); err != nil {
+	serve, err := f.socket(id)
+	if err != nil {
 		return err
 	}
 	ours, theirs := net.Pipe()
 	defer ours.Close()
-	go func() {
-		defer theirs.Close()
-		_ = agent.ServeAgent(a.keyring, theirs)
-	}()
+	go serve(theirs)
 	return sshforward.Copy(ctx, ours, stream, nil)
 }
 

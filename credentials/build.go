@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"net"
 	"net/url"
 	"slices"
 	"sort"
@@ -143,9 +144,9 @@ func (b *Build) SecretEnvNames() []string {
 
 // Attachables returns the session attachables of the build: registry auth
 // (the request's registries, then docker, the server's docker config for
-// the build's tenant), the secrets, and the ssh agent holding the
-// repository's key if it has one.
-func (b *Build) Attachables(docker *configfile.ConfigFile) ([]session.Attachable, error) {
+// the build's tenant), the secrets, and the ssh forwarding of the ssh agent
+// holding the repository's key if it has one and of the given sockets.
+func (b *Build) Attachables(docker *configfile.ConfigFile, sockets ...Socket) ([]session.Attachable, error) {
 	out := []session.Attachable{
 		authprovider.NewDockerAuthProvider(authprovider.DockerAuthProviderConfig{
 			AuthConfigProvider: b.registryAuth(docker),
@@ -153,11 +154,21 @@ func (b *Build) Attachables(docker *configfile.ConfigFile) ([]session.Attachable
 		secretsprovider.FromMap(b.Secrets()),
 	}
 	if len(b.Git.SSHKey) > 0 {
-		a, err := newAgent(llb.GitSSHID, b.Git.SSHKey)
+		a, err := agentSocket(llb.GitSSHID, b.Git.SSHKey)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, a)
+		sockets = append([]Socket{a}, sockets...)
+	}
+	if len(sockets) > 0 {
+		f := &forwarder{sockets: map[string]func(net.Conn){}}
+		for _, s := range sockets {
+			if _, dup := f.sockets[s.ID]; dup {
+				return nil, fmt.Errorf("two sockets with the id %q", s.ID)
+			}
+			f.sockets[s.ID] = s.Serve
+		}
+		out = append(out, f)
 	}
 	return out, nil
 }

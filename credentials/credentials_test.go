@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -291,3 +292,63 @@ func (c staticCaller) Supports(string) bool                        { return true
 func (c staticCaller) Conn() *grpc.ClientConn                      { return c.cc }
 func (c staticCaller) Context(ctx context.Context) context.Context { return ctx }
 func (c staticCaller) SharedKey() string                           { return "" }
+
+// TestSockets forwards a raw socket beside the git agent, as buildkitd
+// forwards a step's llb.AddSSHSocket: the bytes reach the socket's Serve
+// and its answer comes back; ids are distinct.
+func TestSockets(t *testing.T) {
+	echo := Socket{ID: "echo", Serve: func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(c, buf); err == nil {
+			_, _ = c.Write(append([]byte("got "), buf...))
+		}
+	}}
+	b := &Build{Git: Git{SSHKey: testKey(t)}}
+	if _, err := b.Attachables(nil, echo, echo); err == nil {
+		t.Error("two sockets with one id were accepted")
+	}
+	if _, err := b.Attachables(nil, Socket{ID: llb.GitSSHID, Serve: echo.Serve}); err == nil {
+		t.Error("a socket with the git agent's id was accepted")
+	}
+	atts, err := b.Attachables(nil, echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	for _, a := range atts {
+		a.Register(srv)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Stop()
+	cc, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx := context.Background()
+	c := sshforward.NewSSHClient(cc)
+	for _, id := range []string{"echo", llb.GitSSHID} {
+		if _, err := c.CheckAgent(ctx, &sshforward.CheckAgentRequest{ID: id}); err != nil {
+			t.Errorf("CheckAgent %s: %v", id, err)
+		}
+	}
+	stream, err := c.ForwardAgent(metadata.AppendToOutgoingContext(ctx, sshforward.KeySSHID, "echo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, theirs := net.Pipe()
+	go func() { _ = sshforward.Copy(ctx, theirs, stream, stream.CloseSend) }()
+	if _, err := ours.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 9)
+	if _, err := io.ReadFull(ours, got); err != nil || string(got) != "got hello" {
+		t.Errorf("read %q, %v; want %q", got, err, "got hello")
+	}
+	ours.Close()
+}
