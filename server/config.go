@@ -98,6 +98,13 @@ type Config struct {
 	// caches apart. Letters, digits, '.', '_' and '-', at most 64. Empty
 	// uses the stable ids llb.GoModCacheID and llb.GoBuildCacheID.
 	CacheNamespace string
+	// Builders, when set, gives each build its buildkitd (an ephemeral
+	// one per build, say); nil runs every build on BuildKit's client.
+	Builders Builders
+	// CacheScope says which builds share the Go caches, on buildkitd and in
+	// the module proxy and build-cache store: CacheScopeService (the
+	// default, also for "") or CacheScopeRepositoryOwner.
+	CacheScope string
 	// AllowInsecureGit accepts file:// and plain http:// repositories, for
 	// local development and tests. Off in production.
 	AllowInsecureGit bool
@@ -198,6 +205,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if _, _, err := llb.ParseUser(c.BuildUser); err != nil {
 		return c, fmt.Errorf("config: build user: %w", err)
+	}
+	if !validCacheScope(c.CacheScope) {
+		return c, fmt.Errorf("config: cache scope %.70q: want %q or %q", c.CacheScope, CacheScopeService, CacheScopeRepositoryOwner)
 	}
 	if !validCacheNamespace(c.CacheNamespace) {
 		return c, fmt.Errorf("config: cache namespace %.70q: only letters, digits, '.', '_' and '-', at most 64", c.CacheNamespace)

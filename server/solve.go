@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,7 +29,12 @@ import (
 // solve runs the build graph on buildkitd, which pushes the image, and
 // streams BuildKit's progress into the build's log.
 func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.BuildResult, error) {
-	workers, err := s.bk.ListWorkers(ctx)
+	bk, builderName, release, err := s.acquireBuilder(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	workers, err := bk.ListWorkers(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBuildkitUnavailable, err)
 	}
@@ -99,7 +105,7 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 	}
 
 	first, _ := b.log.stats()
-	resp, err := s.runBuild(ctx, b, opt, build)
+	resp, err := s.runBuild(ctx, bk, b, opt, build)
 	if err != nil && ctx.Err() == nil && compileMissedModules(b.log, first) {
 		// BuildKit reused a download step whose modules have since been
 		// pruned from the cache: run the download again, under a new
@@ -108,7 +114,7 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		b.log.append(modulesRefetched())
 		generation = s.nextModulesGeneration(genKey, generation)
 		s.cfg.Logger.Warn("module cache lacked modules; downloading again", "build", b.id, "generation", generation)
-		resp, err = s.runBuild(ctx, b, opt, build)
+		resp, err = s.runBuild(ctx, bk, b, opt, build)
 	}
 	if err != nil {
 		if ctx.Err() == nil {
@@ -125,11 +131,12 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		return nil, err
 	}
 	return &buildv1.BuildResult{
-		Image:  tag.Context().Digest(dgst).Name(),
-		Tag:    b.req.Tag,
-		Tags:   b.req.Tags,
-		Digest: dgst,
-		Commit: sha,
+		Image:   tag.Context().Digest(dgst).Name(),
+		Tag:     b.req.Tag,
+		Tags:    b.req.Tags,
+		Digest:  dgst,
+		Commit:  sha,
+		Builder: builderName,
 	}, nil
 }
 
@@ -148,7 +155,7 @@ func pushingMessage(tags []string) string {
 
 // runBuild runs one gateway build on buildkitd and streams its progress
 // into b's log.
-func (s *Server) runBuild(ctx context.Context, b *build, opt client.SolveOpt, build gateway.BuildFunc) (*client.SolveResponse, error) {
+func (s *Server) runBuild(ctx context.Context, bk BuildKitClient, b *build, opt client.SolveOpt, build gateway.BuildFunc) (*client.SolveResponse, error) {
 	statusCh := make(chan *client.SolveStatus)
 	var resp *client.SolveResponse
 	eg, ectx := errgroup.WithContext(ctx)
@@ -163,7 +170,7 @@ func (s *Server) runBuild(ctx context.Context, b *build, opt client.SolveOpt, bu
 	})
 	eg.Go(func() error {
 		var err error
-		resp, err = s.bk.Build(ectx, opt, "buildsvc", build, statusCh)
+		resp, err = bk.Build(ectx, opt, "buildsvc", build, statusCh)
 		return err
 	})
 	if err := eg.Wait(); err != nil {
@@ -300,7 +307,12 @@ func (s *Server) buildCacheIDs(tenant string, r *request) (mod, build string) {
 	if strings.Trim(s.goPrivate(r), ",") != "" || ownCreds {
 		cfg.PerTenantModuleCache = true
 	}
-	return cfg.cacheIDs(tenant)
+	mod, build = cfg.cacheIDs(tenant)
+	if cfg.CacheScope == CacheScopeRepositoryOwner {
+		suffix := ownerSuffix(r.Repo)
+		mod, build = cmp.Or(mod, llb.GoModCacheID)+suffix, cmp.Or(build, llb.GoBuildCacheID)+suffix
+	}
+	return mod, build
 }
 
 // joinList joins two comma-separated lists, either of which may be empty.

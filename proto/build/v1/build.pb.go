@@ -1985,7 +1985,14 @@ type BuildResult struct {
 	// The commit SHA that was built.
 	Commit string `protobuf:"bytes,4,opt,name=commit,proto3" json:"commit,omitempty"`
 	// Every tag that was pushed, in the request's order (tag is the first).
-	Tags          []string `protobuf:"bytes,5,rep,name=tags,proto3" json:"tags,omitempty"`
+	Tags []string `protobuf:"bytes,5,rep,name=tags,proto3" json:"tags,omitempty"`
+	// What the build took from and gave to the service's caches that outlive
+	// a buildkitd: the module proxy and the Go build-cache store. Unset when
+	// the server runs neither.
+	CacheUsage *CacheUsage `protobuf:"bytes,6,opt,name=cache_usage,json=cacheUsage,proto3" json:"cache_usage,omitempty"`
+	// The buildkitd the build ran on: "buildkitd" for the server's own, or
+	// the name of the ephemeral builder it got.
+	Builder       string `protobuf:"bytes,7,opt,name=builder,proto3" json:"builder,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2055,6 +2062,153 @@ func (x *BuildResult) GetTags() []string {
 	return nil
 }
 
+func (x *BuildResult) GetCacheUsage() *CacheUsage {
+	if x != nil {
+		return x.CacheUsage
+	}
+	return nil
+}
+
+func (x *BuildResult) GetBuilder() string {
+	if x != nil {
+		return x.Builder
+	}
+	return ""
+}
+
+// CacheUsage is one build's use of the service's caches.
+type CacheUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Module proxy requests answered from its cache.
+	ModuleHits int64 `protobuf:"varint,1,opt,name=module_hits,json=moduleHits,proto3" json:"module_hits,omitempty"`
+	// Module proxy requests fetched from the upstream proxy or origin.
+	ModuleMisses int64 `protobuf:"varint,2,opt,name=module_misses,json=moduleMisses,proto3" json:"module_misses,omitempty"`
+	// Bytes the proxy served from its cache, and fetched from upstream.
+	ModuleBytesCached  int64 `protobuf:"varint,3,opt,name=module_bytes_cached,json=moduleBytesCached,proto3" json:"module_bytes_cached,omitempty"`
+	ModuleBytesFetched int64 `protobuf:"varint,4,opt,name=module_bytes_fetched,json=moduleBytesFetched,proto3" json:"module_bytes_fetched,omitempty"`
+	// Time the proxy spent fetching from upstream for the build.
+	ModuleFetchTime *durationpb.Duration `protobuf:"bytes,5,opt,name=module_fetch_time,json=moduleFetchTime,proto3" json:"module_fetch_time,omitempty"`
+	// Go build-cache (GOCACHEPROG) lookups the store answered, and missed.
+	BuildCacheHits   int64 `protobuf:"varint,6,opt,name=build_cache_hits,json=buildCacheHits,proto3" json:"build_cache_hits,omitempty"`
+	BuildCacheMisses int64 `protobuf:"varint,7,opt,name=build_cache_misses,json=buildCacheMisses,proto3" json:"build_cache_misses,omitempty"`
+	// Entries the build put into the store.
+	BuildCachePuts int64 `protobuf:"varint,8,opt,name=build_cache_puts,json=buildCachePuts,proto3" json:"build_cache_puts,omitempty"`
+	// Bytes read from and written to the store.
+	BuildCacheBytesRead    int64 `protobuf:"varint,9,opt,name=build_cache_bytes_read,json=buildCacheBytesRead,proto3" json:"build_cache_bytes_read,omitempty"`
+	BuildCacheBytesWritten int64 `protobuf:"varint,10,opt,name=build_cache_bytes_written,json=buildCacheBytesWritten,proto3" json:"build_cache_bytes_written,omitempty"`
+	// Time spent in the store's calls.
+	BuildCacheTime *durationpb.Duration `protobuf:"bytes,11,opt,name=build_cache_time,json=buildCacheTime,proto3" json:"build_cache_time,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CacheUsage) Reset() {
+	*x = CacheUsage{}
+	mi := &file_build_v1_build_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheUsage) ProtoMessage() {}
+
+func (x *CacheUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheUsage.ProtoReflect.Descriptor instead.
+func (*CacheUsage) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *CacheUsage) GetModuleHits() int64 {
+	if x != nil {
+		return x.ModuleHits
+	}
+	return 0
+}
+
+func (x *CacheUsage) GetModuleMisses() int64 {
+	if x != nil {
+		return x.ModuleMisses
+	}
+	return 0
+}
+
+func (x *CacheUsage) GetModuleBytesCached() int64 {
+	if x != nil {
+		return x.ModuleBytesCached
+	}
+	return 0
+}
+
+func (x *CacheUsage) GetModuleBytesFetched() int64 {
+	if x != nil {
+		return x.ModuleBytesFetched
+	}
+	return 0
+}
+
+func (x *CacheUsage) GetModuleFetchTime() *durationpb.Duration {
+	if x != nil {
+		return x.ModuleFetchTime
+	}
+	return nil
+}
+
+func (x *CacheUsage) GetBuildCacheHits() int64 {
+	if x != nil {
+		return x.BuildCacheHits
+	}
+	return 0
+}
+
+func (x *CacheUsage) GetBuildCacheMisses() int64 {
+	if x != nil {
+		return x.BuildCacheMisses
+	}
+	return 0
+}
+
+func (x *CacheUsage) GetBuildCachePuts() int64 {
+	if x != nil {
+		return x.BuildCachePuts
+	}
+	return 0
+}
+
+func (x *CacheUsage) GetBuildCacheBytesRead() int64 {
+	if x != nil {
+		return x.BuildCacheBytesRead
+	}
+	return 0
+}
+
+func (x *CacheUsage) GetBuildCacheBytesWritten() int64 {
+	if x != nil {
+		return x.BuildCacheBytesWritten
+	}
+	return 0
+}
+
+func (x *CacheUsage) GetBuildCacheTime() *durationpb.Duration {
+	if x != nil {
+		return x.BuildCacheTime
+	}
+	return nil
+}
+
 // BuildError is why a build ended without an image. A call that fails
 // because its build failed carries it as a detail of its status.
 type BuildError struct {
@@ -2115,7 +2269,7 @@ type BuildError struct {
 
 func (x *BuildError) Reset() {
 	*x = BuildError{}
-	mi := &file_build_v1_build_proto_msgTypes[21]
+	mi := &file_build_v1_build_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2127,7 +2281,7 @@ func (x *BuildError) String() string {
 func (*BuildError) ProtoMessage() {}
 
 func (x *BuildError) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[21]
+	mi := &file_build_v1_build_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2140,7 +2294,7 @@ func (x *BuildError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildError.ProtoReflect.Descriptor instead.
 func (*BuildError) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{21}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BuildError) GetCode() int32 {
@@ -2234,7 +2388,7 @@ type BuildInfo struct {
 
 func (x *BuildInfo) Reset() {
 	*x = BuildInfo{}
-	mi := &file_build_v1_build_proto_msgTypes[22]
+	mi := &file_build_v1_build_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2246,7 +2400,7 @@ func (x *BuildInfo) String() string {
 func (*BuildInfo) ProtoMessage() {}
 
 func (x *BuildInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[22]
+	mi := &file_build_v1_build_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2259,7 +2413,7 @@ func (x *BuildInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildInfo.ProtoReflect.Descriptor instead.
 func (*BuildInfo) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{22}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BuildInfo) GetBuildId() string {
@@ -2526,13 +2680,31 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x05level\x18\x02 \x01(\x03R\x05level\x12\x14\n" +
 	"\x05short\x18\x03 \x01(\tR\x05short\x12\x16\n" +
 	"\x06detail\x18\x04 \x03(\tR\x06detail\x12\x10\n" +
-	"\x03url\x18\x05 \x01(\tR\x03url\"y\n" +
+	"\x03url\x18\x05 \x01(\tR\x03url\"\xca\x01\n" +
 	"\vBuildResult\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x10\n" +
 	"\x03tag\x18\x02 \x01(\tR\x03tag\x12\x16\n" +
 	"\x06digest\x18\x03 \x01(\tR\x06digest\x12\x16\n" +
 	"\x06commit\x18\x04 \x01(\tR\x06commit\x12\x12\n" +
-	"\x04tags\x18\x05 \x03(\tR\x04tags\"\x9e\x01\n" +
+	"\x04tags\x18\x05 \x03(\tR\x04tags\x125\n" +
+	"\vcache_usage\x18\x06 \x01(\v2\x14.build.v1.CacheUsageR\n" +
+	"cacheUsage\x12\x18\n" +
+	"\abuilder\x18\a \x01(\tR\abuilder\"\xb2\x04\n" +
+	"\n" +
+	"CacheUsage\x12\x1f\n" +
+	"\vmodule_hits\x18\x01 \x01(\x03R\n" +
+	"moduleHits\x12#\n" +
+	"\rmodule_misses\x18\x02 \x01(\x03R\fmoduleMisses\x12.\n" +
+	"\x13module_bytes_cached\x18\x03 \x01(\x03R\x11moduleBytesCached\x120\n" +
+	"\x14module_bytes_fetched\x18\x04 \x01(\x03R\x12moduleBytesFetched\x12E\n" +
+	"\x11module_fetch_time\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x0fmoduleFetchTime\x12(\n" +
+	"\x10build_cache_hits\x18\x06 \x01(\x03R\x0ebuildCacheHits\x12,\n" +
+	"\x12build_cache_misses\x18\a \x01(\x03R\x10buildCacheMisses\x12(\n" +
+	"\x10build_cache_puts\x18\b \x01(\x03R\x0ebuildCachePuts\x123\n" +
+	"\x16build_cache_bytes_read\x18\t \x01(\x03R\x13buildCacheBytesRead\x129\n" +
+	"\x19build_cache_bytes_written\x18\n" +
+	" \x01(\x03R\x16buildCacheBytesWritten\x12C\n" +
+	"\x10build_cache_time\x18\v \x01(\v2\x19.google.protobuf.DurationR\x0ebuildCacheTime\"\x9e\x01\n" +
 	"\n" +
 	"BuildError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
@@ -2608,7 +2780,7 @@ func file_build_v1_build_proto_rawDescGZIP() []byte {
 }
 
 var file_build_v1_build_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_build_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_build_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_build_v1_build_proto_goTypes = []any{
 	(LayerCompression)(0),         // 0: build.v1.LayerCompression
 	(BuildState)(0),               // 1: build.v1.BuildState
@@ -2633,72 +2805,76 @@ var file_build_v1_build_proto_goTypes = []any{
 	(*LogChunk)(nil),              // 20: build.v1.LogChunk
 	(*Warning)(nil),               // 21: build.v1.Warning
 	(*BuildResult)(nil),           // 22: build.v1.BuildResult
-	(*BuildError)(nil),            // 23: build.v1.BuildError
-	(*BuildInfo)(nil),             // 24: build.v1.BuildInfo
-	nil,                           // 25: build.v1.CreateImageRequest.EnvEntry
-	nil,                           // 26: build.v1.CreateImageRequest.LabelsEntry
-	nil,                           // 27: build.v1.CreateImageRequest.SecretEnvEntry
-	nil,                           // 28: build.v1.CreateImageRequest.BuildLabelsEntry
-	nil,                           // 29: build.v1.BuildInfo.LabelsEntry
-	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*CacheUsage)(nil),            // 23: build.v1.CacheUsage
+	(*BuildError)(nil),            // 24: build.v1.BuildError
+	(*BuildInfo)(nil),             // 25: build.v1.BuildInfo
+	nil,                           // 26: build.v1.CreateImageRequest.EnvEntry
+	nil,                           // 27: build.v1.CreateImageRequest.LabelsEntry
+	nil,                           // 28: build.v1.CreateImageRequest.SecretEnvEntry
+	nil,                           // 29: build.v1.CreateImageRequest.BuildLabelsEntry
+	nil,                           // 30: build.v1.BuildInfo.LabelsEntry
+	(*durationpb.Duration)(nil),   // 31: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
 }
 var file_build_v1_build_proto_depIdxs = []int32{
-	25, // 0: build.v1.CreateImageRequest.env:type_name -> build.v1.CreateImageRequest.EnvEntry
-	26, // 1: build.v1.CreateImageRequest.labels:type_name -> build.v1.CreateImageRequest.LabelsEntry
-	30, // 2: build.v1.CreateImageRequest.timeout:type_name -> google.protobuf.Duration
+	26, // 0: build.v1.CreateImageRequest.env:type_name -> build.v1.CreateImageRequest.EnvEntry
+	27, // 1: build.v1.CreateImageRequest.labels:type_name -> build.v1.CreateImageRequest.LabelsEntry
+	31, // 2: build.v1.CreateImageRequest.timeout:type_name -> google.protobuf.Duration
 	6,  // 3: build.v1.CreateImageRequest.git_credentials:type_name -> build.v1.GitCredentials
 	7,  // 4: build.v1.CreateImageRequest.registry_credentials:type_name -> build.v1.RegistryCredentials
 	8,  // 5: build.v1.CreateImageRequest.module_credentials:type_name -> build.v1.ModuleCredentials
-	27, // 6: build.v1.CreateImageRequest.secret_env:type_name -> build.v1.CreateImageRequest.SecretEnvEntry
-	28, // 7: build.v1.CreateImageRequest.build_labels:type_name -> build.v1.CreateImageRequest.BuildLabelsEntry
+	28, // 6: build.v1.CreateImageRequest.secret_env:type_name -> build.v1.CreateImageRequest.SecretEnvEntry
+	29, // 7: build.v1.CreateImageRequest.build_labels:type_name -> build.v1.CreateImageRequest.BuildLabelsEntry
 	0,  // 8: build.v1.CreateImageRequest.compression:type_name -> build.v1.LayerCompression
 	4,  // 9: build.v1.StartBuildRequest.request:type_name -> build.v1.CreateImageRequest
 	1,  // 10: build.v1.ListBuildsRequest.states:type_name -> build.v1.BuildState
-	24, // 11: build.v1.ListBuildsResponse.builds:type_name -> build.v1.BuildInfo
-	24, // 12: build.v1.CancelBuildResponse.build:type_name -> build.v1.BuildInfo
-	31, // 13: build.v1.BuildEvent.time:type_name -> google.protobuf.Timestamp
+	25, // 11: build.v1.ListBuildsResponse.builds:type_name -> build.v1.BuildInfo
+	25, // 12: build.v1.CancelBuildResponse.build:type_name -> build.v1.BuildInfo
+	32, // 13: build.v1.BuildEvent.time:type_name -> google.protobuf.Timestamp
 	17, // 14: build.v1.BuildEvent.state:type_name -> build.v1.StateChange
 	18, // 15: build.v1.BuildEvent.vertex:type_name -> build.v1.Vertex
 	19, // 16: build.v1.BuildEvent.status:type_name -> build.v1.VertexStatus
 	20, // 17: build.v1.BuildEvent.log:type_name -> build.v1.LogChunk
 	21, // 18: build.v1.BuildEvent.warning:type_name -> build.v1.Warning
 	22, // 19: build.v1.BuildEvent.result:type_name -> build.v1.BuildResult
-	23, // 20: build.v1.BuildEvent.error:type_name -> build.v1.BuildError
+	24, // 20: build.v1.BuildEvent.error:type_name -> build.v1.BuildError
 	1,  // 21: build.v1.StateChange.state:type_name -> build.v1.BuildState
-	31, // 22: build.v1.Vertex.started:type_name -> google.protobuf.Timestamp
-	31, // 23: build.v1.Vertex.completed:type_name -> google.protobuf.Timestamp
-	31, // 24: build.v1.VertexStatus.timestamp:type_name -> google.protobuf.Timestamp
-	31, // 25: build.v1.VertexStatus.started:type_name -> google.protobuf.Timestamp
-	31, // 26: build.v1.VertexStatus.completed:type_name -> google.protobuf.Timestamp
-	31, // 27: build.v1.LogChunk.timestamp:type_name -> google.protobuf.Timestamp
-	4,  // 28: build.v1.BuildInfo.request:type_name -> build.v1.CreateImageRequest
-	1,  // 29: build.v1.BuildInfo.state:type_name -> build.v1.BuildState
-	31, // 30: build.v1.BuildInfo.create_time:type_name -> google.protobuf.Timestamp
-	31, // 31: build.v1.BuildInfo.start_time:type_name -> google.protobuf.Timestamp
-	31, // 32: build.v1.BuildInfo.end_time:type_name -> google.protobuf.Timestamp
-	22, // 33: build.v1.BuildInfo.result:type_name -> build.v1.BuildResult
-	23, // 34: build.v1.BuildInfo.error:type_name -> build.v1.BuildError
-	29, // 35: build.v1.BuildInfo.labels:type_name -> build.v1.BuildInfo.LabelsEntry
-	4,  // 36: build.v1.Build.CreateImage:input_type -> build.v1.CreateImageRequest
-	5,  // 37: build.v1.Build.StartBuild:input_type -> build.v1.StartBuildRequest
-	10, // 38: build.v1.Build.WatchBuild:input_type -> build.v1.WatchBuildRequest
-	15, // 39: build.v1.Build.GetBuild:input_type -> build.v1.GetBuildRequest
-	11, // 40: build.v1.Build.ListBuilds:input_type -> build.v1.ListBuildsRequest
-	13, // 41: build.v1.Build.CancelBuild:input_type -> build.v1.CancelBuildRequest
-	2,  // 42: build.v1.AdminService.Cleanup:input_type -> build.v1.CleanupRequest
-	16, // 43: build.v1.Build.CreateImage:output_type -> build.v1.BuildEvent
-	9,  // 44: build.v1.Build.StartBuild:output_type -> build.v1.StartBuildResponse
-	16, // 45: build.v1.Build.WatchBuild:output_type -> build.v1.BuildEvent
-	24, // 46: build.v1.Build.GetBuild:output_type -> build.v1.BuildInfo
-	12, // 47: build.v1.Build.ListBuilds:output_type -> build.v1.ListBuildsResponse
-	14, // 48: build.v1.Build.CancelBuild:output_type -> build.v1.CancelBuildResponse
-	3,  // 49: build.v1.AdminService.Cleanup:output_type -> build.v1.CleanupResponse
-	43, // [43:50] is the sub-list for method output_type
-	36, // [36:43] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	32, // 22: build.v1.Vertex.started:type_name -> google.protobuf.Timestamp
+	32, // 23: build.v1.Vertex.completed:type_name -> google.protobuf.Timestamp
+	32, // 24: build.v1.VertexStatus.timestamp:type_name -> google.protobuf.Timestamp
+	32, // 25: build.v1.VertexStatus.started:type_name -> google.protobuf.Timestamp
+	32, // 26: build.v1.VertexStatus.completed:type_name -> google.protobuf.Timestamp
+	32, // 27: build.v1.LogChunk.timestamp:type_name -> google.protobuf.Timestamp
+	23, // 28: build.v1.BuildResult.cache_usage:type_name -> build.v1.CacheUsage
+	31, // 29: build.v1.CacheUsage.module_fetch_time:type_name -> google.protobuf.Duration
+	31, // 30: build.v1.CacheUsage.build_cache_time:type_name -> google.protobuf.Duration
+	4,  // 31: build.v1.BuildInfo.request:type_name -> build.v1.CreateImageRequest
+	1,  // 32: build.v1.BuildInfo.state:type_name -> build.v1.BuildState
+	32, // 33: build.v1.BuildInfo.create_time:type_name -> google.protobuf.Timestamp
+	32, // 34: build.v1.BuildInfo.start_time:type_name -> google.protobuf.Timestamp
+	32, // 35: build.v1.BuildInfo.end_time:type_name -> google.protobuf.Timestamp
+	22, // 36: build.v1.BuildInfo.result:type_name -> build.v1.BuildResult
+	24, // 37: build.v1.BuildInfo.error:type_name -> build.v1.BuildError
+	30, // 38: build.v1.BuildInfo.labels:type_name -> build.v1.BuildInfo.LabelsEntry
+	4,  // 39: build.v1.Build.CreateImage:input_type -> build.v1.CreateImageRequest
+	5,  // 40: build.v1.Build.StartBuild:input_type -> build.v1.StartBuildRequest
+	10, // 41: build.v1.Build.WatchBuild:input_type -> build.v1.WatchBuildRequest
+	15, // 42: build.v1.Build.GetBuild:input_type -> build.v1.GetBuildRequest
+	11, // 43: build.v1.Build.ListBuilds:input_type -> build.v1.ListBuildsRequest
+	13, // 44: build.v1.Build.CancelBuild:input_type -> build.v1.CancelBuildRequest
+	2,  // 45: build.v1.AdminService.Cleanup:input_type -> build.v1.CleanupRequest
+	16, // 46: build.v1.Build.CreateImage:output_type -> build.v1.BuildEvent
+	9,  // 47: build.v1.Build.StartBuild:output_type -> build.v1.StartBuildResponse
+	16, // 48: build.v1.Build.WatchBuild:output_type -> build.v1.BuildEvent
+	25, // 49: build.v1.Build.GetBuild:output_type -> build.v1.BuildInfo
+	12, // 50: build.v1.Build.ListBuilds:output_type -> build.v1.ListBuildsResponse
+	14, // 51: build.v1.Build.CancelBuild:output_type -> build.v1.CancelBuildResponse
+	3,  // 52: build.v1.AdminService.Cleanup:output_type -> build.v1.CleanupResponse
+	46, // [46:53] is the sub-list for method output_type
+	39, // [39:46] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_build_v1_build_proto_init() }
@@ -2721,7 +2897,7 @@ func file_build_v1_build_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_build_v1_build_proto_rawDesc), len(file_build_v1_build_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
