@@ -225,6 +225,18 @@ func compile(s Spec, builder *parsedConfig) (out bkllb.State, bin string, _ erro
 		ccEnv = ccEnv.AddEnv("HOME", UserHome).AddEnv("GOCACHE", UserGoCachePath)
 	}
 	mounts := []string{SourceDir, GoModCachePath, cachePath, downloadedDir, OutputDir}
+	var extra []bkllb.RunOption
+	if s.RemoteBuildCache {
+		if builder != nil {
+			if v, _ := builder.label(LabelGoCacheProg); v != GoCacheProgPath {
+				return bkllb.State{}, "", fmt.Errorf("%w: remote build cache: the builder image has no GOCACHEPROG helper (label %s=%s)", ErrInvalidSpec, LabelGoCacheProg, GoCacheProgPath)
+			}
+		}
+		var socket bkllb.RunOption
+		ccEnv, socket = remoteBuildCache(ccEnv, cachePath, uid, gid)
+		extra = append(extra, socket)
+		mounts = append(mounts, BuildCacheSocketPath)
+	}
 	run := ccEnv.Run(append(append([]bkllb.RunOption{
 		bkllb.Args(buildArgs(s)),
 		bkllb.Dir(path.Join(SourceDir, s.Dir)),
@@ -234,7 +246,7 @@ func compile(s Spec, builder *parsedConfig) (out bkllb.State, bin string, _ erro
 		bkllb.AddMount(cachePath, cacheBase, buildCache...),
 		bkllb.AddMount(downloadedDir, download.GetMount(ModulesDir), bkllb.Readonly),
 		bkllb.WithCustomName("go build " + s.Package),
-	}, goRootMount(st, builder, mounts)...), append(secretEnv(s), limits...)...)...)
+	}, goRootMount(st, builder, mounts)...), append(append(secretEnv(s), limits...), extra...)...)...)
 	return run.AddMount(OutputDir, outBase, outOpts...), bin, nil
 }
 

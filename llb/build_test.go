@@ -45,6 +45,11 @@ const builderConfig = `{
   "rootfs": {"type": "layers", "diff_ids": ["sha256:1111111111111111111111111111111111111111111111111111111111111111"]}
 }`
 
+// builderConfigCacheProg is builderConfig with the GOCACHEPROG helper's
+// label, as bootstrap's builder has it.
+var builderConfigCacheProg = strings.Replace(builderConfig, `"WorkingDir": "/go"`,
+	`"WorkingDir": "/go", "Labels": {"dev.buildsvc.gocacheprog": "/usr/local/bin/buildsvc-gocacheprog"}`, 1)
+
 const baseConfig = `{
   "architecture": "amd64", "os": "linux",
   "created": "2024-01-02T03:04:05Z",
@@ -128,6 +133,32 @@ func specs() map[string]Spec {
 			GoNoProxy:     "git.internal.example/vendored",
 			GoNoSumDB:     "*.corp.example",
 			SecretEnv:     []string{"API_TOKEN", "GOFLAGS"},
+		},
+		"remote-cache": {
+			Repo:             "https://github.com/example/hello.git",
+			Commit:           sha1Commit,
+			Dir:              ".",
+			Package:          "./cmd/hello",
+			Binary:           "hello",
+			BuildPlatform:    amd64,
+			Platform:         arm64,
+			Builder:          Image{Ref: "registry.example/buildsvc/builder:go1.26", Config: []byte(builderConfigCacheProg)},
+			Base:             Image{Ref: "registry.example/base/static:latest", Config: []byte(baseConfig)},
+			RemoteBuildCache: true,
+		},
+		"remote-cache-user": {
+			Repo:             "https://github.com/example/hello.git",
+			Commit:           sha1Commit,
+			Dir:              ".",
+			Package:          ".",
+			Binary:           "hello",
+			BuildPlatform:    amd64,
+			Platform:         amd64,
+			Builder:          Image{Ref: "registry.example/buildsvc/builder:go1.26", Config: []byte(builderConfigCacheProg)},
+			Base:             Image{Ref: "registry.example/base/static:latest", Config: []byte(baseConfig)},
+			BuildUser:        "1000:1001",
+			BuildCacheID:     "tenant-a-gocache",
+			RemoteBuildCache: true,
 		},
 		"noconfig-armv7": {
 			Repo:          "git://127.0.0.1:9418/hello.git",
@@ -340,8 +371,12 @@ func checkDownload(t *testing.T, g graph, s Spec, compile *pb.Op, m *pb.Mount, c
 	}
 	for k, v := range compileEnv {
 		// Each step's own; as another user, go build has its own HOME and
-		// GOCACHE too.
-		own := k == "GOPROXY" || k == "GOFLAGS" || s.BuildUser != "" && (k == "HOME" || k == "GOCACHE")
+		// GOCACHE too, and the remote build cache is go build's alone.
+		remote := k == "GOCACHEPROG" || k == "BUILDSVC_GOCACHE_DIR" || k == "BUILDSVC_GOCACHE_SOCKET" || k == "SSH_AUTH_SOCK"
+		own := k == "GOPROXY" || k == "GOFLAGS" || s.BuildUser != "" && (k == "HOME" || k == "GOCACHE") || s.RemoteBuildCache && remote
+		if remote && env[k] != "" {
+			t.Errorf("download env %s = %q: the remote build cache is the compile step's", k, env[k])
+		}
 		if !own && env[k] != v {
 			t.Errorf("download env %s = %q, the compile step has %q", k, env[k], v)
 		}
@@ -490,6 +525,22 @@ func TestReadBack(t *testing.T) {
 			if s.GoFlags != "" {
 				wantEnv["GOFLAGS"] = s.GoFlags
 			}
+			remoteEnv := map[string]string{
+				"GOCACHEPROG":             "/usr/local/bin/buildsvc-gocacheprog",
+				"BUILDSVC_GOCACHE_DIR":    goCache(s),
+				"BUILDSVC_GOCACHE_SOCKET": "/run/buildsvc/gocache.sock",
+				// BuildKit's own, for the ssh mount.
+				"SSH_AUTH_SOCK": "/run/buildsvc/gocache.sock",
+			}
+			for k, v := range remoteEnv {
+				if !s.RemoteBuildCache {
+					if got, ok := env[k]; ok {
+						t.Errorf("env %s = %q without the remote build cache", k, got)
+					}
+					continue
+				}
+				wantEnv[k] = v
+			}
 			for k, v := range s.Env {
 				wantEnv[k] = v
 			}
@@ -521,6 +572,10 @@ func TestReadBack(t *testing.T) {
 			if s.Builder.Config != nil {
 				wantMounts++
 			}
+			if s.RemoteBuildCache {
+				wantMounts++ // the store's socket
+			}
+			checkSocket(t, s, mounts["/run/buildsvc/gocache.sock"])
 			if len(mounts) != wantMounts {
 				t.Errorf("want %d mounts (/, /src, /out, 2 caches, the download step's, the Go root with a builder config), got %v", wantMounts, exec.Mounts)
 			}
@@ -605,6 +660,28 @@ func TestReadBack(t *testing.T) {
 
 			checkImageConfig(t, s, res.ImageConfig)
 		})
+	}
+}
+
+// checkSocket checks the compile step's mount of the build cache store's
+// socket: there with the remote build cache only, optional, owned by the
+// step's user.
+func checkSocket(t *testing.T, s Spec, m *pb.Mount) {
+	t.Helper()
+	if !s.RemoteBuildCache {
+		if m != nil {
+			t.Errorf("socket mount without the remote build cache: %v", m)
+		}
+		return
+	}
+	if m == nil {
+		t.Fatal("no socket mount at /run/buildsvc/gocache.sock")
+	}
+	uid, gid, _ := ParseUser(s.BuildUser)
+	o := m.SSHOpt
+	if m.MountType != pb.MountType_SSH || o == nil || o.ID != "buildsvc.gocache" || !o.Optional ||
+		o.Uid != uint32(uid) || o.Gid != uint32(gid) || o.Mode != 0o600 || m.Input != int64(pb.Empty) {
+		t.Errorf("socket mount = %v, want optional ssh id buildsvc.gocache owned by %d:%d mode 600", m, uid, gid)
 	}
 }
 
@@ -747,6 +824,7 @@ func TestInvalidSpec(t *testing.T) {
 		{"bad builder config", func(s *Spec) { s.Builder.Config = []byte("{") }},
 		{"null base config", func(s *Spec) { s.Base.Config = []byte("null") }},
 		{"bad base labels", func(s *Spec) { s.Base.Config = []byte(`{"config":{"Labels":["x"]}}`) }},
+		{"remote build cache without the helper", func(s *Spec) { s.RemoteBuildCache = true }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := good
@@ -924,4 +1002,62 @@ func TestGoRootMount(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestBuilderHasGoCacheProg(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		config string
+		want   bool
+	}{
+		{"bootstrap builder", builderConfigCacheProg, true},
+		{"no labels", builderConfig, false},
+		{"other path", strings.Replace(builderConfigCacheProg, "/usr/local/bin/buildsvc-gocacheprog", "/bin/true", 1), false},
+		{"no config", "", false},
+		{"bad config", "{", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := BuilderHasGoCacheProg([]byte(tc.config)); got != tc.want {
+				t.Errorf("BuilderHasGoCacheProg = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// A builder whose config is unknown is trusted to have the helper, and
+// the remote build cache changes the compile step only.
+func TestRemoteBuildCacheChangesOnlyTheCompileStep(t *testing.T) {
+	s := specs()["root"]
+	s.Builder.Config = nil
+	s.RemoteBuildCache = true
+	with := readBack(t, mustBuild(t, s))
+	s.RemoteBuildCache = false
+	without := readBack(t, mustBuild(t, s))
+	var changed []string
+	for d, op := range with.ops {
+		if _, ok := without.ops[d]; !ok {
+			changed = append(changed, opKind(op))
+		}
+	}
+	slices.Sort(changed)
+	// The compile step and what reads its output: the copy onto the base
+	// image and the definition's terminal op.
+	if !slices.Equal(changed, []string{"exec", "file", "other"}) {
+		t.Errorf("ops changed by the remote build cache: %v, want the compile step and the copy", changed)
+	}
+}
+
+func opKind(op *pb.Op) string {
+	switch {
+	case op.GetExec() != nil:
+		if slices.Contains(op.GetExec().Meta.Args, "download") {
+			return "download"
+		}
+		return "exec"
+	case op.GetFile() != nil:
+		return "file"
+	case op.GetSource() != nil:
+		return "source"
+	}
+	return "other"
 }

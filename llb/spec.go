@@ -175,6 +175,14 @@ type Spec struct {
 	// SecretEnv are the names of secret environment variables of both
 	// steps, each served as the session secret SecretEnvIDPrefix+name.
 	SecretEnv []string
+	// RemoteBuildCache makes `go build` use the builder's GOCACHEPROG
+	// helper (GoCacheProgPath) with the build cache mount as its local
+	// directory and the session's forwarded socket BuildCacheSSHID, at
+	// BuildCacheSocketPath, as its remote store. The builder must have the
+	// helper: a Builder.Config without LabelGoCacheProg is an invalid
+	// spec (see BuilderHasGoCacheProg). The socket is optional: without
+	// it the build uses the local cache alone.
+	RemoteBuildCache bool
 	// SourceDateEpoch, when set (the commit time), is the timestamp of the
 	// binary in the image, so that one commit always gives one layer. The
 	// caller also hands it to the image exporter for the config's times.
