@@ -10,7 +10,8 @@ import (
 
 // Event records one event of a build's log. Events of one build must come in
 // log order; events of different builds may come from any goroutine. Log,
-// warning and result events are not measured; an error event ends a build
+// warning events are not measured, result events only for their cache
+// usage; an error event ends a build
 // that did not succeed (see stateChanged). e is not modified.
 func (m *Metrics) Event(e *buildv1.BuildEvent) {
 	if e == nil {
@@ -29,6 +30,8 @@ func (m *Metrics) Event(e *buildv1.BuildEvent) {
 		m.vertex(e.GetBuildId(), ev.Vertex)
 	case *buildv1.BuildEvent_Status:
 		m.status(e.GetBuildId(), ev.Status)
+	case *buildv1.BuildEvent_Result:
+		m.cacheUsed(ev.Result.GetCacheUsage())
 	}
 }
 

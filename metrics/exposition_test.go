@@ -102,6 +102,9 @@ func TestExposition(t *testing.T) {
 		"buildsvc_cleanup_builds_deleted_total": dto.MetricType_COUNTER,
 		"buildsvc_buildkitd_up":                 dto.MetricType_GAUGE,
 		"buildsvc_buildkitd_disk_usage_bytes":   dto.MetricType_GAUGE,
+		"buildsvc_build_cache_requests_total":   dto.MetricType_COUNTER,
+		"buildsvc_build_cache_bytes_total":      dto.MetricType_COUNTER,
+		"buildsvc_build_cache_puts_total":       dto.MetricType_COUNTER,
 	}
 	var got, want []string
 	for name, mf := range mfs {

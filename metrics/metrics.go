@@ -59,9 +59,19 @@
 //   - buildsvc_cleanup_runs_total: cleanup runs.
 //   - buildsvc_cleanup_freed_bytes_total{what}: bytes freed, what="buildkit"
 //     (BuildKit's prune) or what="temp" (the server's temporary files).
+//     what="module-proxy" and what="build-cache" (the stores' cleanups,
+//     StoresCleaned).
 //   - buildsvc_cleanup_builds_deleted_total: ended builds removed from the
 //     history by retention. (A count of builds, not bytes, so it is a metric
 //     of its own rather than a what="history" series of the bytes counter.)
+//
+// The build-cache store, from finished builds' results (their CacheUsage;
+// the module proxy has buildsvc_modproxy_* metrics of its own):
+//   - buildsvc_build_cache_requests_total{result}: lookups, result hit or
+//     miss.
+//   - buildsvc_build_cache_bytes_total{direction}: bytes read from and
+//     written to the store.
+//   - buildsvc_build_cache_puts_total: entries put.
 //
 // buildkitd, asked at scrape time (only with WithDiskUsage):
 //   - buildsvc_buildkitd_up: 1 when the disk-usage call succeeded within the
@@ -269,6 +279,9 @@ type Metrics struct {
 	cleanupRuns   prometheus.Counter
 	cleanupFreed  *prometheus.CounterVec
 	cleanupBuilds prometheus.Counter
+	cacheRequests *prometheus.CounterVec // buildsvc_build_cache_requests_total{result}
+	cacheBytes    *prometheus.CounterVec // buildsvc_build_cache_bytes_total{direction}
+	cachePuts     prometheus.Counter
 
 	maxTracked int
 
@@ -363,6 +376,21 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 			Name:      "cleanup_builds_deleted_total",
 			Help:      "Ended builds removed from the history by cleanup.",
 		}),
+		cacheRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "build_cache_requests_total",
+			Help:      "Go build-cache (GOCACHEPROG) lookups in the service's store by finished builds: result hit or miss.",
+		}, []string{"result"}),
+		cacheBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "build_cache_bytes_total",
+			Help:      "Bytes finished builds read from (direction read) and wrote to (written) the service's build-cache store.",
+		}, []string{"direction"}),
+		cachePuts: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "build_cache_puts_total",
+			Help:      "Entries finished builds put into the service's build-cache store.",
+		}),
 		maxTracked: o.maxTracked,
 		tracked:    map[string]*tracked{},
 		order:      list.New(),
@@ -381,6 +409,14 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 	}
 	m.cleanupFreed.WithLabelValues("buildkit")
 	m.cleanupFreed.WithLabelValues("temp")
+	m.cleanupFreed.WithLabelValues("module-proxy")
+	m.cleanupFreed.WithLabelValues("build-cache")
+	for _, r := range []string{"hit", "miss"} {
+		m.cacheRequests.WithLabelValues(r)
+	}
+	for _, d := range []string{"read", "written"} {
+		m.cacheBytes.WithLabelValues(d)
+	}
 
 	inFlight := prometheus.NewDesc(prometheus.BuildFQName(namespace, "", "builds_in_flight"),
 		"Builds now building or pushing.", nil, nil)
@@ -400,7 +436,8 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 			}
 		},
 	}
-	cs := []prometheus.Collector{fromEvents, m.dedupJoins, m.refused, m.cleanupRuns, m.cleanupFreed, m.cleanupBuilds}
+	cs := []prometheus.Collector{fromEvents, m.dedupJoins, m.refused, m.cleanupRuns, m.cleanupFreed, m.cleanupBuilds,
+		m.cacheRequests, m.cacheBytes, m.cachePuts}
 	if o.diskUsage != nil {
 		cs = append(cs, newBuildkitdCollector(o.diskUsage, o.diskUsageTimeout, o.diskUsageInterval))
 	}
@@ -460,6 +497,25 @@ func (m *Metrics) CleanupRan(buildkitBytes, historyBuilds, tempBytes int64) {
 	m.cleanupFreed.WithLabelValues("buildkit").Add(nonNegative(buildkitBytes))
 	m.cleanupFreed.WithLabelValues("temp").Add(nonNegative(tempBytes))
 	m.cleanupBuilds.Add(nonNegative(historyBuilds))
+}
+
+// StoresCleaned records what one cleanup run freed in the module proxy's
+// cache and the build-cache store.
+func (m *Metrics) StoresCleaned(moduleProxyBytes, buildCacheBytes int64) {
+	m.cleanupFreed.WithLabelValues("module-proxy").Add(nonNegative(moduleProxyBytes))
+	m.cleanupFreed.WithLabelValues("build-cache").Add(nonNegative(buildCacheBytes))
+}
+
+// cacheUsed records a finished build's use of the build-cache store.
+func (m *Metrics) cacheUsed(u *buildv1.CacheUsage) {
+	if u == nil {
+		return
+	}
+	m.cacheRequests.WithLabelValues("hit").Add(nonNegative(u.GetBuildCacheHits()))
+	m.cacheRequests.WithLabelValues("miss").Add(nonNegative(u.GetBuildCacheMisses()))
+	m.cacheBytes.WithLabelValues("read").Add(nonNegative(u.GetBuildCacheBytesRead()))
+	m.cacheBytes.WithLabelValues("written").Add(nonNegative(u.GetBuildCacheBytesWritten()))
+	m.cachePuts.Add(nonNegative(u.GetBuildCachePuts()))
 }
 
 func nonNegative(n int64) float64 {

@@ -606,6 +606,11 @@ func TestSeriesExistBeforeFirstBuild(t *testing.T) {
 	}
 	sort.Strings(got)
 	want := []string{
+		"buildsvc_build_cache_bytes_total{direction=read}",
+		"buildsvc_build_cache_bytes_total{direction=written}",
+		"buildsvc_build_cache_puts_total{}",
+		"buildsvc_build_cache_requests_total{result=hit}",
+		"buildsvc_build_cache_requests_total{result=miss}",
 		"buildsvc_build_duration_seconds{state=cancelled}",
 		"buildsvc_build_duration_seconds{state=failed}",
 		"buildsvc_build_duration_seconds{state=interrupted}",
@@ -632,7 +637,9 @@ func TestSeriesExistBeforeFirstBuild(t *testing.T) {
 		"buildsvc_builds_total{reason=REGISTRY_AUTH,state=failed}",
 		"buildsvc_builds_total{reason=TIMEOUT,state=failed}",
 		"buildsvc_cleanup_builds_deleted_total{}",
+		"buildsvc_cleanup_freed_bytes_total{what=build-cache}",
 		"buildsvc_cleanup_freed_bytes_total{what=buildkit}",
+		"buildsvc_cleanup_freed_bytes_total{what=module-proxy}",
 		"buildsvc_cleanup_freed_bytes_total{what=temp}",
 		"buildsvc_cleanup_runs_total{}",
 		"buildsvc_dedup_joins_total{}",
@@ -689,6 +696,48 @@ func TestScrapeIsConsistent(t *testing.T) {
 		if total+inFlight != ended || phases != total || durations != total {
 			t.Fatalf("scrape during the end of build %d: builds_total %v, in flight %v, phases %v, durations %v; want total+in flight = %v and phases = durations = total",
 				i+1, total, inFlight, phases, durations, ended)
+		}
+	}
+}
+
+// TestCacheUsage counts the build-cache store's use from result events and
+// the stores' cleanups.
+func TestCacheUsage(t *testing.T) {
+	m, reg := newMetrics(t)
+	result := func(u *buildv1.CacheUsage) *buildv1.BuildEvent {
+		return &buildv1.BuildEvent{BuildId: "b", Event: &buildv1.BuildEvent_Result{Result: &buildv1.BuildResult{CacheUsage: u}}}
+	}
+	m.Event(result(&buildv1.CacheUsage{BuildCacheHits: 7, BuildCacheMisses: 2, BuildCachePuts: 2, BuildCacheBytesRead: 700, BuildCacheBytesWritten: 30}))
+	m.Event(result(&buildv1.CacheUsage{BuildCacheHits: 1}))
+	m.Event(result(nil)) // a server without the stores
+	m.StoresCleaned(100, 40)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range []string{"what", "result", "direction"} {
+				if w := label(mt, l); w != "" {
+					key += "{" + w + "}"
+				}
+			}
+			got[key] = mt.GetCounter().GetValue()
+		}
+	}
+	for k, v := range map[string]float64{
+		"buildsvc_build_cache_requests_total{hit}":         8,
+		"buildsvc_build_cache_requests_total{miss}":        2,
+		"buildsvc_build_cache_bytes_total{read}":           700,
+		"buildsvc_build_cache_bytes_total{written}":        30,
+		"buildsvc_build_cache_puts_total":                  2,
+		"buildsvc_cleanup_freed_bytes_total{module-proxy}": 100,
+		"buildsvc_cleanup_freed_bytes_total{build-cache}":  40,
+	} {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
 		}
 	}
 }

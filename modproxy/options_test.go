@@ -51,14 +51,18 @@ func TestProxiedSumDBs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tests := []struct{ gosumdb, want string }{
-		{"sum.golang.org", "sum.golang.org"},
-		{"off", ""},
-		{vkey, "sum.example"},
-		{vkey + " http://127.0.0.1:1", "sum.example http://127.0.0.1:1"},
+	tests := []struct{ gosumdb, upstream, want string }{
+		{"sum.golang.org", "direct", "sum.golang.org"},
+		{"sum.golang.org", "off", "sum.golang.org"},
+		// Through the first upstream proxy, as the go command does.
+		{"sum.golang.org", "https://proxy.golang.org,direct", "sum.golang.org https://proxy.golang.org/sumdb/sum.golang.org"},
+		{"sum.golang.org", "http://127.0.0.1:9/x/|https://b", "sum.golang.org http://127.0.0.1:9/x/sumdb/sum.golang.org"},
+		{"off", "https://proxy.golang.org", ""},
+		{vkey, "direct", "sum.example"},
+		{vkey + " http://127.0.0.1:1", "https://proxy.golang.org", "sum.example http://127.0.0.1:1"},
 	}
 	for _, tt := range tests {
-		got, err := proxiedSumDBs(tt.gosumdb)
+		got, err := proxiedSumDBs(tt.gosumdb, tt.upstream)
 		if err != nil {
 			t.Errorf("%q: %v", tt.gosumdb, err)
 			continue

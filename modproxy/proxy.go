@@ -79,7 +79,7 @@ func New(dir string, opts ...Option) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("modproxy: cache directory: %w", err)
 	}
-	sumdbs, err := proxiedSumDBs(o.goSumDB)
+	sumdbs, err := proxiedSumDBs(o.goSumDB, o.upstream)
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +156,11 @@ func (p *Proxy) fetcherEnv() []string {
 }
 
 // proxiedSumDBs turns a GOSUMDB value into goproxy's ProxiedSumDBs entries.
-func proxiedSumDBs(gosumdb string) ([]string, error) {
+// A checksum database without a URL of its own is reached as the go command
+// reaches it: through the first upstream proxy (<proxy>/sumdb/<name>, which
+// proxy.golang.org serves), else at its own address, so that the proxy's
+// host needs no route to the database's.
+func proxiedSumDBs(gosumdb, upstream string) ([]string, error) {
 	f := strings.Fields(gosumdb)
 	switch {
 	case len(f) == 0 || len(f) > 2:
@@ -174,6 +178,9 @@ func proxiedSumDBs(gosumdb string) ([]string, error) {
 	}
 	if len(f) == 2 {
 		return []string{name + " " + f[1]}, nil
+	}
+	if first, _, _ := strings.Cut(strings.Split(upstream, ",")[0], "|"); strings.HasPrefix(first, "https://") || strings.HasPrefix(first, "http://") {
+		return []string{name + " " + strings.TrimRight(first, "/") + "/sumdb/" + name}, nil
 	}
 	return []string{name}, nil
 }

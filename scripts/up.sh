@@ -39,6 +39,9 @@ else
 	METRICS_PORT=17071
 fi
 choose_port METRICS_PORT "$RUN/server.pid" "$BIN/buildsvc-server"
+MODPROXY_PORT="${MODPROXY_PORT:-$((METRICS_PORT + 1))}"
+[[ $MODPROXY_PORT =~ ^[0-9]+$ ]] || die "MODPROXY_PORT=$MODPROXY_PORT is not a port"
+choose_port MODPROXY_PORT "$RUN/server.pid" "$BIN/buildsvc-server"
 # SSH_PORT, REGISTRY2_PORT and GIT_HTTPS_PORT (443 unless set, not moved).
 private_ports
 derive_addrs
@@ -359,6 +362,12 @@ chmod 600 "$PKI/callers.yaml"
 
 # ---------------------------------------------------------------- build server
 BUILDER_IMAGE="$(builder_image)"
+BUILDER_MODE="${BUILDSVC_BUILDER_MODE:-persistent}"
+# The module proxy: HTTPS (the go command sends its netrc credential only
+# over HTTPS) with the internal CA's certificate, which the builds' download
+# step trusts (--ca-bundle).
+MODULE_PROXY_ADDR="127.0.0.1:$MODPROXY_PORT"
+MODULE_PROXY_URL="https://localhost:$MODPROXY_PORT"
 BASE_IMAGE="$(base_image)"
 SRV_PID="$RUN/server.pid"
 SRV_LOG="$LOGS/server.log"
@@ -392,7 +401,21 @@ else
 		--ca-bundle "$INTERNAL_CA" --ssh-known-hosts "$GIT_SSH_KNOWN_HOSTS"
 		--metrics-listen "$METRICS_ADDR"
 		--tls-cert "$PKI/server.crt" --tls-key "$PKI/server.key" --tls-client-ca "$PKI/ca.crt"
-		--callers "$PKI/callers.yaml" --build-user 65534:65534)
+		--callers "$PKI/callers.yaml" --build-user 65534:65534
+		--module-proxy-listen "$MODULE_PROXY_ADDR" --module-proxy-url "$MODULE_PROXY_URL"
+		--module-proxy-tls-cert "$INTERNAL_CERT" --module-proxy-tls-key "$INTERNAL_KEY"
+		--build-cache-store)
+	# BUILDSVC_BUILDER_MODE=ephemeral: each build on a fresh buildkitd of
+	# the stack's binary and config (its own state under .stack/server),
+	# trusting the internal CA like the stack's own.
+	case $BUILDER_MODE in
+	persistent) ;;
+	ephemeral)
+		SRV_ARGS+=(--builder-mode ephemeral --buildkitd-binary "$BIN/buildkitd"
+			--buildkitd-config "$BK_CONF" --buildkitd-ca-bundle "$BK_CA_BUNDLE")
+		;;
+	*) die "BUILDSVC_BUILDER_MODE=$BUILDER_MODE: want persistent or ephemeral" ;;
+	esac
 	# Restart also when the flags changed (ports, Go version).
 	write_if_changed "$RUN/server.args" < <(printf '%s\n' "${SRV_ARGS[@]}") && srv_changed=1
 	if pid_alive "$SRV_PID" "$SRV_BIN" && ((srv_changed)); then
@@ -413,6 +436,8 @@ env_vars=(
 	BUILD_SERVER_ADDR="$BUILD_SERVER_ADDR"
 	METRICS_ADDR="$METRICS_ADDR"
 	BUILDKIT_ADDR="$BUILDKIT_ADDR"
+	BUILDER_MODE="$BUILDER_MODE"
+	MODULE_PROXY_URL="$MODULE_PROXY_URL"
 	REGISTRY_ADDR="$REGISTRY_ADDR"
 	REGISTRY_USER="$REGISTRY_USER"
 	REGISTRY_PASSWORD_FILE="$PASSWORD_FILE"

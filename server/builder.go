@@ -2,8 +2,12 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
+
+	"github.com/buildsvc/buildsvc/buildkitd"
 )
 
 // Builders gives each build the buildkitd it runs on. Without one
@@ -38,5 +42,35 @@ func (s *Server) acquireBuilder(ctx context.Context, b *build) (BuildKitClient, 
 		if err := release(ctx); err != nil {
 			s.cfg.Logger.Warn("releasing the builder", "build", b.id, "builder", name, "err", err)
 		}
+	}, nil
+}
+
+// Launcher starts ephemeral buildkitds (package buildkitd's Launcher).
+type Launcher interface {
+	Start(ctx context.Context, name string) (*buildkitd.Instance, error)
+}
+
+// EphemeralBuilders gives each build a fresh buildkitd of l: its own empty
+// state, started for the build and thrown away (process, mounts and
+// directory) after it. Only the service's stores outlive it.
+func EphemeralBuilders(l Launcher) Builders { return ephemeralBuilders{l} }
+
+type ephemeralBuilders struct{ l Launcher }
+
+// Acquire implements Builders.
+func (e ephemeralBuilders) Acquire(ctx context.Context, buildID string) (BuildKitClient, string, func(context.Context) error, error) {
+	// The instance's name is short: its socket path must fit a sun_path.
+	name := "build-" + buildID[max(0, len(buildID)-10):]
+	inst, err := e.l.Start(ctx, name)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	c, err := inst.Client(ctx)
+	if err != nil {
+		_ = inst.Close(context.WithoutCancel(ctx))
+		return nil, "", nil, err
+	}
+	return c, "ephemeral " + filepath.Base(inst.Dir()), func(ctx context.Context) error {
+		return errors.Join(c.Close(), inst.Close(ctx))
 	}, nil
 }

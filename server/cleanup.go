@@ -42,6 +42,16 @@ type cleanupObserver interface {
 	CleanupRan(buildkitBytes, historyBuilds, tempBytes int64)
 }
 
+// storeCleanupObserver is implemented by observers (metrics) that want to
+// hear what the stores' cleanups freed.
+type storeCleanupObserver interface {
+	StoresCleaned(moduleProxyBytes, buildCacheBytes int64)
+}
+
+// StoreCleaner cleans one of the service's stores by its limits and
+// returns the bytes it freed.
+type StoreCleaner func(ctx context.Context) (freed int64, err error)
+
 // Cleanup implements buildv1.AdminServiceServer: it runs one cleanup now.
 func (s *Server) Cleanup(ctx context.Context, _ *buildv1.CleanupRequest) (*buildv1.CleanupResponse, error) {
 	// The authenticator lets only admins call Admin methods; this is the
@@ -54,7 +64,8 @@ func (s *Server) Cleanup(ctx context.Context, _ *buildv1.CleanupRequest) (*build
 }
 
 // RunCleanup prunes BuildKit's cache and the build history by the
-// configured policy, logs what it freed and tells the observer. The server
+// configured policy, cleans the module proxy and the build-cache store by
+// their limits, logs what it freed and tells the observer. The server
 // writes no temporary files of its own (sources and outputs stay inside
 // BuildKit), so there are none to remove.
 func (s *Server) RunCleanup(ctx context.Context) (*buildv1.CleanupResponse, error) {
@@ -69,12 +80,34 @@ func (s *Server) RunCleanup(ctx context.Context) (*buildv1.CleanupResponse, erro
 	if resp.BuildsDeleted, err = s.pruneHistory(ctx, p, began); err != nil {
 		return nil, fmt.Errorf("history retention: %w", err)
 	}
+	for _, st := range []struct {
+		clean StoreCleaner
+		freed *int64
+		name  string
+	}{
+		{s.cfg.CleanModuleProxy, &resp.ModuleProxyBytesFreed, "module proxy"},
+		{s.cfg.CleanBuildCache, &resp.BuildCacheBytesFreed, "build-cache store"},
+	} {
+		if st.clean == nil {
+			continue
+		}
+		// A store that fails to clean is logged; the others still run.
+		n, err := st.clean(ctx)
+		if err != nil {
+			s.cfg.Logger.Warn("cleanup of the "+st.name, "err", err)
+		}
+		*st.freed = n
+	}
 	resp.Seconds = time.Since(began).Seconds()
 	s.cfg.Logger.Info("cleanup ran", "buildkit_bytes_freed", resp.BuildkitBytesFreed,
 		"buildkit_records_pruned", resp.BuildkitRecordsPruned, "builds_deleted", resp.BuildsDeleted,
+		"module_proxy_bytes_freed", resp.ModuleProxyBytesFreed, "build_cache_bytes_freed", resp.BuildCacheBytesFreed,
 		"seconds", resp.Seconds)
 	if o, ok := s.cfg.Observer.(cleanupObserver); ok {
 		o.CleanupRan(resp.BuildkitBytesFreed, resp.BuildsDeleted, resp.TempBytesFreed)
+	}
+	if o, ok := s.cfg.Observer.(storeCleanupObserver); ok {
+		o.StoresCleaned(resp.ModuleProxyBytesFreed, resp.BuildCacheBytesFreed)
 	}
 	return resp, nil
 }

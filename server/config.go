@@ -101,6 +101,21 @@ type Config struct {
 	// Builders, when set, gives each build its buildkitd (an ephemeral
 	// one per build, say); nil runs every build on BuildKit's client.
 	Builders Builders
+	// ModuleProxy, when set, is every build's GOPROXY, reached at
+	// ModuleProxyURL (as the download step sees it: https://host:port; the
+	// go command sends the netrc credential only over https, to that host
+	// and port). Config.GoProxy is then the proxy's
+	// upstream, not the builds'.
+	ModuleProxy    ModuleProxy
+	ModuleProxyURL string
+	// BuildCache, when set, backs every build's Go build cache
+	// (GOCACHEPROG in the builder image) with a store that outlives
+	// buildkitd, scoped like the build cache mount.
+	BuildCache BuildCacheStore
+	// CleanModuleProxy and CleanBuildCache, when set, run with every
+	// cleanup: they bound the module proxy's cache and the build-cache
+	// store by their size and age limits.
+	CleanModuleProxy, CleanBuildCache StoreCleaner
 	// CacheScope says which builds share the Go caches, on buildkitd and in
 	// the module proxy and build-cache store: CacheScopeService (the
 	// default, also for "") or CacheScopeRepositoryOwner.

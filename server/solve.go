@@ -43,9 +43,21 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 	}
 	platform := platforms.Normalize(workers[0].Platforms[0])
 
+	modCache, buildCache := s.buildCacheIDs(b.tenant, b.req)
+	caches, err := s.caches(b, cmp.Or(modCache, llb.GoModCacheID), cmp.Or(buildCache, llb.GoBuildCacheID))
+	if err != nil {
+		return nil, err
+	}
+	defer caches.close(s, b)
+	if caches.netrc != nil {
+		// First: netrc's first entry for a host wins.
+		b.creds.Modules = append([]credentials.Module{*caches.netrc}, b.creds.Modules...)
+	}
+
 	// The session serves the build's credentials: registry auth, the git
-	// and netrc secrets, the ssh agent. Nothing of them is in the graph.
-	attach, err := b.creds.Attachables(b.registry)
+	// and netrc secrets, the ssh agent, and the build-cache store's socket.
+	// Nothing of them is in the graph.
+	attach, err := b.creds.Attachables(b.registry, caches.sockets...)
 	if err != nil {
 		return nil, err
 	}
@@ -56,11 +68,14 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		Exports: []client.ExportEntry{{Type: client.ExporterImage, Attrs: attrs}},
 		Session: attach,
 	}
-	modCache, _ := s.buildCacheIDs(b.tenant, b.req)
 	genKey := modulesKey(b.tenant, modCache)
 	generation := s.modulesGeneration(genKey)
 	build := func(ctx context.Context, c gateway.Client) (*gateway.Result, error) {
 		spec := s.spec(b.tenant, b.req, b.creds, sha, platform, llb.Image{Ref: b.req.builder(s.cfg.BuilderImage)}, llb.Image{Ref: b.req.BaseImage})
+		if caches.goproxy != "" {
+			spec.GoProxy = caches.goproxy
+		}
+		spec.RemoteBuildCache = caches.stats != nil
 		// Three round trips to buildkitd before the solve; they are
 		// independent, so they overlap.
 		var epoch time.Time
@@ -131,12 +146,13 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		return nil, err
 	}
 	return &buildv1.BuildResult{
-		Image:   tag.Context().Digest(dgst).Name(),
-		Tag:     b.req.Tag,
-		Tags:    b.req.Tags,
-		Digest:  dgst,
-		Commit:  sha,
-		Builder: builderName,
+		Image:      tag.Context().Digest(dgst).Name(),
+		Tag:        b.req.Tag,
+		Tags:       b.req.Tags,
+		Digest:     dgst,
+		Commit:     sha,
+		Builder:    builderName,
+		CacheUsage: caches.usage(s, b),
 	}, nil
 }
 

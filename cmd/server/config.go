@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -77,6 +78,7 @@ const (
 	catManaged  = "Managed buildkitd (when --buildkit-addr is empty)"
 	catBuilds   = "Builds"
 	catCleanup  = "Cleanup"
+	catCaches   = "Caches that outlive buildkitd"
 )
 
 // options are every setting of the server, in the order --help and
@@ -114,6 +116,7 @@ var options = []option{
 	{name: "buildkitd-binary", def: "buildkitd", category: catManaged, usage: "the buildkitd `PATH`, or a name looked up in PATH"},
 	{name: "buildkitd-config", category: catManaged, usage: "buildkitd.toml `FILE` for the managed buildkitd; its root and [grpc] address are used when set"},
 	{name: "buildkitd-root", category: catManaged, defText: "the buildkitd config's root, else <data-dir>/buildkit", usage: "state `DIR` of the managed buildkitd (its cache)"},
+	{name: "buildkitd-ca-bundle", category: catManaged, usage: "PEM `FILE` bind-mounted (read-only, in a mount namespace of its own) over the system CA bundle of each ephemeral buildkitd (builder-mode ephemeral), so that its git fetches over HTTPS trust internal CAs"},
 	{name: "buildkitd-start-timeout", kind: kDuration, def: "1m", category: catManaged, usage: "how long a started buildkitd may take to answer before it is restarted (and, at startup, the server gives up)"},
 
 	{name: "builder-image", def: server.DefaultBuilderImage, category: catBuilds, usage: "`IMAGE` with the Go toolchain"},
@@ -144,6 +147,20 @@ var options = []option{
 	{name: "resolve-concurrency", kind: kInt, def: strconv.Itoa(server.DefaultResolveConcurrency), category: catBuilds, usage: "git references resolved at once; more wait"},
 	{name: "resolve-concurrency-per-tenant", kind: kInt, def: strconv.Itoa(server.DefaultResolveConcurrencyPerTenant), category: catBuilds, usage: "git references of one tenant resolved at once (within resolve-concurrency)"},
 	{name: "log-cap", kind: kSize, def: "32MiB", category: catBuilds, usage: "step output kept per build"},
+
+	{name: "builder-mode", def: builderPersistent, category: catCaches, usage: "`MODE` persistent (every build on buildkit-addr's or the managed buildkitd) or ephemeral (each build on a fresh buildkitd, a child process started from buildkitd-binary and buildkitd-config with an empty state dir under <data-dir>/builders, thrown away after the build: the safe choice for untrusted code, kept warm by the module proxy and the build-cache store)"},
+	{name: "module-proxy-listen", category: catCaches, defText: "empty: no module proxy, builds use goproxy", usage: "`ADDRESS` the service's Go module proxy listens on (e.g. 127.0.0.1:17072): builds' GOPROXY, caching every module it fetches from goproxy (its upstream) for every later build, on any buildkitd"},
+	{name: "module-proxy-url", category: catCaches, defText: "https://<module-proxy-listen>", usage: "`URL` of the module proxy as build steps reach it (its certificate must name the host); the build's netrc holds the proxy's credential for that host and port"},
+	{name: "module-proxy-tls-cert", category: catCaches, defText: "tls-cert", usage: "certificate `FILE` (PEM) the module proxy serves HTTPS with (the go command sends credentials only over HTTPS); build steps must trust its CA: the system's, or one in ca-bundle"},
+	{name: "module-proxy-tls-key", category: catCaches, defText: "tls-key", usage: "key `FILE` (PEM) of module-proxy-tls-cert"},
+	{name: "module-proxy-dir", category: catCaches, defText: "<data-dir>/modproxy", usage: "`DIR` of the module proxy's cache"},
+	{name: "module-proxy-max-size", kind: kSize, def: "10GiB", category: catCaches, usage: "the module proxy's cache is cleaned down to this size, least recently used first"},
+	{name: "module-proxy-max-age", kind: kDuration, def: "720h", category: catCaches, usage: "module proxy entries unused for this long are removed by the cleanup"},
+	{name: "build-cache-store", kind: kBool, def: "false", category: catCaches, usage: "back every build's Go build cache with the service's store (GOCACHEPROG; the builder image needs the helper the offline bootstrap adds), reached through a socket forwarded from the build's session"},
+	{name: "build-cache-dir", category: catCaches, defText: "<data-dir>/buildcache", usage: "`DIR` of the build-cache store"},
+	{name: "build-cache-max-size", kind: kSize, def: "10GiB", category: catCaches, usage: "the build-cache store is cleaned down to this size, least recently used first"},
+	{name: "build-cache-max-age", kind: kDuration, def: "336h", category: catCaches, usage: "build-cache entries unused for this long are removed by the cleanup"},
+	{name: "cache-scope", def: server.CacheScopeService, category: catCaches, usage: "which builds share the Go caches (mounts and stores): service (the module cache shared, except for builds with private modules; the build cache per tenant) or repository-owner (both also per repository host and owner)"},
 
 	{name: "cleanup-interval", kind: kDuration, def: "1h", category: catCleanup, usage: "time between cleanup runs (BuildKit prune and history retention); 0 turns the periodic run off"},
 	{name: "cleanup-keep-duration", kind: kDuration, def: "336h", category: catCleanup, usage: "BuildKit cache used within this long is kept; the Go module and build cache mounts are only ever pruned when older"},
@@ -298,6 +315,8 @@ type config struct {
 	BuildKit      buildkitd.Endpoint
 	CheckInterval time.Duration
 	Managed       managedConfig
+	// Caches that outlive buildkitd, and the builder mode.
+	Caches cachesConfig
 
 	// Server is everything of server.Config that comes from settings (not
 	// the store, observer or logger); BuildKit is set by serve.
@@ -310,8 +329,32 @@ type config struct {
 	ResolveConcurrencyPerTenant int
 }
 
+// Builder modes (--builder-mode).
+const (
+	builderPersistent = "persistent"
+	builderEphemeral  = "ephemeral"
+)
+
+// cachesConfig is the builder mode and the caches that outlive buildkitd:
+// the module proxy and the build-cache store (serve makes them).
+type cachesConfig struct {
+	BuilderMode                           string
+	ModuleProxyListen, ModuleProxyURL     string
+	ModuleProxyDir                        string
+	ModuleProxyTLSCert, ModuleProxyTLSKey string
+	ModuleProxyMaxSize                    int64
+	ModuleProxyMaxAge                     time.Duration
+	BuildCacheStore                       bool
+	BuildCacheDir                         string
+	BuildCacheMaxSize                     int64
+	BuildCacheMaxAge                      time.Duration
+}
+
 // managedConfig configures the managed buildkitd.
 type managedConfig struct {
+	// CABundle is bind-mounted over the system CA bundle of each
+	// ephemeral buildkitd.
+	CABundle                 string
 	Binary, ConfigFile, Root string
 	StartTimeout             time.Duration
 }
@@ -353,10 +396,26 @@ func parseConfig(s map[string]setting) (config, error) {
 		Managed: managedConfig{
 			Binary:       p.str("buildkitd-binary"),
 			ConfigFile:   p.str("buildkitd-config"),
+			CABundle:     p.str("buildkitd-ca-bundle"),
 			Root:         p.str("buildkitd-root"),
 			StartTimeout: p.duration("buildkitd-start-timeout"),
 		},
+		Caches: cachesConfig{
+			BuilderMode:        p.str("builder-mode"),
+			ModuleProxyListen:  p.str("module-proxy-listen"),
+			ModuleProxyURL:     p.str("module-proxy-url"),
+			ModuleProxyDir:     p.str("module-proxy-dir"),
+			ModuleProxyTLSCert: cmp.Or(p.str("module-proxy-tls-cert"), p.str("tls-cert")),
+			ModuleProxyTLSKey:  cmp.Or(p.str("module-proxy-tls-key"), p.str("tls-key")),
+			ModuleProxyMaxSize: p.size("module-proxy-max-size"),
+			ModuleProxyMaxAge:  p.duration("module-proxy-max-age"),
+			BuildCacheStore:    p.bool("build-cache-store"),
+			BuildCacheDir:      p.str("build-cache-dir"),
+			BuildCacheMaxSize:  p.size("build-cache-max-size"),
+			BuildCacheMaxAge:   p.duration("build-cache-max-age"),
+		},
 		Server: server.Config{
+			CacheScope:           p.str("cache-scope"),
 			BuilderImage:         p.str("builder-image"),
 			BaseImage:            p.str("base-image"),
 			DockerConfigDir:      p.str("docker-config"),
@@ -412,6 +471,15 @@ func parseConfig(s map[string]setting) (config, error) {
 	}
 	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		p.fail("log-format", errors.New("want text or json"))
+	}
+	if m := cfg.Caches.BuilderMode; m != builderPersistent && m != builderEphemeral {
+		p.fail("builder-mode", fmt.Errorf("want %s or %s", builderPersistent, builderEphemeral))
+	}
+	if c := cfg.Caches; c.ModuleProxyListen != "" && (c.ModuleProxyTLSCert == "" || c.ModuleProxyTLSKey == "") {
+		p.fail("module-proxy-tls-cert", errors.New("the module proxy needs a certificate and key (module-proxy-tls-cert and -key, or tls-cert and tls-key): the go command sends credentials only over HTTPS"))
+	}
+	if cfg.Caches.ModuleProxyURL != "" && cfg.Caches.ModuleProxyListen == "" {
+		p.fail("module-proxy-url", errors.New("needs module-proxy-listen"))
 	}
 	if cfg.Listen == "" {
 		p.fail("listen", errors.New("must not be empty"))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -147,6 +148,16 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	if scfg.Credentials, err = loadCredentials(cfg); err != nil {
 		return configError(err)
 	}
+	// The caches and builders outlive the builds: stopped after srv.Close.
+	stopCaches, err := startCaches(cfg, log, reg, &scfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		stopCaches(cctx)
+	}()
 	srv, err := server.New(ctx, scfg)
 	if err != nil {
 		return configError(err)
@@ -199,7 +210,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		"buildkit", endpoint.Address, "managed_buildkitd", cfg.BuildKit.Address == "",
 		"builder_image", scfg.BuilderImage, "base_image", scfg.BaseImage,
 		"allow_loopback_hosts", cfg.Egress.Loopback, "allow_private_hosts", cfg.Egress.Private,
-		"allowed_ports", cfg.Egress.Ports, "allow_any_port", cfg.Egress.AnyPort)
+		"allowed_ports", cfg.Egress.Ports, "allow_any_port", cfg.Egress.AnyPort,
+		"builder_mode", cfg.Caches.BuilderMode, "module_proxy", scfg.ModuleProxyURL, "build_cache_store", scfg.BuildCache != nil,
+		"cache_scope", cmp.Or(scfg.CacheScope, server.CacheScopeService))
 
 	var serveErr error
 	select {

@@ -224,9 +224,13 @@ type CleanupResponse struct {
 	// Bytes of the server's temporary files removed.
 	TempBytesFreed int64 `protobuf:"varint,4,opt,name=temp_bytes_freed,json=tempBytesFreed,proto3" json:"temp_bytes_freed,omitempty"`
 	// How long the run took, in seconds.
-	Seconds       float64 `protobuf:"fixed64,5,opt,name=seconds,proto3" json:"seconds,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Seconds float64 `protobuf:"fixed64,5,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	// Bytes the module proxy's and the build-cache store's cleanups freed
+	// (least recently used first, down to their size and age limits).
+	ModuleProxyBytesFreed int64 `protobuf:"varint,6,opt,name=module_proxy_bytes_freed,json=moduleProxyBytesFreed,proto3" json:"module_proxy_bytes_freed,omitempty"`
+	BuildCacheBytesFreed  int64 `protobuf:"varint,7,opt,name=build_cache_bytes_freed,json=buildCacheBytesFreed,proto3" json:"build_cache_bytes_freed,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *CleanupResponse) Reset() {
@@ -290,6 +294,20 @@ func (x *CleanupResponse) GetTempBytesFreed() int64 {
 func (x *CleanupResponse) GetSeconds() float64 {
 	if x != nil {
 		return x.Seconds
+	}
+	return 0
+}
+
+func (x *CleanupResponse) GetModuleProxyBytesFreed() int64 {
+	if x != nil {
+		return x.ModuleProxyBytesFreed
+	}
+	return 0
+}
+
+func (x *CleanupResponse) GetBuildCacheBytesFreed() int64 {
+	if x != nil {
+		return x.BuildCacheBytesFreed
 	}
 	return 0
 }
@@ -2540,13 +2558,15 @@ var File_build_v1_build_proto protoreflect.FileDescriptor
 const file_build_v1_build_proto_rawDesc = "" +
 	"\n" +
 	"\x14build/v1/build.proto\x12\bbuild.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x10\n" +
-	"\x0eCleanupRequest\"\xe6\x01\n" +
+	"\x0eCleanupRequest\"\xd6\x02\n" +
 	"\x0fCleanupResponse\x120\n" +
 	"\x14buildkit_bytes_freed\x18\x01 \x01(\x03R\x12buildkitBytesFreed\x126\n" +
 	"\x17buildkit_records_pruned\x18\x02 \x01(\x03R\x15buildkitRecordsPruned\x12%\n" +
 	"\x0ebuilds_deleted\x18\x03 \x01(\x03R\rbuildsDeleted\x12(\n" +
 	"\x10temp_bytes_freed\x18\x04 \x01(\x03R\x0etempBytesFreed\x12\x18\n" +
-	"\aseconds\x18\x05 \x01(\x01R\aseconds\"\xc6\n" +
+	"\aseconds\x18\x05 \x01(\x01R\aseconds\x127\n" +
+	"\x18module_proxy_bytes_freed\x18\x06 \x01(\x03R\x15moduleProxyBytesFreed\x125\n" +
+	"\x17build_cache_bytes_freed\x18\a \x01(\x03R\x14buildCacheBytesFreed\"\xc6\n" +
 	"\n" +
 	"\x12CreateImageRequest\x12\x1e\n" +
 	"\bgit_repo\x18\x01 \x01(\tB\x03\xe0A\x02R\agitRepo\x12\x1d\n" +
