@@ -61,12 +61,15 @@ var GoRootExcludes = []string{"api", "doc", "test"}
 // keeps only the permission bits.
 const tmpMode = os.FileMode(0o1777)
 
-// BuilderState is the builder image's file system: four layers on scratch
-// (three with Options.NoGit). The first holds /etc (users, groups, CA
+// BuilderState is the builder image's file system: five layers on scratch
+// (four with Options.NoGit). The first holds /etc (users, groups, CA
 // certificates), /tmp, /root, /go and busybox; the second is busybox's
 // applet symlinks in /bin; the third is the Go toolchain; the fourth is
-// git (see GitFiles), last because it is the smallest: a new toolchain
-// redoes only the git copy on top of it, not the other way round.
+// git (see GitFiles), after the toolchain because it is smaller: a new
+// toolchain redoes only the git copy on top of it, not the other way
+// round; the fifth is the GOCACHEPROG helper, built in the image by its
+// toolchain (see goCacheProgLayer), last because it changes with this
+// program's version.
 //
 // The symlinks are made by running `/bin/busybox --install -s /bin` in exec
 // form (there is no shell yet) without network, and then copied out of the
@@ -108,12 +111,16 @@ func BuilderState(s Spec) llb.State {
 		llb.Copy(goroot, "/", GoRootPath, info),
 		llb.WithCustomNamef("[builder] add %s %s", s.GoVersion, GoRootPath),
 	)
-	if s.Git == nil {
-		return withGo
+	top := withGo
+	if s.Git != nil {
+		top = withGo.File(
+			llb.Copy(gitLocal(), "/", "/", treeCopyInfo(s)),
+			llb.WithCustomName(gitLayerName(s.Git)),
+		)
 	}
-	return withGo.File(
-		llb.Copy(gitLocal(), "/", "/", treeCopyInfo(s)),
-		llb.WithCustomName(gitLayerName(s.Git)),
+	return top.File(
+		llb.Copy(goCacheProgLayer(s, withGo), "/", "/", treeCopyInfo(s)),
+		llb.WithCustomName("[builder] add the GOCACHEPROG helper "+svcllb.GoCacheProgPath),
 	)
 }
 
@@ -164,6 +171,9 @@ func BuilderConfig(s Spec) ocispecs.Image {
 		LabelDescription: "Go toolchain " + s.GoVersion + " with busybox and CA certificates, assembled from local files by buildsvc bootstrap",
 		LabelVersion:     s.GoVersion,
 		LabelGoVersion:   s.GoVersion,
+		// The build service gives `go build` its remote build cache only
+		// in a builder that says it has the helper.
+		svcllb.LabelGoCacheProg: svcllb.GoCacheProgPath,
 	}
 	if s.Git != nil {
 		labels[LabelDescription] = "Go toolchain " + s.GoVersion + " with busybox, git and CA certificates, assembled from local files by buildsvc bootstrap"

@@ -14,6 +14,9 @@ import (
 	"github.com/moby/buildkit/solver/pb"
 	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/buildsvc/buildsvc/buildcache"
+	svcllb "github.com/buildsvc/buildsvc/llb"
 )
 
 var testEpoch = time.Date(2026, 8, 28, 16, 20, 6, 0, time.UTC)
@@ -181,11 +184,17 @@ func TestBuilderStateSources(t *testing.T) {
 
 func TestBuilderStateInstallsBusybox(t *testing.T) {
 	g := marshalGraph(t, BuilderState(testSpec()))
-	execs := g.execs()
-	if len(execs) != 1 {
-		t.Fatalf("%d exec ops, want 1", len(execs))
+	var busybox []*pb.ExecOp
+	for _, e := range g.execs() {
+		if e.Meta.Args[0] == "/bin/busybox" {
+			busybox = append(busybox, e)
+		}
 	}
-	e := execs[0]
+	// The other exec builds the GOCACHEPROG helper.
+	if len(busybox) != 1 || len(g.execs()) != 2 {
+		t.Fatalf("%d busybox exec ops of %d, want 1 of 2", len(busybox), len(g.execs()))
+	}
+	e := busybox[0]
 	if want := []string{"/bin/busybox", "--install", "-s", "/bin"}; !slices.Equal(e.Meta.Args, want) {
 		t.Errorf("exec args = %q, want exec form %q", e.Meta.Args, want)
 	}
@@ -498,9 +507,13 @@ func TestBuilderStateGit(t *testing.T) {
 	if gitSource == "" {
 		t.Fatal("no git local source")
 	}
-	// The terminal op's input is the git layer.
+	// The terminal op's input is the helper's layer, on top of git's.
 	terminal := ops[digest.FromBytes(def.Def[len(def.Def)-1])]
-	topDigest := digest.Digest(terminal.Inputs[0].Digest)
+	helper := ops[digest.Digest(terminal.Inputs[0].Digest)]
+	if hc := helper.GetFile().GetActions()[0].GetCopy(); hc == nil || hc.Dest != "/" {
+		t.Fatalf("top layer = %v, want the helper's tree copy", helper)
+	}
+	topDigest := digest.Digest(helper.Inputs[helper.GetFile().Actions[0].Input].Digest)
 	top := ops[topDigest]
 	if top.GetFile() == nil || len(top.GetFile().Actions) != 1 {
 		t.Fatalf("top op = %v, want one file action", top)
@@ -549,5 +562,133 @@ func TestBuilderConfigGit(t *testing.T) {
 	without := roundTrip(t, BuilderConfig(testSpec())).Config.Labels
 	if _, ok := without[LabelGit]; ok || strings.Contains(without[LabelDescription], "git") {
 		t.Errorf("labels without git = %v", without)
+	}
+}
+
+// The builder has the GOCACHEPROG helper, built by its own toolchain, on
+// its platform, with no network, from the source this program carries,
+// and copied onto the image as root's at the epoch.
+func TestBuilderStateGoCacheProg(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		spec      Spec
+		wantGOARM string
+	}{
+		{"amd64", testSpec(), ""},
+		{"git", testGitSpec(), ""},
+		{"armv7", func() Spec {
+			s := testSpec()
+			s.Platform = ocispecs.Platform{OS: "linux", Architecture: "arm", Variant: "v7"}
+			return s
+		}(), "7"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.spec
+			def, err := marshal(context.Background(), BuilderState(s), s, "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ops := map[digest.Digest]*pb.Op{}
+			for _, dt := range def.Def {
+				var op pb.Op
+				if err := op.Unmarshal(dt); err != nil {
+					t.Fatal(err)
+				}
+				ops[digest.FromBytes(dt)] = &op
+			}
+			input := func(op *pb.Op, i int64) *pb.Op { return ops[digest.Digest(op.Inputs[i].Digest)] }
+
+			// Top layer: the staged helper tree copied onto /.
+			terminal := ops[digest.FromBytes(def.Def[len(def.Def)-1])]
+			top := input(terminal, 0)
+			layer := top.GetFile().GetActions()[0].GetCopy()
+			if layer == nil || layer.Src != "/" || layer.Dest != "/" || !layer.DirCopyContents || layer.Timestamp != testEpoch.UnixNano() ||
+				layer.Owner.GetUser().GetByID() != 0 || layer.Owner.GetGroup().GetByID() != 0 {
+				t.Fatalf("helper layer = %v", top)
+			}
+			staged := input(top, top.GetFile().Actions[0].SecondaryInput)
+			c := staged.GetFile().GetActions()[0].GetCopy()
+			if c == nil || c.Src != "/buildsvc-gocacheprog" || c.Dest != "/usr/local/bin/buildsvc-gocacheprog" || c.Mode != 0o755 ||
+				!c.CreateDestPath || c.Timestamp != testEpoch.UnixNano() || c.Owner.GetUser().GetByID() != 0 {
+				t.Fatalf("helper staging copy = %v", c)
+			}
+
+			// The step that builds it.
+			buildOp := input(staged, staged.GetFile().Actions[0].SecondaryInput)
+			e := buildOp.GetExec()
+			if e == nil {
+				t.Fatalf("the helper comes from %v, not an exec", buildOp)
+			}
+			wantArgs := []string{"/usr/local/go/bin/go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", "/out/buildsvc-gocacheprog", "./cmd/buildsvc-gocacheprog"}
+			if !slices.Equal(e.Meta.Args, wantArgs) || e.Meta.Cwd != "/src" || e.Network != pb.NetMode_NONE {
+				t.Errorf("helper build: args %q in %s, network %v", e.Meta.Args, e.Meta.Cwd, e.Network)
+			}
+			env := map[string]string{}
+			for _, kv := range e.Meta.Env {
+				k, v, _ := strings.Cut(kv, "=")
+				env[k] = v
+			}
+			for k, v := range map[string]string{"GOPROXY": "off", "GOTOOLCHAIN": "local", "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod",
+				"GOOS": s.Platform.OS, "GOARCH": s.Platform.Architecture, "GOROOT": GoRootPath, "GOARM": tc.wantGOARM} {
+				if env[k] != v {
+					t.Errorf("helper build env %s = %q, want %q", k, env[k], v)
+				}
+			}
+			var root, src *pb.Op
+			for _, m := range e.Mounts {
+				switch m.Dest {
+				case "/":
+					root = input(buildOp, m.Input)
+				case "/src":
+					src = input(buildOp, m.Input)
+					if !m.Readonly {
+						t.Error("helper source mounted read-write")
+					}
+				}
+			}
+			// It runs in the image with the toolchain but before git, so
+			// a new git does not rebuild it.
+			if rc := root.GetFile().GetActions()[0].GetCopy(); rc == nil || rc.Dest != GoRootPath {
+				t.Errorf("the helper is not built on the Go root layer: %v", root)
+			}
+
+			// Its source is buildcache.HelperSource, every file.
+			files, err := buildcache.HelperSource()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string][]byte{}
+			for _, a := range src.GetFile().GetActions() {
+				if mf := a.GetMkfile(); mf != nil {
+					got[strings.TrimPrefix(mf.Path, "/")] = mf.Data
+					if mf.Timestamp != testEpoch.UnixNano() {
+						t.Errorf("%s timestamp %d", mf.Path, mf.Timestamp)
+					}
+				}
+			}
+			if len(got) != len(files) || len(files) < 5 {
+				t.Errorf("helper source has %d files, want %d", len(got), len(files))
+			}
+			for p, dt := range files {
+				if !bytes.Equal(got[p], dt) {
+					t.Errorf("helper source %s differs", p)
+				}
+			}
+			checkTimestamps(t, marshalGraph(t, BuilderState(s)))
+		})
+	}
+}
+
+func TestBuilderConfigGoCacheProg(t *testing.T) {
+	labels := roundTrip(t, BuilderConfig(testSpec())).Config.Labels
+	if labels[svcllb.LabelGoCacheProg] != svcllb.GoCacheProgPath {
+		t.Errorf("builder labels = %v, want %s=%s", labels, svcllb.LabelGoCacheProg, svcllb.GoCacheProgPath)
+	}
+	cfg, err := json.Marshal(BuilderConfig(testSpec()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !svcllb.BuilderHasGoCacheProg(cfg) {
+		t.Error("llb.BuilderHasGoCacheProg does not see the helper in the builder's config")
 	}
 }

@@ -179,6 +179,9 @@ func TestIntegrationBootstrap(t *testing.T) {
 			t.Errorf("builder %s: %v", p, h)
 		}
 	}
+	if h := fs["/usr/local/bin/buildsvc-gocacheprog"]; h == nil || h.Typeflag != tar.TypeReg || h.Mode&0o777 != 0o755 || h.Uid != 0 {
+		t.Errorf("builder GOCACHEPROG helper: %+v", h)
+	}
 	for _, gone := range GoRootExcludes {
 		if fs["/usr/local/go/"+gone] != nil {
 			t.Errorf("builder has the excluded /usr/local/go/%s", gone)
@@ -205,6 +208,9 @@ func TestIntegrationBootstrap(t *testing.T) {
 
 	t.Run("go in the builder", func(t *testing.T) {
 		checkGoBuild(t, ctx, st, res.BuilderRef, spec.GoVersion)
+	})
+	t.Run("GOCACHEPROG helper in the builder", func(t *testing.T) {
+		checkGoCacheProg(t, ctx, st, res.BuilderRef)
 	})
 }
 
@@ -348,6 +354,40 @@ go mod init example.com/hello 2>/dev/null && go build -o /out/hello . && /out/he
 	}
 	if strings.TrimSpace(out["hello.txt"]) != "hello from the builder" {
 		t.Errorf("built program printed %q", out["hello.txt"])
+	}
+}
+
+// checkGoCacheProg builds a program in the pushed builder with its
+// GOCACHEPROG helper, twice, the store's socket absent: the first build
+// fills the local directory and says once that it builds without the
+// store, the second builds from the local directory.
+func checkGoCacheProg(t *testing.T, ctx context.Context, st stack, ref string) {
+	out := runScript(t, ctx, st, ref, script{
+		name: "go build with the GOCACHEPROG helper in the builder",
+		sh: `mkdir /tmp/hello && cd /tmp/hello && printf 'package main\n\nfunc main() { println("hello through the helper") }\n' > main.go &&
+go mod init example.com/hello 2>/dev/null && go build -o /out/hello . 2> /out/first.txt && rm /out/hello &&
+go build -o /out/hello . 2> /out/second.txt && /out/hello 2> /out/hello.txt &&
+find /tmp/cache/buildsvc-cacheprog-v1/o -type f | wc -l > /out/objects.txt`,
+		env: [][2]string{
+			{"GOCACHEPROG", "/usr/local/bin/buildsvc-gocacheprog"},
+			{"GOCACHE", "/tmp/cache"},
+			{"BUILDSVC_GOCACHE_DIR", "/tmp/cache"},
+			{"BUILDSVC_GOCACHE_SOCKET", "/run/buildsvc/gocache.sock"},
+		},
+		outputs: []string{"first.txt", "second.txt", "hello.txt", "objects.txt"},
+	})
+	if f := out["first.txt"]; !strings.Contains(f, "buildsvc-gocacheprog: build cache store unreachable") || strings.Count(f, "\n") != 1 {
+		t.Errorf("first build's stderr = %q, want one warning line", f)
+	}
+	// The second build may not ask the store at all.
+	if f := out["second.txt"]; strings.Count(f, "\n") > 1 {
+		t.Errorf("second build's stderr = %q, want one warning line at most", f)
+	}
+	if strings.TrimSpace(out["hello.txt"]) != "hello through the helper" {
+		t.Errorf("built program printed %q", out["hello.txt"])
+	}
+	if n, _ := strconv.Atoi(strings.TrimSpace(out["objects.txt"])); n < 10 {
+		t.Errorf("the helper's local directory has %q objects", out["objects.txt"])
 	}
 }
 

@@ -8,7 +8,9 @@
 // certificates, a minimal /etc/passwd and /etc/group, /tmp, /root and /go,
 // the host's git with what it needs to fetch over HTTPS (see GitFiles; Go
 // runs git for modules that come straight from a git host, GOPRIVATE
-// ones), and an image config whose ENV makes `go build` work (GOROOT,
+// ones), the build service's GOCACHEPROG helper (built in the image by its
+// own toolchain from the source this program carries; see
+// llb.GoCacheProgPath), and an image config whose ENV makes `go build` work (GOROOT,
 // GOPATH, HOME, GOCACHE, GOMODCACHE, GOTOOLCHAIN=local, CGO_ENABLED=0). The base
 // image is made from scratch too: CA certificates, root and nonroot (65532)
 // users, /tmp, and USER 65532:65532.

@@ -219,19 +219,28 @@ func TestDiskStoreClean(t *testing.T) {
 		name     string
 		maxBytes int64
 		maxAge   time.Duration
-		hit      string // action of scope "a" read before the clean
+		hit      string // action of scope "a" looked up before the clean
+		output   bool   // the hit reads the output alone, not the action
 		want     map[string]bool
 	}{
-		{"no limits", 0, 0, "", map[string]bool{"a/1": true, "b/2": true, "a/3": true}},
-		{"by age", 0, 90 * time.Minute, "", map[string]bool{"a/3": true}},
-		{"by size, oldest first", 2300, 0, "", map[string]bool{"b/2": true, "a/3": true}},
-		{"a hit is recent use", 2300, 0, "1", map[string]bool{"a/1": true, "a/3": true}},
-		{"one left", 1200, 0, "", map[string]bool{"a/3": true}},
+		{"no limits", 0, 0, "", false, map[string]bool{"a/1": true, "b/2": true, "a/3": true}},
+		{"by age", 0, 90 * time.Minute, "", false, map[string]bool{"a/3": true}},
+		{"by size, oldest first", 2300, 0, "", false, map[string]bool{"b/2": true, "a/3": true}},
+		{"an action hit is recent use", 2300, 0, "1", false, map[string]bool{"a/1": true, "a/3": true}},
+		{"an output read is recent use", 2300, 0, "1", true, map[string]bool{"a/1": true, "a/3": true}},
+		{"one left", 1200, 0, "", false, map[string]bool{"a/3": true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := setup(t)
-			if tc.hit != "" {
-				if _, err := read(st, "a", tc.hit); err != nil {
+			switch {
+			case tc.hit != "" && tc.output:
+				rc, _, err := st.OpenOutput(ctx, "a", o1.id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rc.Close()
+			case tc.hit != "":
+				if _, err := st.GetAction(ctx, "a", actionID(tc.hit)); err != nil {
 					t.Fatal(err)
 				}
 			}

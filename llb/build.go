@@ -235,7 +235,6 @@ func compile(s Spec, builder *parsedConfig) (out bkllb.State, bin string, _ erro
 		var socket bkllb.RunOption
 		ccEnv, socket = remoteBuildCache(ccEnv, cachePath, uid, gid)
 		extra = append(extra, socket)
-		mounts = append(mounts, BuildCacheSocketPath)
 	}
 	run := ccEnv.Run(append(append([]bkllb.RunOption{
 		bkllb.Args(buildArgs(s)),

@@ -90,8 +90,8 @@ go_version() {
 
 # The builder's tag: the Go version, and a suffix that changes whenever what
 # `buildsvc bootstrap` puts in the image changes (images.sh only bootstraps a
-# missing tag). git1: the host's git with its HTTPS helpers and libraries.
-builder_image() { printf '%s/buildsvc/builder:go%s-git1\n' "$REGISTRY_ADDR" "$(go_version)"; }
+# missing tag). git1: the host's git with its HTTPS helpers and libraries; cp1: the GOCACHEPROG helper.
+builder_image() { printf '%s/buildsvc/builder:go%s-git1-cp1\n' "$REGISTRY_ADDR" "$(go_version)"; }
 base_image() { printf '%s/buildsvc/base:latest\n' "$REGISTRY_ADDR"; }
 
 # ensure_apt PKG... installs the Debian packages that are not installed yet.

@@ -70,10 +70,9 @@ type Helper struct {
 	remote Remote
 	opts   options
 
-	failed   atomic.Bool
-	uploads  sync.WaitGroup
-	sem      chan struct{}
-	received sync.Map // hex action ids got from the store: not sent back
+	failed  atomic.Bool
+	uploads sync.WaitGroup
+	sem     chan struct{}
 
 	localHits, remoteHits, misses, puts, remotePuts atomic.Int64
 }
@@ -228,11 +227,8 @@ func readBody(br *bufio.Reader, w io.Writer) (int64, error) {
 			return 0, fmt.Errorf("read body: %q where a JSON string should start", c)
 		}
 	}
-	q := &quoted{br: br}
-	n, err := io.Copy(w, base64.NewDecoder(base64.StdEncoding, q))
-	if err == nil && !q.done {
-		err = errors.New("body string not closed")
-	}
+	// quoted ends with the closing quote or fails: a body is whole.
+	n, err := io.Copy(w, base64.NewDecoder(base64.StdEncoding, &quoted{br: br}))
 	if err != nil {
 		return n, fmt.Errorf("read body: %w", err)
 	}
@@ -417,7 +413,6 @@ func (h *Helper) fetch(ctx context.Context, actionID []byte) (buildcache.Entry, 
 	if err := h.writeFile(h.actionPath(actionID), func(w io.Writer) error { _, err := w.Write(record(e)); return err }); err != nil {
 		return buildcache.Entry{}, "", false
 	}
-	h.received.Store(hex.EncodeToString(actionID), true)
 	return e, op, true
 }
 
@@ -535,9 +530,6 @@ func (s *stickyWriter) Write(p []byte) (int, error) {
 // for it before answering close.
 func (h *Helper) upload(ctx context.Context, actionID []byte, e buildcache.Entry, op string) {
 	if !h.useRemote() {
-		return
-	}
-	if _, ok := h.received.Load(hex.EncodeToString(actionID)); ok {
 		return
 	}
 	h.uploads.Add(1)

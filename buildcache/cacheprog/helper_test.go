@@ -322,7 +322,7 @@ func TestServe(t *testing.T) {
 		stats: Stats{Misses: 2, Puts: 1, LocalHits: 1, RemoteFailed: true},
 		log:   "buildsvc-gocacheprog: build cache store unreachable (dial unix /run/buildsvc/gocache.sock: connect: no such file or directory): building with the local cache only\n",
 	}, {
-		name:   "puts reach the store before close is answered, got ones are not sent back",
+		name:   "puts reach the store",
 		remote: func(f *fakeRemote) { f.add("got", "remote output") },
 		input:  getLine(1, "got") + putLine(2, "new", "new output") + closeLine(3),
 		check: func(t *testing.T, r map[int64]map[string]any) {
@@ -369,11 +369,12 @@ func TestServe(t *testing.T) {
 // A broken stream ends Serve with an error; the go command then fails.
 func TestServeBrokenStream(t *testing.T) {
 	for name, input := range map[string]string{
-		"not JSON":        "{not json}\n",
-		"body not base64": putLine(1, "a", "x")[:strings.Index(putLine(1, "a", "x"), "\"\n")+2] + "\"!!!!\"\n",
-		"truncated body":  strings.TrimSuffix(putLine(1, "a", "a body"), "\"\n"),
-		"no body":         putLine(1, "a", "a body")[:strings.Index(putLine(1, "a", "a body"), "\n\n")+2],
-		"body not string": putLine(1, "a", "")[:0] + `{"ID":1,"Command":"put","ActionID":"` + b64(id("a")) + `","OutputID":"` + b64(id("x")) + `","BodySize":1}` + "\n{}\n",
+		"not JSON":             "{not json}\n",
+		"body not base64":      putLine(1, "a", "x")[:strings.Index(putLine(1, "a", "x"), "\"\n")+2] + "\"!!!!\"\n",
+		"truncated body":       strings.TrimSuffix(putLine(1, "a", "a body"), "\"\n"),
+		"no body":              putLine(1, "a", "a body")[:strings.Index(putLine(1, "a", "a body"), "\n\n")+2],
+		"junk before the body": `{"ID":1,"Command":"put","ActionID":"` + b64(id("a")) + `","OutputID":"` + b64(id("x")) + `","BodySize":1}` + "\n1\"" + b64([]byte("x")) + "\"\n",
+		"body not string":      putLine(1, "a", "")[:0] + `{"ID":1,"Command":"put","ActionID":"` + b64(id("a")) + `","OutputID":"` + b64(id("x")) + `","BodySize":1}` + "\n{}\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			h, err := New(t.TempDir(), nil)
@@ -418,14 +419,19 @@ func TestTrim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := exchange(t, h, putLine(1, "old", "old output")+putLine(2, "new", "new output")); err != nil {
+	if _, err := exchange(t, h, putLine(1, "old", "old output")+putLine(2, "new", "new output")+putLine(3, "used", "used output")); err != nil {
 		t.Fatal(err)
 	}
 	// The first close wrote trim.txt; a day later, files unused for five
-	// days go.
+	// days go: a hit is a use.
 	then := time.Now().Add(-6 * 24 * time.Hour)
-	for _, p := range []string{h.actionPath(id("old")), h.objectPath(id("old output"))} {
+	for _, p := range []string{h.actionPath(id("old")), h.objectPath(id("old output")), h.actionPath(id("used")), h.objectPath(id("used output"))} {
 		_ = os.Chtimes(p, then, then)
+	}
+	if r, err := exchange(t, h, getLine(1, "used")); err != nil {
+		t.Fatal(err)
+	} else {
+		checkHit(t, r[1], "used output")
 	}
 	h.trim(time.Now())
 	if _, err := os.Stat(h.objectPath(id("old output"))); err != nil {
@@ -435,7 +441,81 @@ func TestTrim(t *testing.T) {
 	if _, err := os.Stat(h.objectPath(id("old output"))); !os.IsNotExist(err) {
 		t.Errorf("old output kept: %v", err)
 	}
-	if _, err := os.Stat(h.objectPath(id("new output"))); err != nil {
-		t.Errorf("new output trimmed: %v", err)
+	for _, p := range []string{h.objectPath(id("new output")), h.objectPath(id("used output")), h.actionPath(id("used"))} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("recently used file trimmed: %v", err)
+		}
+	}
+}
+
+// A put whose file cannot be written is an Err answer, and its body is
+// read all the same: the next request is read where it starts.
+func TestServePutFailureKeepsStreamInStep(t *testing.T) {
+	h, err := New(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(h.dir, "tmp")); err != nil {
+		t.Fatal(err)
+	}
+	r, err := exchange(t, h, putLine(1, "a", "output of a")+getLine(2, "b"))
+	if err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	checkErr(t, r[1])
+	checkMiss(t, r[2])
+}
+
+// slowRemote is a fakeRemote whose puts take a while, and which notes
+// whether close was answered while one was under way.
+type slowRemote struct {
+	*fakeRemote
+	closed chan struct{} // closed when the close response is written
+}
+
+func (s *slowRemote) Put(ctx context.Context, actionID, outputID []byte, size int64, body io.Reader) error {
+	select {
+	case <-s.closed:
+	case <-time.After(200 * time.Millisecond):
+	}
+	return s.fakeRemote.Put(ctx, actionID, outputID, size, body)
+}
+
+// closeWatcher closes closed when the response to request n is written.
+type closeWatcher struct {
+	bytes.Buffer
+	n       string
+	closed  chan struct{}
+	puts    func() int
+	atClose int
+}
+
+func (w *closeWatcher) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(`{"ID":`+w.n+`}`)) {
+		w.atClose = w.puts()
+		close(w.closed)
+	}
+	return w.Buffer.Write(p)
+}
+
+// Close is answered once every put has reached the store.
+func TestCloseWaitsForUploads(t *testing.T) {
+	fake := newFakeRemote()
+	remote := &slowRemote{fakeRemote: fake, closed: make(chan struct{})}
+	h, err := New(t.TempDir(), remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &closeWatcher{n: "3", closed: remote.closed, puts: func() int {
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		return len(fake.puts)
+	}}
+	in := putLine(1, "a", "output of a") + putLine(2, "b", "output of b") + closeLine(3)
+	if err := h.Serve(context.Background(), strings.NewReader(in), w); err != nil {
+		t.Fatal(err)
+	}
+	if w.atClose != 2 {
+		t.Errorf("close answered with %d of 2 puts in the store", w.atClose)
 	}
 }
