@@ -226,12 +226,7 @@ func compile(s Spec, builder *parsedConfig) (out bkllb.State, bin string, _ erro
 	}
 	mounts := []string{SourceDir, GoModCachePath, cachePath, downloadedDir, OutputDir}
 	var extra []bkllb.RunOption
-	if s.RemoteBuildCache {
-		if builder != nil {
-			if v, _ := builder.label(LabelGoCacheProg); v != GoCacheProgPath {
-				return bkllb.State{}, "", fmt.Errorf("%w: remote build cache: the builder image has no GOCACHEPROG helper (label %s=%s)", ErrInvalidSpec, LabelGoCacheProg, GoCacheProgPath)
-			}
-		}
+	if s.RemoteBuildCache && builder.hasGoCacheProg() {
 		var socket bkllb.RunOption
 		ccEnv, socket = remoteBuildCache(ccEnv, cachePath, uid, gid)
 		extra = append(extra, socket)

@@ -824,7 +824,6 @@ func TestInvalidSpec(t *testing.T) {
 		{"bad builder config", func(s *Spec) { s.Builder.Config = []byte("{") }},
 		{"null base config", func(s *Spec) { s.Base.Config = []byte("null") }},
 		{"bad base labels", func(s *Spec) { s.Base.Config = []byte(`{"config":{"Labels":["x"]}}`) }},
-		{"remote build cache without the helper", func(s *Spec) { s.RemoteBuildCache = true }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := good
@@ -1024,11 +1023,26 @@ func TestBuilderHasGoCacheProg(t *testing.T) {
 	}
 }
 
-// A builder whose config is unknown is trusted to have the helper, and
-// the remote build cache changes the compile step only.
+// The remote build cache changes the compile step only, and only with a
+// builder that has the helper: with any other, the graph is the one
+// without it.
+func TestRemoteBuildCacheNeedsTheHelper(t *testing.T) {
+	for name, builder := range map[string][]byte{"no label": []byte(builderConfig), "no config": nil} {
+		t.Run(name, func(t *testing.T) {
+			s := specs()["root"]
+			s.Builder.Config = builder
+			without := serialize(t, mustBuild(t, s))
+			s.RemoteBuildCache = true
+			if with := serialize(t, mustBuild(t, s)); !bytes.Equal(with, without) {
+				t.Error("the remote build cache changed the graph of a builder without the helper")
+			}
+		})
+	}
+}
+
 func TestRemoteBuildCacheChangesOnlyTheCompileStep(t *testing.T) {
 	s := specs()["root"]
-	s.Builder.Config = nil
+	s.Builder.Config = []byte(builderConfigCacheProg)
 	s.RemoteBuildCache = true
 	with := readBack(t, mustBuild(t, s))
 	s.RemoteBuildCache = false

@@ -38,7 +38,13 @@ const (
 // `buildsvc bootstrap` do.
 func BuilderHasGoCacheProg(dt []byte) bool {
 	p, err := parseImageConfig(dt)
-	if err != nil || p == nil {
+	return err == nil && p.hasGoCacheProg()
+}
+
+// hasGoCacheProg tells whether the (builder) config has LabelGoCacheProg;
+// a nil config does not.
+func (p *parsedConfig) hasGoCacheProg() bool {
+	if p == nil {
 		return false
 	}
 	v, ok := p.label(LabelGoCacheProg)

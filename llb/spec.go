@@ -178,10 +178,11 @@ type Spec struct {
 	// RemoteBuildCache makes `go build` use the builder's GOCACHEPROG
 	// helper (GoCacheProgPath) with the build cache mount as its local
 	// directory and the session's forwarded socket BuildCacheSSHID, at
-	// BuildCacheSocketPath, as its remote store. The builder must have the
-	// helper: a Builder.Config without LabelGoCacheProg is an invalid
-	// spec (see BuilderHasGoCacheProg). The socket is optional: without
-	// it the build uses the local cache alone.
+	// BuildCacheSocketPath, as its remote store, if the builder has the
+	// helper: only a Builder.Config with LabelGoCacheProg says so (see
+	// BuilderHasGoCacheProg); with any other builder the graph is the one
+	// without it, byte for byte. The socket is optional: without it the
+	// build uses the local cache alone.
 	RemoteBuildCache bool
 	// SourceDateEpoch, when set (the commit time), is the timestamp of the
 	// binary in the image, so that one commit always gives one layer. The
