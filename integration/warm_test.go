@@ -35,6 +35,7 @@ type warmStack struct {
 	storeDir string
 	launcher *buildkitd.Launcher
 	builders string // the launcher's state dir
+	idle     int    // idle builders kept ready
 }
 
 func startWarmStack(t *testing.T) *warmStack {
@@ -93,7 +94,7 @@ func (w *warmStack) configure(t *testing.T, wrap func(buildcache.Store) buildcac
 		t.Fatal(err)
 	}
 	return func(cfg *server.Config) {
-		cfg.Builders = server.EphemeralBuilders(w.launcher)
+		cfg.Builders = server.EphemeralBuilders(w.launcher, w.idle)
 		cfg.ModuleProxy, cfg.ModuleProxyURL = w.proxy, w.proxyURL
 		cfg.BuildCache = w.store
 		if wrap != nil {
@@ -258,4 +259,38 @@ type countingStore struct {
 func (c countingStore) GetAction(ctx context.Context, scope string, id []byte) (buildcache.Entry, error) {
 	c.n.Add(1)
 	return c.Store.GetAction(ctx, scope, id)
+}
+
+// TestIdleBuilderIsWarm: with an idle builder kept ready, a build gets a
+// brand-new buildkitd that has already pulled the builder and base images
+// and copied the Go root (its build finds them cached), and another idle
+// builder is started for the next build.
+func TestIdleBuilderIsWarm(t *testing.T) {
+	w := startWarmStack(t)
+	w.idle = 1
+	ts := startTestServer(t, w.configure(t, nil))
+	ready := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Minute)
+		for strings.Count(ts.Log.String(), `"msg":"idle builder ready"`) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("no idle builder ready after 3 minutes:\n%s", ts.Log.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	ready(1)
+	repo := newRepo(t, sampleFiles(t))
+	o := build(t, ts.Client, &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "idle")})
+	r := requireSuccess(t, o)
+	if !strings.Contains(r.GetBuilder(), "idle-") {
+		t.Errorf("the build ran on %q, not the idle builder", r.GetBuilder())
+	}
+	if ran, cached := stepRan(o, "Go root of the builder"); ran || !cached {
+		t.Errorf("on the warmed builder the Go root copy ran %v, was cached %v", ran, cached)
+	}
+	if ran, cached := stepRan(o, "go build"); !ran || cached {
+		t.Errorf("go build ran %v, was cached %v: the builder must be fresh", ran, cached)
+	}
+	ready(2)
 }

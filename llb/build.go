@@ -131,19 +131,9 @@ var moduleFiles = []string{"**/go.mod", "**/go.sum", "**/go.work", "**/go.work.s
 // step fetches that toolchain through the module proxy into the module
 // cache, and the compile step runs it from there.
 func compile(s Spec, builder *parsedConfig) (out bkllb.State, bin string, _ error) {
-	st := bkllb.Image(s.Builder.Ref, bkllb.Platform(s.BuildPlatform))
-	if builder != nil {
-		var err error
-		st, err = st.WithImageConfig(s.Builder.Config)
-		if err != nil {
-			return bkllb.State{}, "", fmt.Errorf("builder image config: %w", err)
-		}
-		// WithImageConfig takes the platform from the config; the builder
-		// runs on the build platform whatever the config says.
-		st = st.Platform(s.BuildPlatform)
-	}
-	if builder == nil || !builder.hasEnv("PATH") {
-		st = st.AddEnv("PATH", builderPathFallback)
+	st, err := builderState(s, builder)
+	if err != nil {
+		return bkllb.State{}, "", err
 	}
 	// Each step's own settings first; the request's environment comes last
 	// and wins (a tenant allowed GOFLAGS sets it for both steps).
@@ -242,6 +232,26 @@ func compile(s Spec, builder *parsedConfig) (out bkllb.State, bin string, _ erro
 		bkllb.WithCustomName("go build " + s.Package),
 	}, goRootMount(st, builder, mounts)...), append(append(secretEnv(s), limits...), extra...)...)...)
 	return run.AddMount(OutputDir, outBase, outOpts...), bin, nil
+}
+
+// builderState is the builder image on the build platform, with its
+// config's environment.
+func builderState(s Spec, builder *parsedConfig) (bkllb.State, error) {
+	st := bkllb.Image(s.Builder.Ref, bkllb.Platform(s.BuildPlatform))
+	if builder != nil {
+		var err error
+		st, err = st.WithImageConfig(s.Builder.Config)
+		if err != nil {
+			return bkllb.State{}, fmt.Errorf("builder image config: %w", err)
+		}
+		// WithImageConfig takes the platform from the config; the builder
+		// runs on the build platform whatever the config says.
+		st = st.Platform(s.BuildPlatform)
+	}
+	if builder == nil || !builder.hasEnv("PATH") {
+		st = st.AddEnv("PATH", builderPathFallback)
+	}
+	return st, nil
 }
 
 // goRootMount mounts the builder's Go root, read-only, at its own path in

@@ -4,10 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/containerd/platforms"
+	"github.com/moby/buildkit/client"
+	gateway "github.com/moby/buildkit/frontend/gateway/client"
+
 	"github.com/buildsvc/buildsvc/buildkitd"
+	"github.com/buildsvc/buildsvc/credentials"
+	"github.com/buildsvc/buildsvc/llb"
 )
 
 // Builders gives each build the buildkitd it runs on. Without one
@@ -35,13 +44,19 @@ func (s *Server) acquireBuilder(ctx context.Context, b *build) (BuildKitClient, 
 	}
 	s.cfg.Logger.Info("builder ready", "build", b.id, "builder", name, "after", time.Since(start).Round(time.Millisecond))
 	return c, name, func() {
-		// The build's own context may be done (cancelled, timed out):
-		// the builder is thrown away regardless.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		if err := release(ctx); err != nil {
-			s.cfg.Logger.Warn("releasing the builder", "build", b.id, "builder", name, "err", err)
-		}
+		// In the background: the build's result does not wait for its
+		// builder's teardown (seconds, to remove an unpacked image). The
+		// build's own context may be done (cancelled, timed out): the
+		// builder is thrown away regardless. Close waits for it.
+		s.releases.Add(1)
+		go func() {
+			defer s.releases.Done()
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if err := release(ctx); err != nil {
+				s.cfg.Logger.Warn("releasing the builder", "build", b.id, "builder", name, "err", err)
+			}
+		}()
 	}, nil
 }
 
@@ -51,26 +66,188 @@ type Launcher interface {
 }
 
 // EphemeralBuilders gives each build a fresh buildkitd of l: its own empty
-// state, started for the build and thrown away (process, mounts and
-// directory) after it. Only the service's stores outlive it.
-func EphemeralBuilders(l Launcher) Builders { return ephemeralBuilders{l} }
+// state, thrown away (process, mounts and directory) after the build; only
+// the service's stores outlive it. idle builders are kept started ahead,
+// each with the service's builder and base images already pulled and its
+// Go root copied (llb.WarmDefinition: the service's images, nothing of any
+// tenant), so that a build does not wait for that; 0 starts each builder
+// when its build needs it.
+func EphemeralBuilders(l Launcher, idle int) Builders {
+	return &ephemeralBuilders{l: l, idle: max(0, idle), ready: make(chan *readyBuilder, max(0, idle))}
+}
 
-type ephemeralBuilders struct{ l Launcher }
+type ephemeralBuilders struct {
+	l     Launcher
+	idle  int
+	ready chan *readyBuilder
 
-// Acquire implements Builders.
-func (e ephemeralBuilders) Acquire(ctx context.Context, buildID string) (BuildKitClient, string, func(context.Context) error, error) {
-	// The instance's name is short: its socket path must fit a sun_path.
-	name := "build-" + buildID[max(0, len(buildID)-10):]
+	mu     sync.Mutex
+	cancel context.CancelFunc // of the pool's fillers, once started
+	fill   sync.WaitGroup
+	seq    atomic.Int64
+}
+
+// readyBuilder is a started (and, from the pool, warmed) buildkitd.
+type readyBuilder struct {
+	inst *buildkitd.Instance
+	c    *client.Client
+}
+
+func (r *readyBuilder) close(ctx context.Context) error {
+	return errors.Join(r.c.Close(), r.inst.Close(ctx))
+}
+
+// builderPool is a Builders that keeps builders ready; the server starts
+// and stops it.
+type builderPool interface {
+	startPool(warm func(context.Context, BuildKitClient) error, log *slog.Logger)
+	stopPool(ctx context.Context)
+}
+
+// launch starts a builder named name.
+func (e *ephemeralBuilders) launch(ctx context.Context, name string) (*readyBuilder, error) {
 	inst, err := e.l.Start(ctx, name)
 	if err != nil {
-		return nil, "", nil, err
+		return nil, err
 	}
 	c, err := inst.Client(ctx)
 	if err != nil {
 		_ = inst.Close(context.WithoutCancel(ctx))
-		return nil, "", nil, err
+		return nil, err
 	}
-	return c, "ephemeral " + filepath.Base(inst.Dir()), func(ctx context.Context) error {
-		return errors.Join(c.Close(), inst.Close(ctx))
-	}, nil
+	return &readyBuilder{inst: inst, c: c}, nil
+}
+
+// startPool keeps e.idle builders ready, each warmed by warm.
+func (e *ephemeralBuilders) startPool(warm func(context.Context, BuildKitClient) error, log *slog.Logger) {
+	if e.idle == 0 {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cancel != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	for i := 0; i < e.idle; i++ {
+		e.fill.Add(1)
+		go func() {
+			defer e.fill.Done()
+			e.keepReady(ctx, warm, log)
+		}()
+	}
+}
+
+// keepReady starts and warms builders into e.ready until ctx ends: one at
+// a time, the next once the last was taken. A failure is logged and tried
+// again after a pause; builds meanwhile start builders of their own.
+func (e *ephemeralBuilders) keepReady(ctx context.Context, warm func(context.Context, BuildKitClient) error, log *slog.Logger) {
+	pause := time.Second
+	for ctx.Err() == nil {
+		start := time.Now()
+		rb, err := e.launch(ctx, fmt.Sprintf("idle-%d", e.seq.Add(1)))
+		if err == nil {
+			if err = warm(ctx, rb.c); err != nil {
+				_ = rb.close(context.WithoutCancel(ctx))
+			}
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("an idle builder failed to start; builds start their own", "err", err, "retry_in", pause)
+				select {
+				case <-time.After(pause):
+				case <-ctx.Done():
+				}
+				pause = min(2*pause, time.Minute)
+			}
+			continue
+		}
+		pause = time.Second
+		log.Info("idle builder ready", "builder", filepath.Base(rb.inst.Dir()), "after", time.Since(start).Round(time.Millisecond))
+		select {
+		case e.ready <- rb:
+		case <-ctx.Done():
+			_ = rb.close(context.WithoutCancel(ctx))
+		}
+	}
+}
+
+// stopPool stops the fillers and closes the idle builders.
+func (e *ephemeralBuilders) stopPool(ctx context.Context) {
+	e.mu.Lock()
+	cancel := e.cancel
+	e.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	cancel()
+	e.fill.Wait()
+	for {
+		select {
+		case rb := <-e.ready:
+			_ = rb.close(ctx)
+		default:
+			return
+		}
+	}
+}
+
+// Acquire implements Builders: an idle builder if one is ready, else a
+// new one.
+func (e *ephemeralBuilders) Acquire(ctx context.Context, buildID string) (BuildKitClient, string, func(context.Context) error, error) {
+	var rb *readyBuilder
+	select {
+	case rb = <-e.ready:
+	default:
+		// The instance's name is short: its socket path must fit a
+		// sun_path.
+		var err error
+		if rb, err = e.launch(ctx, "build-"+buildID[max(0, len(buildID)-10):]); err != nil {
+			return nil, "", nil, err
+		}
+	}
+	return rb.c, "ephemeral " + filepath.Base(rb.inst.Dir()), rb.close, nil
+}
+
+// warmBuilder readies a new buildkitd for any build: the server's builder
+// and base images pulled and the builder's Go root copied, with the
+// server's own registry credentials (llb.WarmDefinition; nothing of a
+// request or tenant).
+func (s *Server) warmBuilder(ctx context.Context, c BuildKitClient) error {
+	workers, err := c.ListWorkers(ctx)
+	if err != nil {
+		return err
+	}
+	if len(workers) == 0 || len(workers[0].Platforms) == 0 {
+		return errors.New("buildkitd has no workers")
+	}
+	platform := platforms.Normalize(workers[0].Platforms[0])
+	docker, err := buildkitd.LoadDockerConfig(s.cfg.DockerConfigDir)
+	if err != nil {
+		return err
+	}
+	attach, err := (&credentials.Build{}).Attachables(docker)
+	if err != nil {
+		return err
+	}
+	_, err = c.Build(ctx, client.SolveOpt{Session: attach}, "buildsvc-warm", func(ctx context.Context, gc gateway.Client) (*gateway.Result, error) {
+		builder, err := resolveImage(ctx, gc, s.cfg.BuilderImage, platform)
+		if err != nil {
+			return nil, fmt.Errorf("builder image: %w", err)
+		}
+		base, err := resolveImage(ctx, gc, s.cfg.BaseImage, platform)
+		if err != nil {
+			return nil, fmt.Errorf("base image: %w", err)
+		}
+		def, err := llb.WarmDefinition(ctx, llb.Spec{Builder: builder, Base: base, BuildPlatform: platform, Platform: platform})
+		if err != nil {
+			return nil, err
+		}
+		if _, err := gc.Solve(ctx, gateway.SolveRequest{Definition: def.ToPB(), Evaluate: true}); err != nil {
+			return nil, err
+		}
+		return gateway.NewResult(), nil
+	}, nil)
+	return err
 }

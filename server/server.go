@@ -49,6 +49,7 @@ type Server struct {
 	stopping atomic.Bool
 	builds   sync.WaitGroup // build goroutines
 	persist  sync.WaitGroup // persisters
+	releases sync.WaitGroup // builders being thrown away
 
 	mu        sync.Mutex
 	active    map[string]*build // not yet ended, or ended but not yet fully stored
@@ -109,6 +110,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	if p, ok := cfg.Builders.(builderPool); ok {
+		p.startPool(s.warmBuilder, s.cfg.Logger.With("component", "builders"))
+	}
 	return s, nil
 }
 
@@ -137,6 +141,10 @@ func (s *Server) Close(ctx context.Context) error {
 		<-done
 	}
 	s.persist.Wait()
+	if p, ok := s.cfg.Builders.(builderPool); ok {
+		p.stopPool(ctx)
+	}
+	s.releases.Wait()
 	return s.bk.Close()
 }
 

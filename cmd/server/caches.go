@@ -94,7 +94,9 @@ func startCaches(cfg config, log *slog.Logger, reg prometheus.Registerer, scfg *
 		opts := []buildkitd.LauncherOption{
 			buildkitd.WithBinary(cfg.Managed.Binary),
 			buildkitd.WithReadyTimeout(cfg.Managed.StartTimeout),
-			buildkitd.WithMaxInstances(scfg.MaxConcurrent),
+			// The running builds', the idle ones and those being
+			// thrown away in the background.
+			buildkitd.WithMaxInstances(2*max(scfg.MaxConcurrent, server.DefaultMaxConcurrent) + c.IdleBuilders),
 			buildkitd.WithLogger(log.With("component", "ephemeral-buildkitd")),
 		}
 		if cfg.Managed.CABundle != "" {
@@ -112,7 +114,7 @@ func startCaches(cfg config, log *slog.Logger, reg prometheus.Registerer, scfg *
 				log.Error("stopping ephemeral builders", "err", err)
 			}
 		})
-		scfg.Builders = server.EphemeralBuilders(l)
+		scfg.Builders = server.EphemeralBuilders(l, c.IdleBuilders)
 	}
 	return stop, nil
 }

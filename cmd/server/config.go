@@ -149,6 +149,7 @@ var options = []option{
 	{name: "log-cap", kind: kSize, def: "32MiB", category: catBuilds, usage: "step output kept per build"},
 
 	{name: "builder-mode", def: builderPersistent, category: catCaches, usage: "`MODE` persistent (every build on buildkit-addr's or the managed buildkitd) or ephemeral (each build on a fresh buildkitd, a child process started from buildkitd-binary and buildkitd-config with an empty state dir under <data-dir>/builders, thrown away after the build: the safe choice for untrusted code, kept warm by the module proxy and the build-cache store)"},
+	{name: "idle-builders", kind: kInt, def: "1", category: catCaches, usage: "with builder-mode ephemeral: fresh buildkitds kept started ahead, each with the builder and base images pulled (the service's images, nothing of a tenant), so that a build does not wait for that; 0 starts each when its build needs it"},
 	{name: "module-proxy-listen", category: catCaches, defText: "empty: no module proxy, builds use goproxy", usage: "`ADDRESS` the service's Go module proxy listens on (e.g. 127.0.0.1:17072): builds' GOPROXY, caching every module it fetches from goproxy (its upstream) for every later build, on any buildkitd"},
 	{name: "module-proxy-url", category: catCaches, defText: "https://<module-proxy-listen>", usage: "`URL` of the module proxy as build steps reach it (its certificate must name the host); the build's netrc holds the proxy's credential for that host and port"},
 	{name: "module-proxy-tls-cert", category: catCaches, defText: "tls-cert", usage: "certificate `FILE` (PEM) the module proxy serves HTTPS with (the go command sends credentials only over HTTPS); build steps must trust its CA: the system's, or one in ca-bundle"},
@@ -339,6 +340,7 @@ const (
 // the module proxy and the build-cache store (serve makes them).
 type cachesConfig struct {
 	BuilderMode                           string
+	IdleBuilders                          int
 	ModuleProxyListen, ModuleProxyURL     string
 	ModuleProxyDir                        string
 	ModuleProxyTLSCert, ModuleProxyTLSKey string
@@ -402,6 +404,7 @@ func parseConfig(s map[string]setting) (config, error) {
 		},
 		Caches: cachesConfig{
 			BuilderMode:        p.str("builder-mode"),
+			IdleBuilders:       p.int("idle-builders"),
 			ModuleProxyListen:  p.str("module-proxy-listen"),
 			ModuleProxyURL:     p.str("module-proxy-url"),
 			ModuleProxyDir:     p.str("module-proxy-dir"),
@@ -477,6 +480,9 @@ func parseConfig(s map[string]setting) (config, error) {
 	}
 	if c := cfg.Caches; c.ModuleProxyListen != "" && (c.ModuleProxyTLSCert == "" || c.ModuleProxyTLSKey == "") {
 		p.fail("module-proxy-tls-cert", errors.New("the module proxy needs a certificate and key (module-proxy-tls-cert and -key, or tls-cert and tls-key): the go command sends credentials only over HTTPS"))
+	}
+	if cfg.Caches.IdleBuilders < 0 {
+		p.fail("idle-builders", errors.New("must not be negative"))
 	}
 	if cfg.Caches.ModuleProxyURL != "" && cfg.Caches.ModuleProxyListen == "" {
 		p.fail("module-proxy-url", errors.New("needs module-proxy-listen"))
