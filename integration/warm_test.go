@@ -188,7 +188,6 @@ func TestDisposableBuildersStayWarm(t *testing.T) {
 	}
 }
 
-
 // failingStore is a build-cache store that starts failing every call
 // once stopped, as a store that went away mid-build does.
 type failingStore struct {
