@@ -33,6 +33,8 @@
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/private.sh
+source "$(dirname "${BASH_SOURCE[0]}")/private.sh" # INTERNAL_CA, INTERNAL_CERT, BK_CA_BUNDLE
 
 RUNS="${BENCH_RUNS:-3}"
 SIZES="${BENCH_SIZES:-small medium large}"
@@ -73,13 +75,16 @@ export GIT_AUTHOR_NAME="buildsvc-bench" GIT_AUTHOR_EMAIL="bench@example.com" \
 # ---------------------------------------------------------------- daemons
 PROXY_PID="$WORK/run/proxy.pid"
 BSRV_PID="$WORK/run/server.pid"
+SSRV_PID="$WORK/run/server-stores.pid"
+FSRV_PID="$WORK/run/server-fresh.pid"
 cleanup() {
 	stop_pid "bench server" "$BSRV_PID" "$BIN/buildsvc-server" 30 || true
+	stop_pid "bench server (stores)" "$SSRV_PID" "$BIN/buildsvc-server" 30 || true
+	stop_pid "bench server (fresh builders)" "$FSRV_PID" "$BIN/buildsvc-server" 30 || true
 	stop_pid "bench proxy" "$PROXY_PID" "$TOOLS/benchproxy" 5 || true
 }
 trap cleanup EXIT
-stop_pid "bench server" "$BSRV_PID" "$BIN/buildsvc-server" 30
-stop_pid "bench proxy" "$PROXY_PID" "$TOOLS/benchproxy" 5
+cleanup
 
 rm -f "$WORK/run/proxy.url"
 start_bg "bench proxy" "$PROXY_PID" "$LOGDIR/proxy.log" "$TOOLS/benchproxy" \
@@ -87,22 +92,56 @@ start_bg "bench proxy" "$PROXY_PID" "$LOGDIR/proxy.log" "$TOOLS/benchproxy" \
 wait_until "bench proxy" 10 "$PROXY_PID" "$TOOLS/benchproxy" "$LOGDIR/proxy.log" test -s "$WORK/run/proxy.url"
 PROXY_URL="$(cat "$WORK/run/proxy.url")"
 
-# A port of its own for the bench's server (the stack's stays as it is).
-BPORT=$((SERVER_PORT + 20))
-while tcp_open "$BPORT"; do BPORT=$((BPORT + 1)); done
+# free_port FROM: the first port from FROM on that nothing listens on.
+free_port() {
+	local p="$1"
+	while tcp_open "$p"; do p=$((p + 1)); done
+	echo "$p"
+}
+# start_server NAME PIDFILE PORT DATADIR [ARGS...]: a bench server like the
+# stack's (scripts/up.sh) but with the bench proxy as GOPROXY and
+# GONOSUMDB for its modules; its own data dir, no TLS. The proxy is on
+# loopback: the download step reaches it like the integration tests'
+# proxies (the build steps use the host's network); the loopback and port
+# allowance is for the server's own connections to the git daemon.
+start_server() {
+	local name="$1" pidfile="$2" port="$3" data="$4"
+	shift 4
+	rm -rf "$data"
+	start_bg "$name" "$pidfile" "$LOGDIR/$(basename "$data").log" "$BIN/buildsvc-server" \
+		--listen "127.0.0.1:$port" --buildkit-addr "$BUILDKIT_ADDR" \
+		--docker-config "$DOCKER_CONFIG_DIR" --builder-image "$BUILDER_IMAGE" --base-image "$BASE_IMAGE" \
+		--goproxy "$PROXY_URL" --gonosumdb "$NOSUMDB" --allow-insecure-git --data-dir "$data" \
+		--allow-loopback-hosts --allowed-ports "$GIT_PORT" --build-user 65534:65534 "$@"
+	wait_until "$name" 30 "$pidfile" "$BIN/buildsvc-server" "$LOGDIR/$(basename "$data").log" tcp_open "$port"
+}
+# Ports of their own for the bench's servers (the stack's stay as they are).
+BPORT="$(free_port $((SERVER_PORT + 20)))"
 BSRV_ADDR="127.0.0.1:$BPORT"
-# Like the stack's server (scripts/up.sh) but with the bench proxy as
-# GOPROXY and GONOSUMDB for its modules; its own data dir, no TLS. The
-# proxy is on loopback: the go build step reaches it like the integration
-# tests' proxies (the build steps use the host's network); the loopback and
-# port allowance is for the server's own connections to the git daemon.
-rm -rf "$WORK/server"
-start_bg "bench server" "$BSRV_PID" "$LOGDIR/server.log" "$BIN/buildsvc-server" \
-	--listen "$BSRV_ADDR" --buildkit-addr "$BUILDKIT_ADDR" \
-	--docker-config "$DOCKER_CONFIG_DIR" --builder-image "$BUILDER_IMAGE" --base-image "$BASE_IMAGE" \
-	--goproxy "$PROXY_URL" --gonosumdb "$NOSUMDB" --allow-insecure-git --data-dir "$WORK/server" \
-	--allow-loopback-hosts --allowed-ports "$GIT_PORT" --build-user 65534:65534
-wait_until "bench server" 30 "$BSRV_PID" "$BIN/buildsvc-server" "$LOGDIR/server.log" tcp_open "$BPORT"
+start_server "bench server" "$BSRV_PID" "$BPORT" "$WORK/server"
+# The same with the service's caches that outlive buildkitd: its module
+# proxy (HTTPS with the stack's internal CA, which the download step trusts
+# through --ca-bundle; upstream the bench proxy) and the build-cache store.
+# "stores" builds on the long-lived buildkitd, "fresh" each build on a
+# brand-new one (builder-mode ephemeral), after another fresh one built the
+# parent commit: a warm fleet, a cold builder. Its server keeps one idle
+# builder ready (the builder and base images pulled, nothing of a build);
+# each fresh build waits, untimed, until one is.
+stores_args() { # PORT
+	echo --module-proxy-listen "127.0.0.1:$1" --module-proxy-url "https://localhost:$1" \
+		--module-proxy-tls-cert "$INTERNAL_CERT" --module-proxy-tls-key "$INTERNAL_KEY" \
+		--ca-bundle "$INTERNAL_CA" --build-cache-store
+}
+SPORT="$(free_port $((BPORT + 1)))"
+SSRV_ADDR="127.0.0.1:$SPORT"
+# shellcheck disable=SC2046 # stores_args prints words
+start_server "bench server (stores)" "$SSRV_PID" "$SPORT" "$WORK/server-stores" $(stores_args "$(free_port $((SPORT + 10)))")
+FPORT="$(free_port $((SPORT + 1)))"
+FSRV_ADDR="127.0.0.1:$FPORT"
+# shellcheck disable=SC2046
+start_server "bench server (fresh builders)" "$FSRV_PID" "$FPORT" "$WORK/server-fresh" $(stores_args "$(free_port $((FPORT + 20)))") \
+	--builder-mode ephemeral --buildkitd-binary "$BIN/buildkitd" --buildkitd-config "$STACK/buildkitd.toml" \
+	--buildkitd-ca-bundle "$BK_CA_BUNDLE"
 
 # ---------------------------------------------------------------- the ways
 DF_DIR="$WORK/dockerfile"
@@ -168,11 +207,31 @@ new_commit() {
 	git -C "$CLONE" rev-parse HEAD
 }
 
-# build_service SHA LOG [TAG]: one build through the bench's server; LOG
-# gets the build's events (JSON lines) and the CLI's stderr.
+# build_service SHA LOG [TAG [ADDR]]: one build through the bench's server
+# (or the one at ADDR); LOG gets the build's events (JSON lines) and the
+# CLI's stderr.
 build_service() {
-	"$BIN/buildsvc" build --server "$BSRV_ADDR" --repo "$REPO_URL" --commit "$1" \
+	"$BIN/buildsvc" build --server "${4:-$BSRV_ADDR}" --repo "$REPO_URL" --commit "$1" \
 		--tag "${3:-$REGISTRY_ADDR/bench/$SIZE-service:latest}" -o json --progress quiet >"$2" 2>"$2.stderr"
+}
+
+# build_stores SHA LOG: the same through the server with the stores.
+build_stores() { build_service "$1" "$2" "$REGISTRY_ADDR/bench/$SIZE-stores:latest" "$SSRV_ADDR"; }
+
+# build_fresh SHA LOG: the same on a brand-new buildkitd.
+build_fresh() { build_service "$1" "$2" "$REGISTRY_ADDR/bench/$SIZE-fresh:latest" "$FSRV_ADDR"; }
+
+# usage_sum FIELD LOGS...: the sum of a CacheUsage field over the builds'
+# results (protojson leaves out zeros); "none" if a result has no usage.
+usage_sum() {
+	local field="$1" f sum=0 v
+	shift
+	for f in "$@"; do
+		grep -q '"cacheUsage"' "$f" || { echo none; return; }
+		v="$(grep -o "\"$field\":\"[0-9]*\"" "$f" | grep -o '[0-9]*' | tail -n 1)"
+		sum=$((sum + ${v:-0}))
+	done
+	echo "$sum"
 }
 
 # build_ko SHA LOG: ko build of the clone (at SHA) at ko's defaults.
@@ -210,9 +269,24 @@ build_floor() {
 	} >"$2" 2>&1
 }
 
+# before_fresh: wait (untimed) until the fresh builders' server has an idle
+# builder ready that no build took yet: what a pool sized for the build
+# rate gives every build. After 5 minutes, the build starts its own.
+before_fresh() {
+	local i log="$LOGDIR/server-fresh.log" readyn taken
+	for ((i = 0; i < 1200; i++)); do
+		readyn="$(grep -c 'msg="idle builder ready"' "$log" || true)"
+		taken="$(grep 'msg="builder ready"' "$log" | grep -c 'builder="ephemeral idle-' || true)"
+		((readyn > taken)) && return 0
+		sleep 0.25
+	done
+	warn "no idle builder after 5 minutes; the build starts its own"
+}
+
 # timed KIND N: build a new commit with KIND, print the seconds it took.
 timed() {
 	local kind="$1" n="$2" sha t0 t1 logf
+	if declare -F "before_$kind" >/dev/null; then "before_$kind"; fi
 	sha="$(new_commit)"
 	logf="$LOGDIR/$SIZE-$kind-$n.log"
 	t0="$(now)"
@@ -229,7 +303,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # goal RATIO MAX: "met" or "not met".
 goal() { awk -v r="$1" -v g="$2" 'BEGIN { print (r <= g ? "met" : "not met") }'; }
 
-WAYS=(service ko dockerfile floor)
+WAYS=(service stores fresh ko dockerfile floor)
+GOAL_FRESH="1.50" GOAL_STORES="1.05"
 : >"$RESULTS"
 out() { printf '%s\n' "$*" | tee -a "$RESULTS"; }
 
@@ -275,7 +350,19 @@ for size in $SIZES; do
 	out "$(printf '  %-17s %7s   goal <= %s: %s' service/floor "$r_floor" "$GOAL_FLOOR" "$(goal "$r_floor" "$GOAL_FLOOR")")"
 	out "$(printf '  service phases (medians, from its events): resolving %.3fs, queued %.3fs, building %.3fs (the go build step %.3fs), export+push %.3fs; first to last event %.3fs' \
 		"${ph[resolving]}" "${ph[queued]}" "${ph[building]}" "${ph[gobuild]}" "${ph[pushing]}" "${ph[events]}")"
-	unset times med ph
+	r_stores="$(ratio "${med[stores]}" "${med[service]}")"
+	r_fresh="$(ratio "${med[fresh]}" "${med[service]}")"
+	out "$(printf '  %-17s %7s   goal <= %s (the warm path with the stores is no slower): %s' stores/service "$r_stores" "$GOAL_STORES" "$(goal "$r_stores" "$GOAL_STORES")")"
+	out "$(printf '  %-17s %7s   goal <= %s (a brand-new buildkitd, the fleet warm): %s' fresh/service "$r_fresh" "$GOAL_FRESH" "$(goal "$r_fresh" "$GOAL_FRESH")")"
+	fresh_logs=()
+	for ((i = 1; i <= RUNS; i++)); do fresh_logs+=("$LOGDIR/$SIZE-fresh-$i.log"); done
+	declare -A fph=()
+	while read -r k v; do fph[$k]="$v"; done < <("$TOOLS/phases" "${fresh_logs[@]}")
+	out "$(printf '  fresh builders: building %.3fs (the go build step %.3fs), export+push %.3fs; module proxy: %s requests from its cache, %s fetched upstream; build-cache store: %s hits, %s misses' \
+		"${fph[building]}" "${fph[gobuild]}" "${fph[pushing]}" \
+		"$(usage_sum moduleHits "${fresh_logs[@]}")" "$(usage_sum moduleMisses "${fresh_logs[@]}")" \
+		"$(usage_sum buildCacheHits "${fresh_logs[@]}")" "$(usage_sum buildCacheMisses "${fresh_logs[@]}")")"
+	unset times med ph fph
 done
 
 # ---------------------------------------------------------------- concurrency

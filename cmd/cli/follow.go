@@ -166,6 +166,9 @@ func showBuildWith(cCtx *cli.Context, bc buildv1.BuildClient, disp display, o fo
 	case o.events != nil:
 		return nil // the result event was the last line
 	}
+	if l := cacheUsageLine(res.GetCacheUsage()); l != "" {
+		fmt.Fprintf(cCtx.App.ErrWriter, "build %s: %s\n", id, l)
+	}
 	_, err = fmt.Fprintln(cCtx.App.Writer, res.GetImage())
 	return err
 }

@@ -94,6 +94,8 @@ func writeBuildInfo(w io.Writer, info *buildv1.BuildInfo) error {
 	if res := info.GetResult(); res != nil {
 		line("image", res.GetImage())
 		line("digest", res.GetDigest())
+		line("builder", res.GetBuilder())
+		line("caches", cacheUsageLine(res.GetCacheUsage()))
 	}
 	if e := info.GetError(); e != nil {
 		line("error", fmt.Sprintf("%s (%s)", e.GetMessage(), codes.Code(e.GetCode())))
