@@ -129,6 +129,7 @@ func (w *warmStack) leftovers(t *testing.T) []string {
 // serves everything from its cache) and gets go build's results from the
 // store. Each builder is gone, process and directory, once its build ends.
 func TestDisposableBuildersStayWarm(t *testing.T) {
+	t.Parallel() // on buildkitds of its own
 	w := startWarmStack(t)
 	ts := startTestServer(t, w.configure(t, nil))
 	c := ts.Client
@@ -221,6 +222,7 @@ func (f *failingStore) Put(ctx context.Context, scope string, a, o []byte, size 
 // TestBuildCacheStoreDownMidBuild: a store that fails while go build runs
 // makes the build slower, never failed, and the build's log says so.
 func TestBuildCacheStoreDownMidBuild(t *testing.T) {
+	t.Parallel() // on buildkitds of its own
 	w := startWarmStack(t)
 	fs := &failingStore{}
 	var calls atomic.Int64
@@ -265,6 +267,7 @@ func (c countingStore) GetAction(ctx context.Context, scope string, id []byte) (
 // and copied the Go root (its build finds them cached), and another idle
 // builder is started for the next build.
 func TestIdleBuilderIsWarm(t *testing.T) {
+	t.Parallel() // on buildkitds of its own
 	w := startWarmStack(t)
 	w.idle = 1
 	ts := startTestServer(t, w.configure(t, nil))
