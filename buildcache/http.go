@@ -53,6 +53,7 @@ type Option func(*options)
 type options struct {
 	timeout       time.Duration
 	maxObjectSize int64
+	hintsKey      string
 }
 
 func newOptions(opts []Option) options {
@@ -104,7 +105,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 }
 
 // Handler serves scope of st with the wire protocol. stats, if not nil,
-// counts what it serves. Options: WithMaxObjectSize. The caller runs it on
+// counts what it serves. Options: WithMaxObjectSize, WithHints. The caller runs it on
 // a listener of its own, e.g. a unix socket one build reaches, so that the
 // build can only see its scope; the server's timeouts are the caller's.
 func Handler(st Store, scope string, stats *Stats, opts ...Option) http.Handler {
@@ -116,6 +117,8 @@ func Handler(st Store, scope string, stats *Stats, opts ...Option) http.Handler 
 	mux.HandleFunc("GET "+actionsPath+"{id}", h.getAction)
 	mux.HandleFunc("PUT "+actionsPath+"{id}", h.putAction)
 	mux.HandleFunc("GET "+outputsPath+"{id}", h.getOutput)
+	mux.HandleFunc("GET "+hintsPath, h.getHints)
+	mux.HandleFunc("PUT "+hintsPath, h.putHints)
 	return mux
 }
 

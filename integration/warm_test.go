@@ -106,20 +106,27 @@ func (w *warmStack) configure(t *testing.T, wrap func(buildcache.Store) buildcac
 }
 
 // leftovers are the entries of the launcher's state dir other than its
-// lock: what an ephemeral builder left behind.
+// lock, once the builders of ended builds are thrown away (in the
+// background, within a minute): what an ephemeral builder left behind.
 func (w *warmStack) leftovers(t *testing.T) []string {
 	t.Helper()
-	ents, err := os.ReadDir(w.builders)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var left []string
-	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), ".") {
-			left = append(left, e.Name())
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ents, err := os.ReadDir(w.builders)
+		if err != nil {
+			t.Fatal(err)
 		}
+		var left []string
+		for _, e := range ents {
+			if !strings.HasPrefix(e.Name(), ".") {
+				left = append(left, e.Name())
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return left
 }
 
 // TestDisposableBuildersStayWarm: two builds of the sample, each on a

@@ -296,6 +296,9 @@ timed() {
 	}
 	t1="$(now)"
 	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
+	# The next idle builder is warmed (pulls, unpacks) before the next
+	# way's build, not during it.
+	if declare -F "before_$kind" >/dev/null; then "before_$kind"; fi
 }
 
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }

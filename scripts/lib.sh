@@ -90,8 +90,18 @@ go_version() {
 
 # The builder's tag: the Go version, and a suffix that changes whenever what
 # `buildsvc bootstrap` puts in the image changes (images.sh only bootstraps a
-# missing tag). git1: the host's git with its HTTPS helpers and libraries; cp1: the GOCACHEPROG helper.
-builder_image() { printf '%s/buildsvc/builder:go%s-git1-cp1\n' "$REGISTRY_ADDR" "$(go_version)"; }
+# missing tag). git1: the host's git with its HTTPS helpers and libraries;
+# cp-HASH: the GOCACHEPROG helper, built from the source of buildcache/ and
+# buildcache/cacheprog/ (HASH of those files, so a change to the helper is
+# a new tag).
+helper_hash() {
+	local f files=()
+	for f in "$ROOT"/buildcache/*.go "$ROOT"/buildcache/cacheprog/*.go; do
+		[[ $f == *_test.go ]] || files+=("$f")
+	done
+	cat "${files[@]}" | sha256sum | cut -c1-8
+}
+builder_image() { printf '%s/buildsvc/builder:go%s-git1-cp%s\n' "$REGISTRY_ADDR" "$(go_version)" "$(helper_hash)"; }
 base_image() { printf '%s/buildsvc/base:latest\n' "$REGISTRY_ADDR"; }
 
 # ensure_apt PKG... installs the Debian packages that are not installed yet.

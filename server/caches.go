@@ -69,7 +69,10 @@ func (s *Server) caches(b *build, modID, buildID string) (*buildCaches, error) {
 		c.stats = new(buildcache.Stats)
 		l := newConnListener()
 		srv := &http.Server{
-			Handler:           buildcache.Handler(s.cfg.BuildCache, storeScope(buildID), c.stats),
+			// The hints are the program's: the entries its last build used,
+			// which the helper fetches ahead.
+			Handler: buildcache.Handler(s.cfg.BuildCache, storeScope(buildID), c.stats,
+				buildcache.WithHints(b.req.Repo+"\x00"+b.req.Dir+"\x00"+b.req.Package)),
 			ReadHeaderTimeout: time.Minute,
 		}
 		go func() { _ = srv.Serve(l) }()

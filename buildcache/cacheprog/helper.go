@@ -62,6 +62,8 @@ type Stats struct {
 	Puts, RemotePuts int64
 	// RemoteFailed says the store failed once and was not asked again.
 	RemoteFailed bool
+	// Prefetched are entries fetched ahead from the store's hints.
+	Prefetched int64
 }
 
 // Helper is the cache the go command talks to through Serve.
@@ -74,7 +76,11 @@ type Helper struct {
 	uploads sync.WaitGroup
 	sem     chan struct{}
 
-	localHits, remoteHits, misses, puts, remotePuts atomic.Int64
+	localHits, remoteHits, misses, puts, remotePuts, prefetched atomic.Int64
+
+	used       usedIDs
+	inflightMu sync.Mutex
+	inflight   map[string]chan struct{} // action ids being fetched
 }
 
 // New returns a helper keeping its files in LocalSubdir of dir, and
@@ -104,6 +110,7 @@ func (h *Helper) Stats() Stats {
 	return Stats{
 		LocalHits: h.localHits.Load(), RemoteHits: h.remoteHits.Load(), Misses: h.misses.Load(),
 		Puts: h.puts.Load(), RemotePuts: h.remotePuts.Load(), RemoteFailed: h.failed.Load(),
+		Prefetched: h.prefetched.Load(),
 	}
 }
 
@@ -141,10 +148,29 @@ func (h *Helper) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 		return nil
 	}
 
+	// With a store that keeps hints, the entries the last build of the
+	// program used are fetched ahead while the go command starts; the ones
+	// this run used are sent when it ends.
+	pctx, stopPrefetch := context.WithCancel(ctx)
+	defer stopPrefetch()
+	var prefetching sync.WaitGroup
+	hr, hints := h.remote.(Hinter)
+	if hints && h.useRemote() {
+		prefetching.Add(1)
+		go func() {
+			defer prefetching.Done()
+			h.prefetch(pctx, hr)
+		}()
+	}
 	var gets sync.WaitGroup
 	finish := func() {
+		stopPrefetch()
+		prefetching.Wait()
 		gets.Wait()
 		h.uploads.Wait()
+		if hints {
+			h.sendHints(ctx, hr)
+		}
 		h.trim(time.Now())
 	}
 	send(&Response{ID: 0, KnownCommands: knownCommands})
@@ -290,10 +316,12 @@ func (h *Helper) get(ctx context.Context, req *Request) *Response {
 	}
 	if e, p, ok := h.local(req.ActionID); ok {
 		h.localHits.Add(1)
+		h.used.add(req.ActionID)
 		return hit(req.ID, e, p)
 	}
-	if e, p, ok := h.fetch(ctx, req.ActionID); ok {
+	if e, p, ok := h.fetchOnce(ctx, req.ActionID); ok {
 		h.remoteHits.Add(1)
+		h.used.add(req.ActionID)
 		return hit(req.ID, e, p)
 	}
 	h.misses.Add(1)
@@ -507,6 +535,7 @@ func (h *Helper) put(ctx context.Context, req *Request, br *bufio.Reader) (*Resp
 		return fail("put %x: %v", req.ActionID, err), nil
 	}
 	h.puts.Add(1)
+	h.used.add(req.ActionID)
 	op := h.objectPath(req.OutputID)
 	h.upload(ctx, req.ActionID, e, op)
 	return &Response{ID: req.ID, DiskPath: op}, nil
