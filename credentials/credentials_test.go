@@ -16,6 +16,7 @@ import (
 
 	"github.com/docker/cli/cli/config/configfile"
 	"github.com/docker/cli/cli/config/types"
+	"github.com/moby/buildkit/session"
 	"github.com/moby/buildkit/session/secrets"
 	"github.com/moby/buildkit/session/sshforward"
 	"golang.org/x/crypto/ssh"
@@ -223,21 +224,7 @@ func TestAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	for _, a := range atts {
-		a.Register(srv)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(l) }()
-	defer srv.Stop()
-	cc, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := serveSession(t, atts)
 	ctx := context.Background()
 
 	// Secrets: served by id; an unknown id is ErrNotFound.
@@ -315,21 +302,7 @@ func TestSockets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	for _, a := range atts {
-		a.Register(srv)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(l) }()
-	defer srv.Stop()
-	cc, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := serveSession(t, atts)
 	ctx := context.Background()
 	c := sshforward.NewSSHClient(cc)
 	for _, id := range []string{"echo", llb.GitSSHID} {
@@ -351,4 +324,26 @@ func TestSockets(t *testing.T) {
 		t.Errorf("read %q, %v; want %q", got, err, "got hello")
 	}
 	ours.Close()
+}
+
+// serveSession serves the attachables over a real gRPC connection, as a
+// BuildKit session does, and returns the client end.
+func serveSession(t *testing.T, atts []session.Attachable) *grpc.ClientConn {
+	t.Helper()
+	srv := grpc.NewServer()
+	for _, a := range atts {
+		a.Register(srv)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(srv.Stop)
+	cc, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
 }
