@@ -105,6 +105,7 @@ func TestExposition(t *testing.T) {
 		"buildsvc_build_cache_requests_total":   dto.MetricType_COUNTER,
 		"buildsvc_build_cache_bytes_total":      dto.MetricType_COUNTER,
 		"buildsvc_build_cache_puts_total":       dto.MetricType_COUNTER,
+		"buildsvc_build_cache_store_bytes":      dto.MetricType_GAUGE,
 	}
 	var got, want []string
 	for name, mf := range mfs {

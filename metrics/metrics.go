@@ -72,6 +72,8 @@
 //   - buildsvc_build_cache_bytes_total{direction}: bytes read from and
 //     written to the store.
 //   - buildsvc_build_cache_puts_total: entries put.
+//   - buildsvc_build_cache_store_bytes: the store's size after the last
+//     cleanup run (BuildCacheStoreSize).
 //
 // buildkitd, asked at scrape time (only with WithDiskUsage):
 //   - buildsvc_buildkitd_up: 1 when the disk-usage call succeeded within the
@@ -282,6 +284,7 @@ type Metrics struct {
 	cacheRequests *prometheus.CounterVec // buildsvc_build_cache_requests_total{result}
 	cacheBytes    *prometheus.CounterVec // buildsvc_build_cache_bytes_total{direction}
 	cachePuts     prometheus.Counter
+	cacheSize     prometheus.Gauge
 
 	maxTracked int
 
@@ -391,6 +394,11 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 			Name:      "build_cache_puts_total",
 			Help:      "Entries finished builds put into the service's build-cache store.",
 		}),
+		cacheSize: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace,
+			Name:      "build_cache_store_bytes",
+			Help:      "Size of the service's build-cache store after the last cleanup run (0 until one ran).",
+		}),
 		maxTracked: o.maxTracked,
 		tracked:    map[string]*tracked{},
 		order:      list.New(),
@@ -437,7 +445,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 		},
 	}
 	cs := []prometheus.Collector{fromEvents, m.dedupJoins, m.refused, m.cleanupRuns, m.cleanupFreed, m.cleanupBuilds,
-		m.cacheRequests, m.cacheBytes, m.cachePuts}
+		m.cacheRequests, m.cacheBytes, m.cachePuts, m.cacheSize}
 	if o.diskUsage != nil {
 		cs = append(cs, newBuildkitdCollector(o.diskUsage, o.diskUsageTimeout, o.diskUsageInterval))
 	}
@@ -505,6 +513,10 @@ func (m *Metrics) StoresCleaned(moduleProxyBytes, buildCacheBytes int64) {
 	m.cleanupFreed.WithLabelValues("module-proxy").Add(nonNegative(moduleProxyBytes))
 	m.cleanupFreed.WithLabelValues("build-cache").Add(nonNegative(buildCacheBytes))
 }
+
+// BuildCacheStoreSize records the build-cache store's size after a
+// cleanup run.
+func (m *Metrics) BuildCacheStoreSize(bytes int64) { m.cacheSize.Set(nonNegative(bytes)) }
 
 // cacheUsed records a finished build's use of the build-cache store.
 func (m *Metrics) cacheUsed(u *buildv1.CacheUsage) {

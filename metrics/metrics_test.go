@@ -611,6 +611,7 @@ func TestSeriesExistBeforeFirstBuild(t *testing.T) {
 		"buildsvc_build_cache_puts_total{}",
 		"buildsvc_build_cache_requests_total{result=hit}",
 		"buildsvc_build_cache_requests_total{result=miss}",
+		"buildsvc_build_cache_store_bytes{}",
 		"buildsvc_build_duration_seconds{state=cancelled}",
 		"buildsvc_build_duration_seconds{state=failed}",
 		"buildsvc_build_duration_seconds{state=interrupted}",
@@ -711,6 +712,7 @@ func TestCacheUsage(t *testing.T) {
 	m.Event(result(&buildv1.CacheUsage{BuildCacheHits: 1}))
 	m.Event(result(nil)) // a server without the stores
 	m.StoresCleaned(100, 40)
+	m.BuildCacheStoreSize(4096)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -724,10 +726,11 @@ func TestCacheUsage(t *testing.T) {
 					key += "{" + w + "}"
 				}
 			}
-			got[key] = mt.GetCounter().GetValue()
+			got[key] = mt.GetCounter().GetValue() + mt.GetGauge().GetValue()
 		}
 	}
 	for k, v := range map[string]float64{
+		"buildsvc_build_cache_store_bytes":                 4096,
 		"buildsvc_build_cache_requests_total{hit}":         8,
 		"buildsvc_build_cache_requests_total{miss}":        2,
 		"buildsvc_build_cache_bytes_total{read}":           700,

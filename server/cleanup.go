@@ -43,14 +43,16 @@ type cleanupObserver interface {
 }
 
 // storeCleanupObserver is implemented by observers (metrics) that want to
-// hear what the stores' cleanups freed.
+// hear what the stores' cleanups freed, and the build-cache store's size
+// after it.
 type storeCleanupObserver interface {
 	StoresCleaned(moduleProxyBytes, buildCacheBytes int64)
+	BuildCacheStoreSize(bytes int64)
 }
 
 // StoreCleaner cleans one of the service's stores by its limits and
-// returns the bytes it freed.
-type StoreCleaner func(ctx context.Context) (freed int64, err error)
+// returns the bytes it freed and the bytes the store holds after it.
+type StoreCleaner func(ctx context.Context) (freed, size int64, err error)
 
 // Cleanup implements buildv1.AdminServiceServer: it runs one cleanup now.
 func (s *Server) Cleanup(ctx context.Context, _ *buildv1.CleanupRequest) (*buildv1.CleanupResponse, error) {
@@ -80,23 +82,25 @@ func (s *Server) RunCleanup(ctx context.Context) (*buildv1.CleanupResponse, erro
 	if resp.BuildsDeleted, err = s.pruneHistory(ctx, p, began); err != nil {
 		return nil, fmt.Errorf("history retention: %w", err)
 	}
+	cacheSize := int64(-1)
 	for _, st := range []struct {
-		clean StoreCleaner
-		freed *int64
-		name  string
+		clean       StoreCleaner
+		freed, size *int64
+		name        string
 	}{
-		{s.cfg.CleanModuleProxy, &resp.ModuleProxyBytesFreed, "module proxy"},
-		{s.cfg.CleanBuildCache, &resp.BuildCacheBytesFreed, "build-cache store"},
+		{s.cfg.CleanModuleProxy, &resp.ModuleProxyBytesFreed, new(int64), "module proxy"},
+		{s.cfg.CleanBuildCache, &resp.BuildCacheBytesFreed, &cacheSize, "build-cache store"},
 	} {
 		if st.clean == nil {
 			continue
 		}
 		// A store that fails to clean is logged; the others still run.
-		n, err := st.clean(ctx)
+		n, size, err := st.clean(ctx)
 		if err != nil {
 			s.cfg.Logger.Warn("cleanup of the "+st.name, "err", err)
+			size = -1
 		}
-		*st.freed = n
+		*st.freed, *st.size = n, size
 	}
 	resp.Seconds = time.Since(began).Seconds()
 	s.cfg.Logger.Info("cleanup ran", "buildkit_bytes_freed", resp.BuildkitBytesFreed,
@@ -108,6 +112,9 @@ func (s *Server) RunCleanup(ctx context.Context) (*buildv1.CleanupResponse, erro
 	}
 	if o, ok := s.cfg.Observer.(storeCleanupObserver); ok {
 		o.StoresCleaned(resp.ModuleProxyBytesFreed, resp.BuildCacheBytesFreed)
+		if cacheSize >= 0 {
+			o.BuildCacheStoreSize(cacheSize)
+		}
 	}
 	return resp, nil
 }

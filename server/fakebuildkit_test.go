@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/session"
 	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/client/llb/sourceresolver"
 	"github.com/moby/buildkit/exporter/containerimage/exptypes"
@@ -76,6 +77,7 @@ type fakeBuildKit struct {
 	resolved  map[string][]string // tag -> image refs whose config it resolved
 	defs      []digest.Digest     // of the ops of the final solves, in order
 	prunes    []client.PruneInfo  // the options of every Prune
+	sessions  [][]session.Attachable
 	closed    bool
 }
 
@@ -154,6 +156,9 @@ func (f *fakeBuildKit) Build(ctx context.Context, opt client.SolveOpt, _ string,
 		return nil, fmt.Errorf("fake: want one pushed image export, got %+v", opt.Exports)
 	}
 	tag := opt.Exports[0].Attrs["name"]
+	f.mu.Lock()
+	f.sessions = append(f.sessions, opt.Session)
+	f.mu.Unlock()
 	g := &fakeGateway{f: f, tag: tag, status: statusChan}
 	res, err := buildFunc(ctx, g)
 	if err != nil {

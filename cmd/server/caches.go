@@ -73,9 +73,9 @@ func startCaches(cfg config, log *slog.Logger, reg prometheus.Registerer, scfg *
 		stops = append(stops, func(ctx context.Context) { _ = srv.Shutdown(ctx) })
 		log.Info("module proxy listening", "address", lis.Addr().String(), "url", url)
 		scfg.ModuleProxy, scfg.ModuleProxyURL = p, url
-		scfg.CleanModuleProxy = func(ctx context.Context) (int64, error) {
+		scfg.CleanModuleProxy = func(ctx context.Context) (int64, int64, error) {
 			r, err := p.Clean(ctx)
-			return r.RemovedBytes, err
+			return r.RemovedBytes, r.Bytes, err
 		}
 		scfg.GoProxy = "" // the builds' GOPROXY is the proxy
 	}
@@ -85,9 +85,13 @@ func startCaches(cfg config, log *slog.Logger, reg prometheus.Registerer, scfg *
 			return stop, configError(fmt.Errorf("build-cache store: %w", err))
 		}
 		scfg.BuildCache = st
-		scfg.CleanBuildCache = func(ctx context.Context) (int64, error) {
+		scfg.CleanBuildCache = func(ctx context.Context) (int64, int64, error) {
 			r, err := st.Clean(ctx, c.BuildCacheMaxSize, c.BuildCacheMaxAge)
-			return r.Bytes, err
+			if err != nil {
+				return r.Bytes, 0, err
+			}
+			size, err := st.DiskUsage(ctx)
+			return r.Bytes, size, err
 		}
 	}
 	if c.BuilderMode == builderEphemeral {

@@ -1,0 +1,113 @@
+package server
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moby/buildkit/session/secrets"
+
+	"github.com/buildsvc/buildsvc/buildcache"
+	"github.com/buildsvc/buildsvc/modproxy"
+)
+
+// fakeProxy is a ModuleProxy that hands out fixed credentials and stats.
+type fakeProxy struct {
+	mu        sync.Mutex
+	scopes    []string
+	forgotten []string
+}
+
+func (p *fakeProxy) Credentials(scope, buildID string) (string, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.scopes = append(p.scopes, scope)
+	return "b-" + buildID, "pw-" + scope
+}
+
+func (p *fakeProxy) BuildStats(string) modproxy.Stats {
+	return modproxy.Stats{Hits: 5, Misses: 2, BytesFromCache: 500, BytesFromUpstream: 200, UpstreamTime: time.Second}
+}
+
+func (p *fakeProxy) Forget(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.forgotten = append(p.forgotten, id)
+}
+
+// fakeBuilders hands out one client under a name and counts releases.
+type fakeBuilders struct {
+	c        BuildKitClient
+	released chan string
+}
+
+func (f *fakeBuilders) Acquire(_ context.Context, id string) (BuildKitClient, string, func(context.Context) error, error) {
+	return f.c, "fake " + id, func(context.Context) error { f.released <- id; return nil }, nil
+}
+
+// TestBuildWithCaches: a build on a server with a module proxy, a
+// build-cache store and builders of its own runs on the builder it got
+// (released after it), gets the proxy's credential in its netrc secret for
+// the proxy's host and port, and reports the caches' use in its result;
+// the proxy forgets its stats then.
+func TestBuildWithCaches(t *testing.T) {
+	fk := newFakeBuildKit()
+	proxy := &fakeProxy{}
+	store, err := buildcache.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	builders := &fakeBuilders{c: fk, released: make(chan string, 1)}
+	e := newLifecycleServer(t, newFakeBuildKit(), func(c *Config) {
+		c.ModuleProxy, c.ModuleProxyURL = proxy, "https://proxy.internal:8443"
+		c.BuildCache = store
+		c.Builders = builders
+	})
+	id := e.start(t, imageRequest("caches")).GetBuildId()
+	evs := e.watch(t, id)
+	res := evs[len(evs)-1].GetResult()
+	if res.GetBuilder() != "fake "+id {
+		t.Errorf("builder %q, want the one Builders gave", res.GetBuilder())
+	}
+	u := res.GetCacheUsage()
+	if u.GetModuleHits() != 5 || u.GetModuleMisses() != 2 || u.GetModuleBytesFetched() != 200 || u.GetModuleFetchTime().AsDuration() != time.Second ||
+		u.GetBuildCacheTime() == nil {
+		t.Errorf("cache usage %v, want the proxy's stats and the store's", u)
+	}
+	select {
+	case got := <-builders.released:
+		if got != id {
+			t.Errorf("released %s, want %s", got, id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the builder was not released")
+	}
+	proxy.mu.Lock()
+	scopes, forgotten := proxy.scopes, proxy.forgotten
+	proxy.mu.Unlock()
+	if len(scopes) != 1 || scopes[0] != storeScope("buildsvc-gomodcache") || len(forgotten) != 1 || forgotten[0] != id {
+		t.Errorf("proxy scopes %v, forgotten %v", scopes, forgotten)
+	}
+	// The netrc secret names the proxy by host and port, with the build's
+	// credential, before any other entry.
+	fk.mu.Lock()
+	sessions := fk.sessions
+	fk.mu.Unlock()
+	if len(sessions) != 1 {
+		t.Fatalf("%d sessions", len(sessions))
+	}
+	var netrc string
+	for _, a := range sessions[0] {
+		if ss, ok := a.(secrets.SecretsServer); ok {
+			r, err := ss.GetSecret(context.Background(), &secrets.GetSecretRequest{ID: "buildsvc.netrc"})
+			if err == nil {
+				netrc = string(r.GetData())
+			}
+		}
+	}
+	if want := "machine proxy.internal:8443\nlogin b-" + id + "\npassword pw-" + storeScope("buildsvc-gomodcache") + "\n"; !strings.HasPrefix(netrc, want) {
+		t.Errorf("netrc %q, want it to start with %q", netrc, want)
+	}
+}
