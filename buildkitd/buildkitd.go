@@ -1,5 +1,9 @@
 // Package buildkitd connects to a BuildKit daemon and gives it the
-// registry credentials it needs, without the daemon ever storing them.
+// registry credentials it needs, without the daemon ever storing them. It
+// also runs daemons: a Supervisor keeps one managed buildkitd running
+// (restarting it when it exits), a Monitor watches a daemon's health, and a
+// Launcher starts throw-away ones, one per build, and removes every trace
+// of each when it is closed.
 package buildkitd
 
 import (

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,7 +28,7 @@ const (
 
 // SystemCABundle is the CA bundle buildkitd's own git fetches trust (BuildKit
 // runs git with no system gitconfig, so libcurl's compiled-in bundle is the
-// only one that counts). See WithSystemCABundle.
+// only one that counts). See LauncherConfig.SystemCABundle.
 const SystemCABundle = "/etc/ssl/certs/ca-certificates.crt"
 
 // logTailLines is how much of a daemon's log a StartError carries.
@@ -44,158 +45,85 @@ var ErrLauncherClosed = errors.New("buildkitd launcher is closed")
 // start of a directory name.
 var instanceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$`)
 
-// A LauncherOption configures a Launcher. Options are checked by
-// NewLauncher, so a bad one fails there, before anything starts.
-type LauncherOption func(*launcherOptions) error
+// LauncherConfig configures a Launcher. NewLauncher checks it, so a bad
+// one fails there, before anything starts. Zero values mean the defaults.
+type LauncherConfig struct {
+	// StateDir is the directory the instances are kept in, created if need
+	// be. Required. It belongs to the Launcher: it is locked against other
+	// Launchers, and every directory in it, left by an earlier process that
+	// crashed or was killed, is removed by NewLauncher. Keep it short: each
+	// instance's socket path must fit a sun_path.
+	StateDir string
+	// Binary is the buildkitd executable, a path or a name looked up in
+	// PATH. Default DefaultBinary.
+	Binary string
+	// ConfigFile is the base buildkitd.toml of every instance. Each
+	// instance runs with a copy whose root, [grpc] address (and
+	// debugAddress) and [otel] socketPath are its own; the rest (workers, gc
+	// policy, registry mirrors and their http, insecure and CA settings,
+	// history) is kept. Default: no file, buildkitd's defaults.
+	ConfigFile string
+	// Args are more arguments for every buildkitd command line, after
+	// --config. They must not set --root, --addr or --config: the Launcher
+	// does.
+	Args []string
+	// Env are KEY=VALUE variables added to the daemon's environment, which
+	// is otherwise this process's. PATH decides which runc buildkitd runs
+	// (and which one the Launcher uses to remove build containers a killed
+	// daemon left behind).
+	Env []string
+	// SystemCABundle, when set, is a PEM file that each daemon sees over
+	// the SystemCABundle path: each runs in a mount namespace of its own in
+	// which the file is bind-mounted (read-only) there, so that buildkitd's
+	// git fetches over HTTPS trust its CAs: what the local stack does for
+	// its buildkitd (scripts/up.sh). It needs unshare(1) and sh(1), and
+	// root. Registry CAs need no such thing: they are in the config file.
+	// The daemon's mounts then live only in its namespace and vanish with
+	// it. It must be a regular file. Default: none, the host's bundle.
+	SystemCABundle string
+	// ReadyTimeout is how long Start waits for a daemon to answer. Default
+	// DefaultReadyTimeout.
+	ReadyTimeout time.Duration
+	// StopTimeout is how long Instance.Close waits for a daemon to exit
+	// after SIGTERM before it kills its process group. Default
+	// DefaultStopTimeout.
+	StopTimeout time.Duration
+	// MaxInstances bounds the instances alive at once: Start waits (as long
+	// as its context lets it) for one to close. Default 0: no bound.
+	MaxInstances int
+	// Logger is where the Launcher logs each start (with how long the
+	// daemon took to answer), close and cleanup. Default nil: nothing is
+	// logged. The daemons' own output goes to each instance's LogName.
+	Logger *slog.Logger
 
-type launcherOptions struct {
-	binary       string
-	configFile   string
-	args         []string
-	env          []string
-	caBundle     string
-	readyTimeout time.Duration
-	stopTimeout  time.Duration
-	maxInstances int
-	logger       *slog.Logger
-	ready        func(ctx context.Context, e Endpoint) error // test seam
+	// ready replaces the readiness probe (tests). Default: Dial and Probe.
+	ready func(ctx context.Context, e Endpoint) error
 }
 
-// WithBinary sets the buildkitd executable, a path or a name looked up in
-// PATH. Default DefaultBinary.
-func WithBinary(path string) LauncherOption {
-	return func(o *launcherOptions) error {
-		if path == "" {
-			return errors.New("buildkitd binary is empty")
-		}
-		o.binary = path
-		return nil
+// check reports the first thing wrong with cfg that needs no file system.
+func (cfg *LauncherConfig) check() error {
+	switch {
+	case cfg.StateDir == "":
+		return errors.New("state directory is empty")
+	case cfg.ReadyTimeout < 0:
+		return fmt.Errorf("ready timeout %s: want 0 (the default) or more", cfg.ReadyTimeout)
+	case cfg.StopTimeout < 0:
+		return fmt.Errorf("stop timeout %s: want 0 (the default) or more", cfg.StopTimeout)
+	case cfg.MaxInstances < 0:
+		return fmt.Errorf("max instances %d: want 0 (no bound) or more", cfg.MaxInstances)
 	}
-}
-
-// WithConfigFile sets the base buildkitd.toml of every instance. Each
-// instance runs with a copy whose root, [grpc] address (and debugAddress)
-// and [otel] socketPath are its own; the rest (workers, gc policy, registry
-// mirrors and their http, insecure and CA settings, history) is kept.
-// Default: no file, buildkitd's defaults.
-func WithConfigFile(path string) LauncherOption {
-	return func(o *launcherOptions) error {
-		if path == "" {
-			return errors.New("buildkitd config file is empty")
+	for _, a := range cfg.Args {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && (name == "root" || name == "addr" || name == "config") {
+			return fmt.Errorf("buildkitd argument %s is set by the launcher", a)
 		}
-		o.configFile = path
-		return nil
 	}
-}
-
-// WithArgs adds arguments to every buildkitd command line, after --config.
-// They must not set --root, --addr or --config: the Launcher does.
-func WithArgs(args ...string) LauncherOption {
-	return func(o *launcherOptions) error {
-		for _, a := range args {
-			name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
-			if strings.HasPrefix(a, "-") && (name == "root" || name == "addr" || name == "config") {
-				return fmt.Errorf("buildkitd argument %s is set by the launcher", a)
-			}
+	for _, e := range cfg.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return fmt.Errorf("buildkitd environment %q: want KEY=VALUE", e)
 		}
-		o.args = append(o.args, args...)
-		return nil
 	}
-}
-
-// WithEnv adds KEY=VALUE variables to the daemon's environment, which is
-// otherwise this process's. PATH decides which runc buildkitd runs (and
-// which one the Launcher uses to remove build containers a killed daemon
-// left behind).
-func WithEnv(kv ...string) LauncherOption {
-	return func(o *launcherOptions) error {
-		for _, e := range kv {
-			if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
-				return fmt.Errorf("buildkitd environment %q: want KEY=VALUE", e)
-			}
-		}
-		o.env = append(o.env, kv...)
-		return nil
-	}
-}
-
-// WithSystemCABundle runs each daemon in a mount namespace of its own in
-// which the PEM file path is bind-mounted (read-only) over SystemCABundle,
-// so that buildkitd's git fetches over HTTPS trust its CAs: what the local
-// stack does for its buildkitd (scripts/up.sh). It needs unshare(1) and
-// sh(1), and root. Registry CAs need no such thing: they are in the config
-// file. The daemon's mounts then live only in its namespace and vanish with
-// it.
-func WithSystemCABundle(path string) LauncherOption {
-	return func(o *launcherOptions) error {
-		st, err := os.Stat(path)
-		if err != nil {
-			return fmt.Errorf("CA bundle: %w", err)
-		}
-		if !st.Mode().IsRegular() {
-			return fmt.Errorf("CA bundle %s is not a file", path)
-		}
-		o.caBundle = path
-		return nil
-	}
-}
-
-// WithReadyTimeout sets how long Start waits for a daemon to answer.
-// Default DefaultReadyTimeout.
-func WithReadyTimeout(d time.Duration) LauncherOption {
-	return func(o *launcherOptions) error {
-		if d <= 0 {
-			return fmt.Errorf("ready timeout %s: want more than 0", d)
-		}
-		o.readyTimeout = d
-		return nil
-	}
-}
-
-// WithStopTimeout sets how long Instance.Close waits for a daemon to exit
-// after SIGTERM before it kills its process group. Default
-// DefaultStopTimeout.
-func WithStopTimeout(d time.Duration) LauncherOption {
-	return func(o *launcherOptions) error {
-		if d <= 0 {
-			return fmt.Errorf("stop timeout %s: want more than 0", d)
-		}
-		o.stopTimeout = d
-		return nil
-	}
-}
-
-// WithMaxInstances bounds the instances alive at once: Start waits (as long
-// as its context lets it) for one to close. Default 0: no bound.
-func WithMaxInstances(n int) LauncherOption {
-	return func(o *launcherOptions) error {
-		if n < 0 {
-			return fmt.Errorf("max instances %d: want 0 (no bound) or more", n)
-		}
-		o.maxInstances = n
-		return nil
-	}
-}
-
-// WithLogger sets where the Launcher logs each start (with how long the
-// daemon took to answer), close and cleanup. Default: nothing is logged.
-// The daemons' own output goes to each instance's LogName.
-func WithLogger(l *slog.Logger) LauncherOption {
-	return func(o *launcherOptions) error {
-		if l == nil {
-			return errors.New("logger is nil")
-		}
-		o.logger = l
-		return nil
-	}
-}
-
-// withReadyCheck replaces the readiness probe (tests).
-func withReadyCheck(f func(ctx context.Context, e Endpoint) error) LauncherOption {
-	return func(o *launcherOptions) error {
-		o.ready = f
-		return nil
-	}
+	return nil
 }
 
 // A Launcher starts throw-away buildkitd daemons, one per build: each
@@ -203,7 +131,7 @@ func withReadyCheck(f func(ctx context.Context, e Endpoint) error) LauncherOptio
 // log of its own, and the Launcher's config otherwise; closing it stops the
 // daemon and removes every trace of it. Make one with NewLauncher.
 type Launcher struct {
-	opts     launcherOptions
+	cfg      LauncherConfig // defaults applied
 	stateDir string
 	binary   string
 	base     []byte // the base config file's content
@@ -218,54 +146,58 @@ type Launcher struct {
 	live   map[*Instance]struct{}
 }
 
-// NewLauncher makes a Launcher that keeps its instances in stateDir
-// (created if need be). stateDir belongs to the Launcher: it is locked
-// against other Launchers, and every directory in it, left by an earlier
-// process that crashed or was killed, is removed (its daemon killed, its
-// build containers deleted, its mounts unmounted) before NewLauncher
-// returns.
-func NewLauncher(stateDir string, opts ...LauncherOption) (*Launcher, error) {
-	o := launcherOptions{
-		binary:       DefaultBinary,
-		readyTimeout: DefaultReadyTimeout,
-		stopTimeout:  DefaultStopTimeout,
-		ready:        dialAndProbe,
+// NewLauncher checks cfg and makes a Launcher that keeps its instances in
+// cfg.StateDir: it locks the directory and removes every leftover instance
+// in it (its daemon killed, its build containers deleted, its mounts
+// unmounted) before it returns. It starts no daemon; Start does.
+func NewLauncher(cfg LauncherConfig) (*Launcher, error) {
+	if err := cfg.check(); err != nil {
+		return nil, fmt.Errorf("buildkitd launcher: %w", err)
 	}
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return nil, fmt.Errorf("buildkitd launcher: %w", err)
+	if cfg.SystemCABundle != "" {
+		st, err := os.Stat(cfg.SystemCABundle)
+		if err != nil {
+			return nil, fmt.Errorf("buildkitd launcher: CA bundle: %w", err)
+		}
+		if !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("buildkitd launcher: CA bundle %s is not a file", cfg.SystemCABundle)
 		}
 	}
-	if stateDir == "" {
-		return nil, errors.New("buildkitd launcher: state directory is empty")
+	setDefault(&cfg.Binary, DefaultBinary)
+	setDefault(&cfg.ReadyTimeout, DefaultReadyTimeout)
+	setDefault(&cfg.StopTimeout, DefaultStopTimeout)
+	if cfg.ready == nil {
+		cfg.ready = dialAndProbe
 	}
-	bin, err := exec.LookPath(o.binary)
+	cfg.Args = slices.Clone(cfg.Args) // l.env is a copy of cfg.Env
+	bin, err := exec.LookPath(cfg.Binary)
 	if err != nil {
 		return nil, fmt.Errorf("buildkitd launcher: buildkitd binary: %w", err)
 	}
 	l := &Launcher{
-		opts:   o,
+		cfg:    cfg,
 		binary: bin,
-		env:    append(os.Environ(), o.env...),
-		log:    o.logger,
+		env:    append(os.Environ(), cfg.Env...),
+		log:    cfg.Logger,
 		live:   map[*Instance]struct{}{},
 	}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
 	}
-	if o.configFile != "" {
-		if l.base, err = os.ReadFile(o.configFile); err != nil {
+	if cfg.ConfigFile != "" {
+		if l.base, err = os.ReadFile(cfg.ConfigFile); err != nil {
 			return nil, fmt.Errorf("buildkitd launcher: %w", err)
 		}
 		if _, err := instanceConfig(l.base, "/x"); err != nil {
-			return nil, fmt.Errorf("buildkitd launcher: %s: %w", o.configFile, err)
+			return nil, fmt.Errorf("buildkitd launcher: %s: %w", cfg.ConfigFile, err)
 		}
 	}
-	if o.maxInstances > 0 {
-		l.slots = make(chan struct{}, o.maxInstances)
+	if cfg.MaxInstances > 0 {
+		l.slots = make(chan struct{}, cfg.MaxInstances)
 	}
 	l.runc = lookPathIn("runc", envValue(l.env, "PATH"))
 
+	stateDir := cfg.StateDir
 	if err := os.MkdirAll(stateDir, 0o711); err != nil {
 		return nil, fmt.Errorf("buildkitd launcher: %w", err)
 	}
@@ -324,7 +256,7 @@ func (l *Launcher) StateDir() string { return l.stateDir }
 // Start starts a new daemon for name (letters, digits, '.', '_', '-'; at
 // most 40 bytes; it only names the instance's directory,
 // StateDir/name-RANDOM) and waits until it answers ListWorkers, at most the
-// ready timeout and as long as ctx lets it. With WithMaxInstances, it first
+// ready timeout and as long as ctx lets it. With a MaxInstances bound, it first
 // waits for a free slot. When the daemon does not come up, Start stops it,
 // removes everything it made and returns a *StartError with the tail of the
 // daemon's log.
@@ -347,7 +279,7 @@ func (l *Launcher) Start(ctx context.Context, name string) (*Instance, error) {
 	if err := inst.start(); err != nil {
 		return nil, inst.failed(ctx, err)
 	}
-	if err := inst.waitReady(ctx, l.opts.readyTimeout, l.opts.ready); err != nil {
+	if err := inst.waitReady(ctx, l.cfg.ReadyTimeout, l.cfg.ready); err != nil {
 		return nil, inst.failed(ctx, err)
 	}
 	inst.startDuration = time.Since(inst.started)
@@ -499,13 +431,13 @@ func (i *Instance) start() error {
 		return err
 	}
 	defer logf.Close() // the child has its own copy
-	args := append([]string{"--config", filepath.Join(i.dir, ConfigName)}, l.opts.args...)
+	args := append([]string{"--config", filepath.Join(i.dir, ConfigName)}, l.cfg.Args...)
 	bin := l.binary
-	if l.opts.caBundle != "" {
+	if l.cfg.SystemCABundle != "" {
 		// unshare and sh exec in the same process: the pid is buildkitd's.
 		args = append([]string{"--mount", "--propagation", "private", "sh", "-c",
 			`mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" && shift 2 && exec "$@"`,
-			"sh", l.opts.caBundle, SystemCABundle, bin}, args...)
+			"sh", l.cfg.SystemCABundle, SystemCABundle, bin}, args...)
 		if bin, err = exec.LookPath("unshare"); err != nil {
 			return fmt.Errorf("system CA bundle: %w", err)
 		}
@@ -617,7 +549,7 @@ func (i *Instance) stop(ctx context.Context) error {
 	if err := i.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		i.l.log.Warn("could not send SIGTERM to buildkitd", "pid", i.pid, "err", err)
 	}
-	t := time.NewTimer(i.l.opts.stopTimeout)
+	t := time.NewTimer(i.l.cfg.StopTimeout)
 	defer t.Stop()
 	select {
 	case <-i.exited:
@@ -625,7 +557,7 @@ func (i *Instance) stop(ctx context.Context) error {
 		// containers (runc runs in groups of its own) are removed next.
 		return nil
 	case <-t.C:
-		i.l.log.Warn("buildkitd did not exit after SIGTERM; killing its process group", "pid", i.pid, "waited", i.l.opts.stopTimeout)
+		i.l.log.Warn("buildkitd did not exit after SIGTERM; killing its process group", "pid", i.pid, "waited", i.l.cfg.StopTimeout)
 	case <-ctx.Done():
 		i.l.log.Warn("buildkitd close cancelled; killing its process group", "pid", i.pid)
 	}

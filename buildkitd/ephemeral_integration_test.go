@@ -42,8 +42,9 @@ const minimalConfig = `
   enabled = false
 `
 
-// integrationLauncher makes a Launcher on the real buildkitd, or skips.
-func integrationLauncher(t *testing.T, stateDir string, opts ...LauncherOption) *Launcher {
+// integrationLauncher makes a Launcher on the real buildkitd, with each of
+// edits applied to its config, or skips.
+func integrationLauncher(t *testing.T, stateDir string, edits ...func(*LauncherConfig)) *Launcher {
 	t.Helper()
 	bin := os.Getenv("BUILDKITD_BIN")
 	if bin == "" {
@@ -59,9 +60,18 @@ func integrationLauncher(t *testing.T, stateDir string, opts ...LauncherOption) 
 			t.Fatal(err)
 		}
 	}
-	base := []LauncherOption{WithBinary(bin), WithConfigFile(cfg), WithReadyTimeout(30 * time.Second),
-		WithStopTimeout(10 * time.Second), WithLogger(slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})))}
-	l, err := NewLauncher(stateDir, append(base, opts...)...)
+	lc := LauncherConfig{
+		StateDir:     stateDir,
+		Binary:       bin,
+		ConfigFile:   cfg,
+		ReadyTimeout: 30 * time.Second,
+		StopTimeout:  10 * time.Second,
+		Logger:       slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	for _, edit := range edits {
+		edit(&lc)
+	}
+	l, err := NewLauncher(lc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +248,7 @@ func TestEphemeralBadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	stateDir := shortDir(t)
-	l := integrationLauncher(t, stateDir, WithConfigFile(cfg))
+	l := integrationLauncher(t, stateDir, func(c *LauncherConfig) { c.ConfigFile = cfg })
 	_, err := l.Start(context.Background(), "bad")
 	var se *StartError
 	if !errors.As(err, &se) {
@@ -259,14 +269,14 @@ func TestEphemeralBadConfig(t *testing.T) {
 	}
 }
 
-// TestEphemeralSystemCABundle: with WithSystemCABundle the daemon sees the
+// TestEphemeralSystemCABundle: with a SystemCABundle the daemon sees the
 // bundle at SystemCABundle, in a mount namespace of its own.
 func TestEphemeralSystemCABundle(t *testing.T) {
 	bundle := os.Getenv("BUILDKITD_CA_BUNDLE")
 	if bundle == "" {
 		t.Skip("BUILDKITD_CA_BUNDLE is unset")
 	}
-	l := integrationLauncher(t, shortDir(t), WithSystemCABundle(bundle))
+	l := integrationLauncher(t, shortDir(t), func(c *LauncherConfig) { c.SystemCABundle = bundle })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	i, err := l.Start(ctx, "ca")
@@ -305,7 +315,7 @@ func TestEphemeralExecKilledMidBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := integrationLauncher(t, shortDir(t), WithStopTimeout(2*time.Second))
+	l := integrationLauncher(t, shortDir(t), func(c *LauncherConfig) { c.StopTimeout = 2 * time.Second })
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	i, err := l.Start(ctx, "exec")

@@ -277,16 +277,23 @@ exec sleep 1000
 `
 
 // fakeLauncher makes a Launcher on fakeBuildkitd whose readiness check
-// answers at once.
-func fakeLauncher(t *testing.T, stateDir string, opts ...LauncherOption) *Launcher {
+// answers at once, with each of edits applied to its config.
+func fakeLauncher(t *testing.T, stateDir string, edits ...func(*LauncherConfig)) *Launcher {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "fake-buildkitd")
 	if err := os.WriteFile(bin, []byte(fakeBuildkitd), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	base := []LauncherOption{WithBinary(bin), WithStopTimeout(5 * time.Second),
-		withReadyCheck(func(context.Context, Endpoint) error { return nil })}
-	l, err := NewLauncher(stateDir, append(base, opts...)...)
+	cfg := LauncherConfig{
+		StateDir:    stateDir,
+		Binary:      bin,
+		StopTimeout: 5 * time.Second,
+		ready:       func(context.Context, Endpoint) error { return nil },
+	}
+	for _, edit := range edits {
+		edit(&cfg)
+	}
+	l, err := NewLauncher(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,12 +325,14 @@ func instanceDirs(t *testing.T, stateDir string) []string {
 func TestLauncherStartClose(t *testing.T) {
 	stateDir := stateDirFor(t)
 	var probes atomic.Int32
-	l := fakeLauncher(t, stateDir, withReadyCheck(func(context.Context, Endpoint) error {
-		if probes.Add(1) < 3 {
-			return errors.New("not yet")
+	l := fakeLauncher(t, stateDir, func(c *LauncherConfig) {
+		c.ready = func(context.Context, Endpoint) error {
+			if probes.Add(1) < 3 {
+				return errors.New("not yet")
+			}
+			return nil
 		}
-		return nil
-	}))
+	})
 	i, err := l.Start(context.Background(), "build-1")
 	if err != nil {
 		t.Fatal(err)
@@ -381,18 +390,20 @@ func TestLauncherStartClose(t *testing.T) {
 
 func TestLauncherStartFails(t *testing.T) {
 	tests := map[string]struct {
-		opts    []LauncherOption
+		edit    func(*LauncherConfig)
 		wantErr string
 		wantLog string
 	}{
 		"daemon exits": {
-			opts:    []LauncherOption{WithEnv("FAKE_MODE=exit")},
+			edit:    func(c *LauncherConfig) { c.Env = []string{"FAKE_MODE=exit"} },
 			wantErr: "exited before it answered: exit status 3",
 			wantLog: "fatal: this config is no good",
 		},
 		"never answers": {
-			opts: []LauncherOption{WithReadyTimeout(100 * time.Millisecond),
-				withReadyCheck(func(context.Context, Endpoint) error { return errors.New("connection refused") })},
+			edit: func(c *LauncherConfig) {
+				c.ReadyTimeout = 100 * time.Millisecond
+				c.ready = func(context.Context, Endpoint) error { return errors.New("connection refused") }
+			},
 			wantErr: "no answer within 100ms: connection refused",
 			wantLog: "fake buildkitd --config",
 		},
@@ -400,7 +411,7 @@ func TestLauncherStartFails(t *testing.T) {
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			stateDir := stateDirFor(t)
-			l := fakeLauncher(t, stateDir, tt.opts...)
+			l := fakeLauncher(t, stateDir, tt.edit)
 			_, err := l.Start(context.Background(), "b")
 			var se *StartError
 			if !errors.As(err, &se) {
@@ -417,7 +428,10 @@ func TestLauncherStartFails(t *testing.T) {
 }
 
 func TestLauncherCloseKillsStubbornDaemon(t *testing.T) {
-	l := fakeLauncher(t, stateDirFor(t), WithEnv("FAKE_MODE=ignoreterm"), WithStopTimeout(200*time.Millisecond))
+	l := fakeLauncher(t, stateDirFor(t), func(c *LauncherConfig) {
+		c.Env = []string{"FAKE_MODE=ignoreterm"}
+		c.StopTimeout = 200 * time.Millisecond
+	})
 	i, err := l.Start(context.Background(), "b")
 	if err != nil {
 		t.Fatal(err)
@@ -435,7 +449,7 @@ func TestLauncherCloseKillsStubbornDaemon(t *testing.T) {
 }
 
 func TestLauncherMaxInstances(t *testing.T) {
-	l := fakeLauncher(t, stateDirFor(t), WithMaxInstances(1))
+	l := fakeLauncher(t, stateDirFor(t), func(c *LauncherConfig) { c.MaxInstances = 1 })
 	a, err := l.Start(context.Background(), "a")
 	if err != nil {
 		t.Fatal(err)
@@ -460,7 +474,10 @@ func TestLauncherMaxInstances(t *testing.T) {
 		t.Fatalf("Start after a slot was freed: %v", err)
 	}
 	// A failed start gives its slot back.
-	bad := fakeLauncher(t, stateDirFor(t), WithMaxInstances(1), WithEnv("FAKE_MODE=exit"))
+	bad := fakeLauncher(t, stateDirFor(t), func(c *LauncherConfig) {
+		c.MaxInstances = 1
+		c.Env = []string{"FAKE_MODE=exit"}
+	})
 	for range 2 {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := bad.Start(ctx, "x")
@@ -507,7 +524,7 @@ func TestLauncherClose(t *testing.T) {
 func TestLauncherStateDirLocked(t *testing.T) {
 	stateDir := stateDirFor(t)
 	fakeLauncher(t, stateDir)
-	_, err := NewLauncher(stateDir, WithBinary("/bin/sh"))
+	_, err := NewLauncher(LauncherConfig{StateDir: stateDir, Binary: "/bin/sh"})
 	if !errors.Is(err, errStateDirInUse) {
 		t.Fatalf("second launcher on one state dir: %v, want errStateDirInUse", err)
 	}
@@ -634,38 +651,87 @@ func TestStartRejects(t *testing.T) {
 	}
 }
 
-func TestLauncherOptions(t *testing.T) {
-	f := filepath.Join(t.TempDir(), "bad.toml")
+func TestLauncherConfigRejects(t *testing.T) {
+	tmp := t.TempDir()
+	f := filepath.Join(tmp, "bad.toml")
 	if err := os.WriteFile(f, []byte("grpc = 1"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tests := map[string]struct {
-		opt     LauncherOption
+		edit    func(*LauncherConfig)
 		wantErr string
 	}{
-		"empty binary":      {WithBinary(""), "binary is empty"},
-		"missing binary":    {WithBinary("/no/such/buildkitd"), "buildkitd binary"},
-		"missing config":    {WithConfigFile("/no/such.toml"), "no such file"},
-		"bad config":        {WithConfigFile(f), "grpc is a int64"},
-		"root arg":          {WithArgs("--debug", "--root=/x"), "--root=/x is set by the launcher"},
-		"addr arg":          {WithArgs("--addr", "tcp://x"), "--addr is set by the launcher"},
-		"bad env":           {WithEnv("NOEQUALS"), "want KEY=VALUE"},
-		"zero ready":        {WithReadyTimeout(0), "ready timeout"},
-		"negative stop":     {WithStopTimeout(-time.Second), "stop timeout"},
-		"negative max":      {WithMaxInstances(-1), "max instances"},
-		"nil logger":        {WithLogger(nil), "logger is nil"},
-		"missing CA bundle": {WithSystemCABundle("/no/such.pem"), "CA bundle"},
+		"empty state dir":    {func(c *LauncherConfig) { c.StateDir = "" }, "state directory is empty"},
+		"missing binary":     {func(c *LauncherConfig) { c.Binary = "/no/such/buildkitd" }, "buildkitd binary"},
+		"missing config":     {func(c *LauncherConfig) { c.ConfigFile = "/no/such.toml" }, "no such file"},
+		"bad config":         {func(c *LauncherConfig) { c.ConfigFile = f }, "grpc is a int64"},
+		"root arg":           {func(c *LauncherConfig) { c.Args = []string{"--debug", "--root=/x"} }, "--root=/x is set by the launcher"},
+		"addr arg":           {func(c *LauncherConfig) { c.Args = []string{"--addr", "tcp://x"} }, "--addr is set by the launcher"},
+		"config arg":         {func(c *LauncherConfig) { c.Args = []string{"-config=/x"} }, "-config=/x is set by the launcher"},
+		"bad env":            {func(c *LauncherConfig) { c.Env = []string{"A=1", "NOEQUALS"} }, `"NOEQUALS": want KEY=VALUE`},
+		"empty env key":      {func(c *LauncherConfig) { c.Env = []string{"=1"} }, "want KEY=VALUE"},
+		"negative ready":     {func(c *LauncherConfig) { c.ReadyTimeout = -time.Second }, "ready timeout -1s"},
+		"negative stop":      {func(c *LauncherConfig) { c.StopTimeout = -time.Second }, "stop timeout -1s"},
+		"negative max":       {func(c *LauncherConfig) { c.MaxInstances = -1 }, "max instances -1"},
+		"missing CA bundle":  {func(c *LauncherConfig) { c.SystemCABundle = "/no/such.pem" }, "CA bundle: stat /no/such.pem"},
+		"CA bundle not file": {func(c *LauncherConfig) { c.SystemCABundle = tmp }, "is not a file"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			_, err := NewLauncher(stateDirFor(t), WithBinary("/bin/sh"), tt.opt)
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			sd := stateDirFor(t)
+			cfg := LauncherConfig{StateDir: sd, Binary: "/bin/sh"}
+			tt.edit(&cfg)
+			_, err := NewLauncher(cfg)
+			if err == nil || !strings.HasPrefix(err.Error(), "buildkitd launcher: ") || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want \"buildkitd launcher: ...%s...\"", err, tt.wantErr)
+			}
+			// Nothing was made: the checks come first.
+			if _, err := os.Stat(sd); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("state dir made by a rejected config: %v", err)
 			}
 		})
 	}
-	if _, err := NewLauncher("", WithBinary("/bin/sh")); err == nil {
-		t.Error("no error for an empty state dir")
+}
+
+// TestLauncherConfigDefaults: zero values are the defaults, and NewLauncher
+// keeps its own copy of the caller's slices.
+func TestLauncherConfigDefaults(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, DefaultBinary)
+	if err := os.WriteFile(bin, []byte(fakeBuildkitd), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	args, env := []string{"--debug"}, []string{"FAKE=1"}
+	l, err := NewLauncher(LauncherConfig{StateDir: stateDirFor(t), Args: args, Env: env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close(context.Background()) })
+	args[0], env[0] = "--root=/x", "FAKE=2"
+	c := l.cfg
+	if l.binary != bin || c.ReadyTimeout != DefaultReadyTimeout || c.StopTimeout != DefaultStopTimeout ||
+		l.slots != nil || l.log == nil || c.ready == nil {
+		t.Errorf("defaults: binary %q, ready %s, stop %s, slots %v, log %v, ready check set %t",
+			l.binary, c.ReadyTimeout, c.StopTimeout, l.slots, l.log, c.ready != nil)
+	}
+	if !slices.Equal(c.Args, []string{"--debug"}) || l.env[len(l.env)-1] != "FAKE=1" {
+		t.Errorf("the caller's slices are shared: args %q, env ends with %q", c.Args, l.env[len(l.env)-1])
+	}
+}
+
+// TestLauncherArgs: Args come after --config on the daemon's command line.
+func TestLauncherArgs(t *testing.T) {
+	l := fakeLauncher(t, stateDirFor(t), func(c *LauncherConfig) { c.Args = []string{"--debug", "--oci-worker=true"} })
+	i, err := l.Start(context.Background(), "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer i.Close(context.Background())
+	want := "fake buildkitd --config " + filepath.Join(i.Dir(), ConfigName) + " --debug --oci-worker=true\n"
+	// The fake writes its socket after its command line.
+	if b, err := os.ReadFile(i.LogFile()); err != nil || string(b) != want {
+		t.Errorf("log %q (%v), want %q", b, err, want)
 	}
 }
 

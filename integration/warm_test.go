@@ -70,10 +70,12 @@ func startWarmStack(t *testing.T) *warmStack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(w.builders) })
-	w.launcher, err = buildkitd.NewLauncher(w.builders,
-		buildkitd.WithBinary(filepath.Join(stackDir, "bin", "buildkitd")),
-		buildkitd.WithConfigFile(filepath.Join(stackDir, "buildkitd.toml")),
-		buildkitd.WithSystemCABundle(filepath.Join(stackDir, "buildkit-ca-bundle.crt")))
+	w.launcher, err = buildkitd.NewLauncher(buildkitd.LauncherConfig{
+		StateDir:       w.builders,
+		Binary:         filepath.Join(stackDir, "bin", "buildkitd"),
+		ConfigFile:     filepath.Join(stackDir, "buildkitd.toml"),
+		SystemCABundle: filepath.Join(stackDir, "buildkit-ca-bundle.crt"),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

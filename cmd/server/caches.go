@@ -95,21 +95,17 @@ func startCaches(cfg config, log *slog.Logger, reg prometheus.Registerer, scfg *
 		}
 	}
 	if c.BuilderMode == builderEphemeral {
-		opts := []buildkitd.LauncherOption{
-			buildkitd.WithBinary(cfg.Managed.Binary),
-			buildkitd.WithReadyTimeout(cfg.Managed.StartTimeout),
+		l, err := buildkitd.NewLauncher(buildkitd.LauncherConfig{
+			StateDir:       filepath.Join(cfg.DataDir, "builders"),
+			Binary:         cfg.Managed.Binary,
+			ConfigFile:     cfg.Managed.ConfigFile,
+			SystemCABundle: cfg.Managed.CABundle,
+			ReadyTimeout:   cfg.Managed.StartTimeout,
 			// The running builds', the idle ones and those being
 			// thrown away in the background.
-			buildkitd.WithMaxInstances(2*max(scfg.MaxConcurrent, server.DefaultMaxConcurrent) + c.IdleBuilders),
-			buildkitd.WithLogger(log.With("component", "ephemeral-buildkitd")),
-		}
-		if cfg.Managed.CABundle != "" {
-			opts = append(opts, buildkitd.WithSystemCABundle(cfg.Managed.CABundle))
-		}
-		if cfg.Managed.ConfigFile != "" {
-			opts = append(opts, buildkitd.WithConfigFile(cfg.Managed.ConfigFile))
-		}
-		l, err := buildkitd.NewLauncher(filepath.Join(cfg.DataDir, "builders"), opts...)
+			MaxInstances: 2*max(scfg.MaxConcurrent, server.DefaultMaxConcurrent) + c.IdleBuilders,
+			Logger:       log.With("component", "ephemeral-buildkitd"),
+		})
 		if err != nil {
 			return stop, configError(fmt.Errorf("ephemeral builders: %w", err))
 		}
