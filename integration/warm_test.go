@@ -3,11 +3,14 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,9 +19,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/encoding/protojson"
+
 	"github.com/buildsvc/buildsvc/buildcache"
 	"github.com/buildsvc/buildsvc/buildkitd"
 	"github.com/buildsvc/buildsvc/credentials"
+	"github.com/buildsvc/buildsvc/metrics"
 	"github.com/buildsvc/buildsvc/modproxy"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 	"github.com/buildsvc/buildsvc/server"
@@ -34,8 +41,9 @@ type warmStack struct {
 	store    *buildcache.DiskStore
 	storeDir string
 	launcher *buildkitd.Launcher
-	builders string // the launcher's state dir
-	idle     int    // idle builders kept ready
+	builders string               // the launcher's state dir
+	idle     int                  // idle builders kept ready
+	reg      *prometheus.Registry // the proxy's metrics
 }
 
 func startWarmStack(t *testing.T) *warmStack {
@@ -47,7 +55,8 @@ func startWarmStack(t *testing.T) *warmStack {
 	goproxy, _ := exec.Command("go", "env", "GOPROXY").Output()
 	w := &warmStack{storeDir: t.TempDir()}
 	var err error
-	if w.proxy, err = modproxy.New(t.TempDir(), modproxy.WithUpstream(strings.TrimSpace(string(goproxy)))); err != nil {
+	w.reg = prometheus.NewRegistry()
+	if w.proxy, err = modproxy.New(t.TempDir(), modproxy.WithUpstream(strings.TrimSpace(string(goproxy))), modproxy.WithRegisterer(w.reg)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.proxy.Close() })
@@ -189,11 +198,38 @@ func TestDisposableBuildersStayWarm(t *testing.T) {
 		t.Errorf("processes of the ephemeral builders still run: %s", out)
 	}
 	// The proxy's credentials are per build, in the session's netrc
-	// secret only: never in the build's events or the server's log.
-	for _, o := range []outcome{o1, o2} {
+	// secret only: in no event, record, image, metric, history file byte
+	// or server log line.
+	outputs := map[string][]byte{}
+	for i, o := range []outcome{o1, o2} {
+		id := o.events[0].GetBuildId()
+		outputs[fmt.Sprintf("build %d's events", i+1)] = eventsText(o.events)
+		info, err := c.GetBuild(t.Context(), &buildv1.GetBuildRequest{BuildId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		outputs[fmt.Sprintf("build %d's record", i+1)], _ = protojson.Marshal(info)
+	}
+	outputs["image"] = imageBytes(t, pushedImage(t, r2.Image))
+	hs := httptest.NewServer(metrics.Handler(w.reg))
+	defer hs.Close()
+	outputs["the proxy's metrics"] = scrapeText(t, hs.URL+"/metrics")
+	if !bytes.Contains(outputs["the proxy's metrics"], []byte("buildsvc_modproxy_requests_total")) {
+		t.Fatal("the proxy's metrics are not on the page, so looking for the password in them proves nothing")
+	}
+	ts.Stop()
+	outputs["server log"] = []byte(ts.Log.String())
+	hist, err := os.ReadFile(ts.HistoryPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outputs["history file"] = hist
+	for i, o := range []outcome{o1, o2} {
 		_, pass := w.proxy.Credentials("buildsvc-gomodcache", o.events[0].GetBuildId())
-		if strings.Contains(string(eventsText(o.events)), pass) || strings.Contains(ts.Log.String(), pass) {
-			t.Errorf("build %s: its module proxy password is in its events or the server log", o.events[0].GetBuildId())
+		for where, text := range outputs {
+			if bytes.Contains(text, []byte(pass)) {
+				t.Errorf("%s holds build %d's module proxy password", where, i+1)
+			}
 		}
 	}
 }
