@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/containerd/platforms"
 	"github.com/moby/buildkit/client"
 	gateway "github.com/moby/buildkit/frontend/gateway/client"
 
@@ -215,14 +214,10 @@ func (e *ephemeralBuilders) Acquire(ctx context.Context, buildID string) (BuildK
 // server's own registry credentials (llb.WarmDefinition; nothing of a
 // request or tenant).
 func (s *Server) warmBuilder(ctx context.Context, c BuildKitClient) error {
-	workers, err := c.ListWorkers(ctx)
+	platform, err := workerPlatform(ctx, c)
 	if err != nil {
 		return err
 	}
-	if len(workers) == 0 || len(workers[0].Platforms) == 0 {
-		return errors.New("buildkitd has no workers")
-	}
-	platform := platforms.Normalize(workers[0].Platforms[0])
 	docker, err := buildkitd.LoadDockerConfig(s.cfg.DockerConfigDir)
 	if err != nil {
 		return err

@@ -1,9 +1,7 @@
 package server
 
 import (
-	"errors"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -52,18 +50,14 @@ type buildCaches struct {
 
 // caches sets up the service's caches for build b, whose cache mounts
 // have the ids modID and buildID. Release them with close.
-func (s *Server) caches(b *build, modID, buildID string) (*buildCaches, error) {
+func (s *Server) caches(b *build, modID, buildID string) *buildCaches {
 	c := &buildCaches{stop: func() {}}
 	if s.cfg.ModuleProxy != nil {
-		u, err := url.Parse(s.cfg.ModuleProxyURL)
-		if err != nil || u.Host == "" {
-			return nil, errors.New("config: module proxy URL: want https://host:port")
-		}
 		scope := storeScope(modID)
 		user, pass := s.cfg.ModuleProxy.Credentials(scope, b.id)
-		c.goproxy = strings.TrimRight(u.String(), "/") + "/" + scope
+		c.goproxy = strings.TrimRight(s.proxyURL.String(), "/") + "/" + scope
 		// The go command looks netrc machines up by host and port.
-		c.netrc = &credentials.Module{Host: u.Host, Username: user, Password: pass, From: "the service's module proxy"}
+		c.netrc = &credentials.Module{Host: s.proxyURL.Host, Username: user, Password: pass, From: "the service's module proxy"}
 	}
 	if s.cfg.BuildCache != nil {
 		c.stats = new(buildcache.Stats)
@@ -76,10 +70,10 @@ func (s *Server) caches(b *build, modID, buildID string) (*buildCaches, error) {
 			ReadHeaderTimeout: time.Minute,
 		}
 		go func() { _ = srv.Serve(l) }()
-		c.sockets = append(c.sockets, credentials.Socket{ID: buildCacheSocketID, Serve: l.serve})
+		c.sockets = append(c.sockets, credentials.Socket{ID: llb.BuildCacheSSHID, Serve: l.serve})
 		c.stop = func() { _ = srv.Close() }
 	}
-	return c, nil
+	return c
 }
 
 // close stops serving the build's store socket and forgets its proxy stats.
@@ -111,6 +105,3 @@ func (c *buildCaches) usage(s *Server, b *build) *buildv1.CacheUsage {
 	}
 	return u
 }
-
-// buildCacheSocketID is the session socket of the build-cache store.
-const buildCacheSocketID = llb.BuildCacheSSHID

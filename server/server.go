@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -67,6 +68,8 @@ type Server struct {
 	builderPinUntil time.Time
 	// imageConfigs remembers the builder's and base images' configs.
 	imageConfigs *imageconfig.Memo
+	// proxyURL is Config.ModuleProxyURL, parsed; nil without a proxy.
+	proxyURL *url.URL
 }
 
 // New returns a server that runs builds on the buildkitd cfg names. The
@@ -88,6 +91,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		limiters:     map[string]*rate.Limiter{},
 		modGen:       map[string]int64{},
 		imageConfigs: imageconfig.New(),
+	}
+	if cfg.ModuleProxy != nil {
+		if s.proxyURL, err = url.Parse(cfg.ModuleProxyURL); err != nil || s.proxyURL.Scheme != "https" || s.proxyURL.Host == "" {
+			return nil, fmt.Errorf("config: module proxy URL %q: want https://host:port", cfg.ModuleProxyURL)
+		}
 	}
 	if cfg.Credentials != nil {
 		if len(cfg.Credentials.CABundle) > 0 {

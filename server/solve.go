@@ -34,20 +34,13 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		return nil, err
 	}
 	defer release()
-	workers, err := bk.ListWorkers(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errBuildkitUnavailable, err)
-	}
-	if len(workers) == 0 || len(workers[0].Platforms) == 0 {
-		return nil, errors.New("buildkitd has no workers")
-	}
-	platform := platforms.Normalize(workers[0].Platforms[0])
-
-	modCache, buildCache := s.buildCacheIDs(b.tenant, b.req)
-	caches, err := s.caches(b, cmp.Or(modCache, llb.GoModCacheID), cmp.Or(buildCache, llb.GoBuildCacheID))
+	platform, err := workerPlatform(ctx, bk)
 	if err != nil {
 		return nil, err
 	}
+
+	modCache, buildCache := s.buildCacheIDs(b.tenant, b.req)
+	caches := s.caches(b, cmp.Or(modCache, llb.GoModCacheID), cmp.Or(buildCache, llb.GoBuildCacheID))
 	defer caches.close(s, b)
 	if caches.netrc != nil {
 		// First: netrc's first entry for a host wins.
@@ -154,6 +147,19 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		Builder:    builderName,
 		CacheUsage: caches.usage(s, b),
 	}, nil
+}
+
+// workerPlatform is the platform of bk's (first) worker: what builds run
+// on and, today, build for.
+func workerPlatform(ctx context.Context, bk BuildKitClient) (ocispecs.Platform, error) {
+	workers, err := bk.ListWorkers(ctx)
+	if err != nil {
+		return ocispecs.Platform{}, fmt.Errorf("%w: %w", errBuildkitUnavailable, err)
+	}
+	if len(workers) == 0 || len(workers[0].Platforms) == 0 {
+		return ocispecs.Platform{}, errors.New("buildkitd has no workers")
+	}
+	return platforms.Normalize(workers[0].Platforms[0]), nil
 }
 
 // pushingMessage is the PUSHING state's message: "pushing TAG", or "pushing
