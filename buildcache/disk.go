@@ -224,27 +224,9 @@ func (d *DiskStore) ensureScope(scope string) error {
 	})
 }
 
-// writeFile writes a file through a temporary one renamed to p.
+// writeFile writes p with WriteFile, private to the server's user.
 func (d *DiskStore) writeFile(p string, write func(io.Writer) error) error {
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Join(d.dir, "tmp"), "put-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	err = write(f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, p)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
+	return WriteFile(filepath.Join(d.dir, "tmp"), p, 0o700, 0o600, write)
 }
 
 // touch marks p as used now.

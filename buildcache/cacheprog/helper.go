@@ -465,30 +465,10 @@ func (h *Helper) writeObject(outputID []byte, size int64, copyBody func(io.Write
 	})
 }
 
-// writeFile writes p through a temporary file renamed into place: builds
-// that share the directory see whole files only.
+// writeFile writes p with buildcache.WriteFile: builds that share the
+// directory see whole files only; the build user and go read them.
 func (h *Helper) writeFile(p string, write func(io.Writer) error) error {
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Join(h.dir, "tmp"), "w-")
-	if err != nil {
-		return err
-	}
-	err = write(f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), p)
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
-	}
-	return err
+	return buildcache.WriteFile(filepath.Join(h.dir, "tmp"), p, 0o755, 0o644, write)
 }
 
 // put stores a put's body locally, answers with its file and sends it to
