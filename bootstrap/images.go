@@ -67,9 +67,9 @@ const tmpMode = os.FileMode(0o1777)
 // applet symlinks in /bin; the third is the Go toolchain; the fourth is
 // git (see GitFiles), after the toolchain because it is smaller: a new
 // toolchain redoes only the git copy on top of it, not the other way
-// round; the fifth is the GOCACHEPROG helper, built in the image by its
-// toolchain (see goCacheProgLayer), last because it changes with this
-// program's version.
+// round; the fifth is the GOCACHEPROG helper and its seed (the standard
+// library compiled), built in the image by its toolchain (see
+// goCacheProgLayer), last because it changes with this program's version.
 //
 // The symlinks are made by running `/bin/busybox --install -s /bin` in exec
 // form (there is no shell yet) without network, and then copied out of the
@@ -120,7 +120,7 @@ func BuilderState(s Spec) llb.State {
 	}
 	return top.File(
 		llb.Copy(goCacheProgLayer(s, withGo), "/", "/", treeCopyInfo(s)),
-		llb.WithCustomName("[builder] add the GOCACHEPROG helper "+svcllb.GoCacheProgPath),
+		llb.WithCustomName("[builder] add the GOCACHEPROG helper "+svcllb.GoCacheProgPath+" and the standard library compiled, its seed"),
 	)
 }
 
@@ -174,6 +174,8 @@ func BuilderConfig(s Spec) ocispecs.Image {
 		// The build service gives `go build` its remote build cache only
 		// in a builder that says it has the helper.
 		svcllb.LabelGoCacheProg: svcllb.GoCacheProgPath,
+		// and the standard library from the helper's seed.
+		svcllb.LabelGoCacheSeed: svcllb.GoCacheSeedPath,
 	}
 	if s.Git != nil {
 		labels[LabelDescription] = "Go toolchain " + s.GoVersion + " with busybox, git and CA certificates, assembled from local files by buildsvc bootstrap"

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/buildsvc/buildsvc/buildcache"
+	"github.com/buildsvc/buildsvc/buildcache/cacheprog"
 	svcllb "github.com/buildsvc/buildsvc/llb"
 )
 
@@ -190,9 +192,9 @@ func TestBuilderStateInstallsBusybox(t *testing.T) {
 			busybox = append(busybox, e)
 		}
 	}
-	// The other exec builds the GOCACHEPROG helper.
-	if len(busybox) != 1 || len(g.execs()) != 2 {
-		t.Fatalf("%d busybox exec ops of %d, want 1 of 2", len(busybox), len(g.execs()))
+	// The other execs build the GOCACHEPROG helper and its seed.
+	if len(busybox) != 1 || len(g.execs()) != 3 {
+		t.Fatalf("%d busybox exec ops of %d, want 1 of 3", len(busybox), len(g.execs()))
 	}
 	e := busybox[0]
 	if want := []string{"/bin/busybox", "--install", "-s", "/bin"}; !slices.Equal(e.Meta.Args, want) {
@@ -674,6 +676,56 @@ func TestBuilderStateGoCacheProg(t *testing.T) {
 					t.Errorf("helper source %s differs", p)
 				}
 			}
+
+			// The seed: the standard library compiled through the helper
+			// just built, offline, as the compile step compiles it, every
+			// entry stamped with the epoch; staged without the helper's
+			// scratch space.
+			actions := staged.GetFile().GetActions()
+			if len(actions) != 2 {
+				t.Fatalf("staging = %v, want the helper's copy and the seed's", staged)
+			}
+			sc := actions[1].GetCopy()
+			if sc == nil || sc.Src != "/" || sc.Dest != svcllb.GoCacheSeedPath || !sc.DirCopyContents || !sc.CreateDestPath ||
+				sc.Timestamp != testEpoch.UnixNano() || sc.Owner.GetUser().GetByID() != 0 ||
+				!slices.Equal(sc.ExcludePatterns, []string{cacheprog.LocalSubdir + "/tmp"}) {
+				t.Fatalf("seed staging copy = %v", sc)
+			}
+			seedOp := input(staged, actions[1].SecondaryInput)
+			se := seedOp.GetExec()
+			if se == nil {
+				t.Fatalf("the seed comes from %v, not an exec", seedOp)
+			}
+			if want := []string{"/usr/local/go/bin/go", "build", "-trimpath", "std"}; !slices.Equal(se.Meta.Args, want) || se.Network != pb.NetMode_NONE {
+				t.Errorf("seed build: args %q, network %v; want %q, none", se.Meta.Args, se.Network, want)
+			}
+			senv := map[string]string{}
+			for _, kv := range se.Meta.Env {
+				k, v, _ := strings.Cut(kv, "=")
+				senv[k] = v
+			}
+			for k, v := range map[string]string{"GOCACHEPROG": "/helper/buildsvc-gocacheprog", cacheprog.DirEnv: "/seed",
+				cacheprog.SourceDateEpochEnv: strconv.FormatInt(testEpoch.Unix(), 10), "GOFLAGS": "", "CGO_ENABLED": "0",
+				"GOPROXY": "off", "GOOS": s.Platform.OS, "GOARCH": s.Platform.Architecture, "GOARM": tc.wantGOARM, "GOROOT": GoRootPath} {
+				if senv[k] != v {
+					t.Errorf("seed build env %s = %q, want %q", k, senv[k], v)
+				}
+			}
+			var helperMount, seedRoot *pb.Mount
+			for _, m := range se.Mounts {
+				switch m.Dest {
+				case "/helper":
+					helperMount = m
+				case "/":
+					seedRoot = m
+				}
+			}
+			if helperMount == nil || !helperMount.Readonly || input(seedOp, helperMount.Input) != buildOp {
+				t.Errorf("seed build mounts the helper %v, want the helper build's output read-only", helperMount)
+			}
+			if seedRoot == nil || input(seedOp, seedRoot.Input) != root {
+				t.Errorf("the seed is not built on the Go root layer the helper is built on")
+			}
 			checkTimestamps(t, marshalGraph(t, BuilderState(s)))
 		})
 	}
@@ -681,8 +733,9 @@ func TestBuilderStateGoCacheProg(t *testing.T) {
 
 func TestBuilderConfigGoCacheProg(t *testing.T) {
 	labels := roundTrip(t, BuilderConfig(testSpec())).Config.Labels
-	if labels[svcllb.LabelGoCacheProg] != svcllb.GoCacheProgPath {
-		t.Errorf("builder labels = %v, want %s=%s", labels, svcllb.LabelGoCacheProg, svcllb.GoCacheProgPath)
+	if labels[svcllb.LabelGoCacheProg] != svcllb.GoCacheProgPath || labels[svcllb.LabelGoCacheSeed] != svcllb.GoCacheSeedPath {
+		t.Errorf("builder labels = %v, want %s=%s and %s=%s", labels, svcllb.LabelGoCacheProg, svcllb.GoCacheProgPath,
+			svcllb.LabelGoCacheSeed, svcllb.GoCacheSeedPath)
 	}
 	cfg, err := json.Marshal(BuilderConfig(testSpec()))
 	if err != nil {

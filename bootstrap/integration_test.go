@@ -35,6 +35,7 @@ import (
 	"github.com/moby/buildkit/util/progress/progressui"
 
 	"github.com/buildsvc/buildsvc/buildkitd"
+	svcllb "github.com/buildsvc/buildsvc/llb"
 )
 
 // The integration tests run against the stack of scripts/up.sh:
@@ -360,22 +361,44 @@ go mod init example.com/hello 2>/dev/null && go build -o /out/hello . && /out/he
 // checkGoCacheProg builds a program in the pushed builder with its
 // GOCACHEPROG helper, twice, the store's socket absent: the first build
 // fills the local directory and says once that it builds without the
-// store, the second builds from the local directory.
+// store, the second builds from the local directory. A third, as the
+// build service's compile step builds (-trimpath, CGO_ENABLED=0), with
+// the image's seed and an empty local directory, compiles only its own
+// package: the standard library it imports (fmt, net/http) comes from the
+// seed.
 func checkGoCacheProg(t *testing.T, ctx context.Context, st stack, ref string) {
 	out := runScript(t, ctx, st, ref, script{
 		name: "go build with the GOCACHEPROG helper in the builder",
 		sh: `mkdir /tmp/hello && cd /tmp/hello && printf 'package main\n\nfunc main() { println("hello through the helper") }\n' > main.go &&
 go mod init example.com/hello 2>/dev/null && go build -o /out/hello . 2> /out/first.txt && rm /out/hello &&
 go build -o /out/hello . 2> /out/second.txt && /out/hello 2> /out/hello.txt &&
-find /tmp/cache/buildsvc-cacheprog-v1/o -type f | wc -l > /out/objects.txt`,
+find /tmp/cache/buildsvc-cacheprog-v1/o -type f | wc -l > /out/objects.txt &&
+mkdir /tmp/web && cd /tmp/web && printf 'package main\n\nimport (\n\t"fmt"\n\t"net/http"\n)\n\nfunc main() { fmt.Println("seeded", http.StatusOK) }\n' > main.go &&
+go mod init example.com/web 2>/dev/null &&
+CGO_ENABLED=0 BUILDSVC_GOCACHE_DIR=/tmp/cache2 BUILDSVC_GOCACHE_SEED=` + svcllb.GoCacheSeedPath + ` go build -trimpath -o /out/web . 2> /out/seeded.txt &&
+/out/web > /out/web.txt &&
+find /tmp/cache2/buildsvc-cacheprog-v1/o -type f | wc -l > /out/seeded-objects.txt &&
+find ` + svcllb.GoCacheSeedPath + `/buildsvc-cacheprog-v1/a -type f | wc -l > /out/seed-actions.txt`,
 		env: [][2]string{
 			{"GOCACHEPROG", "/usr/local/bin/buildsvc-gocacheprog"},
 			{"GOCACHE", "/tmp/cache"},
 			{"BUILDSVC_GOCACHE_DIR", "/tmp/cache"},
 			{"BUILDSVC_GOCACHE_SOCKET", "/run/buildsvc/gocache.sock"},
 		},
-		outputs: []string{"first.txt", "second.txt", "hello.txt", "objects.txt"},
+		outputs: []string{"first.txt", "second.txt", "hello.txt", "objects.txt", "seeded.txt", "web.txt", "seeded-objects.txt", "seed-actions.txt"},
 	})
+	// The main package's compile and link; without the seed, the local
+	// directory would hold every package net/http needs (over 100).
+	if n, err := strconv.Atoi(strings.TrimSpace(out["seeded-objects.txt"])); err != nil || n > 6 {
+		t.Errorf("with the seed, the build stored %q objects of its own (stderr %q), want its own package's only",
+			out["seeded-objects.txt"], out["seeded.txt"])
+	}
+	if strings.TrimSpace(out["web.txt"]) != "seeded 200" {
+		t.Errorf("the seeded build printed %q", out["web.txt"])
+	}
+	if n, _ := strconv.Atoi(strings.TrimSpace(out["seed-actions.txt"])); n < 300 {
+		t.Errorf("the seed has %q entries, want the standard library's", out["seed-actions.txt"])
+	}
 	if f := out["first.txt"]; !strings.Contains(f, "buildsvc-gocacheprog: build cache store unreachable") || strings.Count(f, "\n") != 1 {
 		t.Errorf("first build's stderr = %q, want one warning line", f)
 	}

@@ -10,7 +10,8 @@
 // runs git for modules that come straight from a git host, GOPRIVATE
 // ones), the build service's GOCACHEPROG helper (built in the image by its
 // own toolchain from the source this program carries; see
-// llb.GoCacheProgPath), and an image config whose ENV makes `go build` work (GOROOT,
+// llb.GoCacheProgPath) with its seed, the standard library compiled
+// through it (llb.GoCacheSeedPath), and an image config whose ENV makes `go build` work (GOROOT,
 // GOPATH, HOME, GOCACHE, GOMODCACHE, GOTOOLCHAIN=local, CGO_ENABLED=0). The base
 // image is made from scratch too: CA certificates, root and nonroot (65532)
 // users, /tmp, and USER 65532:65532.

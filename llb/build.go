@@ -218,7 +218,7 @@ func compile(s Spec, builder *parsedConfig) (out bkllb.State, bin string, _ erro
 	var extra []bkllb.RunOption
 	if s.RemoteBuildCache && builder.hasGoCacheProg() {
 		var socket bkllb.RunOption
-		ccEnv, socket = remoteBuildCache(ccEnv, cachePath, uid, gid)
+		ccEnv, socket = remoteBuildCache(ccEnv, builder, cachePath, uid, gid)
 		extra = append(extra, socket)
 	}
 	run := ccEnv.Run(append(append([]bkllb.RunOption{

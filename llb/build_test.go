@@ -50,6 +50,11 @@ const builderConfig = `{
 var builderConfigCacheProg = strings.Replace(builderConfig, `"WorkingDir": "/go"`,
 	`"WorkingDir": "/go", "Labels": {"dev.buildsvc.gocacheprog": "/usr/local/bin/buildsvc-gocacheprog"}`, 1)
 
+// builderConfigSeed is a builder with the helper and its seed, as
+// `buildsvc bootstrap` makes it.
+var builderConfigSeed = strings.Replace(builderConfig, `"WorkingDir": "/go"`,
+	`"WorkingDir": "/go", "Labels": {"dev.buildsvc.gocacheprog": "/usr/local/bin/buildsvc-gocacheprog", "dev.buildsvc.gocache-seed": "/usr/local/share/buildsvc/gocache-std"}`, 1)
+
 const baseConfig = `{
   "architecture": "amd64", "os": "linux",
   "created": "2024-01-02T03:04:05Z",
@@ -154,7 +159,7 @@ func specs() map[string]Spec {
 			Binary:           "hello",
 			BuildPlatform:    amd64,
 			Platform:         amd64,
-			Builder:          Image{Ref: "registry.example/buildsvc/builder:go1.26", Config: []byte(builderConfigCacheProg)},
+			Builder:          Image{Ref: "registry.example/buildsvc/builder:go1.26", Config: []byte(builderConfigSeed)},
 			Base:             Image{Ref: "registry.example/base/static:latest", Config: []byte(baseConfig)},
 			BuildUser:        "1000:1001",
 			BuildCacheID:     "tenant-a-gocache",
@@ -372,7 +377,7 @@ func checkDownload(t *testing.T, g graph, s Spec, compile *pb.Op, m *pb.Mount, c
 	for k, v := range compileEnv {
 		// Each step's own; as another user, go build has its own HOME and
 		// GOCACHE too, and the remote build cache is go build's alone.
-		remote := k == "GOCACHEPROG" || k == "BUILDSVC_GOCACHE_DIR" || k == "BUILDSVC_GOCACHE_SOCKET" || k == "SSH_AUTH_SOCK"
+		remote := k == "GOCACHEPROG" || k == "BUILDSVC_GOCACHE_DIR" || k == "BUILDSVC_GOCACHE_SOCKET" || k == "BUILDSVC_GOCACHE_SEED" || k == "SSH_AUTH_SOCK"
 		own := k == "GOPROXY" || k == "GOFLAGS" || s.BuildUser != "" && (k == "HOME" || k == "GOCACHE") || s.RemoteBuildCache && remote
 		if remote && env[k] != "" {
 			t.Errorf("download env %s = %q: the remote build cache is the compile step's", k, env[k])
@@ -540,6 +545,13 @@ func TestReadBack(t *testing.T) {
 					continue
 				}
 				wantEnv[k] = v
+			}
+			// The seed, only from a builder that says it has one.
+			seeded := strings.Contains(string(s.Builder.Config), LabelGoCacheSeed)
+			if s.RemoteBuildCache && seeded {
+				wantEnv["BUILDSVC_GOCACHE_SEED"] = "/usr/local/share/buildsvc/gocache-std"
+			} else if got, ok := env["BUILDSVC_GOCACHE_SEED"]; ok {
+				t.Errorf("env BUILDSVC_GOCACHE_SEED = %q, want none (remote cache %v, seeded builder %v)", got, s.RemoteBuildCache, seeded)
 			}
 			for k, v := range s.Env {
 				wantEnv[k] = v

@@ -26,11 +26,21 @@ const (
 	BuildCacheSSHID = "buildsvc.gocache"
 	// BuildCacheSocketPath is where the compile step has that socket.
 	BuildCacheSocketPath = "/run/buildsvc/gocache.sock"
-	// GoCacheProgDirEnv and GoCacheProgSocketEnv are the helper's
-	// variables: its local directory (the build cache mount) and the
-	// store's socket.
+	// GoCacheProgDirEnv, GoCacheProgSocketEnv and GoCacheProgSeedEnv are
+	// the helper's variables: its local directory (the build cache mount),
+	// the store's socket and the seed.
 	GoCacheProgDirEnv    = cacheprog.DirEnv
 	GoCacheProgSocketEnv = cacheprog.SocketEnv
+	GoCacheProgSeedEnv   = cacheprog.SeedEnv
+	// GoCacheSeedPath is where a builder image has the helper's seed: the
+	// standard library compiled by the image's own toolchain (`go build
+	// -trimpath std` with CGO_ENABLED=0 for the image's platform), the
+	// same for every tenant, so that a brand-new builder does not fetch
+	// it from the store.
+	GoCacheSeedPath = "/usr/local/share/buildsvc/gocache-std"
+	// LabelGoCacheSeed is the builder image label that says it has the
+	// seed; its value is GoCacheSeedPath.
+	LabelGoCacheSeed = "dev.buildsvc.gocache-seed"
 )
 
 // BuilderHasGoCacheProg tells whether the builder image config dt says the
@@ -49,6 +59,15 @@ func (p *parsedConfig) hasGoCacheProg() bool {
 	}
 	v, ok := p.label(LabelGoCacheProg)
 	return ok && v == GoCacheProgPath
+}
+
+// hasGoCacheSeed tells whether the (builder) config has LabelGoCacheSeed.
+func (p *parsedConfig) hasGoCacheSeed() bool {
+	if p == nil {
+		return false
+	}
+	v, ok := p.label(LabelGoCacheSeed)
+	return ok && v == GoCacheSeedPath
 }
 
 // label is the value of one of the config's labels.
@@ -71,11 +90,15 @@ func (p *parsedConfig) label(key string) (string, bool) {
 // forward gives a step without the socket, and the helper builds with the
 // local cache alone. BuildKit also sets SSH_AUTH_SOCK to the socket's
 // path (for an ssh mount it does when the step's environment lacks it);
-// nothing in the compile step uses it.
-func remoteBuildCache(st bkllb.State, cachePath string, uid, gid int) (bkllb.State, bkllb.RunOption) {
+// nothing in the compile step uses it. A builder with the seed
+// (LabelGoCacheSeed) gives the helper its standard library.
+func remoteBuildCache(st bkllb.State, builder *parsedConfig, cachePath string, uid, gid int) (bkllb.State, bkllb.RunOption) {
 	st = st.AddEnv("GOCACHEPROG", GoCacheProgPath).
 		AddEnv(GoCacheProgDirEnv, cachePath).
 		AddEnv(GoCacheProgSocketEnv, BuildCacheSocketPath)
+	if builder.hasGoCacheSeed() {
+		st = st.AddEnv(GoCacheProgSeedEnv, GoCacheSeedPath)
+	}
 	return st, bkllb.AddSSHSocket(
 		bkllb.SSHID(BuildCacheSSHID),
 		bkllb.SSHSocketOpt(BuildCacheSocketPath, uid, gid, 0o600),

@@ -91,12 +91,13 @@ go_version() {
 # The builder's tag: the Go version, and a suffix that changes whenever what
 # `buildsvc bootstrap` puts in the image changes (images.sh only bootstraps a
 # missing tag). git1: the host's git with its HTTPS helpers and libraries;
-# cp-HASH: the GOCACHEPROG helper, built from the source of buildcache/ and
-# buildcache/cacheprog/ (HASH of those files, so a change to the helper is
-# a new tag).
+# cp-HASH: the GOCACHEPROG helper and its seed (the standard library
+# compiled through it), built from the source of buildcache/ and
+# buildcache/cacheprog/ by the steps of bootstrap/gocacheprog.go (HASH of
+# those files, so a change to the helper or its steps is a new tag).
 helper_hash() {
 	local f files=()
-	for f in "$ROOT"/buildcache/*.go "$ROOT"/buildcache/cacheprog/*.go; do
+	for f in "$ROOT"/buildcache/*.go "$ROOT"/buildcache/cacheprog/*.go "$ROOT"/bootstrap/gocacheprog.go; do
 		[[ $f == *_test.go ]] || files+=("$f")
 	done
 	cat "${files[@]}" | sha256sum | cut -c1-8

@@ -38,10 +38,24 @@ type Option func(*options)
 type options struct {
 	log         io.Writer
 	concurrency int
+	seed        string
+	fixedTime   time.Time
 }
 
 // WithLog is where the helper writes its one warning; default io.Discard.
 func WithLog(w io.Writer) Option { return func(o *options) { o.log = w } }
+
+// WithSeed adds a read-only level between the local directory and the
+// store: dir, a helper's directory (SeedEnv) made by an earlier run, e.g.
+// the standard library compiled into the builder image by `buildsvc
+// bootstrap`. Its entries are answered in place, never copied or
+// changed; a dir that does not exist is no level.
+func WithSeed(dir string) Option { return func(o *options) { o.seed = dir } }
+
+// WithFixedTime stamps every entry the helper stores with t instead of
+// the clock and never trims: a run that makes a seed makes the same files
+// from the same inputs (SourceDateEpochEnv).
+func WithFixedTime(t time.Time) Option { return func(o *options) { o.fixedTime = t } }
 
 // WithConcurrency bounds the gets served and the puts sent to the remote
 // store at once; default 8.
@@ -55,9 +69,9 @@ func WithConcurrency(n int) Option {
 
 // Stats counts what a Helper did.
 type Stats struct {
-	// LocalHits and RemoteHits are gets found at each level; Misses gets
-	// found at neither.
-	LocalHits, RemoteHits, Misses int64
+	// LocalHits, SeedHits and RemoteHits are gets found at each level;
+	// Misses gets found at none.
+	LocalHits, SeedHits, RemoteHits, Misses int64
 	// Puts are puts stored locally; RemotePuts those the store took.
 	Puts, RemotePuts int64
 	// RemoteFailed says the store failed once and was not asked again.
@@ -69,6 +83,7 @@ type Stats struct {
 // Helper is the cache the go command talks to through Serve.
 type Helper struct {
 	dir    string
+	seed   string // the seed's files, or ""
 	remote Remote
 	opts   options
 
@@ -76,7 +91,7 @@ type Helper struct {
 	uploads sync.WaitGroup
 	sem     chan struct{}
 
-	localHits, remoteHits, misses, puts, remotePuts, prefetched atomic.Int64
+	localHits, seedHits, remoteHits, misses, puts, remotePuts, prefetched atomic.Int64
 
 	used       usedIDs
 	inflightMu sync.Mutex
@@ -102,13 +117,31 @@ func New(dir string, remote Remote, opts ...Option) (*Helper, error) {
 			return nil, fmt.Errorf("cache directory: %w", err)
 		}
 	}
-	return &Helper{dir: abs, remote: remote, opts: o, sem: make(chan struct{}, o.concurrency)}, nil
+	h := &Helper{dir: abs, remote: remote, opts: o, sem: make(chan struct{}, o.concurrency)}
+	if o.seed != "" {
+		seed, err := filepath.Abs(filepath.Join(o.seed, LocalSubdir))
+		if err != nil {
+			return nil, fmt.Errorf("seed directory: %w", err)
+		}
+		if fi, err := os.Stat(seed); err == nil && fi.IsDir() && seed != abs {
+			h.seed = seed
+		}
+	}
+	return h, nil
+}
+
+// now is the time entries are stamped with.
+func (h *Helper) now() time.Time {
+	if !h.opts.fixedTime.IsZero() {
+		return h.opts.fixedTime
+	}
+	return time.Now()
 }
 
 // Stats reads the counters.
 func (h *Helper) Stats() Stats {
 	return Stats{
-		LocalHits: h.localHits.Load(), RemoteHits: h.remoteHits.Load(), Misses: h.misses.Load(),
+		LocalHits: h.localHits.Load(), SeedHits: h.seedHits.Load(), RemoteHits: h.remoteHits.Load(), Misses: h.misses.Load(),
 		Puts: h.puts.Load(), RemotePuts: h.remotePuts.Load(), RemoteFailed: h.failed.Load(),
 		Prefetched: h.prefetched.Load(),
 	}
@@ -171,7 +204,9 @@ func (h *Helper) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 		if hints {
 			h.sendHints(ctx, hr)
 		}
-		h.trim(time.Now())
+		if h.opts.fixedTime.IsZero() {
+			h.trim(time.Now())
+		}
 	}
 	send(&Response{ID: 0, KnownCommands: knownCommands})
 	for {
@@ -298,12 +333,13 @@ func (q *quoted) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (h *Helper) actionPath(id []byte) string { return h.path("a", id) }
-func (h *Helper) objectPath(id []byte) string { return h.path("o", id) }
+func (h *Helper) actionPath(id []byte) string { return idPath(h.dir, "a", id) }
+func (h *Helper) objectPath(id []byte) string { return idPath(h.dir, "o", id) }
 
-func (h *Helper) path(kind string, id []byte) string {
+// idPath is the file of id in a helper's directory dir.
+func idPath(dir, kind string, id []byte) string {
 	x := hex.EncodeToString(id)
-	return filepath.Join(h.dir, kind, x[:2], x)
+	return filepath.Join(dir, kind, x[:2], x)
 }
 
 // validID tells whether id is a Go cache id.
@@ -314,8 +350,13 @@ func (h *Helper) get(ctx context.Context, req *Request) *Response {
 	if !validID(req.ActionID) {
 		return &Response{ID: req.ID, Err: fmt.Sprintf("action id %x is not %d bytes", req.ActionID, buildcache.IDSize)}
 	}
-	if e, p, ok := h.local(req.ActionID); ok {
+	if e, p, ok := h.lookup(h.dir, req.ActionID); ok {
 		h.localHits.Add(1)
+		h.used.add(req.ActionID)
+		return hit(req.ID, e, p)
+	}
+	if e, p, ok := h.fromSeed(req.ActionID); ok {
+		h.seedHits.Add(1)
 		h.used.add(req.ActionID)
 		return hit(req.ID, e, p)
 	}
@@ -352,9 +393,27 @@ func parseRecord(dt []byte) (buildcache.Entry, bool) {
 	return buildcache.Entry{OutputID: out, Size: size, Time: time.Unix(0, nanos)}, true
 }
 
-// local looks actionID up in the local directory.
+// local looks actionID up in the local directory, then in the seed: the
+// levels on this machine.
 func (h *Helper) local(actionID []byte) (buildcache.Entry, string, bool) {
-	ap := h.actionPath(actionID)
+	if e, p, ok := h.lookup(h.dir, actionID); ok {
+		return e, p, true
+	}
+	return h.fromSeed(actionID)
+}
+
+// fromSeed looks actionID up in the seed, if there is one.
+func (h *Helper) fromSeed(actionID []byte) (buildcache.Entry, string, bool) {
+	if h.seed == "" {
+		return buildcache.Entry{}, "", false
+	}
+	return h.lookup(h.seed, actionID)
+}
+
+// lookup looks actionID up in the helper's directory dir (the local one
+// or the seed); a hit in the local one is marked used.
+func (h *Helper) lookup(dir string, actionID []byte) (buildcache.Entry, string, bool) {
+	ap := idPath(dir, "a", actionID)
 	dt, err := os.ReadFile(ap)
 	if err != nil {
 		return buildcache.Entry{}, "", false
@@ -363,22 +422,25 @@ func (h *Helper) local(actionID []byte) (buildcache.Entry, string, bool) {
 	if !ok {
 		return buildcache.Entry{}, "", false
 	}
-	op := h.objectPath(e.OutputID)
-	if !h.present(op, e.Size) {
+	op := idPath(dir, "o", e.OutputID)
+	local := dir == h.dir
+	if !present(op, e.Size, local) {
 		return buildcache.Entry{}, "", false
 	}
-	markUsed(ap)
+	if local {
+		markUsed(ap)
+	}
 	return e, op, true
 }
 
-// present tells whether the object file p exists with size bytes, and
-// marks it used.
-func (h *Helper) present(p string, size int64) bool {
+// present tells whether the object file p exists with size bytes, and if
+// mark, marks it used.
+func present(p string, size int64, mark bool) bool {
 	fi, err := os.Stat(p)
 	if err != nil || !fi.Mode().IsRegular() || fi.Size() != size {
 		return false
 	}
-	if time.Since(fi.ModTime()) > usedInterval {
+	if mark && time.Since(fi.ModTime()) > usedInterval {
 		now := time.Now()
 		_ = os.Chtimes(p, now, now)
 	}
@@ -424,7 +486,7 @@ func (h *Helper) fetch(ctx context.Context, actionID []byte) (buildcache.Entry, 
 		return buildcache.Entry{}, "", false
 	}
 	op := h.objectPath(e.OutputID)
-	if !h.present(op, e.Size) {
+	if !present(op, e.Size, true) {
 		body, size, err := h.remote.OpenOutput(ctx, e.OutputID)
 		if err != nil {
 			if !errors.Is(err, buildcache.ErrNotFound) {
@@ -510,7 +572,7 @@ func (h *Helper) put(ctx context.Context, req *Request, br *bufio.Reader) (*Resp
 		}
 		return fail("put %x: %v", req.ActionID, err), nil
 	}
-	e := buildcache.Entry{OutputID: req.OutputID, Size: req.BodySize, Time: time.Now()}
+	e := buildcache.Entry{OutputID: req.OutputID, Size: req.BodySize, Time: h.now()}
 	if err := h.writeFile(h.actionPath(req.ActionID), func(w io.Writer) error { _, err := w.Write(record(e)); return err }); err != nil {
 		return fail("put %x: %v", req.ActionID, err), nil
 	}
@@ -592,7 +654,8 @@ func (h *Helper) trim(now time.Time) {
 	_ = h.writeFile(mark, func(w io.Writer) error { _, err := fmt.Fprintln(w, now.Unix()); return err })
 }
 
-// Main is the helper's program: it reads DirEnv and SocketEnv through
+// Main is the helper's program: it reads DirEnv, SeedEnv, SocketEnv and
+// SourceDateEpochEnv through
 // getenv, serves the go command on stdin and stdout, and returns the exit
 // code. Only a local directory it cannot use or a broken protocol stream
 // fail it; the store never does.
@@ -615,7 +678,16 @@ func Main(ctx context.Context, getenv func(string) string, stdin io.Reader, stdo
 		defer c.Close()
 		remote = c
 	}
-	h, err := New(dir, remote, WithLog(stderr))
+	opts := []Option{WithLog(stderr), WithSeed(getenv(SeedEnv))}
+	if v := getenv(SourceDateEpochEnv); v != "" {
+		sec, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || sec < 0 {
+			fmt.Fprintf(stderr, "buildsvc-gocacheprog: %s=%q is not a number of seconds\n", SourceDateEpochEnv, v)
+			return 1
+		}
+		opts = append(opts, WithFixedTime(time.Unix(sec, 0).UTC()))
+	}
+	h, err := New(dir, remote, opts...)
 	if err != nil {
 		fmt.Fprintf(stderr, "buildsvc-gocacheprog: %v\n", err)
 		return 1

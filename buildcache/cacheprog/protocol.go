@@ -1,11 +1,15 @@
 // Package cacheprog is the GOCACHEPROG helper of the build service, the
 // program the go command runs as its build cache (cmd/buildsvc-gocacheprog
 // is its main). It speaks Go's cache-helper protocol on stdin and stdout
-// (see Request and Response) and keeps the cache at two levels:
+// (see Request and Response) and keeps the cache at two levels, with an
+// optional read-only one between them:
 //
 //  1. a local directory (DirEnv: the build's cache mount), where Go reads
 //     every output it gets from the files named in DiskPath;
-//  2. a remote store (SocketEnv: the build server's buildcache.Handler on
+//  2. a seed (SeedEnv): a directory like the local one, made once, e.g.
+//     the standard library the builder image carries compiled, answered
+//     in place;
+//  3. a remote store (SocketEnv: the build server's buildcache.Handler on
 //     a unix socket forwarded into the step), asked on a local miss and
 //     sent every put, so that a new builder starts warm.
 //
@@ -23,6 +27,13 @@ const (
 	DirEnv = "BUILDSVC_GOCACHE_DIR"
 	// SocketEnv is the unix socket of the remote store; empty for none.
 	SocketEnv = "BUILDSVC_GOCACHE_SOCKET"
+	// SeedEnv is a read-only helper directory asked after the local one
+	// and before the store (WithSeed); empty for none.
+	SeedEnv = "BUILDSVC_GOCACHE_SEED"
+	// SourceDateEpochEnv, in seconds, is the time of every entry the
+	// helper stores, and turns trimming off (WithFixedTime): the run that
+	// makes a seed sets it.
+	SourceDateEpochEnv = "SOURCE_DATE_EPOCH"
 )
 
 // LocalSubdir is the directory of DirEnv the helper keeps its files in.
