@@ -174,6 +174,15 @@ func TestCompose(t *testing.T) {
 	if len(reg.Ports) == 0 {
 		t.Error("registry has no port")
 	}
+	// The build-cache store is on the data volume: its default directory
+	// is under the data dir, which is the server-data volume (see
+	// TestComposeDataDir).
+	if v := srv.Environment["BUILDSVC_BUILD_CACHE_STORE"]; v != "true" {
+		t.Errorf("server BUILDSVC_BUILD_CACHE_STORE = %q, want true", v)
+	}
+	if d, ok := srv.Environment["BUILDSVC_BUILD_CACHE_DIR"]; ok {
+		t.Errorf("server BUILDSVC_BUILD_CACHE_DIR = %q: the store belongs on the data volume, its default", d)
+	}
 }
 
 // buildkitd listens on TCP with mutual TLS only, with the certificates of
