@@ -625,17 +625,8 @@ func TestBuilderStateGoCacheProg(t *testing.T) {
 			if !slices.Equal(e.Meta.Args, wantArgs) || e.Meta.Cwd != "/src" || e.Network != pb.NetMode_NONE {
 				t.Errorf("helper build: args %q in %s, network %v", e.Meta.Args, e.Meta.Cwd, e.Network)
 			}
-			env := map[string]string{}
-			for _, kv := range e.Meta.Env {
-				k, v, _ := strings.Cut(kv, "=")
-				env[k] = v
-			}
-			for k, v := range map[string]string{"GOPROXY": "off", "GOTOOLCHAIN": "local", "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod",
-				"GOOS": s.Platform.OS, "GOARCH": s.Platform.Architecture, "GOROOT": GoRootPath, "GOARM": tc.wantGOARM} {
-				if env[k] != v {
-					t.Errorf("helper build env %s = %q, want %q", k, env[k], v)
-				}
-			}
+			checkExecEnv(t, "helper build", e, map[string]string{"GOPROXY": "off", "GOTOOLCHAIN": "local", "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod",
+				"GOOS": s.Platform.OS, "GOARCH": s.Platform.Architecture, "GOROOT": GoRootPath, "GOARM": tc.wantGOARM})
 			var root, src *pb.Op
 			for _, m := range e.Mounts {
 				switch m.Dest {
@@ -699,18 +690,9 @@ func TestBuilderStateGoCacheProg(t *testing.T) {
 			if want := []string{"/usr/local/go/bin/go", "build", "-trimpath", "std"}; !slices.Equal(se.Meta.Args, want) || se.Network != pb.NetMode_NONE {
 				t.Errorf("seed build: args %q, network %v; want %q, none", se.Meta.Args, se.Network, want)
 			}
-			senv := map[string]string{}
-			for _, kv := range se.Meta.Env {
-				k, v, _ := strings.Cut(kv, "=")
-				senv[k] = v
-			}
-			for k, v := range map[string]string{"GOCACHEPROG": "/helper/buildsvc-gocacheprog", cacheprog.DirEnv: "/seed",
+			checkExecEnv(t, "seed build", se, map[string]string{"GOCACHEPROG": "/helper/buildsvc-gocacheprog", cacheprog.DirEnv: "/seed",
 				cacheprog.SourceDateEpochEnv: strconv.FormatInt(testEpoch.Unix(), 10), "GOFLAGS": "", "CGO_ENABLED": "0",
-				"GOPROXY": "off", "GOOS": s.Platform.OS, "GOARCH": s.Platform.Architecture, "GOARM": tc.wantGOARM, "GOROOT": GoRootPath} {
-				if senv[k] != v {
-					t.Errorf("seed build env %s = %q, want %q", k, senv[k], v)
-				}
-			}
+				"GOPROXY": "off", "GOOS": s.Platform.OS, "GOARCH": s.Platform.Architecture, "GOARM": tc.wantGOARM, "GOROOT": GoRootPath})
 			var helperMount, seedRoot *pb.Mount
 			for _, m := range se.Mounts {
 				switch m.Dest {
@@ -728,6 +710,22 @@ func TestBuilderStateGoCacheProg(t *testing.T) {
 			}
 			checkTimestamps(t, marshalGraph(t, BuilderState(s)))
 		})
+	}
+}
+
+// checkExecEnv checks the variables of want in e's environment; an
+// empty value must be empty or unset.
+func checkExecEnv(t *testing.T, what string, e *pb.ExecOp, want map[string]string) {
+	t.Helper()
+	env := map[string]string{}
+	for _, kv := range e.Meta.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	for k, v := range want {
+		if env[k] != v {
+			t.Errorf("%s env %s = %q, want %q", what, k, env[k], v)
+		}
 	}
 }
 
