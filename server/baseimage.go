@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/buildsvc/buildsvc/buildkitd"
 	"github.com/buildsvc/buildsvc/credentials"
 	"github.com/buildsvc/buildsvc/egress"
 )
@@ -127,6 +128,17 @@ func (s *Server) registryTransport(allow egress.Allowance) http.RoundTripper {
 	tr.DialContext = egress.For("https", allow).Dialer().DialContext
 	tr.TLSClientConfig = &tls.Config{RootCAs: s.regRoots, MinVersion: tls.VersionTLS12}
 	return tr
+}
+
+// RegistryKeychain is a go-containerregistry keychain of the docker
+// config in dir ($DOCKER_CONFIG or ~/.docker if empty): the server's own
+// registry credentials, e.g. for a build-cache store in a registry.
+func RegistryKeychain(dir string) (authn.Keychain, error) {
+	docker, err := buildkitd.LoadDockerConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	return registryKeychain{docker: docker}, nil
 }
 
 // registryKeychain answers go-containerregistry's credential lookups as

@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/buildsvc/buildsvc/buildcache"
+	"github.com/buildsvc/buildsvc/buildcache/ocistore"
 	"github.com/buildsvc/buildsvc/buildkitd"
 	"github.com/buildsvc/buildsvc/modproxy"
 	"github.com/buildsvc/buildsvc/server"
@@ -79,7 +81,18 @@ func startCaches(cfg config, log *slog.Logger, reg prometheus.Registerer, scfg *
 		}
 		scfg.GoProxy = "" // the builds' GOPROXY is the proxy
 	}
-	if c.BuildCacheStore {
+	if c.BuildCacheRegistry != "" {
+		kc, err := server.RegistryKeychain(cfg.Server.DockerConfigDir)
+		if err != nil {
+			return stop, configError(fmt.Errorf("build-cache-registry: %w", err))
+		}
+		st, err := ocistore.New(c.BuildCacheRegistry, remote.WithAuthFromKeychain(kc))
+		if err != nil {
+			return stop, configError(fmt.Errorf("build-cache-registry: %w", err))
+		}
+		log.Info("build-cache store in a registry", "repository", st.Repository())
+		scfg.BuildCache = st
+	} else if c.BuildCacheStore {
 		st, err := buildcache.New(dirOr(c.BuildCacheDir, cfg.DataDir, "buildcache"))
 		if err != nil {
 			return stop, configError(fmt.Errorf("build-cache store: %w", err))

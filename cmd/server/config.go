@@ -159,6 +159,7 @@ var options = []option{
 	{name: "module-proxy-max-age", kind: kDuration, def: "720h", category: catCaches, usage: "module proxy entries unused for this long are removed by the cleanup"},
 	{name: "build-cache-store", kind: kBool, def: "false", category: catCaches, usage: "back every build's Go build cache with the service's store (GOCACHEPROG; the builder image needs the helper the offline bootstrap adds), reached through a socket forwarded from the build's session"},
 	{name: "build-cache-dir", category: catCaches, defText: "<data-dir>/buildcache", usage: "`DIR` of the build-cache store"},
+	{name: "build-cache-registry", category: catCaches, defText: "empty: the store is on disk, in build-cache-dir", usage: "keep the build-cache store in this OCI registry `REPOSITORY` (e.g. registry.example/buildsvc/gocache; turns build-cache-store on), with docker-config's credentials for its registry: one store for a fleet of servers; bounding it is the registry's (retention, garbage collection), not the cleanup's"},
 	{name: "build-cache-max-size", kind: kSize, def: "10GiB", category: catCaches, usage: "the build-cache store is cleaned down to this size, least recently used first"},
 	{name: "build-cache-max-age", kind: kDuration, def: "336h", category: catCaches, usage: "build-cache entries unused for this long are removed by the cleanup"},
 	{name: "cache-scope", def: server.CacheScopeService, category: catCaches, usage: "which builds share the Go caches (mounts and stores): service (the module cache shared, except for builds with private modules; the build cache per tenant) or repository-owner (both also per repository host and owner)"},
@@ -348,6 +349,7 @@ type cachesConfig struct {
 	ModuleProxyMaxAge                     time.Duration
 	BuildCacheStore                       bool
 	BuildCacheDir                         string
+	BuildCacheRegistry                    string
 	BuildCacheMaxSize                     int64
 	BuildCacheMaxAge                      time.Duration
 }
@@ -412,8 +414,9 @@ func parseConfig(s map[string]setting) (config, error) {
 			ModuleProxyTLSKey:  cmp.Or(p.str("module-proxy-tls-key"), p.str("tls-key")),
 			ModuleProxyMaxSize: p.size("module-proxy-max-size"),
 			ModuleProxyMaxAge:  p.duration("module-proxy-max-age"),
-			BuildCacheStore:    p.bool("build-cache-store"),
+			BuildCacheStore:    p.bool("build-cache-store") || p.str("build-cache-registry") != "",
 			BuildCacheDir:      p.str("build-cache-dir"),
+			BuildCacheRegistry: p.str("build-cache-registry"),
 			BuildCacheMaxSize:  p.size("build-cache-max-size"),
 			BuildCacheMaxAge:   p.duration("build-cache-max-age"),
 		},
