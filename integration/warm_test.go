@@ -37,6 +37,7 @@ import (
 // ephemeral buildkitds of the stack's binary and config.
 type warmStack struct {
 	proxy    *modproxy.Proxy
+	proxyDir string // its cache
 	proxyURL string
 	store    *buildcache.DiskStore
 	storeDir string
@@ -53,10 +54,10 @@ func startWarmStack(t *testing.T) *warmStack {
 		t.Fatal("STACK_DIR is not set: run with `make test`")
 	}
 	goproxy, _ := exec.Command("go", "env", "GOPROXY").Output()
-	w := &warmStack{storeDir: t.TempDir()}
+	w := &warmStack{storeDir: t.TempDir(), proxyDir: t.TempDir()}
 	var err error
 	w.reg = prometheus.NewRegistry()
-	if w.proxy, err = modproxy.New(t.TempDir(), modproxy.WithUpstream(strings.TrimSpace(string(goproxy))), modproxy.WithRegisterer(w.reg)); err != nil {
+	if w.proxy, err = modproxy.New(w.proxyDir, modproxy.WithUpstream(strings.TrimSpace(string(goproxy))), modproxy.WithRegisterer(w.reg)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.proxy.Close() })

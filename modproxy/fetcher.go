@@ -11,10 +11,20 @@ import (
 )
 
 // fetcher wraps goproxy's GoFetcher: it times upstream work for the build's stats and
-// makes concurrent downloads of one module version in one scope fetch it once.
+// makes concurrent downloads of one module version in one scope fetch it once. A module
+// the build may fetch from its host (AllowPrivate) is fetched so, with its credentials.
 type fetcher struct {
 	p    *Proxy
 	next goproxy.Fetcher
+}
+
+// via runs fn with the fetcher for path in the request's build: its private one, or
+// upstream's.
+func (f *fetcher) via(ctx context.Context, st *reqState, path string, fn func(goproxy.Fetcher) error) error {
+	if priv, ok := f.p.privateFor(st.buildID, path); ok {
+		return f.p.privateFetch(ctx, st.scope, priv, fn)
+	}
+	return fn(f.next)
 }
 
 // Query implements goproxy.Fetcher.
@@ -24,7 +34,12 @@ func (f *fetcher) Query(ctx context.Context, path, query string) (string, time.T
 		return "", time.Time{}, err
 	}
 	start := f.p.opts.now()
-	version, t, err := f.next.Query(ctx, path, query)
+	var version string
+	var t time.Time
+	err = f.via(ctx, st, path, func(next goproxy.Fetcher) (err error) {
+		version, t, err = next.Query(ctx, path, query)
+		return err
+	})
 	st.upstreamTime += f.p.opts.now().Sub(start)
 	st.fetched = st.fetched || err == nil
 	return version, t, err
@@ -37,7 +52,11 @@ func (f *fetcher) List(ctx context.Context, path string) ([]string, error) {
 		return nil, err
 	}
 	start := f.p.opts.now()
-	versions, err := f.next.List(ctx, path)
+	var versions []string
+	err = f.via(ctx, st, path, func(next goproxy.Fetcher) (err error) {
+		versions, err = next.List(ctx, path)
+		return err
+	})
 	st.upstreamTime += f.p.opts.now().Sub(start)
 	st.fetched = st.fetched || err == nil
 	return versions, err
@@ -72,7 +91,10 @@ func (f *fetcher) Download(ctx context.Context, path, version string) (info, mod
 	}
 
 	start := f.p.opts.now()
-	info, mod, zip, err = f.next.Download(ctx, path, version)
+	err = f.via(ctx, st, path, func(next goproxy.Fetcher) (err error) {
+		info, mod, zip, err = next.Download(ctx, path, version)
+		return err
+	})
 	st.upstreamTime += f.p.opts.now().Sub(start)
 	if err != nil {
 		return nil, nil, nil, err

@@ -56,8 +56,9 @@ type Proxy struct {
 	metrics  *metrics
 	usage    atomic.Int64 // bytes in the cache, as far as this process knows
 
-	mu     sync.Mutex
-	builds map[string]*Stats
+	mu      sync.Mutex
+	builds  map[string]*Stats
+	private map[string]Private // by build: what AllowPrivate let it fetch
 
 	closed    atomic.Bool
 	transport *countingTransport

@@ -34,6 +34,7 @@ func (p *Proxy) Forget(buildID string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.builds, buildID)
+	delete(p.private, buildID)
 }
 
 const (

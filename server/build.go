@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/buildsvc/buildsvc/credentials"
+	"github.com/buildsvc/buildsvc/egress"
 	"github.com/buildsvc/buildsvc/history"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
@@ -28,6 +29,9 @@ type build struct {
 	// creds are the build's credentials (the request's and the server's),
 	// in memory for its life only.
 	creds *credentials.Build
+	// allow widens the host policy of connections made for the build
+	// (the server's allowance and its tenant's).
+	allow egress.Allowance
 	req   *request
 	key   string // dedup key: identical requests share it
 	// requestKey is the request_id that started it (RequestID empty if

@@ -9,6 +9,7 @@ import (
 
 	"github.com/buildsvc/buildsvc/buildcache"
 	"github.com/buildsvc/buildsvc/credentials"
+	"github.com/buildsvc/buildsvc/egress"
 	"github.com/buildsvc/buildsvc/llb"
 	"github.com/buildsvc/buildsvc/modproxy"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
@@ -23,9 +24,15 @@ type ModuleProxy interface {
 	// proxy's scope: the build sends them from its netrc, so that nothing
 	// secret is in its GOPROXY (the step's cache key).
 	Credentials(scope, buildID string) (username, password string)
-	// BuildStats is what the proxy served the build so far; Forget drops it.
+	// BuildStats is what the proxy served the build so far; Forget drops it
+	// and what AllowPrivate allowed.
 	BuildStats(buildID string) modproxy.Stats
 	Forget(buildID string)
+	// FetchesPrivate tells whether the proxy can fetch GOPRIVATE modules
+	// from their hosts; AllowPrivate lets one build's requests do so, with
+	// the build's credentials and host policy.
+	FetchesPrivate() bool
+	AllowPrivate(buildID string, priv modproxy.Private) error
 }
 
 // BuildCacheStore is the Go build-cache store that outlives a buildkitd:
@@ -39,6 +46,9 @@ type BuildCacheStore = buildcache.Store
 type buildCaches struct {
 	// goproxy is the download step's GOPROXY, empty without a proxy.
 	goproxy string
+	// private says the proxy fetches the build's GOPRIVATE modules too:
+	// the download step asks it for them (GONOPROXY=none).
+	private bool
 	// netrc is the proxy's credential for the download step's netrc.
 	netrc *credentials.Module
 	// sockets are forwarded into build steps through the session.
@@ -58,6 +68,7 @@ func (s *Server) caches(b *build, modID, buildID string) *buildCaches {
 		c.goproxy = strings.TrimRight(s.proxyURL.String(), "/") + "/" + scope
 		// The go command looks netrc machines up by host and port.
 		c.netrc = &credentials.Module{Host: s.proxyURL.Host, Username: user, Password: pass, From: "the service's module proxy"}
+		c.private = s.allowPrivate(b)
 	}
 	if s.cfg.BuildCache != nil {
 		c.stats = new(buildcache.Stats)
@@ -74,6 +85,34 @@ func (s *Server) caches(b *build, modID, buildID string) *buildCaches {
 		c.stop = func() { _ = srv.Close() }
 	}
 	return c
+}
+
+// allowPrivate lets the module proxy fetch b's GOPRIVATE modules, as its
+// download step would: with b's module credentials (its netrc, before
+// the proxy's own entry is added), the server's CA bundle, and every
+// connection under b's host policy (the server's and its tenant's
+// allowance, as for the server's own git lookups). Not when the request
+// names GONOPROXY modules (those it wants fetched by the step itself),
+// nor when the proxy cannot fetch them (no go or git on its host): the
+// step then fetches them from their hosts, as without the proxy.
+func (s *Server) allowPrivate(b *build) bool {
+	c := s.credentialsConfig()
+	patterns := strings.Trim(joinList(c.GoPrivate, b.req.GoPrivate), ",")
+	if patterns == "" || joinList(c.GoNoProxy, b.req.GoNoProxy) != "" || !s.cfg.ModuleProxy.FetchesPrivate() {
+		return false
+	}
+	dialer := egress.For("https", b.allow).Dialer()
+	err := s.cfg.ModuleProxy.AllowPrivate(b.id, modproxy.Private{
+		Patterns: patterns,
+		Netrc:    b.creds.Netrc(),
+		CABundle: c.CABundle,
+		Dial:     dialer.DialContext,
+	})
+	if err != nil {
+		s.cfg.Logger.Warn("module proxy: private modules left to the download step", "build", b.id, "err", err)
+		return false
+	}
+	return true
 }
 
 // close stops serving the build's store socket and forgets its proxy stats.

@@ -2,22 +2,27 @@ package server
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/moby/buildkit/session/secrets"
+	"github.com/moby/buildkit/solver/pb"
 
 	"github.com/buildsvc/buildsvc/buildcache"
 	"github.com/buildsvc/buildsvc/modproxy"
+	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
 // fakeProxy is a ModuleProxy that hands out fixed credentials and stats.
 type fakeProxy struct {
-	mu        sync.Mutex
-	scopes    []string
-	forgotten []string
+	mu             sync.Mutex
+	scopes         []string
+	forgotten      []string
+	fetchesPrivate bool
+	allowed        []string // "build patterns netrc" of AllowPrivate
 }
 
 func (p *fakeProxy) Credentials(scope, buildID string) (string, string) {
@@ -29,6 +34,15 @@ func (p *fakeProxy) Credentials(scope, buildID string) (string, string) {
 
 func (p *fakeProxy) BuildStats(string) modproxy.Stats {
 	return modproxy.Stats{Hits: 5, Misses: 2, BytesFromCache: 500, BytesFromUpstream: 200, UpstreamTime: time.Second}
+}
+
+func (p *fakeProxy) FetchesPrivate() bool { return p.fetchesPrivate }
+
+func (p *fakeProxy) AllowPrivate(id string, priv modproxy.Private) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.allowed = append(p.allowed, id+" "+priv.Patterns+" "+string(priv.Netrc))
+	return nil
 }
 
 func (p *fakeProxy) Forget(id string) {
@@ -109,5 +123,79 @@ func TestBuildWithCaches(t *testing.T) {
 	}
 	if want := "machine proxy.internal:8443\nlogin b-" + id + "\npassword pw-" + storeScope("buildsvc-gomodcache") + "\n"; !strings.HasPrefix(netrc, want) {
 		t.Errorf("netrc %q, want it to start with %q", netrc, want)
+	}
+}
+
+// downloadEnv is the environment of the download step of def.
+func downloadEnv(t *testing.T, def *pb.Definition) map[string]string {
+	t.Helper()
+	for _, dt := range def.Def {
+		var op pb.Op
+		if err := op.Unmarshal(dt); err != nil {
+			t.Fatal(err)
+		}
+		if e := op.GetExec(); e != nil && slices.Equal(e.Meta.Args, []string{"go", "mod", "download"}) {
+			env := map[string]string{}
+			for _, kv := range e.Meta.Env {
+				k, v, _ := strings.Cut(kv, "=")
+				env[k] = v
+			}
+			return env
+		}
+	}
+	t.Fatal("no download step")
+	return nil
+}
+
+// With a module proxy that fetches private modules, a build with
+// GOPRIVATE modules asks the proxy for them too (GONOPROXY=none): the
+// proxy is allowed them with the build's module credentials (not its own
+// entry). A request that names GONOPROXY modules, or a proxy that cannot
+// fetch them, leaves them to the download step as before.
+func TestPrivateModulesThroughTheProxy(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		fetchesPrivate bool
+		gonoproxy      string
+		wantAllowed    bool
+	}{
+		{"through the proxy", true, "", true},
+		{"the request names GONOPROXY", true, "git.internal.example/vendored", false},
+		{"a proxy without go or git", false, "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fk := newFakeBuildKit()
+			proxy := &fakeProxy{fetchesPrivate: tc.fetchesPrivate}
+			e := newLifecycleServer(t, fk, func(c *Config) {
+				c.ModuleProxy, c.ModuleProxyURL = proxy, "https://proxy.internal:8443"
+			})
+			req := imageRequest("private")
+			req.Goprivate, req.Gonoproxy = "git.internal.example", tc.gonoproxy
+			req.ModuleCredentials = []*buildv1.ModuleCredentials{{Host: "git.internal.example", Username: "u", Password: "module-secret"}}
+			id := e.start(t, req).GetBuildId()
+			evs := e.watch(t, id)
+			if evs[len(evs)-1].GetResult() == nil {
+				t.Fatalf("build failed: %v", evs[len(evs)-1])
+			}
+			proxy.mu.Lock()
+			allowed := proxy.allowed
+			proxy.mu.Unlock()
+			fk.mu.Lock()
+			env := downloadEnv(t, fk.pbDefs[len(fk.pbDefs)-1])
+			fk.mu.Unlock()
+			if !tc.wantAllowed {
+				if len(allowed) != 0 || env["GONOPROXY"] == "none" {
+					t.Errorf("allowed %q, GONOPROXY %q: want the private modules left to the download step", allowed, env["GONOPROXY"])
+				}
+				return
+			}
+			if len(allowed) != 1 || !strings.HasPrefix(allowed[0], id+" git.internal.example machine git.internal.example") ||
+				!strings.Contains(allowed[0], "module-secret") || strings.Contains(allowed[0], "proxy.internal") {
+				t.Errorf("allowed %q, want the build's GOPRIVATE and its module credentials only", allowed)
+			}
+			if env["GONOPROXY"] != "none" || env["GOPRIVATE"] != "git.internal.example" || !strings.HasPrefix(env["GOPROXY"], "https://proxy.internal:8443/") {
+				t.Errorf("download env GOPROXY %q GOPRIVATE %q GONOPROXY %q, want the proxy for every module", env["GOPROXY"], env["GOPRIVATE"], env["GONOPROXY"])
+			}
+		})
 	}
 }

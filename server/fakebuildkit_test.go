@@ -76,6 +76,7 @@ type fakeBuildKit struct {
 	epochs    map[string]string   // tag -> the SOURCE_DATE_EPOCH the result carried
 	resolved  map[string][]string // tag -> image refs whose config it resolved
 	defs      []digest.Digest     // of the ops of the final solves, in order
+	pbDefs    []*pb.Definition    // the final solves' definitions, in order
 	prunes    []client.PruneInfo  // the options of every Prune
 	sessions  [][]session.Attachable
 	closed    bool
@@ -228,6 +229,7 @@ func (g *fakeGateway) Solve(ctx context.Context, req gateway.SolveRequest) (*gat
 	f.builds = append(f.builds, g.tag)
 	// The ops, not the metadata: its map is marshalled in no set order.
 	f.defs = append(f.defs, digest.FromBytes(bytes.Join(req.Definition.Def, nil)))
+	f.pbDefs = append(f.pbDefs, req.Definition)
 	f.mu.Unlock()
 	var err error
 	f.started <- g.tag

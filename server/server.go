@@ -420,7 +420,8 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*a
 		return nil, err
 	}
 	now := time.Now()
-	b := &build{id: newBuildID(now), tenant: c.tenant, registry: dockerCfg, creds: creds, req: r, key: key, timeout: r.Timeout, commit: sha, created: now,
+	b := &build{id: newBuildID(now), tenant: c.tenant, registry: dockerCfg, creds: creds, allow: s.egressAllow().Add(egressAllowance(pol)),
+		req: r, key: key, timeout: r.Timeout, commit: sha, created: now,
 		state: buildv1.BuildState_BUILD_STATE_RESOLVING, stop: make(chan struct{}), requestKey: reqKey, fingerprint: fingerprint}
 	b.log = newEventLog(b.id, red, s.cfg.LogCap)
 	// Its first events are in the log before anyone can see the build, so

@@ -68,6 +68,11 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		if caches.goproxy != "" {
 			spec.GoProxy = caches.goproxy
 		}
+		if caches.private {
+			// GOPRIVATE modules through the proxy too; still not checked
+			// against the checksum database (GONOSUMDB is GOPRIVATE's).
+			spec.GoNoProxy = "none"
+		}
 		spec.RemoteBuildCache = caches.stats != nil
 		// Three round trips to buildkitd before the solve; they are
 		// independent, so they overlap.
