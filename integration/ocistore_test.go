@@ -7,12 +7,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -37,7 +40,7 @@ func TestBuildCacheInRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo := os.Getenv("REGISTRY_ADDR") + "/buildcache-test/" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))
+	repo := fmt.Sprintf("%s/buildcache-test/run%d", os.Getenv("REGISTRY_ADDR"), time.Now().UnixNano()) // empty: a store of its own
 	st, err := ocistore.New(repo, remote.WithAuthFromKeychain(kc))
 	if err != nil {
 		t.Fatal(err)
@@ -91,24 +94,32 @@ func TestBuildCacheInRegistry(t *testing.T) {
 	if len(tags) == 0 {
 		t.Fatalf("no scope repository with tags under %s in %v", repo, catalog)
 	}
-	// Find the scope from a manifest's annotation and an output of it.
-	desc, err := remote.Get(scopeRepo.Tag(tags[0]), remote.WithAuthFromKeychain(kc))
-	if err != nil {
-		t.Fatal(err)
+	// The scope from a manifest's annotation, and an output of it that is
+	// not empty (Go stores empty ones too).
+	var scope string
+	var e buildcache.Entry
+	for _, tag := range tags {
+		desc, err := remote.Get(scopeRepo.Tag(tag), remote.WithAuthFromKeychain(kc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mf struct {
+			Annotations map[string]string `json:"annotations"`
+		}
+		if err := json.Unmarshal(desc.Manifest, &mf); err != nil {
+			t.Fatal(err)
+		}
+		scope = mf.Annotations[ocistore.ScopeAnnotation]
+		actionID, _ := hex.DecodeString(strings.TrimPrefix(tag, "a-"))
+		if e, err = st.GetAction(ctx, scope, actionID); err != nil {
+			t.Fatalf("scope %q, action %s: %v", scope, tag, err)
+		}
+		if e.Size > 0 {
+			break
+		}
 	}
-	m, err := desc.Image()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mf, err := m.Manifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	scope := mf.Annotations[ocistore.ScopeAnnotation]
-	actionID, _ := hex.DecodeString(strings.TrimPrefix(tags[0], "a-"))
-	e, err := st.GetAction(ctx, scope, actionID)
-	if err != nil {
-		t.Fatalf("scope %q, action %s: %v", scope, tags[0], err)
+	if e.Size == 0 {
+		t.Fatalf("no output of the scope %q has bytes", scope)
 	}
 	if _, _, err := st.OpenOutput(ctx, scope+"-other", e.OutputID); !errors.Is(err, buildcache.ErrNotFound) {
 		t.Errorf("another scope opened this scope's output: %v, want ErrNotFound", err)

@@ -64,8 +64,9 @@ var emptyJSON = []byte("{}")
 // Store is a buildcache.Store in an OCI registry. It is safe for
 // concurrent use.
 type Store struct {
-	repo string
-	opts []remote.Option
+	repo   string
+	puller *remote.Puller // their transports, authenticated once per
+	pusher *remote.Pusher // repository, are reused across requests
 
 	mu      sync.Mutex
 	configs map[string]bool // scope repositories that have the empty config
@@ -86,7 +87,15 @@ func New(repository string, opts ...remote.Option) (*Store, error) {
 	if _, err := name.NewRepository(repository + "/" + scopeKey("check")); err != nil {
 		return nil, fmt.Errorf("build-cache repository %q: %w", repository, err)
 	}
-	return &Store{repo: repository, opts: opts, configs: map[string]bool{}}, nil
+	puller, err := remote.NewPuller(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("build-cache repository: %w", err)
+	}
+	pusher, err := remote.NewPusher(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("build-cache repository: %w", err)
+	}
+	return &Store{repo: repository, puller: puller, pusher: pusher, configs: map[string]bool{}}, nil
 }
 
 // Repository is the repository the store is under.
@@ -103,10 +112,6 @@ func (s *Store) scopeRepo(scope string) (name.Repository, error) {
 		return name.Repository{}, fmt.Errorf("%w: empty scope", buildcache.ErrInvalid)
 	}
 	return name.NewRepository(s.repo + "/" + scopeKey(scope))
-}
-
-func (s *Store) options(ctx context.Context) []remote.Option {
-	return append([]remote.Option{remote.WithContext(ctx)}, s.opts...)
 }
 
 func actionTag(repo name.Repository, actionID []byte) name.Tag {
@@ -151,7 +156,7 @@ func (s *Store) GetAction(ctx context.Context, scope string, actionID []byte) (b
 	if err != nil {
 		return buildcache.Entry{}, err
 	}
-	desc, err := remote.Get(actionTag(repo, actionID), s.options(ctx)...)
+	desc, err := s.puller.Get(ctx, actionTag(repo, actionID))
 	if notFound(err) {
 		return buildcache.Entry{}, fmt.Errorf("action %x: %w", actionID, buildcache.ErrNotFound)
 	}
@@ -185,7 +190,7 @@ func (s *Store) OpenOutput(ctx context.Context, scope string, outputID []byte) (
 	if err != nil {
 		return nil, 0, err
 	}
-	l, err := remote.Layer(repo.Digest("sha256:"+hex.EncodeToString(outputID)), s.options(ctx)...)
+	l, err := s.puller.Layer(ctx, repo.Digest("sha256:"+hex.EncodeToString(outputID)))
 	if err != nil {
 		return nil, 0, fmt.Errorf("build-cache registry: %w", err)
 	}
@@ -221,12 +226,11 @@ func (s *Store) Put(ctx context.Context, scope string, actionID, outputID []byte
 		return err
 	}
 	defer blob.remove()
-	opts := s.options(ctx)
-	if err := remote.WriteLayer(repo, blob, opts...); err != nil {
+	if err := s.pusher.Upload(ctx, repo, blob); err != nil {
 		return fmt.Errorf("build-cache registry: output %x: %w", outputID, err)
 	}
 	config := static.NewLayer(emptyJSON, emptyMediaType)
-	if err := s.ensureConfig(repo, config, opts); err != nil {
+	if err := s.ensureConfig(ctx, repo, config); err != nil {
 		return err
 	}
 	cd, err := config.Digest()
@@ -248,14 +252,14 @@ func (s *Store) Put(ctx context.Context, scope string, actionID, outputID []byte
 	if err != nil {
 		return err
 	}
-	if err := remote.Put(actionTag(repo, actionID), rawManifest(raw), opts...); err != nil {
+	if err := s.pusher.Put(ctx, actionTag(repo, actionID), rawManifest(raw)); err != nil {
 		return fmt.Errorf("build-cache registry: action %x: %w", actionID, err)
 	}
 	return nil
 }
 
 // ensureConfig uploads the empty config blob to repo once per store.
-func (s *Store) ensureConfig(repo name.Repository, config v1.Layer, opts []remote.Option) error {
+func (s *Store) ensureConfig(ctx context.Context, repo name.Repository, config v1.Layer) error {
 	key := repo.String()
 	s.mu.Lock()
 	done := s.configs[key]
@@ -263,7 +267,7 @@ func (s *Store) ensureConfig(repo name.Repository, config v1.Layer, opts []remot
 	if done {
 		return nil
 	}
-	if err := remote.WriteLayer(repo, config, opts...); err != nil {
+	if err := s.pusher.Upload(ctx, repo, config); err != nil {
 		return fmt.Errorf("build-cache registry: empty config: %w", err)
 	}
 	s.mu.Lock()

@@ -151,7 +151,7 @@ func TestForeignManifestIsAMiss(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`)
-	if err := remote.Put(actionTag(repo, id("a")), rawManifest(raw), append(st.options(ctx), remote.WithContext(ctx))...); err != nil {
+	if err := st.pusher.Put(ctx, actionTag(repo, id("a")), rawManifest(raw)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.GetAction(ctx, "s", id("a")); !errors.Is(err, buildcache.ErrNotFound) {
