@@ -62,6 +62,9 @@ type request struct {
 	Compression      buildv1.LayerCompression
 	CompressionLevel int
 	ForceCompression bool
+	// Provenance attaches BuildKit's SLSA provenance (the request's or the
+	// server's choice).
+	Provenance bool
 	// RequestID is the caller's idempotency key; BuildLabels the build
 	// record's labels.
 	RequestID   string
@@ -184,6 +187,7 @@ func parseRequest(req *buildv1.CreateImageRequest, cfg Config) (*request, error)
 		}
 		r.Timeout = min(t.AsDuration(), cfg.MaxTimeout)
 	}
+	r.Provenance = req.GetProvenance() || cfg.Provenance
 	if err := parseCompression(req, r, cfg); err != nil {
 		return nil, err
 	}
@@ -205,6 +209,7 @@ func (r *request) proto() *buildv1.CreateImageRequest {
 		Compression:      r.Compression,
 		CompressionLevel: int32(r.CompressionLevel),
 		ForceCompression: r.ForceCompression,
+		Provenance:       r.Provenance,
 		BuildLabels:      r.BuildLabels,
 		Package:          r.Package,
 		Dir:              r.Dir,

@@ -61,6 +61,11 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		Exports: []client.ExportEntry{{Type: client.ExporterImage, Attrs: attrs}},
 		Session: attach,
 	}
+	if b.req.Provenance {
+		// BuildKit's own SLSA provenance, as an attestation manifest in an
+		// index beside the image's.
+		opt.FrontendAttrs = map[string]string{"attest:provenance": "mode=max"}
+	}
 	genKey := modulesKey(b.tenant, modCache)
 	generation := s.modulesGeneration(genKey)
 	build := func(ctx context.Context, c gateway.Client) (*gateway.Result, error) {
@@ -143,15 +148,23 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 	if err != nil {
 		return nil, err
 	}
-	return &buildv1.BuildResult{
-		Image:      tag.Context().Digest(dgst).Name(),
+	ref := tag.Context().Digest(dgst)
+	res := &buildv1.BuildResult{
+		Image:      ref.Name(),
 		Tag:        b.req.Tag,
 		Tags:       b.req.Tags,
 		Digest:     dgst,
 		Commit:     sha,
 		Builder:    builderName,
 		CacheUsage: caches.usage(s, b),
-	}, nil
+	}
+	// What was pushed, read back: the image is in the registry whatever
+	// happens here, so a failure only leaves the list empty.
+	if res.Platforms, res.Index, err = s.pushed(ctx, b, ref); err != nil {
+		s.cfg.Logger.Warn("could not read back the pushed image", "build", b.id, "image", res.Image, "err", err)
+		res.Platforms = nil
+	}
+	return res, nil
 }
 
 // workerPlatform is the platform of bk's (first) worker: what builds run

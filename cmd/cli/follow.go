@@ -169,6 +169,11 @@ func showBuildWith(cCtx *cli.Context, bc buildv1.BuildClient, disp display, o fo
 	if l := cacheUsageLine(res.GetCacheUsage()); l != "" {
 		fmt.Fprintf(cCtx.App.ErrWriter, "build %s: %s\n", id, l)
 	}
+	if res.GetIndex() {
+		for _, l := range platformLines(res) {
+			fmt.Fprintf(cCtx.App.ErrWriter, "build %s: %s\n", id, l)
+		}
+	}
 	_, err = fmt.Fprintln(cCtx.App.Writer, res.GetImage())
 	return err
 }

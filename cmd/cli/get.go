@@ -94,6 +94,12 @@ func writeBuildInfo(w io.Writer, info *buildv1.BuildInfo) error {
 	if res := info.GetResult(); res != nil {
 		line("image", res.GetImage())
 		line("digest", res.GetDigest())
+		if res.GetIndex() {
+			line("index", "yes")
+		}
+		for _, l := range platformLines(res) {
+			line("platform", l)
+		}
 		line("builder", res.GetBuilder())
 		line("caches", cacheUsageLine(res.GetCacheUsage()))
 	}

@@ -424,8 +424,15 @@ type CreateImageRequest struct {
 	// Recompress the base image's layers too, when theirs differ. By
 	// default they are pushed as they are (no recompression).
 	ForceCompression bool `protobuf:"varint,24,opt,name=force_compression,json=forceCompression,proto3" json:"force_compression,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Attach SLSA provenance to the image: BuildKit's own (mode=max: the
+	// git source URL, without credentials, and the commit as materials,
+	// the builder and base images by digest, the build steps), as an
+	// in-toto attestation manifest in an OCI image index pushed at the
+	// tags. The image's own manifest stays what it is without it. The
+	// server may turn it on for every build.
+	Provenance    bool `protobuf:"varint,25,opt,name=provenance,proto3" json:"provenance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateImageRequest) Reset() {
@@ -622,6 +629,13 @@ func (x *CreateImageRequest) GetCompressionLevel() int32 {
 func (x *CreateImageRequest) GetForceCompression() bool {
 	if x != nil {
 		return x.ForceCompression
+	}
+	return false
+}
+
+func (x *CreateImageRequest) GetProvenance() bool {
+	if x != nil {
+		return x.Provenance
 	}
 	return false
 }
@@ -2010,7 +2024,14 @@ type BuildResult struct {
 	CacheUsage *CacheUsage `protobuf:"bytes,6,opt,name=cache_usage,json=cacheUsage,proto3" json:"cache_usage,omitempty"`
 	// The buildkitd the build ran on: "buildkitd" for the server's own, or
 	// the name of the ephemeral builder it got.
-	Builder       string `protobuf:"bytes,7,opt,name=builder,proto3" json:"builder,omitempty"`
+	Builder string `protobuf:"bytes,7,opt,name=builder,proto3" json:"builder,omitempty"`
+	// What was pushed, read back from the registry: the image of each
+	// platform with its size and attestations. Empty if the registry
+	// could not be read after the push (the image is pushed all the same).
+	Platforms []*PlatformImage `protobuf:"bytes,8,rep,name=platforms,proto3" json:"platforms,omitempty"`
+	// digest is an OCI image index (holding platforms' manifests and their
+	// attestations), not an image manifest.
+	Index         bool `protobuf:"varint,9,opt,name=index,proto3" json:"index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2094,6 +2115,151 @@ func (x *BuildResult) GetBuilder() string {
 	return ""
 }
 
+func (x *BuildResult) GetPlatforms() []*PlatformImage {
+	if x != nil {
+		return x.Platforms
+	}
+	return nil
+}
+
+func (x *BuildResult) GetIndex() bool {
+	if x != nil {
+		return x.Index
+	}
+	return false
+}
+
+// PlatformImage is the image of one platform in a build's result.
+type PlatformImage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// os/architecture[/variant], e.g. linux/amd64.
+	Platform string `protobuf:"bytes,1,opt,name=platform,proto3" json:"platform,omitempty"`
+	// The image manifest's digest: the same for the same commit whatever
+	// attestations sit beside it in the index.
+	Digest string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	// Bytes of the manifest, its config and its layers (compressed), as
+	// pushed.
+	Size int64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	// The attestations of this image in the index.
+	Attestations  []*Attestation `protobuf:"bytes,4,rep,name=attestations,proto3" json:"attestations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlatformImage) Reset() {
+	*x = PlatformImage{}
+	mi := &file_build_v1_build_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlatformImage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlatformImage) ProtoMessage() {}
+
+func (x *PlatformImage) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlatformImage.ProtoReflect.Descriptor instead.
+func (*PlatformImage) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PlatformImage) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
+func (x *PlatformImage) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *PlatformImage) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *PlatformImage) GetAttestations() []*Attestation {
+	if x != nil {
+		return x.Attestations
+	}
+	return nil
+}
+
+// Attestation is one attestation manifest of an image in an index.
+type Attestation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The in-toto predicate types of its statements, e.g.
+	// https://slsa.dev/provenance/v1 (BuildKit's provenance).
+	PredicateTypes []string `protobuf:"bytes,1,rep,name=predicate_types,json=predicateTypes,proto3" json:"predicate_types,omitempty"`
+	// The attestation manifest's digest.
+	Digest        string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Attestation) Reset() {
+	*x = Attestation{}
+	mi := &file_build_v1_build_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Attestation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Attestation) ProtoMessage() {}
+
+func (x *Attestation) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Attestation.ProtoReflect.Descriptor instead.
+func (*Attestation) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Attestation) GetPredicateTypes() []string {
+	if x != nil {
+		return x.PredicateTypes
+	}
+	return nil
+}
+
+func (x *Attestation) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
 // CacheUsage is one build's use of the service's caches.
 type CacheUsage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2122,7 +2288,7 @@ type CacheUsage struct {
 
 func (x *CacheUsage) Reset() {
 	*x = CacheUsage{}
-	mi := &file_build_v1_build_proto_msgTypes[21]
+	mi := &file_build_v1_build_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2134,7 +2300,7 @@ func (x *CacheUsage) String() string {
 func (*CacheUsage) ProtoMessage() {}
 
 func (x *CacheUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[21]
+	mi := &file_build_v1_build_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2147,7 +2313,7 @@ func (x *CacheUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheUsage.ProtoReflect.Descriptor instead.
 func (*CacheUsage) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{21}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CacheUsage) GetModuleHits() int64 {
@@ -2287,7 +2453,7 @@ type BuildError struct {
 
 func (x *BuildError) Reset() {
 	*x = BuildError{}
-	mi := &file_build_v1_build_proto_msgTypes[22]
+	mi := &file_build_v1_build_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2465,7 @@ func (x *BuildError) String() string {
 func (*BuildError) ProtoMessage() {}
 
 func (x *BuildError) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[22]
+	mi := &file_build_v1_build_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2478,7 @@ func (x *BuildError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildError.ProtoReflect.Descriptor instead.
 func (*BuildError) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{22}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BuildError) GetCode() int32 {
@@ -2406,7 +2572,7 @@ type BuildInfo struct {
 
 func (x *BuildInfo) Reset() {
 	*x = BuildInfo{}
-	mi := &file_build_v1_build_proto_msgTypes[23]
+	mi := &file_build_v1_build_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2418,7 +2584,7 @@ func (x *BuildInfo) String() string {
 func (*BuildInfo) ProtoMessage() {}
 
 func (x *BuildInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[23]
+	mi := &file_build_v1_build_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2431,7 +2597,7 @@ func (x *BuildInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildInfo.ProtoReflect.Descriptor instead.
 func (*BuildInfo) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{23}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BuildInfo) GetBuildId() string {
@@ -2566,7 +2732,7 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x10temp_bytes_freed\x18\x04 \x01(\x03R\x0etempBytesFreed\x12\x18\n" +
 	"\aseconds\x18\x05 \x01(\x01R\aseconds\x127\n" +
 	"\x18module_proxy_bytes_freed\x18\x06 \x01(\x03R\x15moduleProxyBytesFreed\x125\n" +
-	"\x17build_cache_bytes_freed\x18\a \x01(\x03R\x14buildCacheBytesFreed\"\xc6\n" +
+	"\x17build_cache_bytes_freed\x18\a \x01(\x03R\x14buildCacheBytesFreed\"\xe6\n" +
 	"\n" +
 	"\x12CreateImageRequest\x12\x1e\n" +
 	"\bgit_repo\x18\x01 \x01(\tB\x03\xe0A\x02R\agitRepo\x12\x1d\n" +
@@ -2599,7 +2765,10 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\fbuild_labels\x18\x15 \x03(\v2-.build.v1.CreateImageRequest.BuildLabelsEntryR\vbuildLabels\x12<\n" +
 	"\vcompression\x18\x16 \x01(\x0e2\x1a.build.v1.LayerCompressionR\vcompression\x12+\n" +
 	"\x11compression_level\x18\x17 \x01(\x05R\x10compressionLevel\x12+\n" +
-	"\x11force_compression\x18\x18 \x01(\bR\x10forceCompression\x1a6\n" +
+	"\x11force_compression\x18\x18 \x01(\bR\x10forceCompression\x12\x1e\n" +
+	"\n" +
+	"provenance\x18\x19 \x01(\bR\n" +
+	"provenance\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -2700,7 +2869,7 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x05level\x18\x02 \x01(\x03R\x05level\x12\x14\n" +
 	"\x05short\x18\x03 \x01(\tR\x05short\x12\x16\n" +
 	"\x06detail\x18\x04 \x03(\tR\x06detail\x12\x10\n" +
-	"\x03url\x18\x05 \x01(\tR\x03url\"\xca\x01\n" +
+	"\x03url\x18\x05 \x01(\tR\x03url\"\x97\x02\n" +
 	"\vBuildResult\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x10\n" +
 	"\x03tag\x18\x02 \x01(\tR\x03tag\x12\x16\n" +
@@ -2709,7 +2878,17 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x04tags\x18\x05 \x03(\tR\x04tags\x125\n" +
 	"\vcache_usage\x18\x06 \x01(\v2\x14.build.v1.CacheUsageR\n" +
 	"cacheUsage\x12\x18\n" +
-	"\abuilder\x18\a \x01(\tR\abuilder\"\xb2\x04\n" +
+	"\abuilder\x18\a \x01(\tR\abuilder\x125\n" +
+	"\tplatforms\x18\b \x03(\v2\x17.build.v1.PlatformImageR\tplatforms\x12\x14\n" +
+	"\x05index\x18\t \x01(\bR\x05index\"\x92\x01\n" +
+	"\rPlatformImage\x12\x1a\n" +
+	"\bplatform\x18\x01 \x01(\tR\bplatform\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x129\n" +
+	"\fattestations\x18\x04 \x03(\v2\x15.build.v1.AttestationR\fattestations\"N\n" +
+	"\vAttestation\x12'\n" +
+	"\x0fpredicate_types\x18\x01 \x03(\tR\x0epredicateTypes\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\"\xb2\x04\n" +
 	"\n" +
 	"CacheUsage\x12\x1f\n" +
 	"\vmodule_hits\x18\x01 \x01(\x03R\n" +
@@ -2800,7 +2979,7 @@ func file_build_v1_build_proto_rawDescGZIP() []byte {
 }
 
 var file_build_v1_build_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_build_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_build_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_build_v1_build_proto_goTypes = []any{
 	(LayerCompression)(0),         // 0: build.v1.LayerCompression
 	(BuildState)(0),               // 1: build.v1.BuildState
@@ -2825,76 +3004,80 @@ var file_build_v1_build_proto_goTypes = []any{
 	(*LogChunk)(nil),              // 20: build.v1.LogChunk
 	(*Warning)(nil),               // 21: build.v1.Warning
 	(*BuildResult)(nil),           // 22: build.v1.BuildResult
-	(*CacheUsage)(nil),            // 23: build.v1.CacheUsage
-	(*BuildError)(nil),            // 24: build.v1.BuildError
-	(*BuildInfo)(nil),             // 25: build.v1.BuildInfo
-	nil,                           // 26: build.v1.CreateImageRequest.EnvEntry
-	nil,                           // 27: build.v1.CreateImageRequest.LabelsEntry
-	nil,                           // 28: build.v1.CreateImageRequest.SecretEnvEntry
-	nil,                           // 29: build.v1.CreateImageRequest.BuildLabelsEntry
-	nil,                           // 30: build.v1.BuildInfo.LabelsEntry
-	(*durationpb.Duration)(nil),   // 31: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*PlatformImage)(nil),         // 23: build.v1.PlatformImage
+	(*Attestation)(nil),           // 24: build.v1.Attestation
+	(*CacheUsage)(nil),            // 25: build.v1.CacheUsage
+	(*BuildError)(nil),            // 26: build.v1.BuildError
+	(*BuildInfo)(nil),             // 27: build.v1.BuildInfo
+	nil,                           // 28: build.v1.CreateImageRequest.EnvEntry
+	nil,                           // 29: build.v1.CreateImageRequest.LabelsEntry
+	nil,                           // 30: build.v1.CreateImageRequest.SecretEnvEntry
+	nil,                           // 31: build.v1.CreateImageRequest.BuildLabelsEntry
+	nil,                           // 32: build.v1.BuildInfo.LabelsEntry
+	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
 }
 var file_build_v1_build_proto_depIdxs = []int32{
-	26, // 0: build.v1.CreateImageRequest.env:type_name -> build.v1.CreateImageRequest.EnvEntry
-	27, // 1: build.v1.CreateImageRequest.labels:type_name -> build.v1.CreateImageRequest.LabelsEntry
-	31, // 2: build.v1.CreateImageRequest.timeout:type_name -> google.protobuf.Duration
+	28, // 0: build.v1.CreateImageRequest.env:type_name -> build.v1.CreateImageRequest.EnvEntry
+	29, // 1: build.v1.CreateImageRequest.labels:type_name -> build.v1.CreateImageRequest.LabelsEntry
+	33, // 2: build.v1.CreateImageRequest.timeout:type_name -> google.protobuf.Duration
 	6,  // 3: build.v1.CreateImageRequest.git_credentials:type_name -> build.v1.GitCredentials
 	7,  // 4: build.v1.CreateImageRequest.registry_credentials:type_name -> build.v1.RegistryCredentials
 	8,  // 5: build.v1.CreateImageRequest.module_credentials:type_name -> build.v1.ModuleCredentials
-	28, // 6: build.v1.CreateImageRequest.secret_env:type_name -> build.v1.CreateImageRequest.SecretEnvEntry
-	29, // 7: build.v1.CreateImageRequest.build_labels:type_name -> build.v1.CreateImageRequest.BuildLabelsEntry
+	30, // 6: build.v1.CreateImageRequest.secret_env:type_name -> build.v1.CreateImageRequest.SecretEnvEntry
+	31, // 7: build.v1.CreateImageRequest.build_labels:type_name -> build.v1.CreateImageRequest.BuildLabelsEntry
 	0,  // 8: build.v1.CreateImageRequest.compression:type_name -> build.v1.LayerCompression
 	4,  // 9: build.v1.StartBuildRequest.request:type_name -> build.v1.CreateImageRequest
 	1,  // 10: build.v1.ListBuildsRequest.states:type_name -> build.v1.BuildState
-	25, // 11: build.v1.ListBuildsResponse.builds:type_name -> build.v1.BuildInfo
-	25, // 12: build.v1.CancelBuildResponse.build:type_name -> build.v1.BuildInfo
-	32, // 13: build.v1.BuildEvent.time:type_name -> google.protobuf.Timestamp
+	27, // 11: build.v1.ListBuildsResponse.builds:type_name -> build.v1.BuildInfo
+	27, // 12: build.v1.CancelBuildResponse.build:type_name -> build.v1.BuildInfo
+	34, // 13: build.v1.BuildEvent.time:type_name -> google.protobuf.Timestamp
 	17, // 14: build.v1.BuildEvent.state:type_name -> build.v1.StateChange
 	18, // 15: build.v1.BuildEvent.vertex:type_name -> build.v1.Vertex
 	19, // 16: build.v1.BuildEvent.status:type_name -> build.v1.VertexStatus
 	20, // 17: build.v1.BuildEvent.log:type_name -> build.v1.LogChunk
 	21, // 18: build.v1.BuildEvent.warning:type_name -> build.v1.Warning
 	22, // 19: build.v1.BuildEvent.result:type_name -> build.v1.BuildResult
-	24, // 20: build.v1.BuildEvent.error:type_name -> build.v1.BuildError
+	26, // 20: build.v1.BuildEvent.error:type_name -> build.v1.BuildError
 	1,  // 21: build.v1.StateChange.state:type_name -> build.v1.BuildState
-	32, // 22: build.v1.Vertex.started:type_name -> google.protobuf.Timestamp
-	32, // 23: build.v1.Vertex.completed:type_name -> google.protobuf.Timestamp
-	32, // 24: build.v1.VertexStatus.timestamp:type_name -> google.protobuf.Timestamp
-	32, // 25: build.v1.VertexStatus.started:type_name -> google.protobuf.Timestamp
-	32, // 26: build.v1.VertexStatus.completed:type_name -> google.protobuf.Timestamp
-	32, // 27: build.v1.LogChunk.timestamp:type_name -> google.protobuf.Timestamp
-	23, // 28: build.v1.BuildResult.cache_usage:type_name -> build.v1.CacheUsage
-	31, // 29: build.v1.CacheUsage.module_fetch_time:type_name -> google.protobuf.Duration
-	31, // 30: build.v1.CacheUsage.build_cache_time:type_name -> google.protobuf.Duration
-	4,  // 31: build.v1.BuildInfo.request:type_name -> build.v1.CreateImageRequest
-	1,  // 32: build.v1.BuildInfo.state:type_name -> build.v1.BuildState
-	32, // 33: build.v1.BuildInfo.create_time:type_name -> google.protobuf.Timestamp
-	32, // 34: build.v1.BuildInfo.start_time:type_name -> google.protobuf.Timestamp
-	32, // 35: build.v1.BuildInfo.end_time:type_name -> google.protobuf.Timestamp
-	22, // 36: build.v1.BuildInfo.result:type_name -> build.v1.BuildResult
-	24, // 37: build.v1.BuildInfo.error:type_name -> build.v1.BuildError
-	30, // 38: build.v1.BuildInfo.labels:type_name -> build.v1.BuildInfo.LabelsEntry
-	4,  // 39: build.v1.Build.CreateImage:input_type -> build.v1.CreateImageRequest
-	5,  // 40: build.v1.Build.StartBuild:input_type -> build.v1.StartBuildRequest
-	10, // 41: build.v1.Build.WatchBuild:input_type -> build.v1.WatchBuildRequest
-	15, // 42: build.v1.Build.GetBuild:input_type -> build.v1.GetBuildRequest
-	11, // 43: build.v1.Build.ListBuilds:input_type -> build.v1.ListBuildsRequest
-	13, // 44: build.v1.Build.CancelBuild:input_type -> build.v1.CancelBuildRequest
-	2,  // 45: build.v1.AdminService.Cleanup:input_type -> build.v1.CleanupRequest
-	16, // 46: build.v1.Build.CreateImage:output_type -> build.v1.BuildEvent
-	9,  // 47: build.v1.Build.StartBuild:output_type -> build.v1.StartBuildResponse
-	16, // 48: build.v1.Build.WatchBuild:output_type -> build.v1.BuildEvent
-	25, // 49: build.v1.Build.GetBuild:output_type -> build.v1.BuildInfo
-	12, // 50: build.v1.Build.ListBuilds:output_type -> build.v1.ListBuildsResponse
-	14, // 51: build.v1.Build.CancelBuild:output_type -> build.v1.CancelBuildResponse
-	3,  // 52: build.v1.AdminService.Cleanup:output_type -> build.v1.CleanupResponse
-	46, // [46:53] is the sub-list for method output_type
-	39, // [39:46] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	34, // 22: build.v1.Vertex.started:type_name -> google.protobuf.Timestamp
+	34, // 23: build.v1.Vertex.completed:type_name -> google.protobuf.Timestamp
+	34, // 24: build.v1.VertexStatus.timestamp:type_name -> google.protobuf.Timestamp
+	34, // 25: build.v1.VertexStatus.started:type_name -> google.protobuf.Timestamp
+	34, // 26: build.v1.VertexStatus.completed:type_name -> google.protobuf.Timestamp
+	34, // 27: build.v1.LogChunk.timestamp:type_name -> google.protobuf.Timestamp
+	25, // 28: build.v1.BuildResult.cache_usage:type_name -> build.v1.CacheUsage
+	23, // 29: build.v1.BuildResult.platforms:type_name -> build.v1.PlatformImage
+	24, // 30: build.v1.PlatformImage.attestations:type_name -> build.v1.Attestation
+	33, // 31: build.v1.CacheUsage.module_fetch_time:type_name -> google.protobuf.Duration
+	33, // 32: build.v1.CacheUsage.build_cache_time:type_name -> google.protobuf.Duration
+	4,  // 33: build.v1.BuildInfo.request:type_name -> build.v1.CreateImageRequest
+	1,  // 34: build.v1.BuildInfo.state:type_name -> build.v1.BuildState
+	34, // 35: build.v1.BuildInfo.create_time:type_name -> google.protobuf.Timestamp
+	34, // 36: build.v1.BuildInfo.start_time:type_name -> google.protobuf.Timestamp
+	34, // 37: build.v1.BuildInfo.end_time:type_name -> google.protobuf.Timestamp
+	22, // 38: build.v1.BuildInfo.result:type_name -> build.v1.BuildResult
+	26, // 39: build.v1.BuildInfo.error:type_name -> build.v1.BuildError
+	32, // 40: build.v1.BuildInfo.labels:type_name -> build.v1.BuildInfo.LabelsEntry
+	4,  // 41: build.v1.Build.CreateImage:input_type -> build.v1.CreateImageRequest
+	5,  // 42: build.v1.Build.StartBuild:input_type -> build.v1.StartBuildRequest
+	10, // 43: build.v1.Build.WatchBuild:input_type -> build.v1.WatchBuildRequest
+	15, // 44: build.v1.Build.GetBuild:input_type -> build.v1.GetBuildRequest
+	11, // 45: build.v1.Build.ListBuilds:input_type -> build.v1.ListBuildsRequest
+	13, // 46: build.v1.Build.CancelBuild:input_type -> build.v1.CancelBuildRequest
+	2,  // 47: build.v1.AdminService.Cleanup:input_type -> build.v1.CleanupRequest
+	16, // 48: build.v1.Build.CreateImage:output_type -> build.v1.BuildEvent
+	9,  // 49: build.v1.Build.StartBuild:output_type -> build.v1.StartBuildResponse
+	16, // 50: build.v1.Build.WatchBuild:output_type -> build.v1.BuildEvent
+	27, // 51: build.v1.Build.GetBuild:output_type -> build.v1.BuildInfo
+	12, // 52: build.v1.Build.ListBuilds:output_type -> build.v1.ListBuildsResponse
+	14, // 53: build.v1.Build.CancelBuild:output_type -> build.v1.CancelBuildResponse
+	3,  // 54: build.v1.AdminService.Cleanup:output_type -> build.v1.CleanupResponse
+	48, // [48:55] is the sub-list for method output_type
+	41, // [41:48] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_build_v1_build_proto_init() }
@@ -2917,7 +3100,7 @@ func file_build_v1_build_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_build_v1_build_proto_rawDesc), len(file_build_v1_build_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
