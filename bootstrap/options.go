@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -76,6 +77,15 @@ type Options struct {
 	// them (busybox --install runs in the image). Default: this machine's.
 	Platform ocispecs.Platform
 
+	// BasePlatforms are the base image's platforms: with more than one it
+	// is pushed as an OCI image index, one manifest per platform sharing
+	// one layer (it has no binaries: certificates, passwd and group,
+	// directories), so that the build service can put a binary
+	// cross-compiled for each on its variant. Platform is always one of
+	// them, the first. Default DefaultBasePlatforms. The builder stays
+	// Platform's alone: builds cross-compile, with no emulation.
+	BasePlatforms []ocispecs.Platform
+
 	// SourceDateEpoch fixes every timestamp in the images. Nil means the
 	// release time in GoRoot's VERSION file, or the Unix epoch if it has
 	// none.
@@ -109,6 +119,8 @@ type Spec struct {
 	Epoch time.Time
 	// Platform is the images' platform, normalized.
 	Platform ocispecs.Platform
+	// BasePlatforms are the base image's, normalized, Platform first.
+	BasePlatforms []ocispecs.Platform
 	// BuilderRef and BaseRef are where the images are pushed.
 	BuilderRef string
 	BaseRef    string
@@ -135,7 +147,27 @@ func (o Options) withDefaults() Options {
 		o.Platform = platforms.DefaultSpec()
 	}
 	o.Platform = platforms.Normalize(o.Platform)
+	if o.BasePlatforms == nil {
+		o.BasePlatforms = DefaultBasePlatforms
+	}
+	bp := []ocispecs.Platform{o.Platform}
+	for _, p := range o.BasePlatforms {
+		p = platforms.Normalize(p)
+		if !slices.ContainsFunc(bp, func(q ocispecs.Platform) bool { return platforms.Format(q) == platforms.Format(p) }) {
+			bp = append(bp, p)
+		}
+	}
+	o.BasePlatforms = bp
 	return o
+}
+
+// DefaultBasePlatforms are the base image's platforms unless told
+// otherwise (besides the images' own).
+var DefaultBasePlatforms = []ocispecs.Platform{
+	{OS: "linux", Architecture: "amd64"},
+	{OS: "linux", Architecture: "arm64"},
+	{OS: "linux", Architecture: "arm", Variant: "v7"},
+	{OS: "linux", Architecture: "riscv64"},
 }
 
 // Validate checks the options without touching the file system.
@@ -152,8 +184,10 @@ func (o Options) Validate() error {
 	if b.Name() == s.Name() {
 		return fmt.Errorf("%w: builder and base image are both pushed to %s", ErrInvalidOptions, b.Name())
 	}
-	if o.Platform.OS == "" || o.Platform.Architecture == "" {
-		return fmt.Errorf("%w: platform %q needs both an OS and an architecture", ErrInvalidOptions, platforms.Format(o.Platform))
+	for _, p := range append([]ocispecs.Platform{o.Platform}, o.BasePlatforms...) {
+		if p.OS == "" || p.Architecture == "" {
+			return fmt.Errorf("%w: platform %q needs both an OS and an architecture", ErrInvalidOptions, platforms.Format(p))
+		}
 	}
 	return nil
 }
@@ -180,7 +214,7 @@ func (o Options) Resolve() (Spec, error) {
 		return Spec{}, err
 	}
 	o = o.withDefaults()
-	s := Spec{Platform: o.Platform, BuilderRef: o.BuilderRef, BaseRef: o.BaseRef, NoCache: o.NoCache}
+	s := Spec{Platform: o.Platform, BasePlatforms: o.BasePlatforms, BuilderRef: o.BuilderRef, BaseRef: o.BaseRef, NoCache: o.NoCache}
 	var err error
 	if s.GoRoot, err = resolvePath("Go root", o.GoRoot, true); err != nil {
 		return Spec{}, err

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/containerd/platforms"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/client/llb"
@@ -96,7 +97,7 @@ func Run(ctx context.Context, c *client.Client, opts Options, status chan *clien
 		{what: "builder image", ref: s.BuilderRef, state: BuilderState(s), config: BuilderConfig(s),
 			locals: builderLocals},
 		{what: "base image", ref: s.BaseRef, state: BaseState(s), config: BaseConfig(s),
-			locals: []string{LocalCACerts}},
+			platforms: s.BasePlatforms, locals: []string{LocalCACerts}},
 	}
 	pinned := make([]string, len(targets))
 	eg, ectx := errgroup.WithContext(ctx)
@@ -123,6 +124,9 @@ type target struct {
 	ref    string
 	state  llb.State
 	config ocispecs.Image
+	// platforms, when more than one, make it an index: the same file
+	// system for each, config's platform set to each.
+	platforms []ocispecs.Platform
 	// locals names the local contexts the state reads.
 	locals []string
 }
@@ -213,10 +217,10 @@ func (r runner) push(ctx context.Context, t target, status chan *client.SolveSta
 		closeStatus()
 		return "", err
 	}
-	config, err := json.Marshal(t.config)
+	configs, ps, err := t.configs()
 	if err != nil {
 		closeStatus()
-		return "", fmt.Errorf("image config: %w", err)
+		return "", err
 	}
 	auth, err := buildkitd.DockerAuth(r.dockerConfig)
 	if err != nil {
@@ -233,8 +237,26 @@ func (r runner) push(ctx context.Context, t target, status chan *client.SolveSta
 		if err != nil {
 			return nil, err
 		}
-		res.AddMeta(exptypes.ExporterImageConfigKey, config)
-		return res, nil
+		if ps == nil {
+			res.AddMeta(exptypes.ExporterImageConfigKey, configs[0])
+			return res, nil
+		}
+		ref, err := res.SingleRef()
+		if err != nil {
+			return nil, err
+		}
+		// One file system, a manifest (and a config) per platform.
+		multi := gateway.NewResult()
+		for i, p := range ps.Platforms {
+			multi.AddRef(p.ID, ref)
+			multi.AddMeta(exptypes.ExporterImageConfigKey+"/"+p.ID, configs[i])
+		}
+		dt, err := json.Marshal(ps)
+		if err != nil {
+			return nil, err
+		}
+		multi.AddMeta(exptypes.ExporterPlatformsKey, dt)
+		return multi, nil
 	}
 	resp, err := r.c.Build(ctx, opt, product, build, status)
 	if err != nil {
@@ -245,6 +267,31 @@ func (r runner) push(ctx context.Context, t target, status chan *client.SolveSta
 		return "", errors.New("buildkitd reported no image digest")
 	}
 	return pin(t.ref, dgst)
+}
+
+// configs are t's image configs in JSON, one per platform, and with more
+// than one platform the exporter's platforms (nil for a single image).
+func (t target) configs() ([][]byte, *exptypes.Platforms, error) {
+	if len(t.platforms) <= 1 {
+		dt, err := json.Marshal(t.config)
+		if err != nil {
+			return nil, nil, fmt.Errorf("image config: %w", err)
+		}
+		return [][]byte{dt}, nil, nil
+	}
+	ps := &exptypes.Platforms{}
+	var configs [][]byte
+	for _, p := range t.platforms {
+		cfg := t.config
+		cfg.Platform = p
+		dt, err := json.Marshal(cfg)
+		if err != nil {
+			return nil, nil, fmt.Errorf("image config for %s: %w", platforms.Format(p), err)
+		}
+		configs = append(configs, dt)
+		ps.Platforms = append(ps.Platforms, exptypes.Platform{ID: platforms.FormatAll(p), Platform: p})
+	}
+	return configs, ps, nil
 }
 
 // removeTree removes a staged tree, making its directories writable first

@@ -190,6 +190,9 @@ func compile(s Spec, builder *parsedConfig) (out bkllb.State, bin string, _ erro
 	download := withEnv(dl).Run(append(dlOpts, limits...)...)
 
 	cc := st.AddEnv("GOPROXY", "off")
+	for _, kv := range targetEnv(s) {
+		cc = cc.AddEnv(kv[0], kv[1])
+	}
 	if s.GoFlags != "" {
 		cc = cc.AddEnv("GOFLAGS", s.GoFlags)
 	}
@@ -350,22 +353,27 @@ func buildArgs(s Spec) []string {
 	return append(args, s.Package)
 }
 
-// buildEnv is the environment both build steps get on top of the builder
-// image's, as ordered key/value pairs. s.Env comes last, sorted, and wins.
-// GOPROXY and GOFLAGS are each step's own (see compile).
-func buildEnv(s Spec) [][2]string {
-	var env [][2]string
-	if _, ok := s.Env["CGO_ENABLED"]; !ok {
-		env = append(env, [2]string{"CGO_ENABLED", "0"})
-	}
-	env = append(env,
-		[2]string{"GOOS", s.Platform.OS},
-		[2]string{"GOARCH", s.Platform.Architecture},
-	)
+// targetEnv is the compile step's target platform: GOOS, GOARCH and, for
+// arm, GOARM. The download step has none, so that the builds of several
+// platforms of one commit share it.
+func targetEnv(s Spec) [][2]string {
+	env := [][2]string{{"GOOS", s.Platform.OS}, {"GOARCH", s.Platform.Architecture}}
 	if s.Platform.Architecture == "arm" {
 		if v := strings.TrimPrefix(s.Platform.Variant, "v"); v != "" {
 			env = append(env, [2]string{"GOARM", v})
 		}
+	}
+	return env
+}
+
+// buildEnv is the environment both build steps get on top of the builder
+// image's, as ordered key/value pairs. s.Env comes last, sorted, and wins.
+// GOPROXY and GOFLAGS are each step's own (see compile), and so is the
+// target platform (targetEnv).
+func buildEnv(s Spec) [][2]string {
+	var env [][2]string
+	if _, ok := s.Env["CGO_ENABLED"]; !ok {
+		env = append(env, [2]string{"CGO_ENABLED", "0"})
 	}
 	env = append(env,
 		[2]string{"HOME", "/root"},

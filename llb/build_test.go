@@ -378,9 +378,15 @@ func checkDownload(t *testing.T, g graph, s Spec, compile *pb.Op, m *pb.Mount, c
 		// Each step's own; as another user, go build has its own HOME and
 		// GOCACHE too, and the remote build cache is go build's alone.
 		remote := k == "GOCACHEPROG" || k == "BUILDSVC_GOCACHE_DIR" || k == "BUILDSVC_GOCACHE_SOCKET" || k == "BUILDSVC_GOCACHE_SEED" || k == "SSH_AUTH_SOCK"
-		own := k == "GOPROXY" || k == "GOFLAGS" || s.BuildUser != "" && (k == "HOME" || k == "GOCACHE") || s.RemoteBuildCache && remote
+		// The target platform is the compile step's alone: the download
+		// step is one for every platform of a commit.
+		target := k == "GOOS" || k == "GOARCH" || k == "GOARM"
+		own := k == "GOPROXY" || k == "GOFLAGS" || s.BuildUser != "" && (k == "HOME" || k == "GOCACHE") || s.RemoteBuildCache && remote || target
 		if remote && env[k] != "" {
 			t.Errorf("download env %s = %q: the remote build cache is the compile step's", k, env[k])
+		}
+		if target && env[k] != "" {
+			t.Errorf("download env %s = %q: the target platform is the compile step's", k, env[k])
 		}
 		if !own && env[k] != v {
 			t.Errorf("download env %s = %q, the compile step has %q", k, env[k], v)

@@ -93,11 +93,14 @@ go_version() {
 # missing tag). git1: the host's git with its HTTPS helpers and libraries;
 # cp-HASH: the GOCACHEPROG helper and its seed (the standard library
 # compiled through it), built from the source of buildcache/ and
-# buildcache/cacheprog/ by the steps of bootstrap/gocacheprog.go (HASH of
-# those files, so a change to the helper or its steps is a new tag).
+# buildcache/cacheprog/ by the steps of bootstrap/gocacheprog.go, and how
+# the bootstrap pushes the images (bootstrap/run.go, options.go: the base's
+# platforms); HASH of those files, so a change to any is a new tag and
+# images.sh bootstraps both images again.
 helper_hash() {
 	local f files=()
-	for f in "$ROOT"/buildcache/*.go "$ROOT"/buildcache/cacheprog/*.go "$ROOT"/bootstrap/gocacheprog.go; do
+	for f in "$ROOT"/buildcache/*.go "$ROOT"/buildcache/cacheprog/*.go "$ROOT"/bootstrap/gocacheprog.go \
+		"$ROOT"/bootstrap/run.go "$ROOT"/bootstrap/options.go; do
 		[[ $f == *_test.go ]] || files+=("$f")
 	done
 	cat "${files[@]}" | sha256sum | cut -c1-8

@@ -192,5 +192,14 @@ func (s *Server) pinImages(ctx context.Context, r *request, tenantAllow egress.A
 			return err
 		}
 	}
+	if baseErr == nil {
+		// The base must have every platform asked for.
+		err := s.checkBasePlatforms(ctx, r, allow, docker, creds)
+		if _, unchecked := errors.AsType[baseUnchecked](err); unchecked {
+			s.cfg.Logger.Info("base image's platforms not checked before the build", "base", r.BaseImage, "err", err)
+		} else if err != nil {
+			return err
+		}
+	}
 	return nil
 }

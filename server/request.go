@@ -12,6 +12,7 @@ import (
 	"unicode"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/buildsvc/buildsvc/llb"
@@ -65,6 +66,9 @@ type request struct {
 	// Provenance attaches BuildKit's SLSA provenance (the request's or the
 	// server's choice).
 	Provenance bool
+	// Platforms are the request's target platforms, normalized; none
+	// builds for the worker's own.
+	Platforms []ocispecs.Platform
 	// RequestID is the caller's idempotency key; BuildLabels the build
 	// record's labels.
 	RequestID   string
@@ -188,6 +192,9 @@ func parseRequest(req *buildv1.CreateImageRequest, cfg Config) (*request, error)
 		r.Timeout = min(t.AsDuration(), cfg.MaxTimeout)
 	}
 	r.Provenance = req.GetProvenance() || cfg.Provenance
+	if r.Platforms, err = parsePlatforms(req.GetPlatforms()); err != nil {
+		return nil, err
+	}
 	if err := parseCompression(req, r, cfg); err != nil {
 		return nil, err
 	}
@@ -210,6 +217,7 @@ func (r *request) proto() *buildv1.CreateImageRequest {
 		CompressionLevel: int32(r.CompressionLevel),
 		ForceCompression: r.ForceCompression,
 		Provenance:       r.Provenance,
+		Platforms:        formatPlatforms(r.Platforms),
 		BuildLabels:      r.BuildLabels,
 		Package:          r.Package,
 		Dir:              r.Dir,

@@ -3,6 +3,7 @@ package server
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -68,6 +69,12 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 	}
 	genKey := modulesKey(b.tenant, modCache)
 	generation := s.modulesGeneration(genKey)
+	// One image per platform asked for (the worker's own if none), each
+	// cross-compiled on the worker's platform.
+	targets := b.req.Platforms
+	if len(targets) == 0 {
+		targets = []ocispecs.Platform{platform}
+	}
 	build := func(ctx context.Context, c gateway.Client) (*gateway.Result, error) {
 		spec := s.spec(b.tenant, b.req, b.creds, sha, platform, llb.Image{Ref: b.req.builder(s.cfg.BuilderImage)}, llb.Image{Ref: b.req.BaseImage})
 		if caches.goproxy != "" {
@@ -79,9 +86,10 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 			spec.GoNoProxy = "none"
 		}
 		spec.RemoteBuildCache = caches.stats != nil
-		// Three round trips to buildkitd before the solve; they are
-		// independent, so they overlap.
+		// The round trips to buildkitd before the solve are independent,
+		// so they overlap: the builder, each platform's base, the commit.
 		var epoch time.Time
+		bases := make([]llb.Image, len(targets))
 		eg, ectx := errgroup.WithContext(ctx)
 		gitSpec := spec
 		eg.Go(func() (err error) {
@@ -91,13 +99,15 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 			}
 			return nil
 		})
-		eg.Go(func() (err error) {
-			spec.Base, err = s.resolveImage(ectx, c, b, b.req.BaseImage, platform)
-			if err != nil {
-				return fmt.Errorf("base image: %w", err)
-			}
-			return nil
-		})
+		for i, tp := range targets {
+			eg.Go(func() (err error) {
+				bases[i], err = s.resolveImage(ectx, c, b, b.req.BaseImage, tp)
+				if err != nil {
+					return fmt.Errorf("base image: %w", err)
+				}
+				return nil
+			})
+		}
 		eg.Go(func() (err error) {
 			epoch, err = commitEpoch(ectx, c, gitSpec)
 			return err
@@ -107,15 +117,50 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		}
 		spec.SourceDateEpoch = &epoch
 		spec.ModulesGeneration = generation
-		def, err := llb.Build(ctx, spec)
-		if err != nil {
+		// Every platform's graph in one solve: BuildKit runs what they
+		// share (the source, the module download) once.
+		refs := make([]gateway.Reference, len(targets))
+		configs := make([][]byte, len(targets))
+		eg, ectx = errgroup.WithContext(ctx)
+		for i, tp := range targets {
+			ps := spec
+			ps.Platform, ps.Base = tp, bases[i]
+			def, err := llb.Build(ctx, ps)
+			if err != nil {
+				return nil, err
+			}
+			configs[i] = def.ImageConfig
+			eg.Go(func() error {
+				res, err := c.Solve(ectx, gateway.SolveRequest{Definition: def.Definition.ToPB(), Evaluate: true})
+				if err != nil {
+					return err
+				}
+				refs[i], err = res.SingleRef()
+				return err
+			})
+		}
+		if err := eg.Wait(); err != nil {
 			return nil, err
 		}
-		res, err := c.Solve(ctx, gateway.SolveRequest{Definition: def.Definition.ToPB(), Evaluate: true})
-		if err != nil {
-			return nil, err
+		res := gateway.NewResult()
+		if len(b.req.Platforms) == 0 {
+			res.SetRef(refs[0])
+			res.AddMeta(exptypes.ExporterImageConfigKey, configs[0])
+		} else {
+			// An index: a manifest per platform.
+			ps := exptypes.Platforms{}
+			for i, tp := range targets {
+				id := platforms.FormatAll(tp)
+				res.AddRef(id, refs[i])
+				res.AddMeta(exptypes.ExporterImageConfigKey+"/"+id, configs[i])
+				ps.Platforms = append(ps.Platforms, exptypes.Platform{ID: id, Platform: tp})
+			}
+			dt, err := json.Marshal(ps)
+			if err != nil {
+				return nil, err
+			}
+			res.AddMeta(exptypes.ExporterPlatformsKey, dt)
 		}
-		res.AddMeta(exptypes.ExporterImageConfigKey, def.ImageConfig)
 		// The image's times are the commit's: one commit, one digest.
 		res.AddMeta(commonexptypes.ExporterEpochKey, []byte(strconv.FormatInt(epoch.Unix(), 10)))
 		b.setState(buildv1.BuildState_BUILD_STATE_PUSHING, pushingMessage(b.req.Tags))

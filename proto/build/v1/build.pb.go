@@ -430,7 +430,16 @@ type CreateImageRequest struct {
 	// in-toto attestation manifest in an OCI image index pushed at the
 	// tags. The image's own manifest stays what it is without it. The
 	// server may turn it on for every build.
-	Provenance    bool `protobuf:"varint,25,opt,name=provenance,proto3" json:"provenance,omitempty"`
+	Provenance bool `protobuf:"varint,25,opt,name=provenance,proto3" json:"provenance,omitempty"`
+	// The platforms to build for, as os/arch[/variant] (linux/amd64,
+	// linux/arm64, linux/arm/v7, linux/riscv64, ...; at most 8, each once).
+	// `go build` runs once per platform on the worker's own platform,
+	// cross-compiling with GOOS/GOARCH/GOARM (no emulation), all in one
+	// solve sharing the module cache; each binary goes onto the base
+	// image's variant for its platform, and an OCI image index is pushed.
+	// A base image without one of them is refused before anything is
+	// built. Empty: the worker's own platform, one image (no index).
+	Platforms     []string `protobuf:"bytes,26,rep,name=platforms,proto3" json:"platforms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -638,6 +647,13 @@ func (x *CreateImageRequest) GetProvenance() bool {
 		return x.Provenance
 	}
 	return false
+}
+
+func (x *CreateImageRequest) GetPlatforms() []string {
+	if x != nil {
+		return x.Platforms
+	}
+	return nil
 }
 
 // StartBuildRequest asks for a build without waiting for it.
@@ -2732,8 +2748,7 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x10temp_bytes_freed\x18\x04 \x01(\x03R\x0etempBytesFreed\x12\x18\n" +
 	"\aseconds\x18\x05 \x01(\x01R\aseconds\x127\n" +
 	"\x18module_proxy_bytes_freed\x18\x06 \x01(\x03R\x15moduleProxyBytesFreed\x125\n" +
-	"\x17build_cache_bytes_freed\x18\a \x01(\x03R\x14buildCacheBytesFreed\"\xe6\n" +
-	"\n" +
+	"\x17build_cache_bytes_freed\x18\a \x01(\x03R\x14buildCacheBytesFreed\"\x84\v\n" +
 	"\x12CreateImageRequest\x12\x1e\n" +
 	"\bgit_repo\x18\x01 \x01(\tB\x03\xe0A\x02R\agitRepo\x12\x1d\n" +
 	"\n" +
@@ -2768,7 +2783,8 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x11force_compression\x18\x18 \x01(\bR\x10forceCompression\x12\x1e\n" +
 	"\n" +
 	"provenance\x18\x19 \x01(\bR\n" +
-	"provenance\x1a6\n" +
+	"provenance\x12\x1c\n" +
+	"\tplatforms\x18\x1a \x03(\tR\tplatforms\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
