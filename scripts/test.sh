@@ -56,6 +56,8 @@ bash "$ROOT/scripts/lint-proto.sh"
 
 bash "$ROOT/scripts/up.sh"
 bash "$ROOT/scripts/images.sh"
+# The multi-platform test runs the arm64 binary it builds under qemu.
+ensure_apt qemu-user-static
 
 if [[ ! -d $ROOT/integration ]]; then
 	log "integration/ does not exist yet: skipping the integration tests"

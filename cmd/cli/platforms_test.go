@@ -41,3 +41,20 @@ func TestBuildProvenanceFlag(t *testing.T) {
 		t.Errorf("server got %v, want [%v]", calls, want)
 	}
 }
+
+// --platform takes a comma-separated list, as docker buildx does, and
+// more than once.
+func TestBuildPlatformFlag(t *testing.T) {
+	f := &fakeServer{events: successEvents()}
+	addr := f.start(t)
+	r := runCLI(t, "build", "--server", addr, "--progress", "quiet", "--repo", "https://git.example/app.git", "-t", "r.example/a:v1",
+		"--platform", "linux/amd64,linux/arm64", "--platform", "linux/arm/v7")
+	if r.code != exitOK {
+		t.Fatalf("exit code %d\nstderr:\n%s", r.code, r.stderr)
+	}
+	want := &buildv1.CreateImageRequest{GitRepo: "https://git.example/app.git", ImageTag: "r.example/a:v1",
+		Platforms: []string{"linux/amd64", "linux/arm64", "linux/arm/v7"}}
+	if calls := f.calls(); len(calls) != 1 || !proto.Equal(calls[0], want) {
+		t.Errorf("server got %v, want [%v]", calls, want)
+	}
+}
