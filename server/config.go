@@ -57,8 +57,9 @@ type Config struct {
 	GoProxy string
 	GoFlags string
 	// Provenance attaches BuildKit's SLSA provenance (mode=max) to every
-	// build's image, as if each request asked for it.
-	Provenance bool
+	// build's image, as if each request asked for it; SBOM an SPDX SBOM
+	// of every build's binary.
+	Provenance, SBOM bool
 	// Compression is how an image's new layer is compressed unless the
 	// request says otherwise: zstd (the default), gzip, estargz or
 	// uncompressed; CompressionLevel its level, 0 for the format's own.

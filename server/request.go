@@ -66,6 +66,9 @@ type request struct {
 	// Provenance attaches BuildKit's SLSA provenance (the request's or the
 	// server's choice).
 	Provenance bool
+	// SBOM attaches an SPDX SBOM of each platform's binary (the request's
+	// or the server's choice).
+	SBOM bool
 	// Platforms are the request's target platforms, normalized; none
 	// builds for the worker's own.
 	Platforms []ocispecs.Platform
@@ -192,6 +195,7 @@ func parseRequest(req *buildv1.CreateImageRequest, cfg Config) (*request, error)
 		r.Timeout = min(t.AsDuration(), cfg.MaxTimeout)
 	}
 	r.Provenance = req.GetProvenance() || cfg.Provenance
+	r.SBOM = req.GetSbom() || cfg.SBOM
 	if r.Platforms, err = parsePlatforms(req.GetPlatforms()); err != nil {
 		return nil, err
 	}
@@ -218,6 +222,7 @@ func (r *request) proto() *buildv1.CreateImageRequest {
 		ForceCompression: r.ForceCompression,
 		Provenance:       r.Provenance,
 		Platforms:        formatPlatforms(r.Platforms),
+		Sbom:             r.SBOM,
 		BuildLabels:      r.BuildLabels,
 		Package:          r.Package,
 		Dir:              r.Dir,

@@ -143,11 +143,24 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 			return nil, err
 		}
 		res := gateway.NewResult()
-		if len(b.req.Platforms) == 0 {
+		if b.req.SBOM {
+			for i, tp := range targets {
+				id := platforms.FormatAll(tp)
+				ps := spec
+				ps.Platform = tp
+				att, err := sbomAttestation(ctx, c, refs[i], ps, platforms.Format(tp), b.req.Tag, epoch)
+				if err != nil {
+					return nil, err
+				}
+				res.AddAttestation(id, *att)
+			}
+		}
+		if len(b.req.Platforms) == 0 && !b.req.SBOM {
 			res.SetRef(refs[0])
 			res.AddMeta(exptypes.ExporterImageConfigKey, configs[0])
 		} else {
-			// An index: a manifest per platform.
+			// An index: a manifest per platform (and the attestations
+			// beside them, keyed by the same ids).
 			ps := exptypes.Platforms{}
 			for i, tp := range targets {
 				id := platforms.FormatAll(tp)

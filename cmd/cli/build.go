@@ -59,6 +59,7 @@ func buildCommand() *cli.Command {
 			&cli.IntFlag{Name: "compression-level", Usage: "the compression `LEVEL` (zstd 1-22, gzip and estargz 1-9)", DefaultText: "the format's default"},
 			&cli.BoolFlag{Name: "force-compression", Usage: "recompress the base image's layers too"},
 			&cli.BoolFlag{Name: "provenance", Usage: "attach SLSA provenance (BuildKit's, mode=max) as an attestation: the image is pushed in an OCI index"},
+			&cli.BoolFlag{Name: "sbom", Usage: "attach an SPDX SBOM of the Go binary (per platform) as an attestation: the image is pushed in an OCI index"},
 			&cli.StringSliceFlag{Name: "platform", Usage: "`PLATFORMS` to build for, comma-separated os/arch[/variant] (e.g. linux/amd64,linux/arm64): cross-compiled, pushed as an OCI index; default the worker's own"},
 			&cli.StringFlag{Name: "request-id", Usage: "an idempotency `KEY`: a retry with the same key gets the same build, even after it ended"},
 			&cli.DurationFlag{Name: "timeout", Usage: "the `DURATION` the build may run once it has left the queue, e.g. 10m; at most the server's maximum", DefaultText: "the server's default"},
@@ -200,6 +201,7 @@ func buildRequest(cCtx *cli.Context) (*buildv1.CreateImageRequest, error) {
 	req.CompressionLevel = int32(cCtx.Int("compression-level"))
 	req.ForceCompression = cCtx.Bool("force-compression")
 	req.Provenance = cCtx.Bool("provenance")
+	req.Sbom = cCtx.Bool("sbom")
 	for _, p := range cCtx.StringSlice("platform") {
 		for _, one := range strings.Split(p, ",") {
 			if one = strings.TrimSpace(one); one != "" {

@@ -28,15 +28,15 @@ func TestPlatformLines(t *testing.T) {
 	}
 }
 
-// --provenance reaches the request.
+// --provenance and --sbom reach the request.
 func TestBuildProvenanceFlag(t *testing.T) {
 	f := &fakeServer{events: successEvents()}
 	addr := f.start(t)
-	r := runCLI(t, "build", "--server", addr, "--progress", "quiet", "--repo", "https://git.example/app.git", "-t", "r.example/a:v1", "--provenance")
+	r := runCLI(t, "build", "--server", addr, "--progress", "quiet", "--repo", "https://git.example/app.git", "-t", "r.example/a:v1", "--provenance", "--sbom")
 	if r.code != exitOK {
 		t.Fatalf("exit code %d\nstderr:\n%s", r.code, r.stderr)
 	}
-	want := &buildv1.CreateImageRequest{GitRepo: "https://git.example/app.git", ImageTag: "r.example/a:v1", Provenance: true}
+	want := &buildv1.CreateImageRequest{GitRepo: "https://git.example/app.git", ImageTag: "r.example/a:v1", Provenance: true, Sbom: true}
 	if calls := f.calls(); len(calls) != 1 || !proto.Equal(calls[0], want) {
 		t.Errorf("server got %v, want [%v]", calls, want)
 	}

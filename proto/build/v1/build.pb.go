@@ -439,7 +439,13 @@ type CreateImageRequest struct {
 	// image's variant for its platform, and an OCI image index is pushed.
 	// A base image without one of them is refused before anything is
 	// built. Empty: the worker's own platform, one image (no index).
-	Platforms     []string `protobuf:"bytes,26,rep,name=platforms,proto3" json:"platforms,omitempty"`
+	Platforms []string `protobuf:"bytes,26,rep,name=platforms,proto3" json:"platforms,omitempty"`
+	// Attach an SPDX 2.3 SBOM of each platform's Go binary (its build info:
+	// the main module at the commit, every dependency module with version
+	// and checksum, the Go version, the build settings), as an in-toto
+	// attestation in an OCI image index pushed at the tags. The server may
+	// turn it on for every build.
+	Sbom          bool `protobuf:"varint,27,opt,name=sbom,proto3" json:"sbom,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -654,6 +660,13 @@ func (x *CreateImageRequest) GetPlatforms() []string {
 		return x.Platforms
 	}
 	return nil
+}
+
+func (x *CreateImageRequest) GetSbom() bool {
+	if x != nil {
+		return x.Sbom
+	}
+	return false
 }
 
 // StartBuildRequest asks for a build without waiting for it.
@@ -2748,7 +2761,7 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x10temp_bytes_freed\x18\x04 \x01(\x03R\x0etempBytesFreed\x12\x18\n" +
 	"\aseconds\x18\x05 \x01(\x01R\aseconds\x127\n" +
 	"\x18module_proxy_bytes_freed\x18\x06 \x01(\x03R\x15moduleProxyBytesFreed\x125\n" +
-	"\x17build_cache_bytes_freed\x18\a \x01(\x03R\x14buildCacheBytesFreed\"\x84\v\n" +
+	"\x17build_cache_bytes_freed\x18\a \x01(\x03R\x14buildCacheBytesFreed\"\x98\v\n" +
 	"\x12CreateImageRequest\x12\x1e\n" +
 	"\bgit_repo\x18\x01 \x01(\tB\x03\xe0A\x02R\agitRepo\x12\x1d\n" +
 	"\n" +
@@ -2784,7 +2797,8 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\n" +
 	"provenance\x18\x19 \x01(\bR\n" +
 	"provenance\x12\x1c\n" +
-	"\tplatforms\x18\x1a \x03(\tR\tplatforms\x1a6\n" +
+	"\tplatforms\x18\x1a \x03(\tR\tplatforms\x12\x12\n" +
+	"\x04sbom\x18\x1b \x01(\bR\x04sbom\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
