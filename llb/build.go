@@ -62,7 +62,11 @@ func Build(ctx context.Context, s Spec) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	def, err := rootfs.Marshal(ctx, bkllb.Platform(s.Platform))
+	co := []bkllb.ConstraintsOpt{bkllb.Platform(s.Platform)}
+	if s.NoCache {
+		co = append(co, bkllb.IgnoreCache)
+	}
+	def, err := rootfs.Marshal(ctx, co...)
 	if err != nil {
 		return nil, fmt.Errorf("marshal llb: %w", err)
 	}

@@ -188,4 +188,7 @@ type Spec struct {
 	// binary in the image, so that one commit always gives one layer. The
 	// caller also hands it to the image exporter for the config's times.
 	SourceDateEpoch *time.Time
+	// NoCache makes BuildKit redo every step instead of reusing its
+	// cache (a verification's rebuild from nothing).
+	NoCache bool
 }

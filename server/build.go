@@ -33,7 +33,10 @@ type build struct {
 	// (the server's allowance and its tenant's).
 	allow egress.Allowance
 	req   *request
-	key   string // dedup key: identical requests share it
+	// verify, when set, makes the build a verification's rebuild: from
+	// nothing, exported to a file, not pushed (see VerifyBuild).
+	verify *rebuild
+	key    string // dedup key: identical requests share it
 	// requestKey is the request_id that started it (RequestID empty if
 	// none), and fingerprint that request's requestFingerprint.
 	requestKey  history.RequestKey

@@ -70,7 +70,7 @@ func (s *Server) caches(b *build, modID, buildID string) *buildCaches {
 		c.netrc = &credentials.Module{Host: s.proxyURL.Host, Username: user, Password: pass, From: "the service's module proxy"}
 		c.private = s.allowPrivate(b)
 	}
-	if s.cfg.BuildCache != nil {
+	if s.cfg.BuildCache != nil && b.verify == nil { // a verification's rebuild starts from nothing
 		c.stats = new(buildcache.Stats)
 		l := newConnListener()
 		srv := &http.Server{

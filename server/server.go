@@ -62,6 +62,7 @@ type Server struct {
 	modGen    map[string]int64         // generation of the download step, by modulesKey
 	rootCAs   []*x509.Certificate      // of Credentials.CABundle, trusted besides the system's
 	regRoots  *x509.CertPool           // the system's roots and rootCAs, for registries
+	verifying chan struct{}            // one VerifyBuild rebuild at a time
 	// builderPin is the builder image pinned to its digest, until
 	// builderPinUntil.
 	builderPin      string
@@ -104,6 +105,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			}
 		}
 	}
+	s.verifying = make(chan struct{}, 1)
 	if s.regRoots, err = x509.SystemCertPool(); err != nil || s.regRoots == nil {
 		s.regRoots = x509.NewCertPool()
 	}

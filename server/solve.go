@@ -41,6 +41,9 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 	}
 
 	modCache, buildCache := s.buildCacheIDs(b.tenant, b.req)
+	if b.verify != nil {
+		modCache, buildCache = b.verify.cacheID+"-gomodcache", b.verify.cacheID+"-gocache"
+	}
 	caches := s.caches(b, cmp.Or(modCache, llb.GoModCacheID), cmp.Or(buildCache, llb.GoBuildCacheID))
 	defer caches.close(s, b)
 	if caches.netrc != nil {
@@ -61,6 +64,9 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 	opt := client.SolveOpt{
 		Exports: []client.ExportEntry{{Type: client.ExporterImage, Attrs: attrs}},
 		Session: attach,
+	}
+	if b.verify != nil {
+		opt.Exports = []client.ExportEntry{b.verify.export(b.req)}
 	}
 	if b.req.Provenance {
 		// BuildKit's own SLSA provenance, as an attestation manifest in an
@@ -86,6 +92,7 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 			spec.GoNoProxy = "none"
 		}
 		spec.RemoteBuildCache = caches.stats != nil
+		spec.NoCache = b.verify != nil
 		// The round trips to buildkitd before the solve are independent,
 		// so they overlap: the builder, each platform's base, the commit.
 		var epoch time.Time
@@ -201,6 +208,9 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 	dgst := resp.ExporterResponse[exptypes.ExporterImageDigestKey]
 	if dgst == "" {
 		return nil, errors.New("buildkitd reported no image digest")
+	}
+	if b.verify != nil {
+		return &buildv1.BuildResult{Digest: dgst, Commit: sha, Builder: builderName}, nil
 	}
 	tag, err := name.NewTag(b.req.Tag)
 	if err != nil {

@@ -29,6 +29,7 @@ func buildsCommand() *cli.Command {
 			logsCommand(),
 			watchCommand(),
 			cancelCommand(),
+			verifyCommand(),
 		},
 		Action: func(cCtx *cli.Context) error {
 			if cCtx.Args().Present() {

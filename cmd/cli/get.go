@@ -102,6 +102,9 @@ func writeBuildInfo(w io.Writer, info *buildv1.BuildInfo) error {
 		}
 		line("builder", res.GetBuilder())
 		line("caches", cacheUsageLine(res.GetCacheUsage()))
+		for _, l := range verificationLines(info.GetVerification()) {
+			line("verification", l)
+		}
 	}
 	if e := info.GetError(); e != nil {
 		line("error", fmt.Sprintf("%s (%s)", e.GetMessage(), codes.Code(e.GetCode())))

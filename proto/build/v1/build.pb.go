@@ -175,6 +175,323 @@ func (BuildState) EnumDescriptor() ([]byte, []int) {
 	return file_build_v1_build_proto_rawDescGZIP(), []int{1}
 }
 
+// VerifyBuildRequest names the build to verify.
+type VerifyBuildRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The build's id, or its resource name builds/{build_id}.
+	BuildId       string `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyBuildRequest) Reset() {
+	*x = VerifyBuildRequest{}
+	mi := &file_build_v1_build_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyBuildRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyBuildRequest) ProtoMessage() {}
+
+func (x *VerifyBuildRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyBuildRequest.ProtoReflect.Descriptor instead.
+func (*VerifyBuildRequest) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *VerifyBuildRequest) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
+// VerifyBuildResponse is the verification, also in the build's record.
+type VerifyBuildResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Verification  *Verification          `protobuf:"bytes,1,opt,name=verification,proto3" json:"verification,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyBuildResponse) Reset() {
+	*x = VerifyBuildResponse{}
+	mi := &file_build_v1_build_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyBuildResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyBuildResponse) ProtoMessage() {}
+
+func (x *VerifyBuildResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyBuildResponse.ProtoReflect.Descriptor instead.
+func (*VerifyBuildResponse) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *VerifyBuildResponse) GetVerification() *Verification {
+	if x != nil {
+		return x.Verification
+	}
+	return nil
+}
+
+// Verification is whether a rebuild gave the same images.
+type Verification struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every platform's image was rebuilt bit for bit.
+	Reproducible bool `protobuf:"varint,1,opt,name=reproducible,proto3" json:"reproducible,omitempty"`
+	// Each platform's comparison, in the build's order.
+	Platforms []*PlatformVerification `protobuf:"bytes,2,rep,name=platforms,proto3" json:"platforms,omitempty"`
+	// When the verification ended, and how long the rebuild took.
+	Time            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	RebuildDuration *durationpb.Duration   `protobuf:"bytes,4,opt,name=rebuild_duration,json=rebuildDuration,proto3" json:"rebuild_duration,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Verification) Reset() {
+	*x = Verification{}
+	mi := &file_build_v1_build_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Verification) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Verification) ProtoMessage() {}
+
+func (x *Verification) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Verification.ProtoReflect.Descriptor instead.
+func (*Verification) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Verification) GetReproducible() bool {
+	if x != nil {
+		return x.Reproducible
+	}
+	return false
+}
+
+func (x *Verification) GetPlatforms() []*PlatformVerification {
+	if x != nil {
+		return x.Platforms
+	}
+	return nil
+}
+
+func (x *Verification) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *Verification) GetRebuildDuration() *durationpb.Duration {
+	if x != nil {
+		return x.RebuildDuration
+	}
+	return nil
+}
+
+// PlatformVerification compares one platform's pushed and rebuilt image.
+type PlatformVerification struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Platform string                 `protobuf:"bytes,1,opt,name=platform,proto3" json:"platform,omitempty"`
+	// The image manifest's digest as pushed, and as rebuilt.
+	OriginalDigest string `protobuf:"bytes,2,opt,name=original_digest,json=originalDigest,proto3" json:"original_digest,omitempty"`
+	RebuiltDigest  string `protobuf:"bytes,3,opt,name=rebuilt_digest,json=rebuiltDigest,proto3" json:"rebuilt_digest,omitempty"`
+	// The two are the same.
+	Reproducible bool `protobuf:"varint,4,opt,name=reproducible,proto3" json:"reproducible,omitempty"`
+	// What differs, when they are not: the config, and each layer that
+	// differs with the files in it that do.
+	Differences   []*Difference `protobuf:"bytes,5,rep,name=differences,proto3" json:"differences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlatformVerification) Reset() {
+	*x = PlatformVerification{}
+	mi := &file_build_v1_build_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlatformVerification) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlatformVerification) ProtoMessage() {}
+
+func (x *PlatformVerification) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlatformVerification.ProtoReflect.Descriptor instead.
+func (*PlatformVerification) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PlatformVerification) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
+func (x *PlatformVerification) GetOriginalDigest() string {
+	if x != nil {
+		return x.OriginalDigest
+	}
+	return ""
+}
+
+func (x *PlatformVerification) GetRebuiltDigest() string {
+	if x != nil {
+		return x.RebuiltDigest
+	}
+	return ""
+}
+
+func (x *PlatformVerification) GetReproducible() bool {
+	if x != nil {
+		return x.Reproducible
+	}
+	return false
+}
+
+func (x *PlatformVerification) GetDifferences() []*Difference {
+	if x != nil {
+		return x.Differences
+	}
+	return nil
+}
+
+// Difference is one thing that differs between a pushed image and its
+// rebuild.
+type Difference struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "config", or "layer N" (0 is the lowest).
+	What           string `protobuf:"bytes,1,opt,name=what,proto3" json:"what,omitempty"`
+	OriginalDigest string `protobuf:"bytes,2,opt,name=original_digest,json=originalDigest,proto3" json:"original_digest,omitempty"`
+	RebuiltDigest  string `protobuf:"bytes,3,opt,name=rebuilt_digest,json=rebuiltDigest,proto3" json:"rebuilt_digest,omitempty"`
+	// For a layer: the files whose content, mode or presence differ (at
+	// most 20), e.g. "usr/local/bin/app: content".
+	Files         []string `protobuf:"bytes,4,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Difference) Reset() {
+	*x = Difference{}
+	mi := &file_build_v1_build_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Difference) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Difference) ProtoMessage() {}
+
+func (x *Difference) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Difference.ProtoReflect.Descriptor instead.
+func (*Difference) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Difference) GetWhat() string {
+	if x != nil {
+		return x.What
+	}
+	return ""
+}
+
+func (x *Difference) GetOriginalDigest() string {
+	if x != nil {
+		return x.OriginalDigest
+	}
+	return ""
+}
+
+func (x *Difference) GetRebuiltDigest() string {
+	if x != nil {
+		return x.RebuiltDigest
+	}
+	return ""
+}
+
+func (x *Difference) GetFiles() []string {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
 // CleanupRequest asks for a cleanup run with the server's configured policy.
 type CleanupRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -184,7 +501,7 @@ type CleanupRequest struct {
 
 func (x *CleanupRequest) Reset() {
 	*x = CleanupRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[0]
+	mi := &file_build_v1_build_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -196,7 +513,7 @@ func (x *CleanupRequest) String() string {
 func (*CleanupRequest) ProtoMessage() {}
 
 func (x *CleanupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[0]
+	mi := &file_build_v1_build_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -209,7 +526,7 @@ func (x *CleanupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupRequest.ProtoReflect.Descriptor instead.
 func (*CleanupRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{0}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{5}
 }
 
 // CleanupResponse says what a cleanup run freed.
@@ -235,7 +552,7 @@ type CleanupResponse struct {
 
 func (x *CleanupResponse) Reset() {
 	*x = CleanupResponse{}
-	mi := &file_build_v1_build_proto_msgTypes[1]
+	mi := &file_build_v1_build_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -247,7 +564,7 @@ func (x *CleanupResponse) String() string {
 func (*CleanupResponse) ProtoMessage() {}
 
 func (x *CleanupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[1]
+	mi := &file_build_v1_build_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -260,7 +577,7 @@ func (x *CleanupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupResponse.ProtoReflect.Descriptor instead.
 func (*CleanupResponse) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{1}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CleanupResponse) GetBuildkitBytesFreed() int64 {
@@ -452,7 +769,7 @@ type CreateImageRequest struct {
 
 func (x *CreateImageRequest) Reset() {
 	*x = CreateImageRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[2]
+	mi := &file_build_v1_build_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +781,7 @@ func (x *CreateImageRequest) String() string {
 func (*CreateImageRequest) ProtoMessage() {}
 
 func (x *CreateImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[2]
+	mi := &file_build_v1_build_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +794,7 @@ func (x *CreateImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateImageRequest.ProtoReflect.Descriptor instead.
 func (*CreateImageRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{2}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateImageRequest) GetGitRepo() string {
@@ -680,7 +997,7 @@ type StartBuildRequest struct {
 
 func (x *StartBuildRequest) Reset() {
 	*x = StartBuildRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[3]
+	mi := &file_build_v1_build_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +1009,7 @@ func (x *StartBuildRequest) String() string {
 func (*StartBuildRequest) ProtoMessage() {}
 
 func (x *StartBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[3]
+	mi := &file_build_v1_build_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +1022,7 @@ func (x *StartBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBuildRequest.ProtoReflect.Descriptor instead.
 func (*StartBuildRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{3}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StartBuildRequest) GetRequest() *CreateImageRequest {
@@ -734,7 +1051,7 @@ type GitCredentials struct {
 
 func (x *GitCredentials) Reset() {
 	*x = GitCredentials{}
-	mi := &file_build_v1_build_proto_msgTypes[4]
+	mi := &file_build_v1_build_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +1063,7 @@ func (x *GitCredentials) String() string {
 func (*GitCredentials) ProtoMessage() {}
 
 func (x *GitCredentials) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[4]
+	mi := &file_build_v1_build_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +1076,7 @@ func (x *GitCredentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GitCredentials.ProtoReflect.Descriptor instead.
 func (*GitCredentials) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{4}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GitCredentials) GetUsername() string {
@@ -806,7 +1123,7 @@ type RegistryCredentials struct {
 
 func (x *RegistryCredentials) Reset() {
 	*x = RegistryCredentials{}
-	mi := &file_build_v1_build_proto_msgTypes[5]
+	mi := &file_build_v1_build_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +1135,7 @@ func (x *RegistryCredentials) String() string {
 func (*RegistryCredentials) ProtoMessage() {}
 
 func (x *RegistryCredentials) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[5]
+	mi := &file_build_v1_build_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +1148,7 @@ func (x *RegistryCredentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryCredentials.ProtoReflect.Descriptor instead.
 func (*RegistryCredentials) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{5}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RegistryCredentials) GetRegistry() string {
@@ -875,7 +1192,7 @@ type ModuleCredentials struct {
 
 func (x *ModuleCredentials) Reset() {
 	*x = ModuleCredentials{}
-	mi := &file_build_v1_build_proto_msgTypes[6]
+	mi := &file_build_v1_build_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +1204,7 @@ func (x *ModuleCredentials) String() string {
 func (*ModuleCredentials) ProtoMessage() {}
 
 func (x *ModuleCredentials) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[6]
+	mi := &file_build_v1_build_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +1217,7 @@ func (x *ModuleCredentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModuleCredentials.ProtoReflect.Descriptor instead.
 func (*ModuleCredentials) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{6}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ModuleCredentials) GetHost() string {
@@ -943,7 +1260,7 @@ type StartBuildResponse struct {
 
 func (x *StartBuildResponse) Reset() {
 	*x = StartBuildResponse{}
-	mi := &file_build_v1_build_proto_msgTypes[7]
+	mi := &file_build_v1_build_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1272,7 @@ func (x *StartBuildResponse) String() string {
 func (*StartBuildResponse) ProtoMessage() {}
 
 func (x *StartBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[7]
+	mi := &file_build_v1_build_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1285,7 @@ func (x *StartBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBuildResponse.ProtoReflect.Descriptor instead.
 func (*StartBuildResponse) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{7}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StartBuildResponse) GetBuildId() string {
@@ -1012,7 +1329,7 @@ type WatchBuildRequest struct {
 
 func (x *WatchBuildRequest) Reset() {
 	*x = WatchBuildRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[8]
+	mi := &file_build_v1_build_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1341,7 @@ func (x *WatchBuildRequest) String() string {
 func (*WatchBuildRequest) ProtoMessage() {}
 
 func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[8]
+	mi := &file_build_v1_build_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1354,7 @@ func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildRequest.ProtoReflect.Descriptor instead.
 func (*WatchBuildRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{8}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchBuildRequest) GetBuildId() string {
@@ -1118,7 +1435,7 @@ type ListBuildsRequest struct {
 
 func (x *ListBuildsRequest) Reset() {
 	*x = ListBuildsRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[9]
+	mi := &file_build_v1_build_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1447,7 @@ func (x *ListBuildsRequest) String() string {
 func (*ListBuildsRequest) ProtoMessage() {}
 
 func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[9]
+	mi := &file_build_v1_build_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1460,7 @@ func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsRequest.ProtoReflect.Descriptor instead.
 func (*ListBuildsRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{9}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListBuildsRequest) GetStates() []BuildState {
@@ -1211,7 +1528,7 @@ type ListBuildsResponse struct {
 
 func (x *ListBuildsResponse) Reset() {
 	*x = ListBuildsResponse{}
-	mi := &file_build_v1_build_proto_msgTypes[10]
+	mi := &file_build_v1_build_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1540,7 @@ func (x *ListBuildsResponse) String() string {
 func (*ListBuildsResponse) ProtoMessage() {}
 
 func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[10]
+	mi := &file_build_v1_build_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1553,7 @@ func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsResponse.ProtoReflect.Descriptor instead.
 func (*ListBuildsResponse) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{10}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListBuildsResponse) GetBuilds() []*BuildInfo {
@@ -1264,7 +1581,7 @@ type CancelBuildRequest struct {
 
 func (x *CancelBuildRequest) Reset() {
 	*x = CancelBuildRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[11]
+	mi := &file_build_v1_build_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1593,7 @@ func (x *CancelBuildRequest) String() string {
 func (*CancelBuildRequest) ProtoMessage() {}
 
 func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[11]
+	mi := &file_build_v1_build_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1606,7 @@ func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildRequest.ProtoReflect.Descriptor instead.
 func (*CancelBuildRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{11}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CancelBuildRequest) GetBuildId() string {
@@ -1310,7 +1627,7 @@ type CancelBuildResponse struct {
 
 func (x *CancelBuildResponse) Reset() {
 	*x = CancelBuildResponse{}
-	mi := &file_build_v1_build_proto_msgTypes[12]
+	mi := &file_build_v1_build_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1639,7 @@ func (x *CancelBuildResponse) String() string {
 func (*CancelBuildResponse) ProtoMessage() {}
 
 func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[12]
+	mi := &file_build_v1_build_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1652,7 @@ func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildResponse.ProtoReflect.Descriptor instead.
 func (*CancelBuildResponse) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{12}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CancelBuildResponse) GetBuild() *BuildInfo {
@@ -1357,7 +1674,7 @@ type GetBuildRequest struct {
 
 func (x *GetBuildRequest) Reset() {
 	*x = GetBuildRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[13]
+	mi := &file_build_v1_build_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1686,7 @@ func (x *GetBuildRequest) String() string {
 func (*GetBuildRequest) ProtoMessage() {}
 
 func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[13]
+	mi := &file_build_v1_build_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1699,7 @@ func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{13}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetBuildRequest) GetBuildId() string {
@@ -1419,7 +1736,7 @@ type BuildEvent struct {
 
 func (x *BuildEvent) Reset() {
 	*x = BuildEvent{}
-	mi := &file_build_v1_build_proto_msgTypes[14]
+	mi := &file_build_v1_build_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1431,7 +1748,7 @@ func (x *BuildEvent) String() string {
 func (*BuildEvent) ProtoMessage() {}
 
 func (x *BuildEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[14]
+	mi := &file_build_v1_build_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1444,7 +1761,7 @@ func (x *BuildEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildEvent.ProtoReflect.Descriptor instead.
 func (*BuildEvent) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{14}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BuildEvent) GetBuildId() string {
@@ -1612,7 +1929,7 @@ type StateChange struct {
 
 func (x *StateChange) Reset() {
 	*x = StateChange{}
-	mi := &file_build_v1_build_proto_msgTypes[15]
+	mi := &file_build_v1_build_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1624,7 +1941,7 @@ func (x *StateChange) String() string {
 func (*StateChange) ProtoMessage() {}
 
 func (x *StateChange) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[15]
+	mi := &file_build_v1_build_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1637,7 +1954,7 @@ func (x *StateChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateChange.ProtoReflect.Descriptor instead.
 func (*StateChange) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{15}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StateChange) GetState() BuildState {
@@ -1692,7 +2009,7 @@ type Vertex struct {
 
 func (x *Vertex) Reset() {
 	*x = Vertex{}
-	mi := &file_build_v1_build_proto_msgTypes[16]
+	mi := &file_build_v1_build_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +2021,7 @@ func (x *Vertex) String() string {
 func (*Vertex) ProtoMessage() {}
 
 func (x *Vertex) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[16]
+	mi := &file_build_v1_build_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +2034,7 @@ func (x *Vertex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vertex.ProtoReflect.Descriptor instead.
 func (*Vertex) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{16}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Vertex) GetDigest() string {
@@ -1794,7 +2111,7 @@ type VertexStatus struct {
 
 func (x *VertexStatus) Reset() {
 	*x = VertexStatus{}
-	mi := &file_build_v1_build_proto_msgTypes[17]
+	mi := &file_build_v1_build_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +2123,7 @@ func (x *VertexStatus) String() string {
 func (*VertexStatus) ProtoMessage() {}
 
 func (x *VertexStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[17]
+	mi := &file_build_v1_build_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +2136,7 @@ func (x *VertexStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VertexStatus.ProtoReflect.Descriptor instead.
 func (*VertexStatus) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{17}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *VertexStatus) GetId() string {
@@ -1895,7 +2212,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_build_v1_build_proto_msgTypes[18]
+	mi := &file_build_v1_build_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1907,7 +2224,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[18]
+	mi := &file_build_v1_build_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1920,7 +2237,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{18}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LogChunk) GetVertex() string {
@@ -1970,7 +2287,7 @@ type Warning struct {
 
 func (x *Warning) Reset() {
 	*x = Warning{}
-	mi := &file_build_v1_build_proto_msgTypes[19]
+	mi := &file_build_v1_build_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2299,7 @@ func (x *Warning) String() string {
 func (*Warning) ProtoMessage() {}
 
 func (x *Warning) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[19]
+	mi := &file_build_v1_build_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2312,7 @@ func (x *Warning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Warning.ProtoReflect.Descriptor instead.
 func (*Warning) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{19}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Warning) GetVertex() string {
@@ -2067,7 +2384,7 @@ type BuildResult struct {
 
 func (x *BuildResult) Reset() {
 	*x = BuildResult{}
-	mi := &file_build_v1_build_proto_msgTypes[20]
+	mi := &file_build_v1_build_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2079,7 +2396,7 @@ func (x *BuildResult) String() string {
 func (*BuildResult) ProtoMessage() {}
 
 func (x *BuildResult) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[20]
+	mi := &file_build_v1_build_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2092,7 +2409,7 @@ func (x *BuildResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
 func (*BuildResult) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{20}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BuildResult) GetImage() string {
@@ -2177,7 +2494,7 @@ type PlatformImage struct {
 
 func (x *PlatformImage) Reset() {
 	*x = PlatformImage{}
-	mi := &file_build_v1_build_proto_msgTypes[21]
+	mi := &file_build_v1_build_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2189,7 +2506,7 @@ func (x *PlatformImage) String() string {
 func (*PlatformImage) ProtoMessage() {}
 
 func (x *PlatformImage) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[21]
+	mi := &file_build_v1_build_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2202,7 +2519,7 @@ func (x *PlatformImage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlatformImage.ProtoReflect.Descriptor instead.
 func (*PlatformImage) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{21}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PlatformImage) GetPlatform() string {
@@ -2247,7 +2564,7 @@ type Attestation struct {
 
 func (x *Attestation) Reset() {
 	*x = Attestation{}
-	mi := &file_build_v1_build_proto_msgTypes[22]
+	mi := &file_build_v1_build_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2259,7 +2576,7 @@ func (x *Attestation) String() string {
 func (*Attestation) ProtoMessage() {}
 
 func (x *Attestation) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[22]
+	mi := &file_build_v1_build_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2272,7 +2589,7 @@ func (x *Attestation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attestation.ProtoReflect.Descriptor instead.
 func (*Attestation) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{22}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Attestation) GetPredicateTypes() []string {
@@ -2317,7 +2634,7 @@ type CacheUsage struct {
 
 func (x *CacheUsage) Reset() {
 	*x = CacheUsage{}
-	mi := &file_build_v1_build_proto_msgTypes[23]
+	mi := &file_build_v1_build_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2329,7 +2646,7 @@ func (x *CacheUsage) String() string {
 func (*CacheUsage) ProtoMessage() {}
 
 func (x *CacheUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[23]
+	mi := &file_build_v1_build_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2342,7 +2659,7 @@ func (x *CacheUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheUsage.ProtoReflect.Descriptor instead.
 func (*CacheUsage) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{23}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CacheUsage) GetModuleHits() int64 {
@@ -2482,7 +2799,7 @@ type BuildError struct {
 
 func (x *BuildError) Reset() {
 	*x = BuildError{}
-	mi := &file_build_v1_build_proto_msgTypes[24]
+	mi := &file_build_v1_build_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2494,7 +2811,7 @@ func (x *BuildError) String() string {
 func (*BuildError) ProtoMessage() {}
 
 func (x *BuildError) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[24]
+	mi := &file_build_v1_build_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2507,7 +2824,7 @@ func (x *BuildError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildError.ProtoReflect.Descriptor instead.
 func (*BuildError) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{24}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *BuildError) GetCode() int32 {
@@ -2594,14 +2911,16 @@ type BuildInfo struct {
 	// The build's resource name: builds/{build_id}.
 	Name string `protobuf:"bytes,16,opt,name=name,proto3" json:"name,omitempty"`
 	// The labels of the build record: the request's build_labels.
-	Labels        map[string]string `protobuf:"bytes,17,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,17,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The last VerifyBuild of a succeeded build; unset if none.
+	Verification  *Verification `protobuf:"bytes,18,opt,name=verification,proto3" json:"verification,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BuildInfo) Reset() {
 	*x = BuildInfo{}
-	mi := &file_build_v1_build_proto_msgTypes[25]
+	mi := &file_build_v1_build_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2613,7 +2932,7 @@ func (x *BuildInfo) String() string {
 func (*BuildInfo) ProtoMessage() {}
 
 func (x *BuildInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[25]
+	mi := &file_build_v1_build_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2626,7 +2945,7 @@ func (x *BuildInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildInfo.ProtoReflect.Descriptor instead.
 func (*BuildInfo) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{25}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BuildInfo) GetBuildId() string {
@@ -2748,11 +3067,39 @@ func (x *BuildInfo) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *BuildInfo) GetVerification() *Verification {
+	if x != nil {
+		return x.Verification
+	}
+	return nil
+}
+
 var File_build_v1_build_proto protoreflect.FileDescriptor
 
 const file_build_v1_build_proto_rawDesc = "" +
 	"\n" +
-	"\x14build/v1/build.proto\x12\bbuild.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x10\n" +
+	"\x14build/v1/build.proto\x12\bbuild.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"/\n" +
+	"\x12VerifyBuildRequest\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\tR\abuildId\"Q\n" +
+	"\x13VerifyBuildResponse\x12:\n" +
+	"\fverification\x18\x01 \x01(\v2\x16.build.v1.VerificationR\fverification\"\xe6\x01\n" +
+	"\fVerification\x12\"\n" +
+	"\freproducible\x18\x01 \x01(\bR\freproducible\x12<\n" +
+	"\tplatforms\x18\x02 \x03(\v2\x1e.build.v1.PlatformVerificationR\tplatforms\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12D\n" +
+	"\x10rebuild_duration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0frebuildDuration\"\xde\x01\n" +
+	"\x14PlatformVerification\x12\x1a\n" +
+	"\bplatform\x18\x01 \x01(\tR\bplatform\x12'\n" +
+	"\x0foriginal_digest\x18\x02 \x01(\tR\x0eoriginalDigest\x12%\n" +
+	"\x0erebuilt_digest\x18\x03 \x01(\tR\rrebuiltDigest\x12\"\n" +
+	"\freproducible\x18\x04 \x01(\bR\freproducible\x126\n" +
+	"\vdifferences\x18\x05 \x03(\v2\x14.build.v1.DifferenceR\vdifferences\"\x86\x01\n" +
+	"\n" +
+	"Difference\x12\x12\n" +
+	"\x04what\x18\x01 \x01(\tR\x04what\x12'\n" +
+	"\x0foriginal_digest\x18\x02 \x01(\tR\x0eoriginalDigest\x12%\n" +
+	"\x0erebuilt_digest\x18\x03 \x01(\tR\rrebuiltDigest\x12\x14\n" +
+	"\x05files\x18\x04 \x03(\tR\x05files\"\x10\n" +
 	"\x0eCleanupRequest\"\xd6\x02\n" +
 	"\x0fCleanupResponse\x120\n" +
 	"\x14buildkit_bytes_freed\x18\x01 \x01(\x03R\x12buildkitBytesFreed\x126\n" +
@@ -2941,7 +3288,7 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x12\n" +
 	"\x04step\x18\x04 \x01(\tR\x04step\x12\x1b\n" +
 	"\texit_code\x18\x05 \x01(\x05R\bexitCode\x12\x19\n" +
-	"\blog_tail\x18\x06 \x03(\tR\alogTail\"\xd4\x06\n" +
+	"\blog_tail\x18\x06 \x03(\tR\alogTail\"\x95\a\n" +
 	"\tBuildInfo\x12\x1e\n" +
 	"\bbuild_id\x18\x01 \x01(\tB\x03\xe0A\x03R\abuildId\x12;\n" +
 	"\arequest\x18\x02 \x01(\v2\x1c.build.v1.CreateImageRequestB\x03\xe0A\x03R\arequest\x12/\n" +
@@ -2962,7 +3309,8 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x06tenant\x18\x0e \x01(\tB\x03\xe0A\x03R\x06tenant\x120\n" +
 	"\x11credentials_given\x18\x0f \x03(\tB\x03\xe0A\x03R\x10credentialsGiven\x12\x17\n" +
 	"\x04name\x18\x10 \x01(\tB\x03\xe0A\bR\x04name\x12<\n" +
-	"\x06labels\x18\x11 \x03(\v2\x1f.build.v1.BuildInfo.LabelsEntryB\x03\xe0A\x03R\x06labels\x1a9\n" +
+	"\x06labels\x18\x11 \x03(\v2\x1f.build.v1.BuildInfo.LabelsEntryB\x03\xe0A\x03R\x06labels\x12?\n" +
+	"\fverification\x18\x12 \x01(\v2\x16.build.v1.VerificationB\x03\xe0A\x03R\fverification\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xb0\x01\n" +
@@ -2982,7 +3330,7 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x15BUILD_STATE_SUCCEEDED\x10\x05\x12\x16\n" +
 	"\x12BUILD_STATE_FAILED\x10\x06\x12\x19\n" +
 	"\x15BUILD_STATE_CANCELLED\x10\a\x12\x1b\n" +
-	"\x17BUILD_STATE_INTERRUPTED\x10\b2\xa9\x03\n" +
+	"\x17BUILD_STATE_INTERRUPTED\x10\b2\xf5\x03\n" +
 	"\x05Build\x12C\n" +
 	"\vCreateImage\x12\x1c.build.v1.CreateImageRequest\x1a\x14.build.v1.BuildEvent0\x01\x12G\n" +
 	"\n" +
@@ -2992,7 +3340,8 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\bGetBuild\x12\x19.build.v1.GetBuildRequest\x1a\x13.build.v1.BuildInfo\x12G\n" +
 	"\n" +
 	"ListBuilds\x12\x1b.build.v1.ListBuildsRequest\x1a\x1c.build.v1.ListBuildsResponse\x12J\n" +
-	"\vCancelBuild\x12\x1c.build.v1.CancelBuildRequest\x1a\x1d.build.v1.CancelBuildResponse2N\n" +
+	"\vCancelBuild\x12\x1c.build.v1.CancelBuildRequest\x1a\x1d.build.v1.CancelBuildResponse\x12J\n" +
+	"\vVerifyBuild\x12\x1c.build.v1.VerifyBuildRequest\x1a\x1d.build.v1.VerifyBuildResponse2N\n" +
 	"\fAdminService\x12>\n" +
 	"\aCleanup\x12\x18.build.v1.CleanupRequest\x1a\x19.build.v1.CleanupResponseB5Z3github.com/buildsvc/buildsvc/proto/build/v1;buildv1b\x06proto3"
 
@@ -3009,105 +3358,118 @@ func file_build_v1_build_proto_rawDescGZIP() []byte {
 }
 
 var file_build_v1_build_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_build_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_build_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_build_v1_build_proto_goTypes = []any{
 	(LayerCompression)(0),         // 0: build.v1.LayerCompression
 	(BuildState)(0),               // 1: build.v1.BuildState
-	(*CleanupRequest)(nil),        // 2: build.v1.CleanupRequest
-	(*CleanupResponse)(nil),       // 3: build.v1.CleanupResponse
-	(*CreateImageRequest)(nil),    // 4: build.v1.CreateImageRequest
-	(*StartBuildRequest)(nil),     // 5: build.v1.StartBuildRequest
-	(*GitCredentials)(nil),        // 6: build.v1.GitCredentials
-	(*RegistryCredentials)(nil),   // 7: build.v1.RegistryCredentials
-	(*ModuleCredentials)(nil),     // 8: build.v1.ModuleCredentials
-	(*StartBuildResponse)(nil),    // 9: build.v1.StartBuildResponse
-	(*WatchBuildRequest)(nil),     // 10: build.v1.WatchBuildRequest
-	(*ListBuildsRequest)(nil),     // 11: build.v1.ListBuildsRequest
-	(*ListBuildsResponse)(nil),    // 12: build.v1.ListBuildsResponse
-	(*CancelBuildRequest)(nil),    // 13: build.v1.CancelBuildRequest
-	(*CancelBuildResponse)(nil),   // 14: build.v1.CancelBuildResponse
-	(*GetBuildRequest)(nil),       // 15: build.v1.GetBuildRequest
-	(*BuildEvent)(nil),            // 16: build.v1.BuildEvent
-	(*StateChange)(nil),           // 17: build.v1.StateChange
-	(*Vertex)(nil),                // 18: build.v1.Vertex
-	(*VertexStatus)(nil),          // 19: build.v1.VertexStatus
-	(*LogChunk)(nil),              // 20: build.v1.LogChunk
-	(*Warning)(nil),               // 21: build.v1.Warning
-	(*BuildResult)(nil),           // 22: build.v1.BuildResult
-	(*PlatformImage)(nil),         // 23: build.v1.PlatformImage
-	(*Attestation)(nil),           // 24: build.v1.Attestation
-	(*CacheUsage)(nil),            // 25: build.v1.CacheUsage
-	(*BuildError)(nil),            // 26: build.v1.BuildError
-	(*BuildInfo)(nil),             // 27: build.v1.BuildInfo
-	nil,                           // 28: build.v1.CreateImageRequest.EnvEntry
-	nil,                           // 29: build.v1.CreateImageRequest.LabelsEntry
-	nil,                           // 30: build.v1.CreateImageRequest.SecretEnvEntry
-	nil,                           // 31: build.v1.CreateImageRequest.BuildLabelsEntry
-	nil,                           // 32: build.v1.BuildInfo.LabelsEntry
-	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
+	(*VerifyBuildRequest)(nil),    // 2: build.v1.VerifyBuildRequest
+	(*VerifyBuildResponse)(nil),   // 3: build.v1.VerifyBuildResponse
+	(*Verification)(nil),          // 4: build.v1.Verification
+	(*PlatformVerification)(nil),  // 5: build.v1.PlatformVerification
+	(*Difference)(nil),            // 6: build.v1.Difference
+	(*CleanupRequest)(nil),        // 7: build.v1.CleanupRequest
+	(*CleanupResponse)(nil),       // 8: build.v1.CleanupResponse
+	(*CreateImageRequest)(nil),    // 9: build.v1.CreateImageRequest
+	(*StartBuildRequest)(nil),     // 10: build.v1.StartBuildRequest
+	(*GitCredentials)(nil),        // 11: build.v1.GitCredentials
+	(*RegistryCredentials)(nil),   // 12: build.v1.RegistryCredentials
+	(*ModuleCredentials)(nil),     // 13: build.v1.ModuleCredentials
+	(*StartBuildResponse)(nil),    // 14: build.v1.StartBuildResponse
+	(*WatchBuildRequest)(nil),     // 15: build.v1.WatchBuildRequest
+	(*ListBuildsRequest)(nil),     // 16: build.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),    // 17: build.v1.ListBuildsResponse
+	(*CancelBuildRequest)(nil),    // 18: build.v1.CancelBuildRequest
+	(*CancelBuildResponse)(nil),   // 19: build.v1.CancelBuildResponse
+	(*GetBuildRequest)(nil),       // 20: build.v1.GetBuildRequest
+	(*BuildEvent)(nil),            // 21: build.v1.BuildEvent
+	(*StateChange)(nil),           // 22: build.v1.StateChange
+	(*Vertex)(nil),                // 23: build.v1.Vertex
+	(*VertexStatus)(nil),          // 24: build.v1.VertexStatus
+	(*LogChunk)(nil),              // 25: build.v1.LogChunk
+	(*Warning)(nil),               // 26: build.v1.Warning
+	(*BuildResult)(nil),           // 27: build.v1.BuildResult
+	(*PlatformImage)(nil),         // 28: build.v1.PlatformImage
+	(*Attestation)(nil),           // 29: build.v1.Attestation
+	(*CacheUsage)(nil),            // 30: build.v1.CacheUsage
+	(*BuildError)(nil),            // 31: build.v1.BuildError
+	(*BuildInfo)(nil),             // 32: build.v1.BuildInfo
+	nil,                           // 33: build.v1.CreateImageRequest.EnvEntry
+	nil,                           // 34: build.v1.CreateImageRequest.LabelsEntry
+	nil,                           // 35: build.v1.CreateImageRequest.SecretEnvEntry
+	nil,                           // 36: build.v1.CreateImageRequest.BuildLabelsEntry
+	nil,                           // 37: build.v1.BuildInfo.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 39: google.protobuf.Duration
 }
 var file_build_v1_build_proto_depIdxs = []int32{
-	28, // 0: build.v1.CreateImageRequest.env:type_name -> build.v1.CreateImageRequest.EnvEntry
-	29, // 1: build.v1.CreateImageRequest.labels:type_name -> build.v1.CreateImageRequest.LabelsEntry
-	33, // 2: build.v1.CreateImageRequest.timeout:type_name -> google.protobuf.Duration
-	6,  // 3: build.v1.CreateImageRequest.git_credentials:type_name -> build.v1.GitCredentials
-	7,  // 4: build.v1.CreateImageRequest.registry_credentials:type_name -> build.v1.RegistryCredentials
-	8,  // 5: build.v1.CreateImageRequest.module_credentials:type_name -> build.v1.ModuleCredentials
-	30, // 6: build.v1.CreateImageRequest.secret_env:type_name -> build.v1.CreateImageRequest.SecretEnvEntry
-	31, // 7: build.v1.CreateImageRequest.build_labels:type_name -> build.v1.CreateImageRequest.BuildLabelsEntry
-	0,  // 8: build.v1.CreateImageRequest.compression:type_name -> build.v1.LayerCompression
-	4,  // 9: build.v1.StartBuildRequest.request:type_name -> build.v1.CreateImageRequest
-	1,  // 10: build.v1.ListBuildsRequest.states:type_name -> build.v1.BuildState
-	27, // 11: build.v1.ListBuildsResponse.builds:type_name -> build.v1.BuildInfo
-	27, // 12: build.v1.CancelBuildResponse.build:type_name -> build.v1.BuildInfo
-	34, // 13: build.v1.BuildEvent.time:type_name -> google.protobuf.Timestamp
-	17, // 14: build.v1.BuildEvent.state:type_name -> build.v1.StateChange
-	18, // 15: build.v1.BuildEvent.vertex:type_name -> build.v1.Vertex
-	19, // 16: build.v1.BuildEvent.status:type_name -> build.v1.VertexStatus
-	20, // 17: build.v1.BuildEvent.log:type_name -> build.v1.LogChunk
-	21, // 18: build.v1.BuildEvent.warning:type_name -> build.v1.Warning
-	22, // 19: build.v1.BuildEvent.result:type_name -> build.v1.BuildResult
-	26, // 20: build.v1.BuildEvent.error:type_name -> build.v1.BuildError
-	1,  // 21: build.v1.StateChange.state:type_name -> build.v1.BuildState
-	34, // 22: build.v1.Vertex.started:type_name -> google.protobuf.Timestamp
-	34, // 23: build.v1.Vertex.completed:type_name -> google.protobuf.Timestamp
-	34, // 24: build.v1.VertexStatus.timestamp:type_name -> google.protobuf.Timestamp
-	34, // 25: build.v1.VertexStatus.started:type_name -> google.protobuf.Timestamp
-	34, // 26: build.v1.VertexStatus.completed:type_name -> google.protobuf.Timestamp
-	34, // 27: build.v1.LogChunk.timestamp:type_name -> google.protobuf.Timestamp
-	25, // 28: build.v1.BuildResult.cache_usage:type_name -> build.v1.CacheUsage
-	23, // 29: build.v1.BuildResult.platforms:type_name -> build.v1.PlatformImage
-	24, // 30: build.v1.PlatformImage.attestations:type_name -> build.v1.Attestation
-	33, // 31: build.v1.CacheUsage.module_fetch_time:type_name -> google.protobuf.Duration
-	33, // 32: build.v1.CacheUsage.build_cache_time:type_name -> google.protobuf.Duration
-	4,  // 33: build.v1.BuildInfo.request:type_name -> build.v1.CreateImageRequest
-	1,  // 34: build.v1.BuildInfo.state:type_name -> build.v1.BuildState
-	34, // 35: build.v1.BuildInfo.create_time:type_name -> google.protobuf.Timestamp
-	34, // 36: build.v1.BuildInfo.start_time:type_name -> google.protobuf.Timestamp
-	34, // 37: build.v1.BuildInfo.end_time:type_name -> google.protobuf.Timestamp
-	22, // 38: build.v1.BuildInfo.result:type_name -> build.v1.BuildResult
-	26, // 39: build.v1.BuildInfo.error:type_name -> build.v1.BuildError
-	32, // 40: build.v1.BuildInfo.labels:type_name -> build.v1.BuildInfo.LabelsEntry
-	4,  // 41: build.v1.Build.CreateImage:input_type -> build.v1.CreateImageRequest
-	5,  // 42: build.v1.Build.StartBuild:input_type -> build.v1.StartBuildRequest
-	10, // 43: build.v1.Build.WatchBuild:input_type -> build.v1.WatchBuildRequest
-	15, // 44: build.v1.Build.GetBuild:input_type -> build.v1.GetBuildRequest
-	11, // 45: build.v1.Build.ListBuilds:input_type -> build.v1.ListBuildsRequest
-	13, // 46: build.v1.Build.CancelBuild:input_type -> build.v1.CancelBuildRequest
-	2,  // 47: build.v1.AdminService.Cleanup:input_type -> build.v1.CleanupRequest
-	16, // 48: build.v1.Build.CreateImage:output_type -> build.v1.BuildEvent
-	9,  // 49: build.v1.Build.StartBuild:output_type -> build.v1.StartBuildResponse
-	16, // 50: build.v1.Build.WatchBuild:output_type -> build.v1.BuildEvent
-	27, // 51: build.v1.Build.GetBuild:output_type -> build.v1.BuildInfo
-	12, // 52: build.v1.Build.ListBuilds:output_type -> build.v1.ListBuildsResponse
-	14, // 53: build.v1.Build.CancelBuild:output_type -> build.v1.CancelBuildResponse
-	3,  // 54: build.v1.AdminService.Cleanup:output_type -> build.v1.CleanupResponse
-	48, // [48:55] is the sub-list for method output_type
-	41, // [41:48] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	4,  // 0: build.v1.VerifyBuildResponse.verification:type_name -> build.v1.Verification
+	5,  // 1: build.v1.Verification.platforms:type_name -> build.v1.PlatformVerification
+	38, // 2: build.v1.Verification.time:type_name -> google.protobuf.Timestamp
+	39, // 3: build.v1.Verification.rebuild_duration:type_name -> google.protobuf.Duration
+	6,  // 4: build.v1.PlatformVerification.differences:type_name -> build.v1.Difference
+	33, // 5: build.v1.CreateImageRequest.env:type_name -> build.v1.CreateImageRequest.EnvEntry
+	34, // 6: build.v1.CreateImageRequest.labels:type_name -> build.v1.CreateImageRequest.LabelsEntry
+	39, // 7: build.v1.CreateImageRequest.timeout:type_name -> google.protobuf.Duration
+	11, // 8: build.v1.CreateImageRequest.git_credentials:type_name -> build.v1.GitCredentials
+	12, // 9: build.v1.CreateImageRequest.registry_credentials:type_name -> build.v1.RegistryCredentials
+	13, // 10: build.v1.CreateImageRequest.module_credentials:type_name -> build.v1.ModuleCredentials
+	35, // 11: build.v1.CreateImageRequest.secret_env:type_name -> build.v1.CreateImageRequest.SecretEnvEntry
+	36, // 12: build.v1.CreateImageRequest.build_labels:type_name -> build.v1.CreateImageRequest.BuildLabelsEntry
+	0,  // 13: build.v1.CreateImageRequest.compression:type_name -> build.v1.LayerCompression
+	9,  // 14: build.v1.StartBuildRequest.request:type_name -> build.v1.CreateImageRequest
+	1,  // 15: build.v1.ListBuildsRequest.states:type_name -> build.v1.BuildState
+	32, // 16: build.v1.ListBuildsResponse.builds:type_name -> build.v1.BuildInfo
+	32, // 17: build.v1.CancelBuildResponse.build:type_name -> build.v1.BuildInfo
+	38, // 18: build.v1.BuildEvent.time:type_name -> google.protobuf.Timestamp
+	22, // 19: build.v1.BuildEvent.state:type_name -> build.v1.StateChange
+	23, // 20: build.v1.BuildEvent.vertex:type_name -> build.v1.Vertex
+	24, // 21: build.v1.BuildEvent.status:type_name -> build.v1.VertexStatus
+	25, // 22: build.v1.BuildEvent.log:type_name -> build.v1.LogChunk
+	26, // 23: build.v1.BuildEvent.warning:type_name -> build.v1.Warning
+	27, // 24: build.v1.BuildEvent.result:type_name -> build.v1.BuildResult
+	31, // 25: build.v1.BuildEvent.error:type_name -> build.v1.BuildError
+	1,  // 26: build.v1.StateChange.state:type_name -> build.v1.BuildState
+	38, // 27: build.v1.Vertex.started:type_name -> google.protobuf.Timestamp
+	38, // 28: build.v1.Vertex.completed:type_name -> google.protobuf.Timestamp
+	38, // 29: build.v1.VertexStatus.timestamp:type_name -> google.protobuf.Timestamp
+	38, // 30: build.v1.VertexStatus.started:type_name -> google.protobuf.Timestamp
+	38, // 31: build.v1.VertexStatus.completed:type_name -> google.protobuf.Timestamp
+	38, // 32: build.v1.LogChunk.timestamp:type_name -> google.protobuf.Timestamp
+	30, // 33: build.v1.BuildResult.cache_usage:type_name -> build.v1.CacheUsage
+	28, // 34: build.v1.BuildResult.platforms:type_name -> build.v1.PlatformImage
+	29, // 35: build.v1.PlatformImage.attestations:type_name -> build.v1.Attestation
+	39, // 36: build.v1.CacheUsage.module_fetch_time:type_name -> google.protobuf.Duration
+	39, // 37: build.v1.CacheUsage.build_cache_time:type_name -> google.protobuf.Duration
+	9,  // 38: build.v1.BuildInfo.request:type_name -> build.v1.CreateImageRequest
+	1,  // 39: build.v1.BuildInfo.state:type_name -> build.v1.BuildState
+	38, // 40: build.v1.BuildInfo.create_time:type_name -> google.protobuf.Timestamp
+	38, // 41: build.v1.BuildInfo.start_time:type_name -> google.protobuf.Timestamp
+	38, // 42: build.v1.BuildInfo.end_time:type_name -> google.protobuf.Timestamp
+	27, // 43: build.v1.BuildInfo.result:type_name -> build.v1.BuildResult
+	31, // 44: build.v1.BuildInfo.error:type_name -> build.v1.BuildError
+	37, // 45: build.v1.BuildInfo.labels:type_name -> build.v1.BuildInfo.LabelsEntry
+	4,  // 46: build.v1.BuildInfo.verification:type_name -> build.v1.Verification
+	9,  // 47: build.v1.Build.CreateImage:input_type -> build.v1.CreateImageRequest
+	10, // 48: build.v1.Build.StartBuild:input_type -> build.v1.StartBuildRequest
+	15, // 49: build.v1.Build.WatchBuild:input_type -> build.v1.WatchBuildRequest
+	20, // 50: build.v1.Build.GetBuild:input_type -> build.v1.GetBuildRequest
+	16, // 51: build.v1.Build.ListBuilds:input_type -> build.v1.ListBuildsRequest
+	18, // 52: build.v1.Build.CancelBuild:input_type -> build.v1.CancelBuildRequest
+	2,  // 53: build.v1.Build.VerifyBuild:input_type -> build.v1.VerifyBuildRequest
+	7,  // 54: build.v1.AdminService.Cleanup:input_type -> build.v1.CleanupRequest
+	21, // 55: build.v1.Build.CreateImage:output_type -> build.v1.BuildEvent
+	14, // 56: build.v1.Build.StartBuild:output_type -> build.v1.StartBuildResponse
+	21, // 57: build.v1.Build.WatchBuild:output_type -> build.v1.BuildEvent
+	32, // 58: build.v1.Build.GetBuild:output_type -> build.v1.BuildInfo
+	17, // 59: build.v1.Build.ListBuilds:output_type -> build.v1.ListBuildsResponse
+	19, // 60: build.v1.Build.CancelBuild:output_type -> build.v1.CancelBuildResponse
+	3,  // 61: build.v1.Build.VerifyBuild:output_type -> build.v1.VerifyBuildResponse
+	8,  // 62: build.v1.AdminService.Cleanup:output_type -> build.v1.CleanupResponse
+	55, // [55:63] is the sub-list for method output_type
+	47, // [47:55] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_build_v1_build_proto_init() }
@@ -3115,7 +3477,7 @@ func file_build_v1_build_proto_init() {
 	if File_build_v1_build_proto != nil {
 		return
 	}
-	file_build_v1_build_proto_msgTypes[14].OneofWrappers = []any{
+	file_build_v1_build_proto_msgTypes[19].OneofWrappers = []any{
 		(*BuildEvent_State)(nil),
 		(*BuildEvent_Vertex)(nil),
 		(*BuildEvent_Status)(nil),
@@ -3130,7 +3492,7 @@ func file_build_v1_build_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_build_v1_build_proto_rawDesc), len(file_build_v1_build_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   31,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

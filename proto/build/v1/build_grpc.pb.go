@@ -33,6 +33,7 @@ const (
 	Build_GetBuild_FullMethodName    = "/build.v1.Build/GetBuild"
 	Build_ListBuilds_FullMethodName  = "/build.v1.Build/ListBuilds"
 	Build_CancelBuild_FullMethodName = "/build.v1.Build/CancelBuild"
+	Build_VerifyBuild_FullMethodName = "/build.v1.Build/VerifyBuild"
 )
 
 // BuildClient is the client API for Build service.
@@ -98,6 +99,13 @@ type BuildClient interface {
 	// CancelBuild stops a queued or running build; it ends CANCELLED. A build
 	// that has already ended is returned as it is.
 	CancelBuild(ctx context.Context, in *CancelBuildRequest, opts ...grpc.CallOption) (*CancelBuildResponse, error)
+	// VerifyBuild rebuilds a succeeded build's commit from nothing (fresh
+	// cache mounts, no BuildKit cache, no build-cache store, the same pinned
+	// builder and base images and settings), without pushing, and says
+	// whether each platform's image is the one the build pushed, bit for
+	// bit; if not, which layers and files differ. The answer is stored with
+	// the build (BuildInfo.verification). It returns when the rebuild ends.
+	VerifyBuild(ctx context.Context, in *VerifyBuildRequest, opts ...grpc.CallOption) (*VerifyBuildResponse, error)
 }
 
 type buildClient struct {
@@ -186,6 +194,16 @@ func (c *buildClient) CancelBuild(ctx context.Context, in *CancelBuildRequest, o
 	return out, nil
 }
 
+func (c *buildClient) VerifyBuild(ctx context.Context, in *VerifyBuildRequest, opts ...grpc.CallOption) (*VerifyBuildResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyBuildResponse)
+	err := c.cc.Invoke(ctx, Build_VerifyBuild_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BuildServer is the server API for Build service.
 // All implementations must embed UnimplementedBuildServer
 // for forward compatibility.
@@ -249,6 +267,13 @@ type BuildServer interface {
 	// CancelBuild stops a queued or running build; it ends CANCELLED. A build
 	// that has already ended is returned as it is.
 	CancelBuild(context.Context, *CancelBuildRequest) (*CancelBuildResponse, error)
+	// VerifyBuild rebuilds a succeeded build's commit from nothing (fresh
+	// cache mounts, no BuildKit cache, no build-cache store, the same pinned
+	// builder and base images and settings), without pushing, and says
+	// whether each platform's image is the one the build pushed, bit for
+	// bit; if not, which layers and files differ. The answer is stored with
+	// the build (BuildInfo.verification). It returns when the rebuild ends.
+	VerifyBuild(context.Context, *VerifyBuildRequest) (*VerifyBuildResponse, error)
 	mustEmbedUnimplementedBuildServer()
 }
 
@@ -276,6 +301,9 @@ func (UnimplementedBuildServer) ListBuilds(context.Context, *ListBuildsRequest) 
 }
 func (UnimplementedBuildServer) CancelBuild(context.Context, *CancelBuildRequest) (*CancelBuildResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelBuild not implemented")
+}
+func (UnimplementedBuildServer) VerifyBuild(context.Context, *VerifyBuildRequest) (*VerifyBuildResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VerifyBuild not implemented")
 }
 func (UnimplementedBuildServer) mustEmbedUnimplementedBuildServer() {}
 func (UnimplementedBuildServer) testEmbeddedByValue()               {}
@@ -392,6 +420,24 @@ func _Build_CancelBuild_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Build_VerifyBuild_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyBuildRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BuildServer).VerifyBuild(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Build_VerifyBuild_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BuildServer).VerifyBuild(ctx, req.(*VerifyBuildRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Build_ServiceDesc is the grpc.ServiceDesc for Build service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -414,6 +460,10 @@ var Build_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelBuild",
 			Handler:    _Build_CancelBuild_Handler,
+		},
+		{
+			MethodName: "VerifyBuild",
+			Handler:    _Build_VerifyBuild_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
