@@ -1,10 +1,16 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
 func TestParsePlatforms(t *testing.T) {
@@ -38,5 +44,27 @@ func TestParsePlatforms(t *testing.T) {
 		if err != nil || !slices.Equal(formatPlatforms(got), tc.want) {
 			t.Errorf("%q: %v %v, want %v", tc.in, formatPlatforms(got), err, tc.want)
 		}
+	}
+}
+
+// A request with a platform that cannot be built is InvalidArgument
+// naming platforms, before anything is solved or recorded.
+func TestBadPlatformRefusedBeforeTheSolve(t *testing.T) {
+	fk := newFakeBuildKit()
+	e := newLifecycleServer(t, fk, nil)
+	req := imageRequest("bad-platform")
+	req.Platforms = []string{"linux/amd64", "windows/amd64"}
+	_, err := e.s.StartBuild(context.Background(), &buildv1.StartBuildRequest{Request: req})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "platforms") || !strings.Contains(err.Error(), "windows/amd64") {
+		t.Fatalf("StartBuild: %v, want InvalidArgument naming platforms and windows/amd64", err)
+	}
+	fk.mu.Lock()
+	defer fk.mu.Unlock()
+	if len(fk.builds) != 0 || len(fk.sessions) != 0 {
+		t.Errorf("a refused request reached BuildKit: %v solves, %d sessions", fk.builds, len(fk.sessions))
+	}
+	list, err := e.s.ListBuilds(context.Background(), &buildv1.ListBuildsRequest{})
+	if err != nil || len(list.GetBuilds()) != 0 {
+		t.Errorf("builds recorded: %v (%v)", list.GetBuilds(), err)
 	}
 }
