@@ -238,16 +238,22 @@ func (s *Server) streamLog(ctx context.Context, a *admission, after uint64, send
 
 // GetBuild implements buildv1.BuildServer.
 func (s *Server) GetBuild(ctx context.Context, req *buildv1.GetBuildRequest) (*buildv1.BuildInfo, error) {
-	id := buildIDOf(req.GetBuildId())
+	info, err := s.callersBuild(ctx, req.GetBuildId())
+	return info, toStatus(err)
+}
+
+// callersBuild is the build named by raw (an id or builds/{id}) if the
+// caller may see it.
+func (s *Server) callersBuild(ctx context.Context, raw string) (*buildv1.BuildInfo, error) {
+	id := buildIDOf(raw)
 	if id == "" {
-		return nil, toStatus(fieldErr("build_id", "is required"))
+		return nil, fieldErr("build_id", "is required")
 	}
 	c, err := s.callerOf(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
-	info, err := s.visibleBuild(ctx, c, id)
-	return info, toStatus(err)
+	return s.visibleBuild(ctx, c, id)
 }
 
 func (s *Server) buildInfo(ctx context.Context, id string) (*buildv1.BuildInfo, error) {

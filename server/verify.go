@@ -55,18 +55,11 @@ func (rb *rebuild) export(r *request) client.ExportEntry {
 
 // VerifyBuild implements buildv1.BuildServer.
 func (s *Server) VerifyBuild(ctx context.Context, req *buildv1.VerifyBuildRequest) (*buildv1.VerifyBuildResponse, error) {
-	id := buildIDOf(req.GetBuildId())
-	if id == "" {
-		return nil, toStatus(fieldErr("build_id", "is required"))
-	}
-	c, err := s.callerOf(ctx)
+	info, err := s.callersBuild(ctx, req.GetBuildId())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	info, err := s.visibleBuild(ctx, c, id)
-	if err != nil {
-		return nil, toStatus(err)
-	}
+	id := info.GetBuildId()
 	if info.GetState() != buildv1.BuildState_BUILD_STATE_SUCCEEDED || info.GetResult().GetDigest() == "" {
 		return nil, status.Errorf(codes.FailedPrecondition, "build %s is %s: only a succeeded build can be verified", id,
 			strings.TrimPrefix(info.GetState().String(), "BUILD_STATE_"))
