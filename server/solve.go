@@ -226,10 +226,11 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		Builder:    builderName,
 		CacheUsage: caches.usage(s, b),
 	}
-	// What was pushed, read back: the image is in the registry whatever
-	// happens here, so a failure only leaves the list empty.
+	// What was pushed, read back (under the build's host policy, as the
+	// server's other registry reads): the image is in the registry
+	// whatever happens here, so a failure only leaves the list empty.
 	if res.Platforms, res.Index, err = s.pushed(ctx, b, ref); err != nil {
-		s.cfg.Logger.Warn("could not read back the pushed image", "build", b.id, "image", res.Image, "err", err)
+		s.cfg.Logger.Info("pushed image not read back", "build", b.id, "image", res.Image, "err", err)
 		res.Platforms = nil
 	}
 	return res, nil
