@@ -389,15 +389,17 @@ else
 		mv -f "$SRV_BIN.new" "$SRV_BIN"
 		srv_changed=1
 	fi
-	# Its git hosts are on 127.0.0.1: the host policy of the server's own
-	# connections (resolving refs) allows loopback, the git daemon's port
-	# and sshd's (https is on 443). It trusts the internal CA of the https
-	# git host and knows sshd's host key; credentials come with each
-	# request (buildsvc build --git-token-file, --git-ssh-key-file).
+	# Its git hosts and registries are on 127.0.0.1: the host policy of the
+	# server's own connections (resolving refs, checking and reading back
+	# images, verifying builds) allows loopback, the git daemon's port,
+	# sshd's and the two registries' (https is on 443). It trusts the
+	# internal CA of the https git host and knows sshd's host key;
+	# credentials come with each request (buildsvc build --git-token-file,
+	# --git-ssh-key-file).
 	SRV_ARGS=(--listen "$BUILD_SERVER_ADDR" --buildkit-addr "$BUILDKIT_ADDR"
 		--docker-config "$DOCKER_CONFIG_DIR" --builder-image "$BUILDER_IMAGE" --base-image "$BASE_IMAGE"
 		--goproxy "$(go env GOPROXY)" --allow-insecure-git --data-dir "$STACK/server"
-		--allow-loopback-hosts --allowed-ports "$GIT_PORT,$SSH_PORT"
+		--allow-loopback-hosts --allowed-ports "$GIT_PORT,$SSH_PORT,$REGISTRY_PORT,$REGISTRY2_PORT"
 		--ca-bundle "$INTERNAL_CA" --ssh-known-hosts "$GIT_SSH_KNOWN_HOSTS"
 		--metrics-listen "$METRICS_ADDR"
 		--tls-cert "$PKI/server.crt" --tls-key "$PKI/server.key" --tls-client-ca "$PKI/ca.crt"

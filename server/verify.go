@@ -116,7 +116,9 @@ func (s *Server) verify(ctx context.Context, info *buildv1.BuildInfo) (*buildv1.
 	}
 	pushed, _, err := s.pushed(ctx, b, tag.Context().Digest(info.GetResult().GetDigest()))
 	if err != nil {
-		return nil, fmt.Errorf("the pushed image: %w", err)
+		// Nothing to compare with: the registry is out of reach (or of the
+		// host policy), or the image is gone.
+		return nil, status.Errorf(codes.Unavailable, "the pushed image cannot be read to compare with: %v", err)
 	}
 	originals := map[string]v1.Image{}
 	ociTypes := true
