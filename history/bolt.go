@@ -3,6 +3,7 @@ package history
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,6 +24,9 @@ var (
 	// claimsBucket: build id -> requestKey, to remove a build's claim.
 	requestsBucket = []byte("requests")
 	claimsBucket   = []byte("request-claims")
+	// lastSeqBucket: build id -> the highest seq appended (big endian), so
+	// that appending events never rewrites the build's record.
+	lastSeqBucket = []byte("last-seqs")
 )
 
 // Bolt is a Store in one bbolt file.
@@ -43,7 +47,7 @@ func Open(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("history: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{buildsBucket, eventsBucket, requestsBucket, claimsBucket} {
+		for _, b := range [][]byte{buildsBucket, eventsBucket, requestsBucket, claimsBucket, lastSeqBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -77,7 +81,21 @@ func seqKey(seq uint64) []byte {
 	return k[:]
 }
 
-// AppendEvents implements Store.
+// decodeBuild decodes a stored record and sets its LastSeq as Store says:
+// the greater of the record's and the highest seq appended.
+func decodeBuild(tx *bolt.Tx, id, v []byte) (*buildv1.BuildInfo, error) {
+	b := &buildv1.BuildInfo{}
+	if err := proto.Unmarshal(v, b); err != nil {
+		return nil, fmt.Errorf("history: decode build %s: %w", id, err)
+	}
+	if last := tx.Bucket(lastSeqBucket).Get(id); len(last) == 8 {
+		b.LastSeq = max(b.GetLastSeq(), binary.BigEndian.Uint64(last))
+	}
+	return b, nil
+}
+
+// AppendEvents implements Store. It writes the events and the build's
+// last seq (8 bytes in a bucket of their own), never its record.
 func (s *Bolt) AppendEvents(_ context.Context, id string, events []*buildv1.BuildEvent) error {
 	if len(events) == 0 {
 		return nil
@@ -88,6 +106,7 @@ func (s *Bolt) AppendEvents(_ context.Context, id string, events []*buildv1.Buil
 			return err
 		}
 		b.FillPercent = 1 // keys only ever grow: pack pages full
+		var last uint64
 		for _, e := range events {
 			v, err := proto.Marshal(e)
 			if err != nil {
@@ -96,8 +115,13 @@ func (s *Bolt) AppendEvents(_ context.Context, id string, events []*buildv1.Buil
 			if err := b.Put(seqKey(e.GetSeq()), v); err != nil {
 				return err
 			}
+			last = max(last, e.GetSeq())
 		}
-		return nil
+		seqs := tx.Bucket(lastSeqBucket)
+		if v := seqs.Get([]byte(id)); len(v) == 8 && binary.BigEndian.Uint64(v) >= last {
+			return nil
+		}
+		return seqs.Put([]byte(id), seqKey(last))
 	})
 }
 
@@ -109,8 +133,9 @@ func (s *Bolt) GetBuild(_ context.Context, id string) (*buildv1.BuildInfo, error
 		if v == nil {
 			return fmt.Errorf("build %q: %w", id, ErrNotFound)
 		}
-		out = &buildv1.BuildInfo{}
-		return proto.Unmarshal(v, out)
+		var err error
+		out, err = decodeBuild(tx, []byte(id), v)
+		return err
 	})
 	return out, err
 }
@@ -171,9 +196,9 @@ func (s *Bolt) List(_ context.Context, f Filter) ([]*buildv1.BuildInfo, bool, er
 			}
 		}
 		for ; k != nil && inRange(k); k, v = step() {
-			b := &buildv1.BuildInfo{}
-			if err := proto.Unmarshal(v, b); err != nil {
-				return fmt.Errorf("history: decode build %s: %w", k, err)
+			b, err := decodeBuild(tx, k, v)
+			if err != nil {
+				return err
 			}
 			if len(f.States) > 0 && !slices.Contains(f.States, b.GetState()) {
 				continue
@@ -263,7 +288,10 @@ func (s *Bolt) Delete(_ context.Context, ids ...string) error {
 			if err := tx.Bucket(buildsBucket).Delete([]byte(id)); err != nil {
 				return err
 			}
-			if err := tx.Bucket(eventsBucket).DeleteBucket([]byte(id)); err != nil && err != bolt.ErrBucketNotFound {
+			if err := tx.Bucket(eventsBucket).DeleteBucket([]byte(id)); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+				return err
+			}
+			if err := tx.Bucket(lastSeqBucket).Delete([]byte(id)); err != nil {
 				return err
 			}
 		}
