@@ -56,6 +56,7 @@ type build struct {
 	joined    int32
 	created   time.Time
 	started   time.Time
+	builder   string // the buildkitd it runs on, once it has one
 	finished  time.Time
 	result    *buildv1.BuildResult
 	err       *buildv1.BuildError
@@ -204,6 +205,7 @@ func (b *build) info() *buildv1.BuildInfo {
 		CredentialsGiven: credentials.Given(b.creds),
 		Name:             resourceName(b.id),
 		Labels:           b.req.BuildLabels,
+		Builder:          b.builder,
 	}
 }
 

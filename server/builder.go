@@ -16,44 +16,77 @@ import (
 	"github.com/buildsvc/buildsvc/buildkitd"
 	"github.com/buildsvc/buildsvc/credentials"
 	"github.com/buildsvc/buildsvc/llb"
+	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
 // Builders gives each build the buildkitd it runs on. Without one
 // (Config.Builders nil), every build runs on the server's own BuildKit
 // client, which lives as long as the server (the persistent mode).
 type Builders interface {
-	// Acquire returns the buildkitd of the build id, its name for the
-	// build's record, and release, which the server calls once when the
-	// build is done with it (after the push, or when the build failed).
-	Acquire(ctx context.Context, buildID string) (c BuildKitClient, name string, release func(context.Context) error, err error)
+	// Acquire returns the buildkitd the build of req runs on. It may wait
+	// for one (a pool whose workers are all busy or down) until ctx ends.
+	Acquire(ctx context.Context, req BuilderRequest) (*Builder, error)
+}
+
+// BuilderRequest is what a build asks of Builders.
+type BuilderRequest struct {
+	// BuildID is the build's id.
+	BuildID string
+	// Key is what keeps builds on one worker of a pool, so that their
+	// caches are hot there: the build's git repository.
+	Key string
+	// Avoid names workers a retry should not go back to.
+	Avoid []string
+	// Waiting, if set, is told once when Acquire has to wait, and why.
+	Waiting func(why string)
+}
+
+// Builder is a buildkitd given to one build.
+type Builder struct {
+	// Client is the connection to it.
+	Client BuildKitClient
+	// Name is its name in the build's record and events.
+	Name string
+	// Release gives it back once the build is done with it (after the
+	// push, or when the build failed); lost says the build failed because
+	// the builder went away. The server calls it once.
+	Release func(ctx context.Context, lost bool) error
 }
 
 // persistentBuilder is the name of the server's own buildkitd in records.
 const persistentBuilder = "buildkitd"
 
-// acquireBuilder is the buildkitd the build b runs on, and its release.
-func (s *Server) acquireBuilder(ctx context.Context, b *build) (BuildKitClient, string, func(), error) {
+// acquireBuilder is the buildkitd the build b runs on, avoiding the
+// builders in avoid, and its release.
+func (s *Server) acquireBuilder(ctx context.Context, b *build, avoid []string) (BuildKitClient, string, func(lost bool), error) {
 	if s.cfg.Builders == nil {
-		return s.bk, persistentBuilder, func() {}, nil
+		return s.bk, persistentBuilder, func(bool) {}, nil
 	}
 	start := time.Now()
-	c, name, release, err := s.cfg.Builders.Acquire(ctx, b.id)
+	got, err := s.cfg.Builders.Acquire(ctx, BuilderRequest{BuildID: b.id, Key: b.req.Repo, Avoid: avoid,
+		Waiting: func(why string) {
+			b.setState(buildv1.BuildState_BUILD_STATE_QUEUED, "waiting for a builder: "+why)
+		}})
 	if err != nil {
+		if cause := context.Cause(ctx); ctx.Err() != nil && cause != nil {
+			// The build's own end (timeout, cancel), not the builders'.
+			return nil, "", nil, fmt.Errorf("%w (waiting for a builder: %w)", cause, err)
+		}
 		return nil, "", nil, fmt.Errorf("%w: a builder for this build: %w", errBuildkitUnavailable, err)
 	}
-	s.cfg.Logger.Info("builder ready", "build", b.id, "builder", name, "after", time.Since(start).Round(time.Millisecond))
-	return c, name, func() {
+	s.cfg.Logger.Info("builder ready", "build", b.id, "builder", got.Name, "after", time.Since(start).Round(time.Millisecond))
+	return got.Client, got.Name, func(lost bool) {
 		// In the background: the build's result does not wait for its
 		// builder's teardown (seconds, to remove an unpacked image). The
 		// build's own context may be done (cancelled, timed out): the
-		// builder is thrown away regardless. Close waits for it.
+		// builder is given back regardless. Close waits for it.
 		s.releases.Add(1)
 		go func() {
 			defer s.releases.Done()
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			defer cancel()
-			if err := release(ctx); err != nil {
-				s.cfg.Logger.Warn("releasing the builder", "build", b.id, "builder", name, "err", err)
+			if err := got.Release(ctx, lost); err != nil {
+				s.cfg.Logger.Warn("releasing the builder", "build", b.id, "builder", got.Name, "err", err)
 			}
 		}()
 	}, nil
@@ -193,8 +226,9 @@ func (e *ephemeralBuilders) stopPool(ctx context.Context) {
 }
 
 // Acquire implements Builders: an idle builder if one is ready, else a
-// new one.
-func (e *ephemeralBuilders) Acquire(ctx context.Context, buildID string) (BuildKitClient, string, func(context.Context) error, error) {
+// new one. Every build has a builder of its own: Key and Avoid do not
+// matter.
+func (e *ephemeralBuilders) Acquire(ctx context.Context, req BuilderRequest) (*Builder, error) {
 	var rb *readyBuilder
 	select {
 	case rb = <-e.ready:
@@ -202,11 +236,12 @@ func (e *ephemeralBuilders) Acquire(ctx context.Context, buildID string) (BuildK
 		// The instance's name is short: its socket path must fit a
 		// sun_path.
 		var err error
-		if rb, err = e.launch(ctx, "build-"+buildID[max(0, len(buildID)-10):]); err != nil {
-			return nil, "", nil, err
+		if rb, err = e.launch(ctx, "build-"+req.BuildID[max(0, len(req.BuildID)-10):]); err != nil {
+			return nil, err
 		}
 	}
-	return rb.c, "ephemeral " + filepath.Base(rb.inst.Dir()), rb.close, nil
+	return &Builder{Client: rb.c, Name: "ephemeral " + filepath.Base(rb.inst.Dir()),
+		Release: func(ctx context.Context, _ bool) error { return rb.close(ctx) }}, nil
 }
 
 // warmBuilder readies a new buildkitd for any build: the server's builder

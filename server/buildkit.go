@@ -22,6 +22,9 @@ type BuildKitClient interface {
 	// Prune removes cache records as opts say and sends each removed one
 	// on ch; it does not close ch.
 	Prune(ctx context.Context, ch chan client.UsageInfo, opts ...client.PruneOption) error
+	// DiskUsage lists the daemon's cache records (a pool's health check
+	// sums them).
+	DiskUsage(ctx context.Context, opts ...client.DiskUsageOption) ([]*client.UsageInfo, error)
 	// Close ends the connection.
 	Close() error
 }

@@ -57,8 +57,9 @@ type fakeBuilders struct {
 	released chan string
 }
 
-func (f *fakeBuilders) Acquire(_ context.Context, id string) (BuildKitClient, string, func(context.Context) error, error) {
-	return f.c, "fake " + id, func(context.Context) error { f.released <- id; return nil }, nil
+func (f *fakeBuilders) Acquire(_ context.Context, req BuilderRequest) (*Builder, error) {
+	return &Builder{Client: f.c, Name: "fake " + req.BuildID,
+		Release: func(context.Context, bool) error { f.released <- req.BuildID; return nil }}, nil
 }
 
 // TestBuildWithCaches: a build on a server with a module proxy, a

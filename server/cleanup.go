@@ -139,9 +139,26 @@ func (s *Server) RunCleanupEvery(ctx context.Context) {
 	}
 }
 
-// prune runs two BuildKit prunes: everything but the cache mounts by age
-// and size, then the cache mounts by age alone.
+// prune prunes the server's buildkitd, or every healthy worker of its
+// pool.
 func (s *Server) prune(ctx context.Context, p CleanupPolicy) (bytes, records int64, err error) {
+	e, ok := s.cfg.Builders.(interface {
+		eachBuilder(ctx context.Context, fn func(ctx context.Context, name string, c BuildKitClient) error) error
+	})
+	if !ok {
+		return pruneOne(ctx, s.bk, p)
+	}
+	err = e.eachBuilder(ctx, func(ctx context.Context, _ string, c BuildKitClient) error {
+		b, r, err := pruneOne(ctx, c, p)
+		bytes, records = bytes+b, records+r
+		return err
+	})
+	return bytes, records, err
+}
+
+// pruneOne runs two BuildKit prunes on bk: everything but the cache mounts
+// by age and size, then the cache mounts by age alone.
+func pruneOne(ctx context.Context, bk BuildKitClient, p CleanupPolicy) (bytes, records int64, err error) {
 	runs := [][]client.PruneOption{
 		{client.WithKeepOpt(p.KeepDuration, 0, p.KeepStorage, 0), client.WithFilter([]string{"type!=" + string(client.UsageRecordTypeCacheMount)})},
 		{client.WithKeepOpt(p.KeepDuration, 0, 0, 0), client.WithFilter([]string{cacheMountFilter})},
@@ -158,7 +175,7 @@ func (s *Server) prune(ctx context.Context, p CleanupPolicy) (bytes, records int
 		})
 		eg.Go(func() error {
 			defer close(ch)
-			return s.bk.Prune(ectx, ch, opts...)
+			return bk.Prune(ectx, ch, opts...)
 		})
 		if err := eg.Wait(); err != nil {
 			return bytes, records, err

@@ -153,7 +153,7 @@ type Config struct {
 }
 
 func (c Config) withDefaults() (Config, error) {
-	if c.BuildKitClient == nil {
+	if _, pooled := c.Builders.(*poolBuilders); c.BuildKitClient == nil && !pooled {
 		if err := c.BuildKit.Validate(); err != nil {
 			return c, fmt.Errorf("config: %w", err)
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"regexp"
 	"strconv"
 	"strings"
@@ -256,8 +255,7 @@ func reasonOf(err error, run *runInfo) string {
 			return reasonDownload
 		}
 	}
-	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+	if builderGone(err) {
 		// The connection to buildkitd broke after the solve began (one
 		// that could not be made at all is errBuildkitUnavailable).
 		return reasonBuilderLost
@@ -296,6 +294,8 @@ func ownReason(err error) string {
 		return reasonHistoryUnavailable
 	case errors.As(err, new(errRequestIDReused)):
 		return reasonRequestIDReused
+	case errors.As(err, new(errBuilderLost)):
+		return reasonBuilderLost
 	case errors.Is(err, errBuildkitUnavailable):
 		return reasonBuilderUnavailable
 	case errors.Is(err, errShuttingDown):

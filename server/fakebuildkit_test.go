@@ -58,6 +58,9 @@ type fakeBuildKit struct {
 	hold bool
 	// noDigest makes Build answer without an image digest.
 	noDigest bool
+	// pushErr, if set, is what Build fails with after the build function
+	// returned, as the export pushes (buildkitd gone mid-push).
+	pushErr error
 	// commitTime is what StatFile gives the fetched commit's root.
 	commitTime time.Time
 	// pruneRecords are what every Prune reports removed.
@@ -139,6 +142,10 @@ func (f *fakeBuildKit) Prune(ctx context.Context, ch chan client.UsageInfo, opts
 }
 
 // Close implements BuildKitClient.
+func (f *fakeBuildKit) DiskUsage(context.Context, ...client.DiskUsageOption) ([]*client.UsageInfo, error) {
+	return nil, nil
+}
+
 func (f *fakeBuildKit) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -173,6 +180,9 @@ func (f *fakeBuildKit) Build(ctx context.Context, opt client.SolveOpt, _ string,
 	f.mu.Unlock()
 	// The export and push come after the build function, as BuildKit's do.
 	g.send(&client.SolveStatus{Vertexes: []*client.Vertex{vertex("exporting to image", true, "")}})
+	if f.pushErr != nil {
+		return nil, f.pushErr
+	}
 	if f.noDigest {
 		return &client.SolveResponse{ExporterResponse: map[string]string{}}, nil
 	}

@@ -33,7 +33,6 @@ func (s *Server) run(b *build) {
 	defer cancelTimeout()
 
 	log := s.cfg.Logger.With("build", b.id)
-	b.setState(buildv1.BuildState_BUILD_STATE_BUILDING, "building "+shortCommit(b.commit))
 	res, err := s.solve(ctx, b, b.commit)
 	if err == nil {
 		log.Info("build succeeded", "image", res.Image)

@@ -115,7 +115,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.interruptLeftovers(ctx); err != nil {
 		return nil, err
 	}
-	if s.bk = cfg.BuildKitClient; s.bk == nil {
+	_, pooled := cfg.Builders.(*poolBuilders)
+	if s.bk = cfg.BuildKitClient; s.bk == nil && !pooled {
 		if s.bk, err = buildkitd.Dial(ctx, cfg.BuildKit); err != nil {
 			return nil, err
 		}
@@ -155,6 +156,9 @@ func (s *Server) Close(ctx context.Context) error {
 		p.stopPool(ctx)
 	}
 	s.releases.Wait()
+	if s.bk == nil {
+		return nil // the pool's connections are its own
+	}
 	return s.bk.Close()
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/platforms"
@@ -27,17 +28,56 @@ import (
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
-// solve runs the build graph on buildkitd, which pushes the image, and
-// streams BuildKit's progress into the build's log.
+// solve runs the build graph on a buildkitd, which pushes the image, and
+// streams BuildKit's progress into the build's log. A build whose builder
+// is lost before the push runs once more, on another builder of a pool.
 func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.BuildResult, error) {
-	bk, builderName, release, err := s.acquireBuilder(ctx, b)
-	if err != nil {
-		return nil, err
+	var lost []string
+	for {
+		bk, builderName, release, err := s.acquireBuilder(ctx, b, lost)
+		if err != nil {
+			return nil, err
+		}
+		b.mu.Lock()
+		b.builder = builderName
+		b.mu.Unlock()
+		msg := "building " + shortCommit(sha)
+		if s.cfg.Builders != nil {
+			msg += " on " + builderName
+		}
+		b.setState(buildv1.BuildState_BUILD_STATE_BUILDING, msg)
+		res, pushing, err := s.solveOn(ctx, b, sha, bk, builderName)
+		// Gone during the solve, or unreachable once it was given to the
+		// build: either way the build may run on another.
+		unreachable := errors.Is(err, errBuildkitUnavailable)
+		gone := err != nil && ctx.Err() == nil && (unreachable || builderGone(err))
+		release(gone)
+		if !gone {
+			return res, err
+		}
+		lost = append(lost, builderName)
+		r, ok := s.cfg.Builders.(interface{ retriesLost() bool })
+		if pushing || len(lost) > 1 || !ok || !r.retriesLost() {
+			if unreachable {
+				return nil, err
+			}
+			return nil, errBuilderLost{builder: builderName, pushing: pushing, retried: len(lost) > 1, err: err}
+		}
+		s.cfg.Logger.Warn("builder lost before the push; running the build again on another", "build", b.id, "builder", builderName, "err", err)
+		b.log.append(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_Warning{Warning: &buildv1.Warning{
+			Short: fmt.Sprintf("the builder (buildkitd %s) was lost before the push: running the build again on another builder", builderName),
+		}}})
 	}
-	defer release()
+}
+
+// solveOn runs the build on bk, named builderName; pushing says whether
+// the push had begun when it failed.
+func (s *Server) solveOn(ctx context.Context, b *build, sha string, bk BuildKitClient, builderName string) (_ *buildv1.BuildResult, pushing bool, err error) {
+	var pushBegan atomic.Bool
+	defer func() { pushing = pushBegan.Load() }()
 	platform, err := workerPlatform(ctx, bk)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 
 	modCache, buildCache := s.buildCacheIDs(b.tenant, b.req)
@@ -56,7 +96,7 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 	// Nothing of them is in the graph.
 	attach, err := b.creds.Attachables(b.registry, caches.sockets...)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	// The image exporter pushes to every name of a comma-separated list.
 	attrs := map[string]string{"name": strings.Join(b.req.Tags, ","), "push": "true"}
@@ -183,6 +223,7 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		}
 		// The image's times are the commit's: one commit, one digest.
 		res.AddMeta(commonexptypes.ExporterEpochKey, []byte(strconv.FormatInt(epoch.Unix(), 10)))
+		pushBegan.Store(true)
 		b.setState(buildv1.BuildState_BUILD_STATE_PUSHING, pushingMessage(b.req.Tags))
 		return res, nil
 	}
@@ -203,18 +244,18 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		if ctx.Err() == nil {
 			err = explainDownload(err, b.log, first)
 		}
-		return nil, err
+		return nil, false, err
 	}
 	dgst := resp.ExporterResponse[exptypes.ExporterImageDigestKey]
 	if dgst == "" {
-		return nil, errors.New("buildkitd reported no image digest")
+		return nil, false, errors.New("buildkitd reported no image digest")
 	}
 	if b.verify != nil {
-		return &buildv1.BuildResult{Digest: dgst, Commit: sha, Builder: builderName}, nil
+		return &buildv1.BuildResult{Digest: dgst, Commit: sha, Builder: builderName}, false, nil
 	}
 	tag, err := name.NewTag(b.req.Tag)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	ref := tag.Context().Digest(dgst)
 	res := &buildv1.BuildResult{
@@ -233,7 +274,7 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		s.cfg.Logger.Info("pushed image not read back", "build", b.id, "image", res.Image, "err", err)
 		res.Platforms = nil
 	}
-	return res, nil
+	return res, false, nil
 }
 
 // workerPlatform is the platform of bk's (first) worker: what builds run

@@ -23,6 +23,7 @@ import (
 	"github.com/buildsvc/buildsvc/egress"
 	"github.com/buildsvc/buildsvc/llb"
 	"github.com/buildsvc/buildsvc/server"
+	"github.com/buildsvc/buildsvc/workers"
 )
 
 // How an option is set. Every option has one name, used three ways:
@@ -106,11 +107,12 @@ var options = []option{
 	{name: "allowed-ports", category: catSecurity, defText: "empty: only 443 and 80 (https, http), 9418 (git)", usage: "`PORTS` (comma-separated) git hosts may be reached on besides the protocol's usual ones; a tenant's allowed_ports add to them"},
 	{name: "allow-any-port", kind: kBool, def: "false", category: catSecurity, usage: "let the server reach git hosts on any port"},
 
-	{name: "buildkit-addr", category: catBuildKit, defText: "empty: start and supervise a local buildkitd", usage: "`ADDRESS` of a buildkitd to use, unix:///path or tcp://host:port; empty starts a managed one", envAliases: []string{"BUILDKIT_HOST"}},
+	{name: "buildkit-addr", category: catBuildKit, defText: "empty: start and supervise a local buildkitd", usage: "`ADDRESSES` of the buildkitd workers builds run on: unix:///path or tcp://host:port, several comma-separated (a pool: each repository's builds go to one worker, by rendezvous hashing), or dns://NAME:PORT for every address NAME resolves to (a headless Kubernetes Service), looked up at every check; empty starts a managed one", envAliases: []string{"BUILDKIT_HOST"}},
 	{name: "buildkit-ca", category: catBuildKit, usage: "CA certificate `FILE` of buildkitd (tcp with TLS)"},
 	{name: "buildkit-cert", category: catBuildKit, usage: "client certificate `FILE` for buildkitd mTLS"},
 	{name: "buildkit-key", category: catBuildKit, usage: "client key `FILE` for buildkitd mTLS"},
 	{name: "buildkit-server-name", category: catBuildKit, usage: "`NAME` to check in buildkitd's certificate"},
+	{name: "buildkit-worker-max-builds", kind: kInt, def: "0", category: catBuildKit, defText: "0: 1.25 times a worker's share of max-concurrent-builds, rounded up", usage: "builds one worker of the pool runs at once; a build whose worker is full goes to the next in its repository's order"},
 	{name: "buildkit-check-interval", kind: kDuration, def: "5s", category: catBuildKit, usage: "how often the health check asks buildkitd whether it answers (every second while it does not)"},
 
 	{name: "buildkitd-binary", def: "buildkitd", category: catManaged, usage: "the buildkitd `PATH`, or a name looked up in PATH"},
@@ -314,11 +316,15 @@ type config struct {
 	InsecureTokens                                   bool
 	PublicReflection                                 bool
 
-	// BuildKit is the remote buildkitd; an empty Address means a managed
-	// one (Managed).
+	// BuildKit is the remote buildkitd, or (Address a list or a dns://
+	// name, see workers.Parse) the pool's workers with its TLS settings;
+	// an empty Address means a managed one (Managed).
 	BuildKit      buildkitd.Endpoint
 	CheckInterval time.Duration
-	Managed       managedConfig
+	// WorkerMaxBuilds bounds the builds of one worker (0: the pool's
+	// default).
+	WorkerMaxBuilds int
+	Managed         managedConfig
 	// Caches that outlive buildkitd, and the builder mode.
 	Caches cachesConfig
 
@@ -398,7 +404,8 @@ func parseConfig(s map[string]setting) (config, error) {
 			Key:        p.str("buildkit-key"),
 			ServerName: p.str("buildkit-server-name"),
 		},
-		CheckInterval: p.duration("buildkit-check-interval"),
+		CheckInterval:   p.duration("buildkit-check-interval"),
+		WorkerMaxBuilds: p.int("buildkit-worker-max-builds"),
 		Managed: managedConfig{
 			Binary:       p.str("buildkitd-binary"),
 			ConfigFile:   p.str("buildkitd-config"),
@@ -506,12 +513,17 @@ func parseConfig(s map[string]setting) (config, error) {
 	if cfg.DataDir == "" {
 		p.fail("data-dir", errors.New("must not be empty"))
 	}
+	if cfg.WorkerMaxBuilds < 0 {
+		p.fail("buildkit-worker-max-builds", errors.New("must not be negative"))
+	}
 	if cfg.CheckInterval <= 0 {
 		p.fail("buildkit-check-interval", errors.New("must be positive"))
 	}
 	if cfg.BuildKit.Address != "" {
-		if err := cfg.BuildKit.Validate(); err != nil {
+		if es, _, err := workers.Parse(cfg.BuildKit.Address, cfg.BuildKit, nil); err != nil {
 			p.fail("buildkit-addr", err)
+		} else if cfg.Caches.BuilderMode == builderEphemeral && len(es) != 1 {
+			p.fail("buildkit-addr", errors.New("builder-mode ephemeral takes one buildkitd address (the one the cleanup prunes); its builds run on buildkitds of their own"))
 		}
 	} else {
 		if cfg.Managed.Binary == "" {

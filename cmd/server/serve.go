@@ -28,6 +28,7 @@ import (
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 	"github.com/buildsvc/buildsvc/server"
 	"github.com/buildsvc/buildsvc/version"
+	"github.com/buildsvc/buildsvc/workers"
 )
 
 // serve wires the server together and runs it until ctx ends, then shuts
@@ -58,10 +59,10 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		log.Info("stopped")
 	}()
 
-	// buildkitd: the configured one, or a managed child.
+	// buildkitd: the configured workers, or a managed child.
 	endpoint := cfg.BuildKit
 	var sup *buildkitd.Supervisor
-	var monitor *buildkitd.Monitor
+	var pool *workers.Pool[server.BuildKitClient]
 	if endpoint.Address == "" {
 		sup, err = buildkitd.NewSupervisor(buildkitd.SupervisorConfig{
 			Binary:       cfg.Managed.Binary,
@@ -70,9 +71,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 			Root:         cfg.Managed.Root,
 			ReadyTimeout: cfg.Managed.StartTimeout,
 			Logger:       log.With("component", "buildkitd"),
-			// Probe at once when the child exits or comes back, rather
-			// than at the next interval. monitor is set before Run starts.
-			OnChange: func(bool) { monitor.Check() },
+			// Check at once when the child exits or comes back, rather
+			// than at the next interval. pool is set before Run starts.
+			OnChange: func(bool) { pool.Kick() },
 		})
 		if err != nil {
 			return configError(err)
@@ -80,20 +81,36 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		endpoint = sup.Endpoint()
 	}
 
-	// One client for the health probe and the metrics' disk usage; the
-	// server dials its own for the builds.
-	bk, err := buildkitd.Dial(ctx, endpoint)
+	// The pool of workers (one, unless buildkit-addr lists more or names
+	// them by DNS): builds run on it, its checks are the health service's,
+	// and the metrics' disk usage is its workers'.
+	endpoints, resolve, err := workers.Parse(endpoint.Address, endpoint, nil)
 	if err != nil {
 		return configError(err)
 	}
-	defer bk.Close()
-	monitor, err = buildkitd.NewMonitor(buildkitd.MonitorConfig{
-		Probe:    func(ctx context.Context) error { return buildkitd.Probe(ctx, bk) },
-		Interval: cfg.CheckInterval,
-		OnChange: health.buildkitdChanged,
+	pool, err = workers.New(workers.Config[server.BuildKitClient]{
+		Endpoints: endpoints,
+		Resolve:   resolve,
+		Dial: func(ctx context.Context, e buildkitd.Endpoint) (server.BuildKitClient, error) {
+			return buildkitd.Dial(ctx, e)
+		},
+		MaxBuilds:     cfg.WorkerMaxBuilds,
+		TotalBuilds:   cmp.Or(cfg.Server.MaxConcurrent, server.DefaultMaxConcurrent),
+		CheckInterval: cfg.CheckInterval,
+		Logger:        log.With("component", "workers"),
+		OnChange: func(healthy, total int) {
+			if healthy > 0 {
+				health.buildkitdChanged(true, nil)
+				return
+			}
+			health.buildkitdChanged(false, fmt.Errorf("none of the %d buildkitd workers answers", total))
+		},
 	})
 	if err != nil {
-		return err
+		return configError(err)
+	}
+	if len(endpoints) > 0 {
+		endpoint = endpoints[0]
 	}
 
 	if sup != nil {
@@ -122,7 +139,13 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	reg := metrics.NewRegistry()
 	vi := version.Get()
 	m, err := metrics.New(reg, metrics.WithDiskUsage(func(ctx context.Context) ([]*client.UsageInfo, error) {
-		return bk.DiskUsage(ctx)
+		var all []*client.UsageInfo
+		err := pool.Each(ctx, func(ctx context.Context, _ string, c server.BuildKitClient) error {
+			du, err := c.DiskUsage(ctx)
+			all = append(all, du...)
+			return err
+		})
+		return all, err
 	}), metrics.WithBuildInfo(vi.Version, vi.Revision, vi.GoVersion, vi.BuildKit))
 	if err != nil {
 		return err
@@ -135,6 +158,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	defer store.Close()
 	scfg := cfg.Server
 	scfg.BuildKit = endpoint
+	scfg.Builders = server.WorkerPool(pool)
 	scfg.Store = store
 	scfg.Observer = m
 	scfg.Logger = log
@@ -169,7 +193,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	defer func() { stopBg(); bg.Wait() }()
 	bg.Add(2)
-	go func() { defer bg.Done(); monitor.Run(bgCtx) }()
+	go func() { defer bg.Done(); pool.Run(bgCtx) }()
 	go func() { defer bg.Done(); srv.RunCleanupEvery(bgCtx) }()
 
 	gopts, err := securityOptions(cfg, log)

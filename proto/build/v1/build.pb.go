@@ -2913,7 +2913,12 @@ type BuildInfo struct {
 	// The labels of the build record: the request's build_labels.
 	Labels map[string]string `protobuf:"bytes,17,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The last VerifyBuild of a succeeded build; unset if none.
-	Verification  *Verification `protobuf:"bytes,18,opt,name=verification,proto3" json:"verification,omitempty"`
+	Verification *Verification `protobuf:"bytes,18,opt,name=verification,proto3" json:"verification,omitempty"`
+	// The buildkitd the build runs or ran on, once it has one: "buildkitd"
+	// for the server's own, a pool worker's address, or an ephemeral
+	// builder's name. A build whose builder was lost before the push runs
+	// again on another: this is the last one.
+	Builder       string `protobuf:"bytes,19,opt,name=builder,proto3" json:"builder,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3072,6 +3077,13 @@ func (x *BuildInfo) GetVerification() *Verification {
 		return x.Verification
 	}
 	return nil
+}
+
+func (x *BuildInfo) GetBuilder() string {
+	if x != nil {
+		return x.Builder
+	}
+	return ""
 }
 
 var File_build_v1_build_proto protoreflect.FileDescriptor
@@ -3288,7 +3300,7 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x12\n" +
 	"\x04step\x18\x04 \x01(\tR\x04step\x12\x1b\n" +
 	"\texit_code\x18\x05 \x01(\x05R\bexitCode\x12\x19\n" +
-	"\blog_tail\x18\x06 \x03(\tR\alogTail\"\x95\a\n" +
+	"\blog_tail\x18\x06 \x03(\tR\alogTail\"\xb4\a\n" +
 	"\tBuildInfo\x12\x1e\n" +
 	"\bbuild_id\x18\x01 \x01(\tB\x03\xe0A\x03R\abuildId\x12;\n" +
 	"\arequest\x18\x02 \x01(\v2\x1c.build.v1.CreateImageRequestB\x03\xe0A\x03R\arequest\x12/\n" +
@@ -3310,7 +3322,8 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x11credentials_given\x18\x0f \x03(\tB\x03\xe0A\x03R\x10credentialsGiven\x12\x17\n" +
 	"\x04name\x18\x10 \x01(\tB\x03\xe0A\bR\x04name\x12<\n" +
 	"\x06labels\x18\x11 \x03(\v2\x1f.build.v1.BuildInfo.LabelsEntryB\x03\xe0A\x03R\x06labels\x12?\n" +
-	"\fverification\x18\x12 \x01(\v2\x16.build.v1.VerificationB\x03\xe0A\x03R\fverification\x1a9\n" +
+	"\fverification\x18\x12 \x01(\v2\x16.build.v1.VerificationB\x03\xe0A\x03R\fverification\x12\x1d\n" +
+	"\abuilder\x18\x13 \x01(\tB\x03\xe0A\x03R\abuilder\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xb0\x01\n" +
