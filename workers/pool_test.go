@@ -422,7 +422,6 @@ func TestParse(t *testing.T) {
 	}
 }
 
-
 func TestNewRefusesBadConfig(t *testing.T) {
 	dial := func(context.Context, buildkitd.Endpoint) (*fakeConn, error) { return &fakeConn{}, nil }
 	for _, cfg := range []Config[*fakeConn]{
