@@ -1,0 +1,3 @@
+DROP TABLE requests;
+DROP TABLE events;
+DROP TABLE builds;
