@@ -5,6 +5,8 @@
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/postgres.sh
+source "$(dirname "${BASH_SOURCE[0]}")/postgres.sh"
 
 # The server lets running builds finish for up to 30 s after TERM.
 stop_pid server "$RUN/server.pid" "$BIN/buildsvc-server" 40
@@ -19,6 +21,7 @@ stop_pid sshd "$RUN/sshd.pid" /usr/sbin/sshd
 stop_pid buildkitd "$RUN/buildkitd.pid" "$BIN/buildkitd"
 stop_pid registry2 "$RUN/registry2.pid" "$BIN/registry"
 stop_pid registry "$RUN/registry.pid" "$BIN/registry"
+postgres_down
 
 cleanup_buildkit_leftovers
 rm -f "$STACK/buildkitd.sock" "$STACK/buildkitd-otel.sock"

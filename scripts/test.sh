@@ -66,17 +66,18 @@ fi
 
 load_env
 export STACK_DIR BUILD_SERVER_ADDR BUILDKIT_ADDR REGISTRY_ADDR REGISTRY_USER REGISTRY_PASSWORD_FILE \
-	DOCKER_CONFIG GIT_BASE_URL GIT_BASE_DIR BUILDER_IMAGE BASE_IMAGE
+	DOCKER_CONFIG GIT_BASE_URL GIT_BASE_DIR BUILDER_IMAGE BASE_IMAGE DATABASE_URL
 # The packages with integration tests of their own: the offline bootstrap
-# (on the stack's buildkitd and registry) and the ephemeral buildkitd
-# launcher (the stack's buildkitd binary, config and CA bundle).
+# (on the stack's buildkitd and registry), the ephemeral buildkitd
+# launcher (the stack's buildkitd binary, config and CA bundle) and the
+# history's PostgreSQL store (the stack's PostgreSQL, DATABASE_URL).
 export BUILDKITD_BIN="$BIN/buildkitd" BUILDKITD_CONFIG="$STACK_DIR/buildkitd.toml" \
 	BUILDKITD_CA_BUNDLE="$STACK_DIR/buildkit-ca-bundle.crt" BUILDKITD_TEST_IMAGE="$BUILDER_IMAGE"
-log "integration tests: go test -tags integration ./integration/... ./bootstrap/ ./buildkitd/"
+log "integration tests: go test -tags integration ./integration/... ./bootstrap/ ./buildkitd/ ./history/"
 rc=0
-go test -tags integration -count=1 -timeout 40m ./integration/... ./bootstrap/ ./buildkitd/ || rc=$?
+go test -tags integration -count=1 -timeout 40m ./integration/... ./bootstrap/ ./buildkitd/ ./history/ || rc=$?
 if ((rc != 0)); then
-	for f in "$LOGS/buildkitd.log" "$LOGS/server.log"; do
+	for f in "$LOGS/buildkitd.log" "$LOGS/server.log" "$LOGS/postgres.log"; do
 		printf '\n===== last 200 lines of %s =====\n' "$f"
 		tail -n 200 "$f" 2>/dev/null || echo "(missing)"
 	done
