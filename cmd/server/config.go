@@ -91,6 +91,7 @@ var options = []option{
 	// a machine (tests, a second instance).
 	{name: "metrics-listen", category: catServer, defText: "empty: no metrics listener", usage: "`ADDRESS` of the Prometheus /metrics HTTP listener, e.g. 127.0.0.1:17071; empty turns it off"},
 	{name: "data-dir", def: "/var/lib/buildsvc", category: catServer, usage: "`DIR` of the server's state: the build history, and the managed buildkitd's socket, pid file and root"},
+	{name: "database-url", category: catServer, defText: "empty: the history is the bbolt file history.db in data-dir", usage: "PostgreSQL `DSN` of the history (postgres://user:password@host:5432/db or key=value pairs; its schema is migrated at start; the password is masked in --print-config); empty keeps it in the bbolt file under data-dir", envAliases: []string{"DATABASE_URL"}, mask: maskDSN},
 	{name: "shutdown-grace", kind: kDuration, def: "30s", category: catServer, usage: "how long running builds may finish after SIGTERM"},
 	{name: "log-level", def: "info", category: catServer, usage: "debug, info, warn or error"},
 	{name: "log-format", def: "text", category: catServer, usage: "text or json"},
@@ -301,6 +302,7 @@ type config struct {
 	Listen        string
 	MetricsListen string
 	DataDir       string
+	DatabaseURL   string
 	ShutdownGrace time.Duration
 	LogLevel      slog.Level
 	LogFormat     string
@@ -379,6 +381,7 @@ func parseConfig(s map[string]setting) (config, error) {
 		Listen:        p.str("listen"),
 		MetricsListen: p.str("metrics-listen"),
 		DataDir:       p.str("data-dir"),
+		DatabaseURL:   p.str("database-url"),
 		ShutdownGrace: p.duration("shutdown-grace"),
 		LogFormat:     strings.ToLower(p.str("log-format")),
 

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -22,7 +21,6 @@ import (
 	"github.com/buildsvc/buildsvc/buildkitd"
 	"github.com/buildsvc/buildsvc/credentials"
 	"github.com/buildsvc/buildsvc/egress"
-	"github.com/buildsvc/buildsvc/history"
 	"github.com/buildsvc/buildsvc/metrics"
 	"github.com/buildsvc/buildsvc/policy"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
@@ -151,7 +149,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 
-	store, err := history.Open(filepath.Join(cfg.DataDir, "history.db"))
+	store, err := openHistory(ctx, cfg)
 	if err != nil {
 		return err
 	}
