@@ -28,10 +28,13 @@
 #
 # Then 4 concurrent warm builds (4 new commits of the medium repository at
 # once) through the service against the same 4 serially. The goals are
-# printed next to the figures, never enforced. Finally the fan-out benchmark
+# printed next to the figures, never enforced. Then the history's stores:
+# 100,000 events of one build appended to bbolt and to the stack's
+# PostgreSQL, events per second of each. Finally the fan-out benchmark
 # (scripts/bench-fanout.sh) if it exists.
 #
-# BENCH_RUNS (3), BENCH_SIZES ("small medium large"), BENCH_SEED (1).
+# BENCH_RUNS (3), BENCH_SIZES ("small medium large"), BENCH_SEED (1),
+# BENCH_HISTORY (1; 0 skips the history stores).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -407,6 +410,23 @@ if [[ " $SIZES " == *" medium "* ]]; then
 	out ""
 	out "4 warm builds of the medium repository through the service: at once ${conc}s, one after another ${serial}s"
 	out "$(printf '  %-17s %7s   goal <= %s: %s' concurrent/serial "$r_conc" "$GOAL_CONC" "$(goal "$r_conc" "$GOAL_CONC")")"
+fi
+# ---------------------------------------------------------------- history stores
+# Not a build: the history's two stores appending 100,000 events of one
+# build (batches of 50 of about 200 bytes, as the server writes a step's
+# output), the two interleaved batch by batch, on the stack's PostgreSQL
+# (DATABASE_URL from .stack/env): history's BenchmarkAppendEvents.
+if [[ ${BENCH_HISTORY:-1} == 1 ]]; then
+	log "history stores: 100,000 events of one build to bbolt and PostgreSQL"
+	hist_log="$LOGDIR/history-append.log"
+	(cd "$ROOT" && go test -tags integration -count=1 -run '^$' -bench '^BenchmarkAppendEvents$' -benchtime 1x ./history/) \
+		>"$hist_log" 2>&1 || {
+		tail -n 30 "$hist_log" >&2
+		die "the history benchmark failed (log: $hist_log)"
+	}
+	out ""
+	out "history stores, 100,000 events of one build in batches of 50 (about 200 bytes each), interleaved:"
+	out "  $(grep -o 'bbolt [0-9]* events/s.*' "$hist_log" | tail -n 1)"
 fi
 out ""
 out "The machine is shared: the figures are noisy, which is why the ways interleave. Logs: $LOGDIR; this table: $RESULTS"
