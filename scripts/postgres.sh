@@ -9,9 +9,11 @@
 #   logs/postgres.log its log
 #
 # It listens on 127.0.0.1:$POSTGRES_PORT only (15432, moved like the stack's
-# other ports when another process holds it), with trust authentication for
-# connections from there, and has a database "buildsvc". postgres_up sets
-# DATABASE_URL to it; up.sh writes that into .stack/env.
+# other ports when another process holds it; a running server keeps the port
+# it has, read from its postmaster.pid rather than from .stack/ports), with
+# trust authentication for connections from there, and has a database
+# "buildsvc". postgres_up sets DATABASE_URL to it; up.sh writes that into
+# .stack/env.
 
 PG_BIN=/usr/lib/postgresql/15/bin
 PG_OS_USER=postgres
@@ -20,6 +22,8 @@ PG_SOCK_DIR="$RUN/postgres"
 PG_PID="$RUN/postgres.pid"
 PG_LOG="$LOGS/postgres.log"
 PG_DB=buildsvc
+# POSTGRES_PORT as the environment set it when this file was sourced.
+PG_PORT_ENV="${POSTGRES_PORT:-}"
 
 # pg_as_owner CMD...: run CMD as the postgres OS user (we are root).
 pg_as_owner() {
@@ -46,8 +50,9 @@ pg_sync_pid() {
 # from the environment.
 postgres_port() {
 	local v
-	if [[ -n ${POSTGRES_PORT:-} ]]; then
-		[[ $POSTGRES_PORT =~ ^[0-9]+$ ]] || die "POSTGRES_PORT=$POSTGRES_PORT is not a port"
+	if [[ -n $PG_PORT_ENV ]]; then
+		[[ $PG_PORT_ENV =~ ^[0-9]+$ ]] || die "POSTGRES_PORT=$PG_PORT_ENV is not a port"
+		POSTGRES_PORT="$PG_PORT_ENV"
 		PORTS_FROM_ENV+=" POSTGRES_PORT"
 	elif pg_sync_pid && v="$(sed -n 4p "$PG_DATA/postmaster.pid")" && [[ $v =~ ^[0-9]+$ ]]; then
 		POSTGRES_PORT="$v"
