@@ -113,7 +113,7 @@ type Store interface {
 	// says, or ErrNotFound.
 	GetBuild(ctx context.Context, id string) (*buildv1.BuildInfo, error)
 	// Events returns up to limit events of a build with seq > after, in
-	// order.
+	// order, or ErrNotFound if the store has no record of the build.
 	Events(ctx context.Context, id string, after uint64, limit int) ([]*buildv1.BuildEvent, error)
 	// List returns the builds f keeps, newest first unless f.Ascending, and
 	// whether more match after them. Each record's LastSeq is as
