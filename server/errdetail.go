@@ -41,6 +41,7 @@ const (
 	reasonCancelled          = "CANCELLED"
 	reasonInterrupted        = "INTERRUPTED"
 	reasonBuilderLost        = "BUILDER_LOST"
+	reasonRegistryDown       = "REGISTRY_UNAVAILABLE"
 	reasonBuilderUnavailable = "BUILDER_UNAVAILABLE"
 	reasonHistoryUnavailable = "HISTORY_UNAVAILABLE"
 	reasonInvalidArgument    = "INVALID_ARGUMENT"
@@ -296,6 +297,8 @@ func ownReason(err error) string {
 		return reasonRequestIDReused
 	case errors.As(err, new(errBuilderLost)):
 		return reasonBuilderLost
+	case errors.As(err, new(errRegistryUnavailable)):
+		return reasonRegistryDown
 	case errors.Is(err, errBuildkitUnavailable):
 		return reasonBuilderUnavailable
 	case errors.Is(err, errShuttingDown):

@@ -60,8 +60,9 @@ func errorCode(err error) codes.Code {
 // it by: a registry's refusal, which reaches the server through BuildKit as
 // text only (BuildKit's resolver and pusher keep no status of the
 // registry's answer), and a git server that is down (go-git's dial error).
-// It is Unknown for every other message. This and textNotFound are the
-// only places the server reads an error's message.
+// It is Unknown for every other message. This, textNotFound and
+// registryTroubleOf are the only places the server reads an error's
+// message.
 func textCode(msg string) codes.Code {
 	msg = strings.ToLower(msg)
 	switch {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/containerd/platforms"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/moby/buildkit/client"
@@ -33,6 +34,8 @@ import (
 // is lost before the push runs once more, on another builder of a pool.
 func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.BuildResult, error) {
 	var lost []string
+	var registryBO *backoff.ExponentialBackOff
+	registryFailures := 0
 	for {
 		bk, builderName, release, err := s.acquireBuilder(ctx, b, lost)
 		if err != nil {
@@ -53,7 +56,29 @@ func (s *Server) solve(ctx context.Context, b *build, sha string) (*buildv1.Buil
 		gone := err != nil && ctx.Err() == nil && (unreachable || builderGone(err))
 		release(gone)
 		if !gone {
-			return res, err
+			rt, trouble := registryTrouble{}, false
+			if err != nil && ctx.Err() == nil {
+				rt, trouble = registryTroubleOf(err)
+			}
+			if !trouble {
+				return res, err
+			}
+			registryFailures++
+			if registryBO == nil {
+				registryBO = newRegistryBackOff()
+			}
+			wait, again := s.registryRetry(ctx, b, rt, registryBO, registryFailures)
+			if !again {
+				return nil, errRegistryUnavailable{trouble: rt, attempts: registryFailures, err: err}
+			}
+			s.cfg.Logger.Warn("registry trouble; running the build again", "build", b.id, "registry", rt.host, "answer", rt.why, "in", wait)
+			b.log.append(registryRetryEvent(rt, wait, registryFailures+1))
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return nil, errRegistryUnavailable{trouble: rt, attempts: registryFailures, err: err}
+			}
+			continue
 		}
 		lost = append(lost, builderName)
 		r, ok := s.cfg.Builders.(interface{ retriesLost() bool })

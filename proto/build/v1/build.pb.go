@@ -2768,6 +2768,9 @@ type BuildError struct {
 	//	REGISTRY_AUTH       a registry refused the credentials (pull or push)
 	//	BASE_NOT_FOUND      the base or builder image does not exist
 	//	PUSH_FAILED         the image was built but its push failed
+	//	REGISTRY_UNAVAILABLE a registry kept answering 429 or 5xx, or
+	//	                    dropping the connection, through the service's
+	//	                    retries (pull or push; code UNAVAILABLE)
 	//	TIMEOUT             the build ran out of time
 	//	CANCELLED           the build was cancelled (state CANCELLED)
 	//	INTERRUPTED         the server stopped while the build ran (state
