@@ -46,7 +46,7 @@ var (
 	// A registry's JSON error of code TOOMANYREQUESTS, which containerd
 	// reports by its code and message after the image's name.
 	registryLimitRe = regexp.MustCompile(`(?i)((?:[a-z0-9-]+\.)*[a-z0-9-]+(?::\d+)?)/[^\s:]+(?::[\w.-]+)?(?:@sha256:[a-f0-9]+)?: (toomanyrequests: [^:]*)`)
-	registryConnRe   = regexp.MustCompile(`(?i)(?:put|post|patch|head|get) "(https?://[^\s:/"]+(?::\d+)?)/[^"]*": .*?(connection reset by peer|broken pipe|unexpected EOF|EOF)$`)
+	registryConnRe  = regexp.MustCompile(`(?i)(?:put|post|patch|head|get) "(https?://[^\s:/"]+(?::\d+)?)/[^"]*": .*?(connection reset by peer|broken pipe|unexpected EOF|EOF)$`)
 )
 
 // registryTroubleOf reports whether err is a registry's passing failure.
