@@ -182,6 +182,24 @@ func (b *build) fail(state buildv1.BuildState, berr *buildv1.BuildError) {
 	b.log.close()
 }
 
+// recordKey is what of a build's record changes as it runs, but for its
+// LastSeq: the record is stored again only when it changed.
+type recordKey struct {
+	state             buildv1.BuildState
+	commit, builder   string
+	queuePos, joined  int32
+	dropped           int64
+	started, finished time.Time
+}
+
+func (b *build) recordKey() recordKey {
+	_, dropped := b.log.stats()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return recordKey{state: b.state, commit: b.commit, builder: b.builder, queuePos: b.queuePos, joined: b.joined,
+		dropped: dropped, started: b.started, finished: b.finished}
+}
+
 // info returns the build's record.
 func (b *build) info() *buildv1.BuildInfo {
 	lastSeq, dropped := b.log.stats()

@@ -81,6 +81,7 @@ func (s *Server) persistLog(b *build) {
 	ctx := context.Background()
 	log := s.cfg.Logger.With("build", b.id)
 	var seq uint64
+	var stored recordKey // of the record as last put (the zero key: none yet)
 	failed := false
 	for {
 		evs, closed, changed := b.log.since(seq)
@@ -110,10 +111,17 @@ func (s *Server) persistLog(b *build) {
 				s.cfg.Observer.Event(e)
 			}
 			seq = evs[len(evs)-1].GetSeq()
-			info := b.info()
-			info.LastSeq = seq
-			if err := s.cfg.Store.PutBuild(ctx, info); err != nil {
-				log.Error("store build", "err", err)
+			// The store keeps LastSeq from the appended events: the
+			// record (its request may be large) is written again only
+			// when something else in it changed.
+			if k := b.recordKey(); k != stored {
+				info := b.info()
+				info.LastSeq = seq
+				if err := s.cfg.Store.PutBuild(ctx, info); err != nil {
+					log.Error("store build", "err", err)
+				} else {
+					stored = k
+				}
 			}
 			continue
 		}

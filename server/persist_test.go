@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -61,5 +62,74 @@ func TestStoreEventsRetries(t *testing.T) {
 	}
 	if errorCode(errHistoryWrite{errors.New("disk full")}).String() != "Unavailable" {
 		t.Error("a build stopped for its log is not Unavailable")
+	}
+}
+
+// writeCountingStore counts the writes of records and of event batches.
+type writeCountingStore struct {
+	history.Store
+	puts, appends atomic.Int64
+}
+
+func (c *writeCountingStore) PutBuild(ctx context.Context, b *buildv1.BuildInfo) error {
+	c.puts.Add(1)
+	return c.Store.PutBuild(ctx, b)
+}
+
+func (c *writeCountingStore) AppendEvents(ctx context.Context, id string, evs []*buildv1.BuildEvent) error {
+	c.appends.Add(1)
+	return c.Store.AppendEvents(ctx, id, evs)
+}
+
+// The record is written when it changes (accepted, each state, the end),
+// not after every batch of events, which only move its LastSeq: the store
+// keeps that from the events.
+func TestRecordNotRewrittenPerEventBatch(t *testing.T) {
+	fk := newFakeBuildKit()
+	fk.hold = true
+	cs := &writeCountingStore{}
+	e := newLifecycleServer(t, fk, func(c *Config) {
+		cs.Store = c.Store
+		c.Store = cs
+	})
+	id := e.start(t, imageRequest("v1")).GetBuildId()
+	e.started(t)
+	// 30 batches while the build runs: each event stored before the next.
+	b := e.s.activeBuild(id)
+	for i := range 30 {
+		before := cs.appends.Load()
+		b.log.append(&buildv1.BuildEvent{Event: &buildv1.BuildEvent_Log{Log: &buildv1.LogChunk{Data: []byte(strings.Repeat("x", i))}}})
+		for cs.appends.Load() == before {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	fk.release <- nil
+	evs := e.watch(t, id)
+	states := 0
+	for _, ev := range evs {
+		if ev.GetState() != nil {
+			states++
+		}
+	}
+	info := e.get(t, id)
+	if info.GetLastSeq() != evs[len(evs)-1].GetSeq() {
+		t.Errorf("record's last_seq %d, last event %d", info.GetLastSeq(), evs[len(evs)-1].GetSeq())
+	}
+	// Wait for the log to be stored to the end.
+	deadline := time.Now().Add(5 * time.Second)
+	for e.s.activeBuild(id) != nil && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	puts, appends := cs.puts.Load(), cs.appends.Load()
+	t.Logf("%d events in %d batches, %d state changes, %d record writes", len(evs), appends, states, puts)
+	if appends < 30 || puts > int64(states)+1 {
+		t.Errorf("%d record writes for %d state changes (and the accept)", puts, states)
+	}
+	stored, err := cs.Store.GetBuild(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored.GetLastSeq() != evs[len(evs)-1].GetSeq() || stored.GetState() != buildv1.BuildState_BUILD_STATE_SUCCEEDED {
+		t.Errorf("stored record: last_seq %d, state %v", stored.GetLastSeq(), stored.GetState())
 	}
 }
