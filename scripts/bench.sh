@@ -30,11 +30,14 @@
 # once) through the service against the same 4 serially. The goals are
 # printed next to the figures, never enforced. Then the history's stores:
 # 100,000 events of one build appended to bbolt and to the stack's
-# PostgreSQL, events per second of each. Finally the fan-out benchmark
+# PostgreSQL, events per second of each. Then the worker pool's routing:
+# Acquire+Release on a pool of 3 against a single endpoint (workers'
+# BenchmarkAcquireRelease). Finally the fan-out benchmark
 # (scripts/bench-fanout.sh) if it exists.
 #
 # BENCH_RUNS (3), BENCH_SIZES ("small medium large"), BENCH_SEED (1),
-# BENCH_HISTORY (1; 0 skips the history stores).
+# BENCH_HISTORY (1; 0 skips the history stores), BENCH_POOL (1; 0 skips
+# the worker pool routing).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -427,6 +430,36 @@ if [[ ${BENCH_HISTORY:-1} == 1 ]]; then
 	out ""
 	out "history stores, 100,000 events of one build in batches of 50 (about 200 bytes each), interleaved:"
 	out "  $(grep -o 'bbolt [0-9]* events/s.*' "$hist_log" | tail -n 1)"
+fi
+# ---------------------------------------------------------------- worker pool routing
+# Not a build either: what the pool of buildkitd workers adds to a build,
+# workers' BenchmarkAcquireRelease (Acquire for the build's repository, out
+# of 1000, then Release, on fake workers): a pool of 3 against a single
+# endpoint, one build at a time and from every core at once. Goal: the
+# difference under 10 ms per build.
+if [[ ${BENCH_POOL:-1} == 1 ]]; then
+	log "worker pool routing: Acquire+Release with 1 and 3 workers"
+	pool_log="$LOGDIR/pool-routing.log"
+	(cd "$ROOT" && go test -count=1 -run '^$' -bench '^BenchmarkAcquireRelease$' ./workers/) \
+		>"$pool_log" 2>&1 || {
+		tail -n 30 "$pool_log" >&2
+		die "the worker pool benchmark failed (log: $pool_log)"
+	}
+	# pool_ns NAME: ns/op of sub-benchmark NAME (workers=1, parallel/workers=3).
+	pool_ns() {
+		awk -v n="BenchmarkAcquireRelease/$1" '{ sub(/-[0-9]+$/, "", $1) } $1 == n { print $3; exit }' "$pool_log"
+	}
+	out ""
+	out "worker pool routing per build (Acquire+Release, 1000 repositories, fake workers):"
+	for mode in "" parallel/; do
+		ns1="$(pool_ns "${mode}workers=1")" ns3="$(pool_ns "${mode}workers=3")"
+		[[ -n $ns1 && -n $ns3 ]] || die "no ${mode}workers=1 or =3 figure in $pool_log"
+		out "$(awk -v m="${mode:-serial/}" -v a="$ns1" -v b="$ns3" 'BEGIN {
+			d = (b - a) / 1e6
+			printf "  %-9s 1 worker %.0f ns, 3 workers %.0f ns (x%.2f): %.6f ms more   goal < 10 ms: %s",
+				substr(m, 1, length(m) - 1), a, b, b / a, d, (d < 10 ? "met" : "not met")
+		}')"
+	done
 fi
 out ""
 out "The machine is shared: the figures are noisy, which is why the ways interleave. Logs: $LOGDIR; this table: $RESULTS"
