@@ -10,14 +10,11 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/golang-migrate/migrate/v4"
-	pgxmigrate "github.com/golang-migrate/migrate/v4/database/pgx/v5"
-	"github.com/golang-migrate/migrate/v4/source/iofs"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/buildsvc/buildsvc/pgschema"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
@@ -26,6 +23,10 @@ import (
 //
 //go:embed migrations/*.sql
 var migrations embed.FS
+
+// EventsChannel is the PostgreSQL notification channel AppendEvents
+// notifies, with the build's id as payload, when the batch is committed.
+const EventsChannel = "buildsvc_events"
 
 // migrationsTable is where golang-migrate keeps the schema's version, in
 // the history's schema.
@@ -57,49 +58,11 @@ func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
 		pool.Close()
 		return nil, fmt.Errorf("history: postgres: %w", err)
 	}
-	if err := migrateSchema(ctx, pool); err != nil {
+	if err := pgschema.Migrate(ctx, pool, migrations, "migrations", migrationsTable); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("history: postgres: migrate the schema: %w", err)
 	}
 	return &Postgres{pool: pool}, nil
-}
-
-// migrateSchema applies the migrations the database lacks.
-func migrateSchema(ctx context.Context, pool *pgxpool.Pool) error {
-	src, err := iofs.New(migrations, "migrations")
-	if err != nil {
-		return err
-	}
-	// golang-migrate's pgx driver takes a database/sql handle; this one
-	// borrows the pool's connections (and m.Close does not close the pool).
-	db := stdlib.OpenDBFromPool(pool)
-	drv, err := pgxmigrate.WithInstance(db, &pgxmigrate.Config{MigrationsTable: migrationsTable})
-	if err != nil {
-		db.Close()
-		return err
-	}
-	m, err := migrate.NewWithInstance("iofs", src, "pgx5", drv)
-	if err != nil {
-		drv.Close()
-		return err
-	}
-	defer m.Close()
-	done := make(chan error, 1)
-	go func() { done <- m.Up() }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		m.GracefulStop <- true // after the migration that runs, if one does
-		err = errors.Join(ctx.Err(), <-done)
-	}
-	if errors.Is(err, migrate.ErrNoChange) {
-		return nil
-	}
-	var dirty migrate.ErrDirty
-	if errors.As(err, &dirty) {
-		return fmt.Errorf("%w: migration %d failed half-way; repair the schema by hand, then set version and dirty in %s", err, dirty.Version, migrationsTable)
-	}
-	return err
 }
 
 // Close implements Store.
@@ -162,11 +125,16 @@ func (s *Postgres) AppendEvents(ctx context.Context, id string, events []*buildv
 		seqs = append(seqs, int64(e.GetSeq()))
 		vals = append(vals, v)
 	}
+	// The build's id on EventsChannel, at the commit: other servers
+	// follow the build live (the shared queue's listener).
 	_, err := s.pool.Exec(ctx, `
-		INSERT INTO events (build_id, seq, event)
-		SELECT $1, seq, event FROM unnest($2::bigint[], $3::bytea[]) AS batch (seq, event)
-		ON CONFLICT (build_id, seq) DO UPDATE SET event = EXCLUDED.event`,
-		id, seqs, vals)
+		WITH ins AS (
+			INSERT INTO events (build_id, seq, event)
+			SELECT $1, seq, event FROM unnest($2::bigint[], $3::bytea[]) AS batch (seq, event)
+			ON CONFLICT (build_id, seq) DO UPDATE SET event = EXCLUDED.event
+		)
+		SELECT pg_notify($4, $1)`,
+		id, seqs, vals, EventsChannel)
 	if err != nil {
 		return fmt.Errorf("history: append %d events to %s: %w", len(seqs), id, err)
 	}

@@ -4,10 +4,7 @@ package history_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 
@@ -15,76 +12,15 @@ import (
 
 	"github.com/buildsvc/buildsvc/history"
 	"github.com/buildsvc/buildsvc/history/storetest"
+	"github.com/buildsvc/buildsvc/pgschema/pgtest"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
-
-// databaseURL is the PostgreSQL the integration tests use: DATABASE_URL,
-// as scripts/up.sh writes it into .stack/env (scripts/postgres.sh starts
-// the server). A run with the integration tag fails without it.
-func databaseURL(t testing.TB) string {
-	t.Helper()
-	dsn := os.Getenv("DATABASE_URL")
-	if dsn == "" {
-		t.Fatal("DATABASE_URL is not set: start PostgreSQL with scripts/up.sh (or source scripts/lib.sh and scripts/postgres.sh, then postgres_up) and export DATABASE_URL from .stack/env")
-	}
-	return dsn
-}
-
-// freshSchema creates a schema of a random name for one test, dropped
-// when the test ends, and returns the DSN of dsn with it as search_path:
-// a store opened on it has tables of its own.
-func freshSchema(t testing.TB, dsn string) string {
-	t.Helper()
-	ctx := context.Background()
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	schema := "history_test_" + hex.EncodeToString(b[:])
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connect to DATABASE_URL: %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	return withSearchPath(t, dsn, schema)
-}
-
-// withSearchPath adds search_path=schema to a DSN, a URL or keyword=value
-// pairs.
-func withSearchPath(t testing.TB, dsn, schema string) string {
-	t.Helper()
-	if !strings.Contains(dsn, "://") {
-		return dsn + " search_path=" + schema
-	}
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatalf("DATABASE_URL: %v", err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
 
 // openPostgres opens a store on a fresh schema, closed when the test ends
 // (before its schema is dropped).
 func openPostgres(t testing.TB) *history.Postgres {
 	t.Helper()
-	s, err := history.OpenPostgres(context.Background(), freshSchema(t, databaseURL(t)))
+	s, err := history.OpenPostgres(context.Background(), pgtest.FreshSchema(t, "history_test"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +38,7 @@ func TestPostgresContract(t *testing.T) {
 // second server) finds it migrated and keeps what it holds.
 func TestPostgresMigratesOnce(t *testing.T) {
 	ctx := context.Background()
-	dsn := freshSchema(t, databaseURL(t))
+	dsn := pgtest.FreshSchema(t, "history_test")
 	s, err := history.OpenPostgres(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +75,7 @@ func TestPostgresMigratesOnce(t *testing.T) {
 // A DSN that cannot connect fails OpenPostgres, without the password in
 // the error.
 func TestPostgresOpenFails(t *testing.T) {
-	u, err := url.Parse(databaseURL(t))
+	u, err := url.Parse(pgtest.DatabaseURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,9 +73,9 @@ export STACK_DIR BUILD_SERVER_ADDR BUILDKIT_ADDR REGISTRY_ADDR REGISTRY_USER REG
 # history's PostgreSQL store (the stack's PostgreSQL, DATABASE_URL).
 export BUILDKITD_BIN="$BIN/buildkitd" BUILDKITD_CONFIG="$STACK_DIR/buildkitd.toml" \
 	BUILDKITD_CA_BUNDLE="$STACK_DIR/buildkit-ca-bundle.crt" BUILDKITD_TEST_IMAGE="$BUILDER_IMAGE"
-log "integration tests: go test -tags integration ./integration/... ./bootstrap/ ./buildkitd/ ./history/"
+log "integration tests: go test -tags integration ./integration/... ./bootstrap/ ./buildkitd/ ./history/ ./sharedqueue/"
 rc=0
-go test -tags integration -count=1 -timeout 40m ./integration/... ./bootstrap/ ./buildkitd/ ./history/ || rc=$?
+go test -tags integration -count=1 -timeout 40m ./integration/... ./bootstrap/ ./buildkitd/ ./history/ ./sharedqueue/ || rc=$?
 if ((rc != 0)); then
 	for f in "$LOGS/buildkitd.log" "$LOGS/server.log" "$LOGS/postgres.log"; do
 		printf '\n===== last 200 lines of %s =====\n' "$f"

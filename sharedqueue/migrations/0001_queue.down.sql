@@ -1,0 +1,2 @@
+DROP TABLE queue_replicas;
+DROP TABLE build_queue;
