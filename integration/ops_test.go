@@ -280,7 +280,9 @@ func startServerProcess(t *testing.T, args ...string) *serverProcess {
 	}
 	cmd := exec.Command(bin, append([]string{"--log-format", "json"}, args...)...)
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "BUILDSVC_") {
+		// Settings come from the arguments only: not BUILDSVC_*, nor
+		// DATABASE_URL (the stack's PostgreSQL, which the tests export).
+		if !strings.HasPrefix(kv, "BUILDSVC_") && !strings.HasPrefix(kv, "DATABASE_URL=") {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}

@@ -102,9 +102,15 @@ type Config struct {
 	// caches apart. Letters, digits, '.', '_' and '-', at most 64. Empty
 	// uses the stable ids llb.GoModCacheID and llb.GoBuildCacheID.
 	CacheNamespace string
-	// Builders, when set, gives each build its buildkitd (an ephemeral
-	// one per build, say); nil runs every build on BuildKit's client.
+	// Builders, when set, gives each build its buildkitd (a pool of
+	// workers, WorkerPool, or an ephemeral one per build); nil runs every
+	// build on BuildKit's client.
 	Builders Builders
+	// Shared, when set, is the build queue this server shares with other
+	// replicas of the service (see SharedQueue); Store must then be the
+	// history they share too. MaxConcurrent and QueueSize are then limits
+	// of all the replicas together.
+	Shared SharedQueue
 	// ModuleProxy, when set, is every build's GOPROXY, reached at
 	// ModuleProxyURL (as the download step sees it: https://host:port; the
 	// go command sends the netrc credential only over https, to that host

@@ -27,9 +27,13 @@ import (
 // other event is always kept.
 type eventLog struct {
 	buildID string
-	red     redactor
-	now     func() time.Time
-	logCap  int64
+	// base is the seq of the last event before this log's first: 0, or
+	// the stored log's last for a build another server queued (its first
+	// events are in the store only).
+	base   uint64
+	red    redactor
+	now    func() time.Time
+	logCap int64
 
 	mu       sync.Mutex
 	masker   *logMasker
@@ -164,7 +168,7 @@ func (l *eventLog) addLog(e *buildv1.BuildEvent) {
 // add stamps and stores e; l.mu is held.
 func (l *eventLog) add(e *buildv1.BuildEvent) {
 	e.BuildId = l.buildID
-	e.Seq = uint64(len(l.events)) + 1
+	e.Seq = l.base + uint64(len(l.events)) + 1
 	if e.Time == nil {
 		e.Time = timestamppb.New(l.now())
 	}
@@ -177,7 +181,7 @@ func (l *eventLog) add(e *buildv1.BuildEvent) {
 func (l *eventLog) stats() (lastSeq uint64, dropped int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return uint64(len(l.events)), l.dropped
+	return l.base + uint64(len(l.events)), l.dropped
 }
 
 // close marks the log complete and wakes every reader.
@@ -197,6 +201,9 @@ func (l *eventLog) since(seq uint64) ([]*buildv1.BuildEvent, bool, <-chan struct
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var evs []*buildv1.BuildEvent
+	// Events up to base are not here: a reader from before it reads them
+	// from the store first (Server.streamLog).
+	seq = max(seq, l.base) - l.base
 	if seq < uint64(len(l.events)) {
 		evs = l.events[seq:len(l.events):len(l.events)]
 	}

@@ -129,6 +129,7 @@ func (s *Server) persistLog(b *build) {
 			s.mu.Lock()
 			delete(s.active, b.id)
 			s.mu.Unlock()
+			s.sharedDone(b)
 			return
 		}
 		<-changed
@@ -230,26 +231,40 @@ func (s *Server) interruptLeftovers(ctx context.Context) error {
 			}
 			last = evs[len(evs)-1].GetSeq()
 		}
-		now := time.Now()
-		_, berr := endOf(errShutdown)
-		evs := []*buildv1.BuildEvent{
-			{Event: &buildv1.BuildEvent_State{State: &buildv1.StateChange{
-				State: buildv1.BuildState_BUILD_STATE_INTERRUPTED, Message: berr.Message, Commit: info.GetCommit(),
-			}}},
-			{Event: &buildv1.BuildEvent_Error{Error: berr}},
-		}
-		for i, e := range evs {
-			e.BuildId, e.Seq, e.Time = info.GetBuildId(), last+uint64(i)+1, timestamp(now)
-		}
-		if err := s.cfg.Store.AppendEvents(ctx, info.GetBuildId(), evs); err != nil {
-			return fmt.Errorf("interrupt build %s: %w", info.GetBuildId(), err)
-		}
-		info.State, info.Error, info.EndTime, info.LastSeq, info.QueuePosition =
-			buildv1.BuildState_BUILD_STATE_INTERRUPTED, berr, timestamp(now), last+2, 0
-		if err := s.cfg.Store.PutBuild(ctx, info); err != nil {
-			return fmt.Errorf("interrupt build %s: %w", info.GetBuildId(), err)
+		info.LastSeq = last
+		if err := s.endRecord(ctx, info, buildv1.BuildState_BUILD_STATE_INTERRUPTED, errShutdown); err != nil {
+			return err
 		}
 		s.cfg.Logger.Warn("build left running by a previous server marked interrupted", "build", info.GetBuildId())
+	}
+	return nil
+}
+
+// endRecord ends a stored build that no server runs, in state for cause:
+// its log (after info.LastSeq) gets the state change and the error, its
+// record the end.
+func (s *Server) endRecord(ctx context.Context, info *buildv1.BuildInfo, state buildv1.BuildState, cause error) error {
+	now := time.Now()
+	_, berr := endOf(cause)
+	last := info.GetLastSeq()
+	evs := []*buildv1.BuildEvent{
+		{Event: &buildv1.BuildEvent_State{State: &buildv1.StateChange{
+			State: state, Message: berr.Message, Commit: info.GetCommit(),
+		}}},
+		{Event: &buildv1.BuildEvent_Error{Error: berr}},
+	}
+	for i, e := range evs {
+		e.BuildId, e.Seq, e.Time = info.GetBuildId(), last+uint64(i)+1, timestamp(now)
+	}
+	if err := s.cfg.Store.AppendEvents(ctx, info.GetBuildId(), evs); err != nil {
+		return fmt.Errorf("end build %s: %w", info.GetBuildId(), err)
+	}
+	info.State, info.Error, info.EndTime, info.LastSeq, info.QueuePosition = state, berr, timestamp(now), last+2, 0
+	if err := s.cfg.Store.PutBuild(ctx, info); err != nil {
+		return fmt.Errorf("end build %s: %w", info.GetBuildId(), err)
+	}
+	for _, e := range evs {
+		s.cfg.Observer.Event(e)
 	}
 	return nil
 }

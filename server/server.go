@@ -51,12 +51,18 @@ type Server struct {
 	builds   sync.WaitGroup // build goroutines
 	persist  sync.WaitGroup // persisters
 	releases sync.WaitGroup // builders being thrown away
+	// With a shared queue (Config.Shared): its loops run until
+	// stopShared, which Close calls; sharedKick asks for a claim now.
+	stopShared  context.CancelFunc
+	sharedLoops sync.WaitGroup
+	sharedKick  chan struct{}
 
 	mu        sync.Mutex
 	active    map[string]*build // not yet ended, or ended but not yet fully stored
 	inflight  map[string]*build // dedup key -> queued or running build
 	queue     *fairQueue        // waiting for a slot, fair across tenants
 	running   int
+	held      map[string]*heldBuild    // queued by this replica with the request's own credentials
 	runningBy map[string]int           // running builds by tenant
 	limiters  map[string]*rate.Limiter // by tenant, for tenants with a rate
 	modGen    map[string]int64         // generation of the download step, by modulesKey
@@ -92,6 +98,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		limiters:     map[string]*rate.Limiter{},
 		modGen:       map[string]int64{},
 		imageConfigs: imageconfig.New(),
+		held:         map[string]*heldBuild{},
+		sharedKick:   make(chan struct{}, 1),
 	}
 	if cfg.ModuleProxy != nil {
 		if s.proxyURL, err = url.Parse(cfg.ModuleProxyURL); err != nil || s.proxyURL.Scheme != "https" || s.proxyURL.Host == "" {
@@ -112,8 +120,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	for _, c := range s.rootCAs {
 		s.regRoots.AddCert(c)
 	}
-	if err := s.interruptLeftovers(ctx); err != nil {
-		return nil, err
+	// Builds a previous process left running are interrupted; with a
+	// shared queue, the replicas do that for one another (by lease).
+	if cfg.Shared == nil {
+		if err := s.interruptLeftovers(ctx); err != nil {
+			return nil, err
+		}
 	}
 	_, pooled := cfg.Builders.(*poolBuilders)
 	if s.bk = cfg.BuildKitClient; s.bk == nil && !pooled {
@@ -124,6 +136,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if p, ok := cfg.Builders.(builderPool); ok {
 		p.startPool(s.warmBuilder, s.cfg.Logger.With("component", "builders"))
 	}
+	if cfg.Shared != nil {
+		sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		s.stopShared = stop
+		s.sharedLoops.Add(2)
+		go func() { defer s.sharedLoops.Done(); s.runShared(sctx) }()
+		go func() { defer s.sharedLoops.Done(); s.renewShared(sctx) }()
+	}
 	return s, nil
 }
 
@@ -133,6 +152,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 // It does not close the store.
 func (s *Server) Close(ctx context.Context) error {
 	s.stopping.Store(true)
+	if s.stopShared != nil {
+		// No more claims; the leases are renewed until the running
+		// builds have ended (below), then no more.
+		defer func() { s.stopShared(); s.sharedLoops.Wait() }()
+	}
 	s.mu.Lock()
 	queued := s.queue.drain()
 	s.mu.Unlock()
@@ -218,24 +242,44 @@ func (s *Server) WatchBuild(req *buildv1.WatchBuildRequest, stream buildv1.Build
 // streamLog sends a's events after seq after: an active build's from
 // memory, following it until it ends; an ended one's from the store.
 func (s *Server) streamLog(ctx context.Context, a *admission, after uint64, send func(*buildv1.BuildEvent) error) error {
-	if a.b != nil {
-		// An active build has all its events in memory.
-		return a.b.log.follow(ctx, after, send)
-	}
 	id := a.id
 	for {
+		b := a.b
+		if b == nil {
+			b = s.activeBuild(id)
+		}
+		if b != nil && after >= b.log.base {
+			// An active build has its events from its log's base in
+			// memory (all of them, unless it was queued by another
+			// replica).
+			return b.log.follow(ctx, after, send)
+		}
 		evs, err := s.cfg.Store.Events(ctx, id, after, 1000)
 		if err != nil {
 			return err
-		}
-		if len(evs) == 0 {
-			return nil
 		}
 		for _, e := range evs {
 			if err := send(e); err != nil {
 				return err
 			}
 			after = e.GetSeq()
+		}
+		if len(evs) > 0 || b != nil {
+			continue
+		}
+		// Stored to its end, or running on another replica: then wait
+		// for more.
+		if done, err := s.storedEnded(ctx, id); err != nil || done {
+			if done {
+				// Events stored between the last read and the end.
+				if evs, err := s.cfg.Store.Events(ctx, id, after, 1000); err == nil && len(evs) > 0 {
+					continue
+				}
+			}
+			return err
+		}
+		if err := s.waitStored(ctx, id); err != nil {
+			return err
 		}
 	}
 }
@@ -294,6 +338,11 @@ func (s *Server) cancelBuild(ctx context.Context, req *buildv1.CancelBuildReques
 	queued := b != nil && s.dequeue(b)
 	s.mu.Unlock()
 	if b == nil {
+		if s.cfg.Shared != nil {
+			s.cfg.Logger.Info("cancelling build", "build", id, "caller", c.name, "queue", "shared")
+			info, err := s.cancelShared(ctx, id)
+			return info, toStatus(err)
+		}
 		info, err := s.cfg.Store.GetBuild(ctx, id)
 		return info, toStatus(err)
 	}
@@ -413,6 +462,25 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*a
 			return sameRequest(reqKey, b.id, b.fingerprint, fingerprint, b)
 		}
 	}
+	if s.cfg.Shared != nil {
+		s.mu.Unlock()
+		now := time.Now()
+		b := &build{id: newBuildID(now), tenant: c.tenant, registry: dockerCfg, creds: creds, allow: s.egressAllow().Add(egressAllowance(pol)),
+			req: r, key: key, timeout: r.Timeout, commit: sha, created: now,
+			state: buildv1.BuildState_BUILD_STATE_RESOLVING, stop: make(chan struct{}), requestKey: reqKey, fingerprint: fingerprint}
+		b.log = newEventLog(b.id, red, s.cfg.LogCap)
+		b.log.append(resolvedEvent(r, sha, began))
+		a, err := s.admitShared(ctx, b, tenantPolicyLimits{maxQueued: pol.MaxQueued})
+		if err != nil {
+			return nil, err
+		}
+		s.claimRequest(ctx, reqKey, fingerprint, a.id)
+		if !a.joined {
+			s.cfg.Logger.Info("build accepted", "build", b.id, "tenant", c.tenant, "caller", c.name, "repo", r.Repo, "ref", r.Ref, "commit", sha, "tag", r.Tag, "package", r.Package, "queue", "shared")
+			s.dispatch()
+		}
+		return a, nil
+	}
 	if b := s.inflight[key]; b != nil {
 		b.mu.Lock()
 		b.joined++
@@ -440,11 +508,7 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*a
 	// nothing (a dispatch that starts it) can come before them. Resolving
 	// happened before the build was recorded; its event carries the time it
 	// began, so the phase has its real length.
-	b.log.append(&buildv1.BuildEvent{Time: timestamp(began), Event: &buildv1.BuildEvent_State{State: &buildv1.StateChange{
-		State:   buildv1.BuildState_BUILD_STATE_RESOLVING,
-		Message: fmt.Sprintf("resolved %s to %s in %s", r.Ref, sha, time.Since(began).Round(time.Millisecond)),
-		Commit:  sha,
-	}}})
+	b.log.append(resolvedEvent(r, sha, began))
 	s.queue.push(b)
 	b.queuePos = int32(slices.Index(s.queue.order(), b))
 	b.setState(buildv1.BuildState_BUILD_STATE_QUEUED, fmt.Sprintf("queued (position %d)", b.queuePos))
@@ -463,6 +527,16 @@ func (s *Server) start(ctx context.Context, req *buildv1.CreateImageRequest) (*a
 	s.cfg.Logger.Info("build accepted", "build", b.id, "tenant", c.tenant, "caller", c.name, "repo", r.Repo, "ref", r.Ref, "commit", sha, "tag", r.Tag, "package", r.Package)
 	s.dispatch()
 	return &admission{id: b.id, b: b}, nil
+}
+
+// resolvedEvent is a build's first event: its ref resolved to sha, in the
+// time since began.
+func resolvedEvent(r *request, sha string, began time.Time) *buildv1.BuildEvent {
+	return &buildv1.BuildEvent{Time: timestamp(began), Event: &buildv1.BuildEvent_State{State: &buildv1.StateChange{
+		State:   buildv1.BuildState_BUILD_STATE_RESOLVING,
+		Message: fmt.Sprintf("resolved %s to %s in %s", r.Ref, sha, time.Since(began).Round(time.Millisecond)),
+		Commit:  sha,
+	}}}
 }
 
 func (s *Server) queueFull() bool {
@@ -485,6 +559,13 @@ func (s *Server) mayStartLocked(tenant string) bool {
 // dispatch starts queued builds while slots are free, and tells the ones
 // still waiting their new positions.
 func (s *Server) dispatch() {
+	if s.cfg.Shared != nil {
+		select {
+		case s.sharedKick <- struct{}{}:
+		default:
+		}
+		return
+	}
 	s.mu.Lock()
 	var start []*build
 	for s.running < s.cfg.MaxConcurrent {

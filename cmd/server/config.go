@@ -91,7 +91,9 @@ var options = []option{
 	// a machine (tests, a second instance).
 	{name: "metrics-listen", category: catServer, defText: "empty: no metrics listener", usage: "`ADDRESS` of the Prometheus /metrics HTTP listener, e.g. 127.0.0.1:17071; empty turns it off"},
 	{name: "data-dir", def: "/var/lib/buildsvc", category: catServer, usage: "`DIR` of the server's state: the build history, and the managed buildkitd's socket, pid file and root"},
-	{name: "database-url", category: catServer, defText: "empty: the history is the bbolt file history.db in data-dir", usage: "PostgreSQL `DSN` of the history (postgres://user:password@host:5432/db or key=value pairs; its schema is migrated at start; the password is masked in --print-config); empty keeps it in the bbolt file under data-dir", envAliases: []string{"DATABASE_URL"}, mask: maskDSN},
+	{name: "database-url", category: catServer, defText: "empty: the history is the bbolt file history.db in data-dir", usage: "PostgreSQL `DSN` of the history and of the build queue that server replicas sharing it share (postgres://user:password@host:5432/db or key=value pairs; its schema is migrated at start; the password is masked in --print-config); empty keeps it in the bbolt file under data-dir", envAliases: []string{"DATABASE_URL"}, mask: maskDSN},
+	{name: "replica-name", category: catServer, defText: "the host name and process id", usage: "`NAME` of this server among the replicas sharing database-url (unique per process)"},
+	{name: "replica-lease", kind: kDuration, def: "15s", category: catServer, usage: "with database-url: how long a replica's claim on its running builds holds without renewal (renewed every third of it); the builds of a replica that stops for longer are marked INTERRUPTED by the others"},
 	{name: "shutdown-grace", kind: kDuration, def: "30s", category: catServer, usage: "how long running builds may finish after SIGTERM"},
 	{name: "log-level", def: "info", category: catServer, usage: "debug, info, warn or error"},
 	{name: "log-format", def: "text", category: catServer, usage: "text or json"},
@@ -303,6 +305,9 @@ type config struct {
 	MetricsListen string
 	DataDir       string
 	DatabaseURL   string
+	// ReplicaName and ReplicaLease: this replica in the shared queue.
+	ReplicaName   string
+	ReplicaLease  time.Duration
 	ShutdownGrace time.Duration
 	LogLevel      slog.Level
 	LogFormat     string
@@ -382,6 +387,8 @@ func parseConfig(s map[string]setting) (config, error) {
 		MetricsListen: p.str("metrics-listen"),
 		DataDir:       p.str("data-dir"),
 		DatabaseURL:   p.str("database-url"),
+		ReplicaName:   p.str("replica-name"),
+		ReplicaLease:  p.duration("replica-lease"),
 		ShutdownGrace: p.duration("shutdown-grace"),
 		LogFormat:     strings.ToLower(p.str("log-format")),
 

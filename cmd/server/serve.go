@@ -25,6 +25,7 @@ import (
 	"github.com/buildsvc/buildsvc/policy"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 	"github.com/buildsvc/buildsvc/server"
+	"github.com/buildsvc/buildsvc/sharedqueue"
 	"github.com/buildsvc/buildsvc/version"
 	"github.com/buildsvc/buildsvc/workers"
 )
@@ -158,6 +159,29 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	scfg.BuildKit = endpoint
 	scfg.Builders = server.WorkerPool(pool)
 	scfg.Store = store
+	if cfg.DatabaseURL != "" {
+		// Replicas sharing the database share the build queue too.
+		name := cfg.ReplicaName
+		if name == "" {
+			host, _ := os.Hostname()
+			name = fmt.Sprintf("%s-%d", host, os.Getpid())
+		}
+		q, err := sharedqueue.Open(ctx, cfg.DatabaseURL, sharedqueue.Options{Replica: name, Lease: cfg.ReplicaLease,
+			Logger: log.With("component", "sharedqueue")})
+		if err != nil {
+			return fmt.Errorf("database-url %s: %w", maskDSN(cfg.DatabaseURL), err)
+		}
+		// Closed after the server (deferred first, so it runs later).
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := q.Close(cctx); err != nil {
+				log.Warn("leaving the shared queue", "err", err)
+			}
+		}()
+		scfg.Shared = q
+		log.Info("sharing the build queue", "replica", name, "lease", cfg.ReplicaLease)
+	}
 	scfg.Observer = m
 	scfg.Logger = log
 	scfg.Resolver = server.RemoteResolver{Allow: cfg.Egress,
