@@ -301,11 +301,13 @@ write_if_changed() {
 # a crash runc containers (bundles under its root) and overlay mounts can be
 # left behind, which would break the next start or an `rm -rf .stack`.
 # Removes those containers (killing their processes) and unmounts, deepest
-# first. Touches nothing outside $STACK/buildkit.
+# first. Touches nothing outside $STACK/buildkit, or outside ROOT for
+# `cleanup_buildkit_leftovers ROOT PIDFILE` (the stack's extra workers,
+# BUILDSVC_WORKERS in up.sh).
 cleanup_buildkit_leftovers() {
-	local root="$STACK/buildkit" id m
-	if pid_alive "$RUN/buildkitd.pid" "$BIN/buildkitd"; then
-		warn "buildkitd is running; not cleaning up its containers and mounts"
+	local root="${1:-$STACK/buildkit}" pidfile="${2:-$RUN/buildkitd.pid}" id m
+	if pid_alive "$pidfile" "$BIN/buildkitd"; then
+		warn "buildkitd ($pidfile) is running; not cleaning up its containers and mounts"
 		return 0
 	fi
 	if command -v runc >/dev/null 2>&1; then

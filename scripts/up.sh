@@ -17,6 +17,26 @@
 # not set in the environment that another process holds (e.g. the stack of
 # another clone) is moved to the next free one and kept in .stack/ports;
 # scripts and tests read the addresses from .stack/env.
+#
+# The stack's shape: BUILDSVC_WORKERS=N (1 to 9, default 1) buildkitds in
+# the server's worker pool, BUILDSVC_REPLICAS=M (1 to 9, default 1) build
+# servers. Worker 1 is the stack's own (.stack/buildkit, buildkitd.sock);
+# worker i > 1 is the same binary and config with its own root, socket,
+# pid file and log (.stack/buildkit-i, buildkitd-i.sock, buildkitd-i.toml,
+# run/buildkitd-i.pid, logs/buildkitd-i.log); every server gets all N
+# sockets in --buildkit-addr. With M > 1 every replica gets --database-url
+# (the stack's PostgreSQL, one database for all of them) and has its own
+# data dir (.stack/server-i), log (logs/server-i.log) and ports
+# (SERVER_PORT_i, METRICS_PORT_i, MODPROXY_PORT_i in .stack/ports: the
+# first's plus 10*(i-1) unless moved); replica 1 is the stack's server as
+# before (.stack/server, logs/server.log). With M = 1 the server keeps its
+# history in bbolt. The shape is kept in .stack/shape: a later `make up`
+# (demo.sh, test.sh, bench.sh run it too) without these variables keeps the
+# shape that is up; `make down` forgets it, so the next `make up` is one
+# of each again; BUILDSVC_WORKERS=1 BUILDSVC_REPLICAS=1 goes back at once.
+# .stack/env: BUILDKIT_ADDR and BUILD_SERVER_ADDR are the first worker and
+# replica, BUILDKIT_ADDRS and BUILD_SERVER_ADDRS all of them (space
+# separated).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -26,6 +46,34 @@ source "$(dirname "${BASH_SOURCE[0]}")/private.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/postgres.sh"
 
 mkdir -p "$STACK" "$BIN" "$RUN" "$LOGS"
+
+# ---------------------------------------------------------------- shape
+SHAPE_FILE="$STACK/shape"
+# shape_value KEY ENVVAR: ENVVAR if set, else KEY in $SHAPE_FILE, else 1.
+shape_value() {
+	local v="${!2:-}"
+	if [[ -z $v && -f $SHAPE_FILE ]]; then
+		v="$(awk -F= -v k="$1" '$1 == k { print $2; exit }' "$SHAPE_FILE")"
+	fi
+	v="${v:-1}"
+	[[ $v =~ ^[1-9]$ ]] || die "$2=$v: want a number from 1 to 9"
+	printf '%s\n' "$v"
+}
+WORKERS="$(shape_value WORKERS BUILDSVC_WORKERS)"
+REPLICAS="$(shape_value REPLICAS BUILDSVC_REPLICAS)"
+if ((WORKERS > 1)) && [[ ${BUILDSVC_BUILDER_MODE:-persistent} == ephemeral ]]; then
+	die "BUILDSVC_BUILDER_MODE=ephemeral runs each build on a buildkitd of its own: it takes BUILDSVC_WORKERS=1"
+fi
+if ((WORKERS == 1 && REPLICAS == 1)); then
+	rm -f "$SHAPE_FILE"
+else
+	printf 'WORKERS=%s\nREPLICAS=%s\n' "$WORKERS" "$REPLICAS" | write_if_changed "$SHAPE_FILE" || true
+	log "shape: $WORKERS buildkitd worker(s), $REPLICAS server replica(s) (kept in $SHAPE_FILE until make down)"
+fi
+# sfx I: the suffix of worker or replica I's files: none for 1, -I else.
+sfx() {
+	(($1 == 1)) || printf -- '-%s' "$1"
+}
 
 # ---------------------------------------------------------------- ports
 choose_port REGISTRY_PORT "$RUN/registry.pid" "$BIN/registry"
@@ -45,13 +93,38 @@ choose_port METRICS_PORT "$RUN/server.pid" "$BIN/buildsvc-server"
 MODPROXY_PORT="${MODPROXY_PORT:-$((METRICS_PORT + 1))}"
 [[ $MODPROXY_PORT =~ ^[0-9]+$ ]] || die "MODPROXY_PORT=$MODPROXY_PORT is not a port"
 choose_port MODPROXY_PORT "$RUN/server.pid" "$BIN/buildsvc-server"
+# Replica i > 1 (BUILDSVC_REPLICAS): SERVER_PORT_i, METRICS_PORT_i and
+# MODPROXY_PORT_i, the ones this stack last used, else the first
+# replica's plus 10*(i-1); moved like the others.
+replica_ports=""
+for ((i = 2; i <= REPLICAS; i++)); do
+	for p in SERVER_PORT METRICS_PORT MODPROXY_PORT; do
+		var="${p}_$i"
+		v=""
+		[[ -f $PORTS_FILE ]] && v="$(awk -F= -v k="$var" '$1 == k && $2 ~ /^[0-9]+$/ { print $2; exit }' "$PORTS_FILE")"
+		printf -v "$var" '%s' "${v:-$((${!p} + 10 * (i - 1)))}"
+		choose_port "$var" "$RUN/server-$i.pid" "$BIN/buildsvc-server"
+		replica_ports+="$var=${!var}"$'\n'
+	done
+done
 # SSH_PORT, REGISTRY2_PORT and GIT_HTTPS_PORT (443 unless set, not moved).
 private_ports
 derive_addrs
 METRICS_ADDR="127.0.0.1:$METRICS_PORT"
-printf 'REGISTRY_PORT=%s\nGIT_PORT=%s\nSERVER_PORT=%s\nMETRICS_PORT=%s\nSSH_PORT=%s\nREGISTRY2_PORT=%s\n' \
-	"$REGISTRY_PORT" "$GIT_PORT" "$SERVER_PORT" "$METRICS_PORT" "$SSH_PORT" "$REGISTRY2_PORT" |
-	write_if_changed "$PORTS_FILE" || true
+{
+	printf 'REGISTRY_PORT=%s\nGIT_PORT=%s\nSERVER_PORT=%s\nMETRICS_PORT=%s\nSSH_PORT=%s\nREGISTRY2_PORT=%s\n' \
+		"$REGISTRY_PORT" "$GIT_PORT" "$SERVER_PORT" "$METRICS_PORT" "$SSH_PORT" "$REGISTRY2_PORT"
+	printf '%s' "$replica_ports"
+} | write_if_changed "$PORTS_FILE" || true
+# The replicas' addresses (replica 1 is BUILD_SERVER_ADDR, METRICS_ADDR,
+# MODPROXY_PORT).
+SRV_PORTS=("$SERVER_PORT") SRV_METRICS_PORTS=("$METRICS_PORT") SRV_MODPROXY_PORTS=("$MODPROXY_PORT")
+for ((i = 2; i <= REPLICAS; i++)); do
+	v="SERVER_PORT_$i" m="METRICS_PORT_$i" x="MODPROXY_PORT_$i"
+	SRV_PORTS+=("${!v}") SRV_METRICS_PORTS+=("${!m}") SRV_MODPROXY_PORTS+=("${!x}")
+done
+BUILD_SERVER_ADDRS="$(printf '127.0.0.1:%s ' "${SRV_PORTS[@]}")"
+BUILD_SERVER_ADDRS="${BUILD_SERVER_ADDRS% }"
 
 # ---------------------------------------------------------------- packages
 ensure_apt runc busybox-static git ca-certificates openssl openssh-server curl
@@ -177,22 +250,32 @@ ensure_internal_ca
 ensure_registry2
 
 # ---------------------------------------------------------------- buildkitd
-BK_PID="$RUN/buildkitd.pid"
+# Worker 1 is the stack's own; workers 2..BUILDSVC_WORKERS the same binary
+# and config, each with the files of its suffix (sfx).
 BK_LOG="$LOGS/buildkitd.log"
 BK_CONF="$STACK/buildkitd.toml"
-mkdir -p "$STACK/buildkit"
-# The local variant of deploy/buildkitd.toml: state and socket under .stack,
-# plus the loopback registry over plain HTTP.
-bk_conf="$(
+BK_ADDRS=() BK_PIDS=() BK_LOGS=()
+for ((i = 1; i <= WORKERS; i++)); do
+	s="$(sfx "$i")"
+	BK_ADDRS+=("unix://$STACK/buildkitd$s.sock")
+	BK_PIDS+=("$RUN/buildkitd$s.pid")
+	BK_LOGS+=("$LOGS/buildkitd$s.log")
+done
+BUILDKIT_ADDRS="${BK_ADDRS[*]}"
+# The server's --buildkit-addr: the pool, comma-separated.
+BK_POOL="$(IFS=,; printf '%s' "${BK_ADDRS[*]}")"
+# bk_config ROOT ADDR OTEL_SOCKET: the local variant of deploy/buildkitd.toml:
+# state and socket under .stack, plus the loopback registry over plain HTTP.
+bk_config() {
 	printf '# Generated by scripts/up.sh from deploy/buildkitd.toml; edits are overwritten.\n\n'
-	sed -e "s#^root = .*#root = \"$STACK/buildkit\"#" \
-		-e "s#^\([[:space:]]*\)address = \[.*#\1address = [ \"$BUILDKIT_ADDR\" ]#" \
+	sed -e "s#^root = .*#root = \"$1\"#" \
+		-e "s#^\([[:space:]]*\)address = \[.*#\1address = [ \"$2\" ]#" \
 		"$ROOT/deploy/buildkitd.toml"
 	cat <<EOF
 
 # ---- local stack ----
 [otel]
-  socketPath = "$STACK/buildkitd-otel.sock"
+  socketPath = "$3"
 
 [registry."$REGISTRY_ADDR"]
   http = true
@@ -205,12 +288,7 @@ bk_conf="$(
   http = false
   ca = [ "$INTERNAL_CA" ]
 EOF
-)"
-grep -qxF "root = \"$STACK/buildkit\"" <<<"$bk_conf" || die "could not rewrite root in deploy/buildkitd.toml"
-grep -qF "address = [ \"$BUILDKIT_ADDR\" ]" <<<"$bk_conf" || die "could not rewrite grpc address in deploy/buildkitd.toml"
-bk_changed=0
-write_if_changed "$BK_CONF" <<<"$bk_conf" && bk_changed=1
-"$BIN/checkconfig" "$BK_CONF" >/dev/null || die "generated $BK_CONF is invalid"
+}
 # buildkitd's own git fetches over HTTPS must trust the internal CA. BuildKit
 # runs git with HOME=/dev/null and no system gitconfig, so only the bundle
 # libcurl has compiled in counts: /etc/ssl/certs/ca-certificates.crt. The
@@ -219,28 +297,52 @@ write_if_changed "$BK_CONF" <<<"$bk_conf" && bk_changed=1
 # namespace of its own where $BK_CA_BUNDLE (host bundle + internal CA) is
 # bind-mounted over that file. In Kubernetes the same is done by mounting
 # the CA bundle into the buildkitd pod at that path.
-write_ca_bundle && bk_changed=1
+ca_changed=0
+write_ca_bundle && ca_changed=1
+for ((i = 1; i <= WORKERS; i++)); do
+	s="$(sfx "$i")"
+	name="buildkitd$s"
+	bk_root="$STACK/buildkit$s"
+	bk_sock="$STACK/buildkitd$s.sock"
+	bk_otel="$STACK/buildkitd$s-otel.sock"
+	bk_conf_file="$STACK/buildkitd$s.toml"
+	bk_pid="${BK_PIDS[i - 1]}"
+	# A unix socket's path fits in sun_path: 107 bytes and a NUL.
+	for f in "$bk_sock" "$bk_otel"; do
+		(($(printf '%s' "$f" | wc -c) <= 107)) ||
+			die "$name's socket $f is longer than a unix socket path may be (107 bytes): use a clone with a shorter path"
+	done
+	mkdir -p "$bk_root"
+	bk_conf="$(bk_config "$bk_root" "${BK_ADDRS[i - 1]}" "$bk_otel")"
+	grep -qxF "root = \"$bk_root\"" <<<"$bk_conf" || die "could not rewrite root in deploy/buildkitd.toml"
+	grep -qF "address = [ \"${BK_ADDRS[i - 1]}\" ]" <<<"$bk_conf" || die "could not rewrite grpc address in deploy/buildkitd.toml"
+	bk_changed=$ca_changed
+	write_if_changed "$bk_conf_file" <<<"$bk_conf" && bk_changed=1
+	"$BIN/checkconfig" "$bk_conf_file" >/dev/null || die "generated $bk_conf_file is invalid"
 
-if pid_alive "$BK_PID" "$BIN/buildkitd" && ((bk_changed)); then
-	log "buildkitd config or CA bundle changed; restarting"
-	stop_pid buildkitd "$BK_PID" "$BIN/buildkitd"
-elif pid_alive "$BK_PID" "$BIN/buildkitd" && ! buildkitd_sees_bundle "$BK_PID"; then
-	log "buildkitd does not see $BK_CA_BUNDLE (started outside its mount namespace); restarting"
-	stop_pid buildkitd "$BK_PID" "$BIN/buildkitd"
-fi
-if ! pid_alive "$BK_PID" "$BIN/buildkitd"; then
-	[[ $(id -u) -eq 0 ]] || die "buildkitd (OCI worker, overlayfs) must run as root"
-	cleanup_buildkit_leftovers
-	rm -f "$BUILDKIT_SOCK"
-	# unshare and sh exec in the same process: the pid file names buildkitd.
-	# shellcheck disable=SC2016 # $1 and $@ belong to the inner sh
-	start_bg_exe buildkitd "$BK_PID" "$BK_LOG" "$BIN/buildkitd" \
-		unshare --mount --propagation private \
-		sh -c 'mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" && shift 2 && exec "$@"' \
-		sh "$BK_CA_BUNDLE" "$SYSTEM_CA_BUNDLE" "$BIN/buildkitd" --config "$BK_CONF"
-fi
-wait_until buildkitd 60 "$BK_PID" "$BIN/buildkitd" "$BK_LOG" \
-	"$BIN/buildctl" --addr "$BUILDKIT_ADDR" debug workers
+	if pid_alive "$bk_pid" "$BIN/buildkitd" && ((bk_changed)); then
+		log "$name config or CA bundle changed; restarting"
+		stop_pid "$name" "$bk_pid" "$BIN/buildkitd"
+	elif pid_alive "$bk_pid" "$BIN/buildkitd" && ! buildkitd_sees_bundle "$bk_pid"; then
+		log "$name does not see $BK_CA_BUNDLE (started outside its mount namespace); restarting"
+		stop_pid "$name" "$bk_pid" "$BIN/buildkitd"
+	fi
+	if ! pid_alive "$bk_pid" "$BIN/buildkitd"; then
+		[[ $(id -u) -eq 0 ]] || die "buildkitd (OCI worker, overlayfs) must run as root"
+		cleanup_buildkit_leftovers "$bk_root" "$bk_pid"
+		rm -f "$bk_sock"
+		# unshare and sh exec in the same process: the pid file names buildkitd.
+		# shellcheck disable=SC2016 # $1 and $@ belong to the inner sh
+		start_bg_exe "$name" "$bk_pid" "${BK_LOGS[i - 1]}" "$BIN/buildkitd" \
+			unshare --mount --propagation private \
+			sh -c 'mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" && shift 2 && exec "$@"' \
+			sh "$BK_CA_BUNDLE" "$SYSTEM_CA_BUNDLE" "$BIN/buildkitd" --config "$bk_conf_file"
+	fi
+done
+for ((i = 1; i <= WORKERS; i++)); do
+	wait_until "buildkitd$(sfx "$i")" 60 "${BK_PIDS[i - 1]}" "$BIN/buildkitd" "${BK_LOGS[i - 1]}" \
+		"$BIN/buildctl" --addr "${BK_ADDRS[i - 1]}" debug workers
+done
 
 # ---------------------------------------------------------------- git daemon
 GIT_PID="$RUN/git-daemon.pid"
@@ -303,7 +405,9 @@ check_git_https
 ensure_sshd
 check_git_ssh
 verify_privateapp
-check_buildkitd_git_https "$BK_PID"
+for f in "${BK_PIDS[@]}"; do
+	check_buildkitd_git_https "$f"
+done
 
 # ---------------------------------------------------------------- PKI and callers
 # The stack's server runs secured like production: TLS with a CA of the
@@ -363,16 +467,20 @@ callers:
 EOF
 chmod 600 "$PKI/callers.yaml"
 
+# ---------------------------------------------------------------- postgres
+# For the PostgreSQL history store's tests and benchmark (DATABASE_URL),
+# and the history the server replicas share when BUILDSVC_REPLICAS > 1;
+# a single build server keeps its history in bbolt.
+postgres_up
+
 # ---------------------------------------------------------------- build server
 BUILDER_IMAGE="$(builder_image)"
 BUILDER_MODE="${BUILDSVC_BUILDER_MODE:-persistent}"
 # The module proxy: HTTPS (the go command sends its netrc credential only
 # over HTTPS) with the internal CA's certificate, which the builds' download
 # step trusts (--ca-bundle).
-MODULE_PROXY_ADDR="127.0.0.1:$MODPROXY_PORT"
 MODULE_PROXY_URL="https://localhost:$MODPROXY_PORT"
 BASE_IMAGE="$(base_image)"
-SRV_PID="$RUN/server.pid"
 SRV_LOG="$LOGS/server.log"
 SRV_BIN="$BIN/buildsvc-server"
 if [[ ${STACK_NO_SERVER:-} == 1 ]]; then
@@ -399,53 +507,92 @@ else
 	# internal CA of the https git host and knows sshd's host key;
 	# credentials come with each request (buildsvc build --git-token-file,
 	# --git-ssh-key-file).
-	SRV_ARGS=(--listen "$BUILD_SERVER_ADDR" --buildkit-addr "$BUILDKIT_ADDR"
-		--docker-config "$DOCKER_CONFIG_DIR" --builder-image "$BUILDER_IMAGE" --base-image "$BASE_IMAGE"
-		--goproxy "$(go env GOPROXY)" --allow-insecure-git --data-dir "$STACK/server"
-		--allow-loopback-hosts --allowed-ports "$GIT_PORT,$SSH_PORT,$REGISTRY_PORT,$REGISTRY2_PORT"
-		--ca-bundle "$INTERNAL_CA" --ssh-known-hosts "$GIT_SSH_KNOWN_HOSTS"
-		--metrics-listen "$METRICS_ADDR"
-		--tls-cert "$PKI/server.crt" --tls-key "$PKI/server.key" --tls-client-ca "$PKI/ca.crt"
-		--callers "$PKI/callers.yaml" --build-user 65534:65534
-		--module-proxy-listen "$MODULE_PROXY_ADDR" --module-proxy-url "$MODULE_PROXY_URL"
-		--module-proxy-tls-cert "$INTERNAL_CERT" --module-proxy-tls-key "$INTERNAL_KEY"
-		--build-cache-store)
-	# BUILDSVC_BUILDER_MODE=ephemeral: each build on a fresh buildkitd of
-	# the stack's binary and config (its own state under .stack/server),
-	# trusting the internal CA like the stack's own.
-	case $BUILDER_MODE in
-	persistent) ;;
-	ephemeral)
-		SRV_ARGS+=(--builder-mode ephemeral --buildkitd-binary "$BIN/buildkitd"
-			--buildkitd-config "$BK_CONF" --buildkitd-ca-bundle "$BK_CA_BUNDLE")
-		;;
-	*) die "BUILDSVC_BUILDER_MODE=$BUILDER_MODE: want persistent or ephemeral" ;;
-	esac
-	# Restart also when the flags changed (ports, Go version).
-	write_if_changed "$RUN/server.args" < <(printf '%s\n' "${SRV_ARGS[@]}") && srv_changed=1
-	if pid_alive "$SRV_PID" "$SRV_BIN" && ((srv_changed)); then
-		log "build server binary or flags changed; restarting"
-		stop_pid server "$SRV_PID" "$SRV_BIN" 40
-	fi
-	if ! pid_alive "$SRV_PID" "$SRV_BIN"; then
-		tcp_open "$SERVER_PORT" && die "port $SERVER_PORT is in use by another process (set SERVER_PORT)"
-		tcp_open "$METRICS_PORT" && die "port $METRICS_PORT is in use by another process (set METRICS_PORT)"
-		start_bg server "$SRV_PID" "$SRV_LOG" "$SRV_BIN" "${SRV_ARGS[@]}"
-	fi
-	wait_until "build server" 30 "$SRV_PID" "$SRV_BIN" "$SRV_LOG" tcp_open "$SERVER_PORT"
+	# srv_args I: SRV_ARGS of replica I (1: the stack's server, as before
+	# the replicas; with more than one, every replica has --database-url).
+	srv_args() {
+		local i="$1" s mp
+		s="$(sfx "$i")"
+		mp="${SRV_MODPROXY_PORTS[i - 1]}"
+		SRV_ARGS=(--listen "127.0.0.1:${SRV_PORTS[i - 1]}" --buildkit-addr "$BK_POOL"
+			--docker-config "$DOCKER_CONFIG_DIR" --builder-image "$BUILDER_IMAGE" --base-image "$BASE_IMAGE"
+			--goproxy "$(go env GOPROXY)" --allow-insecure-git --data-dir "$STACK/server$s"
+			--allow-loopback-hosts --allowed-ports "$GIT_PORT,$SSH_PORT,$REGISTRY_PORT,$REGISTRY2_PORT"
+			--ca-bundle "$INTERNAL_CA" --ssh-known-hosts "$GIT_SSH_KNOWN_HOSTS"
+			--metrics-listen "127.0.0.1:${SRV_METRICS_PORTS[i - 1]}"
+			--tls-cert "$PKI/server.crt" --tls-key "$PKI/server.key" --tls-client-ca "$PKI/ca.crt"
+			--callers "$PKI/callers.yaml" --build-user 65534:65534
+			--module-proxy-listen "127.0.0.1:$mp" --module-proxy-url "https://localhost:$mp"
+			--module-proxy-tls-cert "$INTERNAL_CERT" --module-proxy-tls-key "$INTERNAL_KEY"
+			--build-cache-store)
+		# BUILDSVC_BUILDER_MODE=ephemeral: each build on a fresh buildkitd of
+		# the stack's binary and config (its own state under .stack/server),
+		# trusting the internal CA like the stack's own.
+		case $BUILDER_MODE in
+		persistent) ;;
+		ephemeral)
+			SRV_ARGS+=(--builder-mode ephemeral --buildkitd-binary "$BIN/buildkitd"
+				--buildkitd-config "$BK_CONF" --buildkitd-ca-bundle "$BK_CA_BUNDLE")
+			;;
+		*) die "BUILDSVC_BUILDER_MODE=$BUILDER_MODE: want persistent or ephemeral" ;;
+		esac
+		if ((REPLICAS > 1)); then
+			SRV_ARGS+=(--database-url "$DATABASE_URL")
+		fi
+	}
+	for ((i = 1; i <= REPLICAS; i++)); do
+		s="$(sfx "$i")"
+		srv_args "$i"
+		# Restart also when the flags changed (ports, Go version, shape).
+		changed=$srv_changed
+		write_if_changed "$RUN/server$s.args" < <(printf '%s\n' "${SRV_ARGS[@]}") && changed=1
+		if pid_alive "$RUN/server$s.pid" "$SRV_BIN" && ((changed)); then
+			log "build server$s binary or flags changed; restarting"
+			stop_pid "server$s" "$RUN/server$s.pid" "$SRV_BIN" 40
+		fi
+		if ! pid_alive "$RUN/server$s.pid" "$SRV_BIN"; then
+			for p in "${SRV_PORTS[i - 1]}" "${SRV_METRICS_PORTS[i - 1]}"; do
+				tcp_open "$p" && die "port $p (build server$s) is in use by another process (see $PORTS_FILE)"
+			done
+			start_bg "server$s" "$RUN/server$s.pid" "$LOGS/server$s.log" "$SRV_BIN" "${SRV_ARGS[@]}"
+		fi
+	done
+	for ((i = 1; i <= REPLICAS; i++)); do
+		s="$(sfx "$i")"
+		wait_until "build server$s" 30 "$RUN/server$s.pid" "$SRV_BIN" "$LOGS/server$s.log" tcp_open "${SRV_PORTS[i - 1]}"
+	done
 fi
 
-# ---------------------------------------------------------------- postgres
-# For the PostgreSQL history store's tests and benchmark (DATABASE_URL);
-# the stack's build server keeps its history in bbolt.
-postgres_up
+# ---------------------------------------------------------------- shrink
+# Replicas and workers beyond the shape (a smaller BUILDSVC_REPLICAS or
+# BUILDSVC_WORKERS than the last time), once the servers no longer list them.
+for f in "$RUN"/server-*.pid; do
+	i="${f##*/server-}" i="${i%.pid}"
+	if [[ ! -e $f || ! $i =~ ^[0-9]+$ ]] || ((i <= REPLICAS)); then
+		continue
+	fi
+	stop_pid "server-$i" "$f" "$SRV_BIN" 40
+	rm -f "$RUN/server-$i.args"
+done
+for f in "$RUN"/buildkitd-*.pid; do
+	i="${f##*/buildkitd-}" i="${i%.pid}"
+	if [[ ! -e $f || ! $i =~ ^[0-9]+$ ]] || ((i <= WORKERS)); then
+		continue
+	fi
+	stop_pid "buildkitd-$i" "$f" "$BIN/buildkitd"
+	cleanup_buildkit_leftovers "$STACK/buildkit-$i" "$f"
+	rm -f "$STACK/buildkitd-$i.sock" "$STACK/buildkitd-$i-otel.sock"
+done
 
 # ---------------------------------------------------------------- env
 env_vars=(
 	STACK_DIR="$STACK"
 	BUILD_SERVER_ADDR="$BUILD_SERVER_ADDR"
+	# Every replica (BUILDSVC_REPLICAS), the first being BUILD_SERVER_ADDR.
+	BUILD_SERVER_ADDRS="$BUILD_SERVER_ADDRS"
 	METRICS_ADDR="$METRICS_ADDR"
 	BUILDKIT_ADDR="$BUILDKIT_ADDR"
+	# Every worker of the servers' pool (BUILDSVC_WORKERS), the first being BUILDKIT_ADDR.
+	BUILDKIT_ADDRS="$BUILDKIT_ADDRS"
 	BUILDER_MODE="$BUILDER_MODE"
 	MODULE_PROXY_URL="$MODULE_PROXY_URL"
 	REGISTRY_ADDR="$REGISTRY_ADDR"
@@ -490,13 +637,21 @@ env_vars=(
 } | write_if_changed "$STACK/env" || true
 
 server_line="$BUILD_SERVER_ADDR  (log $SRV_LOG)"
+for ((i = 2; i <= REPLICAS; i++)); do
+	server_line+=$'\n'"                127.0.0.1:${SRV_PORTS[i - 1]}  (log $LOGS/server-$i.log)"
+done
+((REPLICAS > 1)) && server_line+=$'\n'"                $REPLICAS replicas sharing the history in $DATABASE_URL"
 [[ ${STACK_NO_SERVER:-} == 1 ]] && server_line="not started (STACK_NO_SERVER=1)"
+buildkitd_line="$BUILDKIT_ADDR  (log $BK_LOG)"
+for ((i = 2; i <= WORKERS; i++)); do
+	buildkitd_line+=$'\n'"                ${BK_ADDRS[i - 1]}  (log ${BK_LOGS[i - 1]})"
+done
 cat <<EOF
 Local stack is up (state in $STACK, env in $STACK/env):
   build server  $server_line
                 TLS (CA $PKI/ca.crt); tokens: dev $PKI/dev.token, other $PKI/other.token, admin $PKI/admin.token
   metrics       http://$METRICS_ADDR/metrics
-  buildkitd     $BUILDKIT_ADDR  (log $BK_LOG)
+  buildkitd     $buildkitd_line
   registry      http://$REGISTRY_ADDR  user $REGISTRY_USER, password in $PASSWORD_FILE, DOCKER_CONFIG=$DOCKER_CONFIG_DIR
   git daemon    $GIT_BASE_URL/<name>.git  serving $GIT_BASE_DIR  (e.g. $GIT_BASE_URL/sample.git)
   internal CA   $INTERNAL_CA  (git HTTPS and registry2; buildkitd trusts it via $BK_CA_BUNDLE)
