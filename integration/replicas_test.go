@@ -14,10 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/buildsvc/buildsvc/credentials"
 	"github.com/buildsvc/buildsvc/history"
 	"github.com/buildsvc/buildsvc/pgschema/pgtest"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
@@ -30,25 +32,7 @@ import (
 // builds across the replicas.
 func startReplica(t *testing.T, dsn, name string, maxConcurrent int) *testServer {
 	t.Helper()
-	ctx := context.Background()
-	store, err := history.OpenPostgres(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := sharedqueue.Open(ctx, dsn, sharedqueue.Options{Replica: name, Lease: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := startTestServer(t, func(c *server.Config) {
-		c.Store, c.Shared = store, q
-		c.MaxConcurrent, c.QueueSize = maxConcurrent, 100
-	})
-	t.Cleanup(func() {
-		ts.Stop()
-		q.Close(context.Background())
-		store.Close()
-	})
-	return ts
+	return startReplicaWith(t, dsn, name, maxConcurrent, nil)
 }
 
 // Two replicas on one PostgreSQL: 40 builds submitted alternately to both,
@@ -325,4 +309,116 @@ func peakRunning(infos []*buildv1.BuildInfo) int {
 		peak = max(peak, cur)
 	}
 	return peak
+}
+
+// A build given the request's own git token, accepted by one replica,
+// runs on that replica (the only one holding the token); the token is in
+// none of the shared database's rows.
+func TestReplicaRequestCredentials(t *testing.T) {
+	t.Parallel()
+	p := loadPrivate(t)
+	dsn := pgtest.FreshSchema(t, "replicas_test")
+	withCA := func(c *server.Config) { c.Credentials = &credentials.Config{CABundle: p.CA} }
+	a := startReplicaWith(t, dsn, "replica-a", 2, withCA)
+	b := startReplicaWith(t, dsn, "replica-b", 2, withCA)
+	app := readDir(t, "../testdata/privateapp")
+	app["main.go"] += fmt.Sprintf("\n// %s %d\n", t.Name(), time.Now().UnixNano())
+	repo, _ := p.newPrivateRepo(t, app)
+	o := build(t, b.Client, &buildv1.CreateImageRequest{
+		GitRepo: repo, ImageTag: tagFor(t, "request-token"),
+		GitCredentials: &buildv1.GitCredentials{Password: p.Token},
+		Goprivate:      "127.0.0.1",
+	})
+	requireSuccess(t, o)
+	id := o.events[0].GetBuildId()
+	if n := len(logRecords(a.Log.String(), "claimed a queued build")); n != 0 {
+		t.Errorf("the replica without the request's token claimed %d builds", n)
+	}
+	if n := len(logRecords(b.Log.String(), "claimed a queued build")); n != 1 {
+		t.Errorf("the replica holding the token claimed %d builds, want 1", n)
+	}
+	// Watched through the other replica too.
+	if _, err := watchToEnd(t, a.Client, id); err != nil {
+		t.Fatal(err)
+	}
+	dump := dumpSchema(t, dsn)
+	if len(dump) == 0 || !strings.Contains(dump, id) {
+		t.Fatalf("the dump of the shared database does not have the build (%d bytes)", len(dump))
+	}
+	for _, s := range []string{p.Token, fmt.Sprintf("%x", p.Token)} {
+		if strings.Contains(dump, s) {
+			t.Fatalf("the shared database holds the request's token")
+		}
+	}
+}
+
+// startReplicaWith is startReplica with more of the server's config.
+func startReplicaWith(t *testing.T, dsn, name string, maxConcurrent int, mutate func(*server.Config)) *testServer {
+	t.Helper()
+	ctx := context.Background()
+	store, err := history.OpenPostgres(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := sharedqueue.Open(ctx, dsn, sharedqueue.Options{Replica: name, Lease: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startTestServer(t, func(c *server.Config) {
+		c.Store, c.Shared = store, q
+		c.MaxConcurrent, c.QueueSize = maxConcurrent, 100
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+	t.Cleanup(func() {
+		ts.Stop()
+		q.Close(context.Background())
+		store.Close()
+	})
+	return ts
+}
+
+// dumpSchema is every row of every table of the DSN's schema, as text
+// (bytea as its raw bytes, not only hex).
+func dumpSchema(t *testing.T, dsn string) string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, table := range tables {
+		rows, err := conn.Query(ctx, "SELECT * FROM "+pgx.Identifier{table}.Sanitize())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			vals, err := rows.Values()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range vals {
+				if raw, ok := v.([]byte); ok {
+					b.Write(raw)
+				} else {
+					fmt.Fprint(&b, v)
+				}
+				b.WriteByte('\t')
+			}
+			b.WriteByte('\n')
+		}
+		rows.Close()
+	}
+	return b.String()
 }
