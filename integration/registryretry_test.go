@@ -84,8 +84,9 @@ func TestRegistryTroubleRetried(t *testing.T) {
 	reg := startFlakyRegistry(t, "3")
 
 	t.Run("passing", func(t *testing.T) {
-		// BuildKit tries each push 5 times itself: the sixth refusal is
-		// the service's retry's first try, whose second is let through.
+		// A run of the build meets 5 refusals before BuildKit gives up
+		// (its own tries of the push): the sixth is the service's second
+		// run's, whose next try is let through.
 		reg.limited.Store(6)
 		o := build(t, c, &buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: reg.addr + "/it/retry:passing"})
 		res := requireSuccess(t, o)

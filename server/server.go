@@ -263,6 +263,9 @@ func (s *Server) streamLog(ctx context.Context, a *admission, after uint64, send
 				return err
 			}
 			after = e.GetSeq()
+			if e.GetResult() != nil || e.GetError() != nil {
+				return nil // the build's last event
+			}
 		}
 		if len(evs) > 0 || b != nil {
 			continue
