@@ -188,7 +188,7 @@ var endings = func() []ending {
 		{buildv1.BuildState_BUILD_STATE_INTERRUPTED, "INTERRUPTED"},
 	}
 	for _, r := range []string{"COMPILE_ERROR", "DOWNLOAD_ERROR", "GIT_AUTH", "GIT_NOT_FOUND", "GIT_UNAVAILABLE",
-		"REGISTRY_AUTH", "BASE_NOT_FOUND", "PUSH_FAILED", "TIMEOUT", "BUILDER_LOST", "BUILDER_UNAVAILABLE",
+		"REGISTRY_AUTH", "BASE_NOT_FOUND", "PUSH_FAILED", "REGISTRY_UNAVAILABLE", "TIMEOUT", "BUILDER_LOST", "BUILDER_UNAVAILABLE",
 		"HISTORY_UNAVAILABLE", otherReason} {
 		out = append(out, ending{buildv1.BuildState_BUILD_STATE_FAILED, r})
 	}
@@ -204,6 +204,8 @@ type options struct {
 	diskUsageInterval time.Duration
 	maxTracked        int
 	buildInfo         map[string]string
+	workers           WorkersFunc
+	queue             QueueFunc
 }
 
 // WithBuildInfo adds buildsvc_build_info, a gauge that is always 1, with
@@ -448,6 +450,9 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 		m.cacheRequests, m.cacheBytes, m.cachePuts, m.cacheSize}
 	if o.diskUsage != nil {
 		cs = append(cs, newBuildkitdCollector(o.diskUsage, o.diskUsageTimeout, o.diskUsageInterval))
+	}
+	if o.workers != nil || o.queue != nil {
+		cs = append(cs, newWorkersCollector(o.workers, o.queue, o.diskUsageTimeout))
 	}
 	if o.buildInfo != nil {
 		info := prometheus.NewGauge(prometheus.GaugeOpts{

@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -636,6 +638,7 @@ func TestSeriesExistBeforeFirstBuild(t *testing.T) {
 		"buildsvc_builds_total{reason=INTERRUPTED,state=interrupted}",
 		"buildsvc_builds_total{reason=PUSH_FAILED,state=failed}",
 		"buildsvc_builds_total{reason=REGISTRY_AUTH,state=failed}",
+		"buildsvc_builds_total{reason=REGISTRY_UNAVAILABLE,state=failed}",
 		"buildsvc_builds_total{reason=TIMEOUT,state=failed}",
 		"buildsvc_cleanup_builds_deleted_total{}",
 		"buildsvc_cleanup_freed_bytes_total{what=build-cache}",
@@ -742,5 +745,54 @@ func TestCacheUsage(t *testing.T) {
 		if got[k] != v {
 			t.Errorf("%s = %v, want %v", k, got[k], v)
 		}
+	}
+}
+
+// The worker pool's and the shared queue's series, from the functions
+// given; a queue that does not answer reports down.
+func TestWorkersAndSharedQueue(t *testing.T) {
+	workers := []Worker{{Name: "tcp://a:1234", Healthy: true, Running: 2, Builds: 7, DiskBytes: 100}, {Name: "tcp://b:1234"}}
+	down := false
+	_, reg := newMetrics(t, WithWorkers(func() []Worker { return workers }), WithSharedQueue(func(context.Context) (int, int, error) {
+		if down {
+			return 0, 0, errors.New("no database")
+		}
+		return 3, 4, nil
+	}))
+	got := map[string]float64{}
+	gather := func() {
+		clear(got)
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				key := mf.GetName()
+				for _, l := range m.GetLabel() {
+					key += "," + l.GetName() + "=" + l.GetValue()
+				}
+				got[key] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			}
+		}
+	}
+	gather()
+	for key, want := range map[string]float64{
+		"buildsvc_worker_up,worker=tcp://a:1234": 1, "buildsvc_worker_up,worker=tcp://b:1234": 0,
+		"buildsvc_worker_builds_running,worker=tcp://a:1234": 2, "buildsvc_worker_builds_total,worker=tcp://a:1234": 7,
+		"buildsvc_worker_disk_usage_bytes,worker=tcp://a:1234": 100,
+		"buildsvc_shared_queue_builds,state=queued":            3, "buildsvc_shared_queue_builds,state=running": 4, "buildsvc_shared_queue_up": 1,
+	} {
+		if v, ok := got[key]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", key, v, ok, want)
+		}
+	}
+	down = true
+	gather()
+	if got["buildsvc_shared_queue_up"] != 0 {
+		t.Errorf("a queue that does not answer: up %v", got["buildsvc_shared_queue_up"])
+	}
+	if _, ok := got["buildsvc_shared_queue_builds,state=queued"]; ok {
+		t.Error("a queue that does not answer still reports counts")
 	}
 }

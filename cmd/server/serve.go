@@ -135,21 +135,6 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		}
 	}
 
-	reg := metrics.NewRegistry()
-	vi := version.Get()
-	m, err := metrics.New(reg, metrics.WithDiskUsage(func(ctx context.Context) ([]*client.UsageInfo, error) {
-		var all []*client.UsageInfo
-		err := pool.Each(ctx, func(ctx context.Context, _ string, c server.BuildKitClient) error {
-			du, err := c.DiskUsage(ctx)
-			all = append(all, du...)
-			return err
-		})
-		return all, err
-	}), metrics.WithBuildInfo(vi.Version, vi.Revision, vi.GoVersion, vi.BuildKit))
-	if err != nil {
-		return err
-	}
-
 	store, err := openHistory(ctx, cfg)
 	if err != nil {
 		return err
@@ -182,6 +167,31 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		scfg.Shared = q
 		log.Info("sharing the build queue", "replica", name, "lease", cfg.ReplicaLease)
 	}
+	reg := metrics.NewRegistry()
+	vi := version.Get()
+	mopts := []metrics.Option{metrics.WithDiskUsage(func(ctx context.Context) ([]*client.UsageInfo, error) {
+		var all []*client.UsageInfo
+		err := pool.Each(ctx, func(ctx context.Context, _ string, c server.BuildKitClient) error {
+			du, err := c.DiskUsage(ctx)
+			all = append(all, du...)
+			return err
+		})
+		return all, err
+	}), metrics.WithWorkers(func() []metrics.Worker {
+		var ws []metrics.Worker
+		for _, st := range pool.Status() {
+			ws = append(ws, metrics.Worker{Name: st.Name, Healthy: st.Healthy, Running: st.Running, Builds: st.Builds, DiskBytes: st.DiskBytes})
+		}
+		return ws
+	}), metrics.WithBuildInfo(vi.Version, vi.Revision, vi.GoVersion, vi.BuildKit)}
+	if q, ok := scfg.Shared.(*sharedqueue.Queue); ok {
+		mopts = append(mopts, metrics.WithSharedQueue(q.Counts))
+	}
+	m, err := metrics.New(reg, mopts...)
+	if err != nil {
+		return err
+	}
+
 	scfg.Observer = m
 	scfg.Logger = log
 	scfg.Resolver = server.RemoteResolver{Allow: cfg.Egress,
