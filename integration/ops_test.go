@@ -280,9 +280,7 @@ func startServerProcess(t *testing.T, args ...string) *serverProcess {
 	}
 	cmd := exec.Command(bin, append([]string{"--log-format", "json"}, args...)...)
 	for _, kv := range os.Environ() {
-		// Settings come from the arguments only: not BUILDSVC_*, nor
-		// DATABASE_URL (the stack's PostgreSQL, which the tests export).
-		if !strings.HasPrefix(kv, "BUILDSVC_") && !strings.HasPrefix(kv, "DATABASE_URL=") {
+		if !strings.HasPrefix(kv, "BUILDSVC_") {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}

@@ -28,8 +28,9 @@ func TestMaskDSN(t *testing.T) {
 	}
 }
 
-// database-url (or DATABASE_URL) selects PostgreSQL, and --print-config
-// masks its password; without it the history is history.db in data-dir.
+// database-url selects PostgreSQL (DATABASE_URL does not: the stack's
+// .stack/env exports it for the tests), and --print-config masks its
+// password; without it the history is history.db in data-dir.
 func TestDatabaseURL(t *testing.T) {
 	clearEnv(t)
 	const dsn = "postgres://svc:s3cret@127.0.0.1:1/buildsvc?connect_timeout=2"
@@ -41,8 +42,8 @@ func TestDatabaseURL(t *testing.T) {
 	}{
 		{"default", nil, nil, ""},
 		{"flag", nil, []string{"--database-url", dsn}, dsn},
-		{"DATABASE_URL", map[string]string{"DATABASE_URL": dsn}, nil, dsn},
-		{"BUILDSVC_DATABASE_URL over DATABASE_URL", map[string]string{"DATABASE_URL": "postgres://other/db", "BUILDSVC_DATABASE_URL": dsn}, nil, dsn},
+		{"DATABASE_URL is not read", map[string]string{"DATABASE_URL": dsn}, nil, ""},
+		{"BUILDSVC_DATABASE_URL", map[string]string{"DATABASE_URL": "postgres://other/db", "BUILDSVC_DATABASE_URL": dsn}, nil, dsn},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
