@@ -126,6 +126,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		if err := s.interruptLeftovers(ctx); err != nil {
 			return nil, err
 		}
+	} else {
+		// But its own: what a previous process of its name left.
+		ids, err := cfg.Shared.Leftovers(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range ids {
+			s.cfg.Logger.Warn("build left by a previous process of this replica marked interrupted", "build", id)
+			s.endStored(ctx, id, buildv1.BuildState_BUILD_STATE_INTERRUPTED, errShutdown)
+		}
 	}
 	_, pooled := cfg.Builders.(*poolBuilders)
 	if s.bk = cfg.BuildKitClient; s.bk == nil && !pooled {

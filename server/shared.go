@@ -30,6 +30,7 @@ type SharedQueue interface {
 	Cancel(ctx context.Context, id string) (sharedqueue.Where, error)
 	Renew(ctx context.Context) (cancel []string, err error)
 	Expired(ctx context.Context) ([]string, error)
+	Leftovers(ctx context.Context) ([]string, error)
 	Wake() <-chan struct{}
 	Cancels() <-chan string
 	EventsChanged(id string) (<-chan struct{}, func())

@@ -277,3 +277,16 @@ func TestSharedQueueCancelAndExpiry(t *testing.T) {
 	fks[1].stop()
 	_ = first
 }
+
+func (r *fakeReplica) Leftovers(context.Context) ([]string, error) {
+	r.q.mu.Lock()
+	defer r.q.mu.Unlock()
+	var ids []string
+	for id, row := range r.q.rows {
+		if (row.running && row.replica == r.name) || (!row.running && row.owner == r.name) {
+			ids = append(ids, id)
+			delete(r.q.rows, id)
+		}
+	}
+	return ids, nil
+}

@@ -412,6 +412,37 @@ func (q *Queue) Expired(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
+// Leftovers takes out of the queue, and returns, what a previous process
+// of this replica's name left: the builds it ran and those only it could
+// run (its owned queued ones). A server calls it once as it starts, before
+// it claims; the caller ends them (INTERRUPTED). Without it a restarted
+// replica of the same name (a container restarted in its pod) would renew
+// the dead process's leases for ever.
+func (q *Queue) Leftovers(ctx context.Context) ([]string, error) {
+	var ids []string
+	err := q.tx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `DELETE FROM build_queue
+			WHERE (state = 'running' AND replica = $1) OR (state = 'queued' AND owner = $1)
+			RETURNING build_id`, q.replica)
+		if err != nil {
+			return err
+		}
+		ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		if len(ids) > 0 {
+			_, err = tx.Exec(ctx, `SELECT pg_notify($1, '')`, queueChannel)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sharedqueue: leftovers: %w", err)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
 // Where is where a build is in the queue.
 type Where int
 

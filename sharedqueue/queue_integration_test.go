@@ -287,3 +287,33 @@ func TestEventsChanged(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+// A new process of a replica's name gets back what the last one left: the
+// builds it ran and its owned queued ones, not others'.
+func TestLeftovers(t *testing.T) {
+	dsn := pgtest.FreshSchema(t, "queue_test")
+	ctx := context.Background()
+	old := open(t, dsn, "a", 0)
+	other := open(t, dsn, "b", 0)
+	enqueue(t, old, "ran", "t", "k1", false, roomy)
+	if ids, _ := old.Claim(ctx, 1, sharedqueue.ClaimLimits{MaxConcurrent: 5}); !slices.Equal(ids, []string{"ran"}) {
+		t.Fatalf("claimed %v", ids)
+	}
+	enqueue(t, old, "owned", "t", "k2", true, roomy)
+	enqueue(t, old, "free", "t", "k3", false, roomy)
+	enqueue(t, other, "others", "t", "k4", false, roomy)
+	if ids, _ := other.Claim(ctx, 1, sharedqueue.ClaimLimits{MaxConcurrent: 5}); !slices.Equal(ids, []string{"free"}) {
+		t.Fatalf("b claimed %v", ids)
+	}
+	restarted := open(t, dsn, "a", 0)
+	got, err := restarted.Leftovers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, []string{"owned", "ran"}) {
+		t.Fatalf("leftovers %v, want owned and ran", got)
+	}
+	if q, r, _ := restarted.Counts(ctx); q != 1 || r != 1 {
+		t.Fatalf("left in the queue: %d queued, %d running; want b's running and the free queued one", q, r)
+	}
+}
