@@ -3,6 +3,7 @@ module github.com/buildsvc/buildsvc
 go 1.26.8
 
 require (
+	connectrpc.com/vanguard v0.4.0
 	github.com/cenkalti/backoff/v5 v5.0.3
 	github.com/containerd/console v1.0.5
 	github.com/containerd/platforms v1.0.0-rc.5
@@ -42,6 +43,7 @@ require (
 )
 
 require (
+	connectrpc.com/connect v1.19.1 // indirect
 	dario.cat/mergo v1.0.2 // indirect
 	github.com/Microsoft/go-winio v0.6.3-0.20251027160822-ad3df93bed29 // indirect
 	github.com/ProtonMail/go-crypto v1.4.1 // indirect

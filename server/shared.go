@@ -31,6 +31,7 @@ type SharedQueue interface {
 	Renew(ctx context.Context) (cancel []string, err error)
 	Expired(ctx context.Context) ([]string, error)
 	Leftovers(ctx context.Context) ([]string, error)
+	Counts(ctx context.Context) (queued, running int, err error)
 	Wake() <-chan struct{}
 	Cancels() <-chan string
 	EventsChanged(id string) (<-chan struct{}, func())

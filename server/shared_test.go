@@ -290,3 +290,16 @@ func (r *fakeReplica) Leftovers(context.Context) ([]string, error) {
 	}
 	return ids, nil
 }
+
+func (r *fakeReplica) Counts(context.Context) (queued, running int, err error) {
+	r.q.mu.Lock()
+	defer r.q.mu.Unlock()
+	for _, row := range r.q.rows {
+		if row.running {
+			running++
+		} else {
+			queued++
+		}
+	}
+	return queued, running, nil
+}

@@ -90,6 +90,9 @@ var options = []option{
 	// address are: a fixed default port would keep two servers from sharing
 	// a machine (tests, a second instance).
 	{name: "metrics-listen", category: catServer, defText: "empty: no metrics listener", usage: "`ADDRESS` of the Prometheus /metrics HTTP listener, e.g. 127.0.0.1:17071; empty turns it off"},
+	{name: "web-listen", category: catServer, defText: "empty: no web page", usage: "`ADDRESS` of the web page and the HTTP/JSON API (the gRPC API in the Connect protocol under /api), e.g. 127.0.0.1:17073; HTTPS with tls-cert and tls-key; empty turns it off"},
+	{name: "web-session-key-file", category: catServer, defText: "empty: a new key at every start", usage: "`FILE` of at least 32 random bytes that seals the web page's session cookies; give every replica behind one address the same (read, never printed)"},
+	{name: "web-session-ttl", kind: kDuration, def: "12h", category: catServer, usage: "how long a web page's session lasts after its sign-in link was opened"},
 	{name: "data-dir", def: "/var/lib/buildsvc", category: catServer, usage: "`DIR` of the server's state: the build history, and the managed buildkitd's socket, pid file and root"},
 	{name: "database-url", category: catServer, defText: "empty: the history is the bbolt file history.db in data-dir", usage: "PostgreSQL `DSN` of the history and of the build queue that server replicas sharing it share (postgres://user:password@host:5432/db or key=value pairs; its schema is migrated at start; the password is masked in --print-config); empty keeps it in the bbolt file under data-dir (DATABASE_URL, which other tools read, is not read: a shell that has it for them does not move the server off bbolt)", mask: maskDSN},
 	{name: "replica-name", category: catServer, defText: "the host name and process id", usage: "`NAME` of this server among the replicas sharing database-url (unique per process)"},
@@ -305,6 +308,10 @@ type config struct {
 	MetricsListen string
 	DataDir       string
 	DatabaseURL   string
+	// The web page: its listener and sessions.
+	WebListen         string
+	WebSessionKeyFile string
+	WebSessionTTL     time.Duration
 	// ReplicaName and ReplicaLease: this replica in the shared queue.
 	ReplicaName   string
 	ReplicaLease  time.Duration
@@ -383,14 +390,17 @@ type managedConfig struct {
 func parseConfig(s map[string]setting) (config, error) {
 	p := &parser{s: s}
 	cfg := config{
-		Listen:        p.str("listen"),
-		MetricsListen: p.str("metrics-listen"),
-		DataDir:       p.str("data-dir"),
-		DatabaseURL:   p.str("database-url"),
-		ReplicaName:   p.str("replica-name"),
-		ReplicaLease:  p.duration("replica-lease"),
-		ShutdownGrace: p.duration("shutdown-grace"),
-		LogFormat:     strings.ToLower(p.str("log-format")),
+		Listen:            p.str("listen"),
+		MetricsListen:     p.str("metrics-listen"),
+		DataDir:           p.str("data-dir"),
+		DatabaseURL:       p.str("database-url"),
+		WebListen:         p.str("web-listen"),
+		WebSessionKeyFile: p.str("web-session-key-file"),
+		WebSessionTTL:     p.duration("web-session-ttl"),
+		ReplicaName:       p.str("replica-name"),
+		ReplicaLease:      p.duration("replica-lease"),
+		ShutdownGrace:     p.duration("shutdown-grace"),
+		LogFormat:         strings.ToLower(p.str("log-format")),
 
 		TLSCert:     p.str("tls-cert"),
 		TLSKey:      p.str("tls-key"),

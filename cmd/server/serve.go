@@ -52,6 +52,13 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		}
 		defer mlis.Close()
 	}
+	var wlis net.Listener
+	if cfg.WebListen != "" {
+		if wlis, err = net.Listen("tcp", cfg.WebListen); err != nil {
+			return fmt.Errorf("web listen: %w", err)
+		}
+		defer wlis.Close()
+	}
 	health := newHealthReporter(log)
 	defer func() {
 		health.shutdown()
@@ -246,7 +253,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	healthpb.RegisterHealthServer(gs, health.hs)
 	reflection.Register(gs)
 	gm.InitializeMetrics(gs)
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- gs.Serve(lis) }()
 
 	var metricsSrv *http.Server
@@ -261,7 +268,17 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		}()
 	}
 
-	log.Info("serving", "addr", lis.Addr().String(), "tls", cfg.TLSCert != "", "mtls", cfg.TLSClientCA != "",
+	var webSrv *http.Server
+	webAddr := ""
+	if wlis != nil {
+		if webSrv, err = newWebServer(cfg, gs, log); err != nil {
+			return configError(err)
+		}
+		webAddr = wlis.Addr().String()
+		go serveWeb(webSrv, wlis, errc)
+	}
+
+	log.Info("serving", "addr", lis.Addr().String(), "web_addr", webAddr, "tls", cfg.TLSCert != "", "mtls", cfg.TLSClientCA != "",
 		"authentication", cfg.CallersFile != "", "metrics_addr", metricsAddr,
 		"buildkit", endpoint.Address, "managed_buildkitd", cfg.BuildKit.Address == "",
 		"builder_image", scfg.BuilderImage, "base_image", scfg.BaseImage,
@@ -290,6 +307,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	case <-stopped:
 	case <-time.After(5 * time.Second):
 		gs.Stop()
+	}
+	if webSrv != nil {
+		wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = webSrv.Shutdown(wctx)
+		wcancel()
 	}
 	if metricsSrv != nil {
 		mctx, mcancel := context.WithTimeout(context.Background(), 5*time.Second)

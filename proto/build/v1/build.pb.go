@@ -492,6 +492,236 @@ func (x *Difference) GetFiles() []string {
 	return nil
 }
 
+// GetStatusRequest asks for the server's status.
+type GetStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatusRequest) Reset() {
+	*x = GetStatusRequest{}
+	mi := &file_build_v1_build_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatusRequest) ProtoMessage() {}
+
+func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetStatusRequest) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{5}
+}
+
+// GetStatusResponse is the server's load and capacity.
+type GetStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Builds waiting for a slot (in the shared queue: of every replica).
+	Queued int32 `protobuf:"varint,1,opt,name=queued,proto3" json:"queued,omitempty"`
+	// Builds running (in the shared queue: on every replica).
+	Running int32 `protobuf:"varint,2,opt,name=running,proto3" json:"running,omitempty"`
+	// Builds running on this server.
+	RunningHere int32 `protobuf:"varint,3,opt,name=running_here,json=runningHere,proto3" json:"running_here,omitempty"`
+	// The most builds that run at once (max-concurrent-builds).
+	MaxConcurrent int32 `protobuf:"varint,4,opt,name=max_concurrent,json=maxConcurrent,proto3" json:"max_concurrent,omitempty"`
+	// This server's buildkitd workers; empty for builders of its own per
+	// build (builder-mode ephemeral) or one buildkitd outside a pool.
+	Workers []*WorkerStatus `protobuf:"bytes,5,rep,name=workers,proto3" json:"workers,omitempty"`
+	// This server's name among the replicas sharing a queue; empty without
+	// one.
+	Replica       string `protobuf:"bytes,6,opt,name=replica,proto3" json:"replica,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatusResponse) Reset() {
+	*x = GetStatusResponse{}
+	mi := &file_build_v1_build_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatusResponse) ProtoMessage() {}
+
+func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetStatusResponse) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GetStatusResponse) GetQueued() int32 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetRunning() int32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetRunningHere() int32 {
+	if x != nil {
+		return x.RunningHere
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetMaxConcurrent() int32 {
+	if x != nil {
+		return x.MaxConcurrent
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetWorkers() []*WorkerStatus {
+	if x != nil {
+		return x.Workers
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+// WorkerStatus is one buildkitd worker as the server's pool sees it.
+type WorkerStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its address, as build records name it.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Whether builds are sent to it.
+	Healthy bool `protobuf:"varint,2,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// Builds this server runs on it now.
+	Running int32 `protobuf:"varint,3,opt,name=running,proto3" json:"running,omitempty"`
+	// Builds this server gave it since it started.
+	Builds int64 `protobuf:"varint,4,opt,name=builds,proto3" json:"builds,omitempty"`
+	// Its cache's size at the last check that read it.
+	DiskBytes int64 `protobuf:"varint,5,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
+	// Why it is out of the pool; empty while it is healthy.
+	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	// When it was last checked.
+	CheckedTime   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=checked_time,json=checkedTime,proto3" json:"checked_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerStatus) Reset() {
+	*x = WorkerStatus{}
+	mi := &file_build_v1_build_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerStatus) ProtoMessage() {}
+
+func (x *WorkerStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_build_v1_build_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerStatus.ProtoReflect.Descriptor instead.
+func (*WorkerStatus) Descriptor() ([]byte, []int) {
+	return file_build_v1_build_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *WorkerStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WorkerStatus) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *WorkerStatus) GetRunning() int32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *WorkerStatus) GetBuilds() int64 {
+	if x != nil {
+		return x.Builds
+	}
+	return 0
+}
+
+func (x *WorkerStatus) GetDiskBytes() int64 {
+	if x != nil {
+		return x.DiskBytes
+	}
+	return 0
+}
+
+func (x *WorkerStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *WorkerStatus) GetCheckedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CheckedTime
+	}
+	return nil
+}
+
 // CleanupRequest asks for a cleanup run with the server's configured policy.
 type CleanupRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -501,7 +731,7 @@ type CleanupRequest struct {
 
 func (x *CleanupRequest) Reset() {
 	*x = CleanupRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[5]
+	mi := &file_build_v1_build_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -513,7 +743,7 @@ func (x *CleanupRequest) String() string {
 func (*CleanupRequest) ProtoMessage() {}
 
 func (x *CleanupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[5]
+	mi := &file_build_v1_build_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -526,7 +756,7 @@ func (x *CleanupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupRequest.ProtoReflect.Descriptor instead.
 func (*CleanupRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{5}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{8}
 }
 
 // CleanupResponse says what a cleanup run freed.
@@ -552,7 +782,7 @@ type CleanupResponse struct {
 
 func (x *CleanupResponse) Reset() {
 	*x = CleanupResponse{}
-	mi := &file_build_v1_build_proto_msgTypes[6]
+	mi := &file_build_v1_build_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +794,7 @@ func (x *CleanupResponse) String() string {
 func (*CleanupResponse) ProtoMessage() {}
 
 func (x *CleanupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[6]
+	mi := &file_build_v1_build_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +807,7 @@ func (x *CleanupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupResponse.ProtoReflect.Descriptor instead.
 func (*CleanupResponse) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{6}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CleanupResponse) GetBuildkitBytesFreed() int64 {
@@ -769,7 +999,7 @@ type CreateImageRequest struct {
 
 func (x *CreateImageRequest) Reset() {
 	*x = CreateImageRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[7]
+	mi := &file_build_v1_build_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +1011,7 @@ func (x *CreateImageRequest) String() string {
 func (*CreateImageRequest) ProtoMessage() {}
 
 func (x *CreateImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[7]
+	mi := &file_build_v1_build_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +1024,7 @@ func (x *CreateImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateImageRequest.ProtoReflect.Descriptor instead.
 func (*CreateImageRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{7}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateImageRequest) GetGitRepo() string {
@@ -997,7 +1227,7 @@ type StartBuildRequest struct {
 
 func (x *StartBuildRequest) Reset() {
 	*x = StartBuildRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[8]
+	mi := &file_build_v1_build_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1239,7 @@ func (x *StartBuildRequest) String() string {
 func (*StartBuildRequest) ProtoMessage() {}
 
 func (x *StartBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[8]
+	mi := &file_build_v1_build_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1252,7 @@ func (x *StartBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBuildRequest.ProtoReflect.Descriptor instead.
 func (*StartBuildRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{8}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StartBuildRequest) GetRequest() *CreateImageRequest {
@@ -1051,7 +1281,7 @@ type GitCredentials struct {
 
 func (x *GitCredentials) Reset() {
 	*x = GitCredentials{}
-	mi := &file_build_v1_build_proto_msgTypes[9]
+	mi := &file_build_v1_build_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1293,7 @@ func (x *GitCredentials) String() string {
 func (*GitCredentials) ProtoMessage() {}
 
 func (x *GitCredentials) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[9]
+	mi := &file_build_v1_build_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1306,7 @@ func (x *GitCredentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GitCredentials.ProtoReflect.Descriptor instead.
 func (*GitCredentials) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{9}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GitCredentials) GetUsername() string {
@@ -1123,7 +1353,7 @@ type RegistryCredentials struct {
 
 func (x *RegistryCredentials) Reset() {
 	*x = RegistryCredentials{}
-	mi := &file_build_v1_build_proto_msgTypes[10]
+	mi := &file_build_v1_build_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1365,7 @@ func (x *RegistryCredentials) String() string {
 func (*RegistryCredentials) ProtoMessage() {}
 
 func (x *RegistryCredentials) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[10]
+	mi := &file_build_v1_build_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1378,7 @@ func (x *RegistryCredentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistryCredentials.ProtoReflect.Descriptor instead.
 func (*RegistryCredentials) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{10}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RegistryCredentials) GetRegistry() string {
@@ -1192,7 +1422,7 @@ type ModuleCredentials struct {
 
 func (x *ModuleCredentials) Reset() {
 	*x = ModuleCredentials{}
-	mi := &file_build_v1_build_proto_msgTypes[11]
+	mi := &file_build_v1_build_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1434,7 @@ func (x *ModuleCredentials) String() string {
 func (*ModuleCredentials) ProtoMessage() {}
 
 func (x *ModuleCredentials) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[11]
+	mi := &file_build_v1_build_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1447,7 @@ func (x *ModuleCredentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModuleCredentials.ProtoReflect.Descriptor instead.
 func (*ModuleCredentials) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{11}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ModuleCredentials) GetHost() string {
@@ -1260,7 +1490,7 @@ type StartBuildResponse struct {
 
 func (x *StartBuildResponse) Reset() {
 	*x = StartBuildResponse{}
-	mi := &file_build_v1_build_proto_msgTypes[12]
+	mi := &file_build_v1_build_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1502,7 @@ func (x *StartBuildResponse) String() string {
 func (*StartBuildResponse) ProtoMessage() {}
 
 func (x *StartBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[12]
+	mi := &file_build_v1_build_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1515,7 @@ func (x *StartBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartBuildResponse.ProtoReflect.Descriptor instead.
 func (*StartBuildResponse) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{12}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StartBuildResponse) GetBuildId() string {
@@ -1329,7 +1559,7 @@ type WatchBuildRequest struct {
 
 func (x *WatchBuildRequest) Reset() {
 	*x = WatchBuildRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[13]
+	mi := &file_build_v1_build_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1571,7 @@ func (x *WatchBuildRequest) String() string {
 func (*WatchBuildRequest) ProtoMessage() {}
 
 func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[13]
+	mi := &file_build_v1_build_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1584,7 @@ func (x *WatchBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchBuildRequest.ProtoReflect.Descriptor instead.
 func (*WatchBuildRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{13}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WatchBuildRequest) GetBuildId() string {
@@ -1435,7 +1665,7 @@ type ListBuildsRequest struct {
 
 func (x *ListBuildsRequest) Reset() {
 	*x = ListBuildsRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[14]
+	mi := &file_build_v1_build_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1447,7 +1677,7 @@ func (x *ListBuildsRequest) String() string {
 func (*ListBuildsRequest) ProtoMessage() {}
 
 func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[14]
+	mi := &file_build_v1_build_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1460,7 +1690,7 @@ func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsRequest.ProtoReflect.Descriptor instead.
 func (*ListBuildsRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{14}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListBuildsRequest) GetStates() []BuildState {
@@ -1528,7 +1758,7 @@ type ListBuildsResponse struct {
 
 func (x *ListBuildsResponse) Reset() {
 	*x = ListBuildsResponse{}
-	mi := &file_build_v1_build_proto_msgTypes[15]
+	mi := &file_build_v1_build_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1770,7 @@ func (x *ListBuildsResponse) String() string {
 func (*ListBuildsResponse) ProtoMessage() {}
 
 func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[15]
+	mi := &file_build_v1_build_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1783,7 @@ func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBuildsResponse.ProtoReflect.Descriptor instead.
 func (*ListBuildsResponse) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{15}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListBuildsResponse) GetBuilds() []*BuildInfo {
@@ -1581,7 +1811,7 @@ type CancelBuildRequest struct {
 
 func (x *CancelBuildRequest) Reset() {
 	*x = CancelBuildRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[16]
+	mi := &file_build_v1_build_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1593,7 +1823,7 @@ func (x *CancelBuildRequest) String() string {
 func (*CancelBuildRequest) ProtoMessage() {}
 
 func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[16]
+	mi := &file_build_v1_build_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1606,7 +1836,7 @@ func (x *CancelBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildRequest.ProtoReflect.Descriptor instead.
 func (*CancelBuildRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{16}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CancelBuildRequest) GetBuildId() string {
@@ -1627,7 +1857,7 @@ type CancelBuildResponse struct {
 
 func (x *CancelBuildResponse) Reset() {
 	*x = CancelBuildResponse{}
-	mi := &file_build_v1_build_proto_msgTypes[17]
+	mi := &file_build_v1_build_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1639,7 +1869,7 @@ func (x *CancelBuildResponse) String() string {
 func (*CancelBuildResponse) ProtoMessage() {}
 
 func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[17]
+	mi := &file_build_v1_build_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1652,7 +1882,7 @@ func (x *CancelBuildResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelBuildResponse.ProtoReflect.Descriptor instead.
 func (*CancelBuildResponse) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{17}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CancelBuildResponse) GetBuild() *BuildInfo {
@@ -1674,7 +1904,7 @@ type GetBuildRequest struct {
 
 func (x *GetBuildRequest) Reset() {
 	*x = GetBuildRequest{}
-	mi := &file_build_v1_build_proto_msgTypes[18]
+	mi := &file_build_v1_build_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1686,7 +1916,7 @@ func (x *GetBuildRequest) String() string {
 func (*GetBuildRequest) ProtoMessage() {}
 
 func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[18]
+	mi := &file_build_v1_build_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1699,7 +1929,7 @@ func (x *GetBuildRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBuildRequest.ProtoReflect.Descriptor instead.
 func (*GetBuildRequest) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{18}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetBuildRequest) GetBuildId() string {
@@ -1736,7 +1966,7 @@ type BuildEvent struct {
 
 func (x *BuildEvent) Reset() {
 	*x = BuildEvent{}
-	mi := &file_build_v1_build_proto_msgTypes[19]
+	mi := &file_build_v1_build_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1748,7 +1978,7 @@ func (x *BuildEvent) String() string {
 func (*BuildEvent) ProtoMessage() {}
 
 func (x *BuildEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[19]
+	mi := &file_build_v1_build_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1761,7 +1991,7 @@ func (x *BuildEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildEvent.ProtoReflect.Descriptor instead.
 func (*BuildEvent) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{19}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BuildEvent) GetBuildId() string {
@@ -1929,7 +2159,7 @@ type StateChange struct {
 
 func (x *StateChange) Reset() {
 	*x = StateChange{}
-	mi := &file_build_v1_build_proto_msgTypes[20]
+	mi := &file_build_v1_build_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2171,7 @@ func (x *StateChange) String() string {
 func (*StateChange) ProtoMessage() {}
 
 func (x *StateChange) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[20]
+	mi := &file_build_v1_build_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2184,7 @@ func (x *StateChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateChange.ProtoReflect.Descriptor instead.
 func (*StateChange) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{20}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StateChange) GetState() BuildState {
@@ -2009,7 +2239,7 @@ type Vertex struct {
 
 func (x *Vertex) Reset() {
 	*x = Vertex{}
-	mi := &file_build_v1_build_proto_msgTypes[21]
+	mi := &file_build_v1_build_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2251,7 @@ func (x *Vertex) String() string {
 func (*Vertex) ProtoMessage() {}
 
 func (x *Vertex) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[21]
+	mi := &file_build_v1_build_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2264,7 @@ func (x *Vertex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Vertex.ProtoReflect.Descriptor instead.
 func (*Vertex) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{21}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Vertex) GetDigest() string {
@@ -2111,7 +2341,7 @@ type VertexStatus struct {
 
 func (x *VertexStatus) Reset() {
 	*x = VertexStatus{}
-	mi := &file_build_v1_build_proto_msgTypes[22]
+	mi := &file_build_v1_build_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2353,7 @@ func (x *VertexStatus) String() string {
 func (*VertexStatus) ProtoMessage() {}
 
 func (x *VertexStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[22]
+	mi := &file_build_v1_build_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2366,7 @@ func (x *VertexStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VertexStatus.ProtoReflect.Descriptor instead.
 func (*VertexStatus) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{22}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *VertexStatus) GetId() string {
@@ -2212,7 +2442,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_build_v1_build_proto_msgTypes[23]
+	mi := &file_build_v1_build_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2224,7 +2454,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[23]
+	mi := &file_build_v1_build_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2237,7 +2467,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{23}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LogChunk) GetVertex() string {
@@ -2287,7 +2517,7 @@ type Warning struct {
 
 func (x *Warning) Reset() {
 	*x = Warning{}
-	mi := &file_build_v1_build_proto_msgTypes[24]
+	mi := &file_build_v1_build_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2529,7 @@ func (x *Warning) String() string {
 func (*Warning) ProtoMessage() {}
 
 func (x *Warning) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[24]
+	mi := &file_build_v1_build_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2542,7 @@ func (x *Warning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Warning.ProtoReflect.Descriptor instead.
 func (*Warning) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{24}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Warning) GetVertex() string {
@@ -2384,7 +2614,7 @@ type BuildResult struct {
 
 func (x *BuildResult) Reset() {
 	*x = BuildResult{}
-	mi := &file_build_v1_build_proto_msgTypes[25]
+	mi := &file_build_v1_build_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +2626,7 @@ func (x *BuildResult) String() string {
 func (*BuildResult) ProtoMessage() {}
 
 func (x *BuildResult) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[25]
+	mi := &file_build_v1_build_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +2639,7 @@ func (x *BuildResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
 func (*BuildResult) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{25}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *BuildResult) GetImage() string {
@@ -2494,7 +2724,7 @@ type PlatformImage struct {
 
 func (x *PlatformImage) Reset() {
 	*x = PlatformImage{}
-	mi := &file_build_v1_build_proto_msgTypes[26]
+	mi := &file_build_v1_build_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2506,7 +2736,7 @@ func (x *PlatformImage) String() string {
 func (*PlatformImage) ProtoMessage() {}
 
 func (x *PlatformImage) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[26]
+	mi := &file_build_v1_build_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2519,7 +2749,7 @@ func (x *PlatformImage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlatformImage.ProtoReflect.Descriptor instead.
 func (*PlatformImage) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{26}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PlatformImage) GetPlatform() string {
@@ -2564,7 +2794,7 @@ type Attestation struct {
 
 func (x *Attestation) Reset() {
 	*x = Attestation{}
-	mi := &file_build_v1_build_proto_msgTypes[27]
+	mi := &file_build_v1_build_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2576,7 +2806,7 @@ func (x *Attestation) String() string {
 func (*Attestation) ProtoMessage() {}
 
 func (x *Attestation) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[27]
+	mi := &file_build_v1_build_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2589,7 +2819,7 @@ func (x *Attestation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attestation.ProtoReflect.Descriptor instead.
 func (*Attestation) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{27}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Attestation) GetPredicateTypes() []string {
@@ -2634,7 +2864,7 @@ type CacheUsage struct {
 
 func (x *CacheUsage) Reset() {
 	*x = CacheUsage{}
-	mi := &file_build_v1_build_proto_msgTypes[28]
+	mi := &file_build_v1_build_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2646,7 +2876,7 @@ func (x *CacheUsage) String() string {
 func (*CacheUsage) ProtoMessage() {}
 
 func (x *CacheUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[28]
+	mi := &file_build_v1_build_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2659,7 +2889,7 @@ func (x *CacheUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheUsage.ProtoReflect.Descriptor instead.
 func (*CacheUsage) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{28}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CacheUsage) GetModuleHits() int64 {
@@ -2802,7 +3032,7 @@ type BuildError struct {
 
 func (x *BuildError) Reset() {
 	*x = BuildError{}
-	mi := &file_build_v1_build_proto_msgTypes[29]
+	mi := &file_build_v1_build_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2814,7 +3044,7 @@ func (x *BuildError) String() string {
 func (*BuildError) ProtoMessage() {}
 
 func (x *BuildError) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[29]
+	mi := &file_build_v1_build_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2827,7 +3057,7 @@ func (x *BuildError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildError.ProtoReflect.Descriptor instead.
 func (*BuildError) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{29}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *BuildError) GetCode() int32 {
@@ -2928,7 +3158,7 @@ type BuildInfo struct {
 
 func (x *BuildInfo) Reset() {
 	*x = BuildInfo{}
-	mi := &file_build_v1_build_proto_msgTypes[30]
+	mi := &file_build_v1_build_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2940,7 +3170,7 @@ func (x *BuildInfo) String() string {
 func (*BuildInfo) ProtoMessage() {}
 
 func (x *BuildInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_build_v1_build_proto_msgTypes[30]
+	mi := &file_build_v1_build_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2953,7 +3183,7 @@ func (x *BuildInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildInfo.ProtoReflect.Descriptor instead.
 func (*BuildInfo) Descriptor() ([]byte, []int) {
-	return file_build_v1_build_proto_rawDescGZIP(), []int{30}
+	return file_build_v1_build_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BuildInfo) GetBuildId() string {
@@ -3114,7 +3344,24 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\x04what\x18\x01 \x01(\tR\x04what\x12'\n" +
 	"\x0foriginal_digest\x18\x02 \x01(\tR\x0eoriginalDigest\x12%\n" +
 	"\x0erebuilt_digest\x18\x03 \x01(\tR\rrebuiltDigest\x12\x14\n" +
-	"\x05files\x18\x04 \x03(\tR\x05files\"\x10\n" +
+	"\x05files\x18\x04 \x03(\tR\x05files\"\x12\n" +
+	"\x10GetStatusRequest\"\xdb\x01\n" +
+	"\x11GetStatusResponse\x12\x16\n" +
+	"\x06queued\x18\x01 \x01(\x05R\x06queued\x12\x18\n" +
+	"\arunning\x18\x02 \x01(\x05R\arunning\x12!\n" +
+	"\frunning_here\x18\x03 \x01(\x05R\vrunningHere\x12%\n" +
+	"\x0emax_concurrent\x18\x04 \x01(\x05R\rmaxConcurrent\x120\n" +
+	"\aworkers\x18\x05 \x03(\v2\x16.build.v1.WorkerStatusR\aworkers\x12\x18\n" +
+	"\areplica\x18\x06 \x01(\tR\areplica\"\xe2\x01\n" +
+	"\fWorkerStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\ahealthy\x18\x02 \x01(\bR\ahealthy\x12\x18\n" +
+	"\arunning\x18\x03 \x01(\x05R\arunning\x12\x16\n" +
+	"\x06builds\x18\x04 \x01(\x03R\x06builds\x12\x1d\n" +
+	"\n" +
+	"disk_bytes\x18\x05 \x01(\x03R\tdiskBytes\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12=\n" +
+	"\fchecked_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vcheckedTime\"\x10\n" +
 	"\x0eCleanupRequest\"\xd6\x02\n" +
 	"\x0fCleanupResponse\x120\n" +
 	"\x14buildkit_bytes_freed\x18\x01 \x01(\x03R\x12buildkitBytesFreed\x126\n" +
@@ -3357,9 +3604,10 @@ const file_build_v1_build_proto_rawDesc = "" +
 	"\n" +
 	"ListBuilds\x12\x1b.build.v1.ListBuildsRequest\x1a\x1c.build.v1.ListBuildsResponse\x12J\n" +
 	"\vCancelBuild\x12\x1c.build.v1.CancelBuildRequest\x1a\x1d.build.v1.CancelBuildResponse\x12J\n" +
-	"\vVerifyBuild\x12\x1c.build.v1.VerifyBuildRequest\x1a\x1d.build.v1.VerifyBuildResponse2N\n" +
+	"\vVerifyBuild\x12\x1c.build.v1.VerifyBuildRequest\x1a\x1d.build.v1.VerifyBuildResponse2\x94\x01\n" +
 	"\fAdminService\x12>\n" +
-	"\aCleanup\x12\x18.build.v1.CleanupRequest\x1a\x19.build.v1.CleanupResponseB5Z3github.com/buildsvc/buildsvc/proto/build/v1;buildv1b\x06proto3"
+	"\aCleanup\x12\x18.build.v1.CleanupRequest\x1a\x19.build.v1.CleanupResponse\x12D\n" +
+	"\tGetStatus\x12\x1a.build.v1.GetStatusRequest\x1a\x1b.build.v1.GetStatusResponseB5Z3github.com/buildsvc/buildsvc/proto/build/v1;buildv1b\x06proto3"
 
 var (
 	file_build_v1_build_proto_rawDescOnce sync.Once
@@ -3374,7 +3622,7 @@ func file_build_v1_build_proto_rawDescGZIP() []byte {
 }
 
 var file_build_v1_build_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_build_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_build_v1_build_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_build_v1_build_proto_goTypes = []any{
 	(LayerCompression)(0),         // 0: build.v1.LayerCompression
 	(BuildState)(0),               // 1: build.v1.BuildState
@@ -3383,109 +3631,116 @@ var file_build_v1_build_proto_goTypes = []any{
 	(*Verification)(nil),          // 4: build.v1.Verification
 	(*PlatformVerification)(nil),  // 5: build.v1.PlatformVerification
 	(*Difference)(nil),            // 6: build.v1.Difference
-	(*CleanupRequest)(nil),        // 7: build.v1.CleanupRequest
-	(*CleanupResponse)(nil),       // 8: build.v1.CleanupResponse
-	(*CreateImageRequest)(nil),    // 9: build.v1.CreateImageRequest
-	(*StartBuildRequest)(nil),     // 10: build.v1.StartBuildRequest
-	(*GitCredentials)(nil),        // 11: build.v1.GitCredentials
-	(*RegistryCredentials)(nil),   // 12: build.v1.RegistryCredentials
-	(*ModuleCredentials)(nil),     // 13: build.v1.ModuleCredentials
-	(*StartBuildResponse)(nil),    // 14: build.v1.StartBuildResponse
-	(*WatchBuildRequest)(nil),     // 15: build.v1.WatchBuildRequest
-	(*ListBuildsRequest)(nil),     // 16: build.v1.ListBuildsRequest
-	(*ListBuildsResponse)(nil),    // 17: build.v1.ListBuildsResponse
-	(*CancelBuildRequest)(nil),    // 18: build.v1.CancelBuildRequest
-	(*CancelBuildResponse)(nil),   // 19: build.v1.CancelBuildResponse
-	(*GetBuildRequest)(nil),       // 20: build.v1.GetBuildRequest
-	(*BuildEvent)(nil),            // 21: build.v1.BuildEvent
-	(*StateChange)(nil),           // 22: build.v1.StateChange
-	(*Vertex)(nil),                // 23: build.v1.Vertex
-	(*VertexStatus)(nil),          // 24: build.v1.VertexStatus
-	(*LogChunk)(nil),              // 25: build.v1.LogChunk
-	(*Warning)(nil),               // 26: build.v1.Warning
-	(*BuildResult)(nil),           // 27: build.v1.BuildResult
-	(*PlatformImage)(nil),         // 28: build.v1.PlatformImage
-	(*Attestation)(nil),           // 29: build.v1.Attestation
-	(*CacheUsage)(nil),            // 30: build.v1.CacheUsage
-	(*BuildError)(nil),            // 31: build.v1.BuildError
-	(*BuildInfo)(nil),             // 32: build.v1.BuildInfo
-	nil,                           // 33: build.v1.CreateImageRequest.EnvEntry
-	nil,                           // 34: build.v1.CreateImageRequest.LabelsEntry
-	nil,                           // 35: build.v1.CreateImageRequest.SecretEnvEntry
-	nil,                           // 36: build.v1.CreateImageRequest.BuildLabelsEntry
-	nil,                           // 37: build.v1.BuildInfo.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 39: google.protobuf.Duration
+	(*GetStatusRequest)(nil),      // 7: build.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),     // 8: build.v1.GetStatusResponse
+	(*WorkerStatus)(nil),          // 9: build.v1.WorkerStatus
+	(*CleanupRequest)(nil),        // 10: build.v1.CleanupRequest
+	(*CleanupResponse)(nil),       // 11: build.v1.CleanupResponse
+	(*CreateImageRequest)(nil),    // 12: build.v1.CreateImageRequest
+	(*StartBuildRequest)(nil),     // 13: build.v1.StartBuildRequest
+	(*GitCredentials)(nil),        // 14: build.v1.GitCredentials
+	(*RegistryCredentials)(nil),   // 15: build.v1.RegistryCredentials
+	(*ModuleCredentials)(nil),     // 16: build.v1.ModuleCredentials
+	(*StartBuildResponse)(nil),    // 17: build.v1.StartBuildResponse
+	(*WatchBuildRequest)(nil),     // 18: build.v1.WatchBuildRequest
+	(*ListBuildsRequest)(nil),     // 19: build.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),    // 20: build.v1.ListBuildsResponse
+	(*CancelBuildRequest)(nil),    // 21: build.v1.CancelBuildRequest
+	(*CancelBuildResponse)(nil),   // 22: build.v1.CancelBuildResponse
+	(*GetBuildRequest)(nil),       // 23: build.v1.GetBuildRequest
+	(*BuildEvent)(nil),            // 24: build.v1.BuildEvent
+	(*StateChange)(nil),           // 25: build.v1.StateChange
+	(*Vertex)(nil),                // 26: build.v1.Vertex
+	(*VertexStatus)(nil),          // 27: build.v1.VertexStatus
+	(*LogChunk)(nil),              // 28: build.v1.LogChunk
+	(*Warning)(nil),               // 29: build.v1.Warning
+	(*BuildResult)(nil),           // 30: build.v1.BuildResult
+	(*PlatformImage)(nil),         // 31: build.v1.PlatformImage
+	(*Attestation)(nil),           // 32: build.v1.Attestation
+	(*CacheUsage)(nil),            // 33: build.v1.CacheUsage
+	(*BuildError)(nil),            // 34: build.v1.BuildError
+	(*BuildInfo)(nil),             // 35: build.v1.BuildInfo
+	nil,                           // 36: build.v1.CreateImageRequest.EnvEntry
+	nil,                           // 37: build.v1.CreateImageRequest.LabelsEntry
+	nil,                           // 38: build.v1.CreateImageRequest.SecretEnvEntry
+	nil,                           // 39: build.v1.CreateImageRequest.BuildLabelsEntry
+	nil,                           // 40: build.v1.BuildInfo.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 42: google.protobuf.Duration
 }
 var file_build_v1_build_proto_depIdxs = []int32{
 	4,  // 0: build.v1.VerifyBuildResponse.verification:type_name -> build.v1.Verification
 	5,  // 1: build.v1.Verification.platforms:type_name -> build.v1.PlatformVerification
-	38, // 2: build.v1.Verification.time:type_name -> google.protobuf.Timestamp
-	39, // 3: build.v1.Verification.rebuild_duration:type_name -> google.protobuf.Duration
+	41, // 2: build.v1.Verification.time:type_name -> google.protobuf.Timestamp
+	42, // 3: build.v1.Verification.rebuild_duration:type_name -> google.protobuf.Duration
 	6,  // 4: build.v1.PlatformVerification.differences:type_name -> build.v1.Difference
-	33, // 5: build.v1.CreateImageRequest.env:type_name -> build.v1.CreateImageRequest.EnvEntry
-	34, // 6: build.v1.CreateImageRequest.labels:type_name -> build.v1.CreateImageRequest.LabelsEntry
-	39, // 7: build.v1.CreateImageRequest.timeout:type_name -> google.protobuf.Duration
-	11, // 8: build.v1.CreateImageRequest.git_credentials:type_name -> build.v1.GitCredentials
-	12, // 9: build.v1.CreateImageRequest.registry_credentials:type_name -> build.v1.RegistryCredentials
-	13, // 10: build.v1.CreateImageRequest.module_credentials:type_name -> build.v1.ModuleCredentials
-	35, // 11: build.v1.CreateImageRequest.secret_env:type_name -> build.v1.CreateImageRequest.SecretEnvEntry
-	36, // 12: build.v1.CreateImageRequest.build_labels:type_name -> build.v1.CreateImageRequest.BuildLabelsEntry
-	0,  // 13: build.v1.CreateImageRequest.compression:type_name -> build.v1.LayerCompression
-	9,  // 14: build.v1.StartBuildRequest.request:type_name -> build.v1.CreateImageRequest
-	1,  // 15: build.v1.ListBuildsRequest.states:type_name -> build.v1.BuildState
-	32, // 16: build.v1.ListBuildsResponse.builds:type_name -> build.v1.BuildInfo
-	32, // 17: build.v1.CancelBuildResponse.build:type_name -> build.v1.BuildInfo
-	38, // 18: build.v1.BuildEvent.time:type_name -> google.protobuf.Timestamp
-	22, // 19: build.v1.BuildEvent.state:type_name -> build.v1.StateChange
-	23, // 20: build.v1.BuildEvent.vertex:type_name -> build.v1.Vertex
-	24, // 21: build.v1.BuildEvent.status:type_name -> build.v1.VertexStatus
-	25, // 22: build.v1.BuildEvent.log:type_name -> build.v1.LogChunk
-	26, // 23: build.v1.BuildEvent.warning:type_name -> build.v1.Warning
-	27, // 24: build.v1.BuildEvent.result:type_name -> build.v1.BuildResult
-	31, // 25: build.v1.BuildEvent.error:type_name -> build.v1.BuildError
-	1,  // 26: build.v1.StateChange.state:type_name -> build.v1.BuildState
-	38, // 27: build.v1.Vertex.started:type_name -> google.protobuf.Timestamp
-	38, // 28: build.v1.Vertex.completed:type_name -> google.protobuf.Timestamp
-	38, // 29: build.v1.VertexStatus.timestamp:type_name -> google.protobuf.Timestamp
-	38, // 30: build.v1.VertexStatus.started:type_name -> google.protobuf.Timestamp
-	38, // 31: build.v1.VertexStatus.completed:type_name -> google.protobuf.Timestamp
-	38, // 32: build.v1.LogChunk.timestamp:type_name -> google.protobuf.Timestamp
-	30, // 33: build.v1.BuildResult.cache_usage:type_name -> build.v1.CacheUsage
-	28, // 34: build.v1.BuildResult.platforms:type_name -> build.v1.PlatformImage
-	29, // 35: build.v1.PlatformImage.attestations:type_name -> build.v1.Attestation
-	39, // 36: build.v1.CacheUsage.module_fetch_time:type_name -> google.protobuf.Duration
-	39, // 37: build.v1.CacheUsage.build_cache_time:type_name -> google.protobuf.Duration
-	9,  // 38: build.v1.BuildInfo.request:type_name -> build.v1.CreateImageRequest
-	1,  // 39: build.v1.BuildInfo.state:type_name -> build.v1.BuildState
-	38, // 40: build.v1.BuildInfo.create_time:type_name -> google.protobuf.Timestamp
-	38, // 41: build.v1.BuildInfo.start_time:type_name -> google.protobuf.Timestamp
-	38, // 42: build.v1.BuildInfo.end_time:type_name -> google.protobuf.Timestamp
-	27, // 43: build.v1.BuildInfo.result:type_name -> build.v1.BuildResult
-	31, // 44: build.v1.BuildInfo.error:type_name -> build.v1.BuildError
-	37, // 45: build.v1.BuildInfo.labels:type_name -> build.v1.BuildInfo.LabelsEntry
-	4,  // 46: build.v1.BuildInfo.verification:type_name -> build.v1.Verification
-	9,  // 47: build.v1.Build.CreateImage:input_type -> build.v1.CreateImageRequest
-	10, // 48: build.v1.Build.StartBuild:input_type -> build.v1.StartBuildRequest
-	15, // 49: build.v1.Build.WatchBuild:input_type -> build.v1.WatchBuildRequest
-	20, // 50: build.v1.Build.GetBuild:input_type -> build.v1.GetBuildRequest
-	16, // 51: build.v1.Build.ListBuilds:input_type -> build.v1.ListBuildsRequest
-	18, // 52: build.v1.Build.CancelBuild:input_type -> build.v1.CancelBuildRequest
-	2,  // 53: build.v1.Build.VerifyBuild:input_type -> build.v1.VerifyBuildRequest
-	7,  // 54: build.v1.AdminService.Cleanup:input_type -> build.v1.CleanupRequest
-	21, // 55: build.v1.Build.CreateImage:output_type -> build.v1.BuildEvent
-	14, // 56: build.v1.Build.StartBuild:output_type -> build.v1.StartBuildResponse
-	21, // 57: build.v1.Build.WatchBuild:output_type -> build.v1.BuildEvent
-	32, // 58: build.v1.Build.GetBuild:output_type -> build.v1.BuildInfo
-	17, // 59: build.v1.Build.ListBuilds:output_type -> build.v1.ListBuildsResponse
-	19, // 60: build.v1.Build.CancelBuild:output_type -> build.v1.CancelBuildResponse
-	3,  // 61: build.v1.Build.VerifyBuild:output_type -> build.v1.VerifyBuildResponse
-	8,  // 62: build.v1.AdminService.Cleanup:output_type -> build.v1.CleanupResponse
-	55, // [55:63] is the sub-list for method output_type
-	47, // [47:55] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	9,  // 5: build.v1.GetStatusResponse.workers:type_name -> build.v1.WorkerStatus
+	41, // 6: build.v1.WorkerStatus.checked_time:type_name -> google.protobuf.Timestamp
+	36, // 7: build.v1.CreateImageRequest.env:type_name -> build.v1.CreateImageRequest.EnvEntry
+	37, // 8: build.v1.CreateImageRequest.labels:type_name -> build.v1.CreateImageRequest.LabelsEntry
+	42, // 9: build.v1.CreateImageRequest.timeout:type_name -> google.protobuf.Duration
+	14, // 10: build.v1.CreateImageRequest.git_credentials:type_name -> build.v1.GitCredentials
+	15, // 11: build.v1.CreateImageRequest.registry_credentials:type_name -> build.v1.RegistryCredentials
+	16, // 12: build.v1.CreateImageRequest.module_credentials:type_name -> build.v1.ModuleCredentials
+	38, // 13: build.v1.CreateImageRequest.secret_env:type_name -> build.v1.CreateImageRequest.SecretEnvEntry
+	39, // 14: build.v1.CreateImageRequest.build_labels:type_name -> build.v1.CreateImageRequest.BuildLabelsEntry
+	0,  // 15: build.v1.CreateImageRequest.compression:type_name -> build.v1.LayerCompression
+	12, // 16: build.v1.StartBuildRequest.request:type_name -> build.v1.CreateImageRequest
+	1,  // 17: build.v1.ListBuildsRequest.states:type_name -> build.v1.BuildState
+	35, // 18: build.v1.ListBuildsResponse.builds:type_name -> build.v1.BuildInfo
+	35, // 19: build.v1.CancelBuildResponse.build:type_name -> build.v1.BuildInfo
+	41, // 20: build.v1.BuildEvent.time:type_name -> google.protobuf.Timestamp
+	25, // 21: build.v1.BuildEvent.state:type_name -> build.v1.StateChange
+	26, // 22: build.v1.BuildEvent.vertex:type_name -> build.v1.Vertex
+	27, // 23: build.v1.BuildEvent.status:type_name -> build.v1.VertexStatus
+	28, // 24: build.v1.BuildEvent.log:type_name -> build.v1.LogChunk
+	29, // 25: build.v1.BuildEvent.warning:type_name -> build.v1.Warning
+	30, // 26: build.v1.BuildEvent.result:type_name -> build.v1.BuildResult
+	34, // 27: build.v1.BuildEvent.error:type_name -> build.v1.BuildError
+	1,  // 28: build.v1.StateChange.state:type_name -> build.v1.BuildState
+	41, // 29: build.v1.Vertex.started:type_name -> google.protobuf.Timestamp
+	41, // 30: build.v1.Vertex.completed:type_name -> google.protobuf.Timestamp
+	41, // 31: build.v1.VertexStatus.timestamp:type_name -> google.protobuf.Timestamp
+	41, // 32: build.v1.VertexStatus.started:type_name -> google.protobuf.Timestamp
+	41, // 33: build.v1.VertexStatus.completed:type_name -> google.protobuf.Timestamp
+	41, // 34: build.v1.LogChunk.timestamp:type_name -> google.protobuf.Timestamp
+	33, // 35: build.v1.BuildResult.cache_usage:type_name -> build.v1.CacheUsage
+	31, // 36: build.v1.BuildResult.platforms:type_name -> build.v1.PlatformImage
+	32, // 37: build.v1.PlatformImage.attestations:type_name -> build.v1.Attestation
+	42, // 38: build.v1.CacheUsage.module_fetch_time:type_name -> google.protobuf.Duration
+	42, // 39: build.v1.CacheUsage.build_cache_time:type_name -> google.protobuf.Duration
+	12, // 40: build.v1.BuildInfo.request:type_name -> build.v1.CreateImageRequest
+	1,  // 41: build.v1.BuildInfo.state:type_name -> build.v1.BuildState
+	41, // 42: build.v1.BuildInfo.create_time:type_name -> google.protobuf.Timestamp
+	41, // 43: build.v1.BuildInfo.start_time:type_name -> google.protobuf.Timestamp
+	41, // 44: build.v1.BuildInfo.end_time:type_name -> google.protobuf.Timestamp
+	30, // 45: build.v1.BuildInfo.result:type_name -> build.v1.BuildResult
+	34, // 46: build.v1.BuildInfo.error:type_name -> build.v1.BuildError
+	40, // 47: build.v1.BuildInfo.labels:type_name -> build.v1.BuildInfo.LabelsEntry
+	4,  // 48: build.v1.BuildInfo.verification:type_name -> build.v1.Verification
+	12, // 49: build.v1.Build.CreateImage:input_type -> build.v1.CreateImageRequest
+	13, // 50: build.v1.Build.StartBuild:input_type -> build.v1.StartBuildRequest
+	18, // 51: build.v1.Build.WatchBuild:input_type -> build.v1.WatchBuildRequest
+	23, // 52: build.v1.Build.GetBuild:input_type -> build.v1.GetBuildRequest
+	19, // 53: build.v1.Build.ListBuilds:input_type -> build.v1.ListBuildsRequest
+	21, // 54: build.v1.Build.CancelBuild:input_type -> build.v1.CancelBuildRequest
+	2,  // 55: build.v1.Build.VerifyBuild:input_type -> build.v1.VerifyBuildRequest
+	10, // 56: build.v1.AdminService.Cleanup:input_type -> build.v1.CleanupRequest
+	7,  // 57: build.v1.AdminService.GetStatus:input_type -> build.v1.GetStatusRequest
+	24, // 58: build.v1.Build.CreateImage:output_type -> build.v1.BuildEvent
+	17, // 59: build.v1.Build.StartBuild:output_type -> build.v1.StartBuildResponse
+	24, // 60: build.v1.Build.WatchBuild:output_type -> build.v1.BuildEvent
+	35, // 61: build.v1.Build.GetBuild:output_type -> build.v1.BuildInfo
+	20, // 62: build.v1.Build.ListBuilds:output_type -> build.v1.ListBuildsResponse
+	22, // 63: build.v1.Build.CancelBuild:output_type -> build.v1.CancelBuildResponse
+	3,  // 64: build.v1.Build.VerifyBuild:output_type -> build.v1.VerifyBuildResponse
+	11, // 65: build.v1.AdminService.Cleanup:output_type -> build.v1.CleanupResponse
+	8,  // 66: build.v1.AdminService.GetStatus:output_type -> build.v1.GetStatusResponse
+	58, // [58:67] is the sub-list for method output_type
+	49, // [49:58] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_build_v1_build_proto_init() }
@@ -3493,7 +3748,7 @@ func file_build_v1_build_proto_init() {
 	if File_build_v1_build_proto != nil {
 		return
 	}
-	file_build_v1_build_proto_msgTypes[19].OneofWrappers = []any{
+	file_build_v1_build_proto_msgTypes[22].OneofWrappers = []any{
 		(*BuildEvent_State)(nil),
 		(*BuildEvent_Vertex)(nil),
 		(*BuildEvent_Status)(nil),
@@ -3508,7 +3763,7 @@ func file_build_v1_build_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_build_v1_build_proto_rawDesc), len(file_build_v1_build_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   36,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

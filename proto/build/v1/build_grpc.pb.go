@@ -482,7 +482,8 @@ var Build_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	AdminService_Cleanup_FullMethodName = "/build.v1.AdminService/Cleanup"
+	AdminService_Cleanup_FullMethodName   = "/build.v1.AdminService/Cleanup"
+	AdminService_GetStatus_FullMethodName = "/build.v1.AdminService/GetStatus"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -495,6 +496,10 @@ type AdminServiceClient interface {
 	// shared Go caches younger than the keep-duration), history retention, and
 	// removal of the server's temporary files. It returns what was freed.
 	Cleanup(ctx context.Context, in *CleanupRequest, opts ...grpc.CallOption) (*CleanupResponse, error)
+	// GetStatus says what the server knows of its load and capacity: the
+	// builds waiting and running (across the replicas, with a shared queue)
+	// and the health, load and disk use of its buildkitd workers.
+	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
 }
 
 type adminServiceClient struct {
@@ -515,6 +520,16 @@ func (c *adminServiceClient) Cleanup(ctx context.Context, in *CleanupRequest, op
 	return out, nil
 }
 
+func (c *adminServiceClient) GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetStatusResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -525,6 +540,10 @@ type AdminServiceServer interface {
 	// shared Go caches younger than the keep-duration), history retention, and
 	// removal of the server's temporary files. It returns what was freed.
 	Cleanup(context.Context, *CleanupRequest) (*CleanupResponse, error)
+	// GetStatus says what the server knows of its load and capacity: the
+	// builds waiting and running (across the replicas, with a shared queue)
+	// and the health, load and disk use of its buildkitd workers.
+	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -537,6 +556,9 @@ type UnimplementedAdminServiceServer struct{}
 
 func (UnimplementedAdminServiceServer) Cleanup(context.Context, *CleanupRequest) (*CleanupResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Cleanup not implemented")
+}
+func (UnimplementedAdminServiceServer) GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -577,6 +599,24 @@ func _AdminService_Cleanup_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetStatus(ctx, req.(*GetStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -587,6 +627,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Cleanup",
 			Handler:    _AdminService_Cleanup_Handler,
+		},
+		{
+			MethodName: "GetStatus",
+			Handler:    _AdminService_GetStatus_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
