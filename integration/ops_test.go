@@ -279,6 +279,9 @@ func startServerProcess(t *testing.T, args ...string) *serverProcess {
 		t.Fatalf("go build ./cmd/server: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin, append([]string{"--log-format", "json"}, args...)...)
+	// An empty working directory: what the server needs is in its binary
+	// and its arguments (absolute paths), never in files beside it.
+	cmd.Dir = t.TempDir()
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "BUILDSVC_") {
 			cmd.Env = append(cmd.Env, kv)

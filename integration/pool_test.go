@@ -105,7 +105,7 @@ func (d *poolDaemon) kill(t *testing.T) {
 func slowFiles(salt string) map[string]string {
 	var b strings.Builder
 	b.WriteString("package main\n\nimport \"fmt\"\n\n")
-	const n = 1200
+	const n = 600
 	for i := range n {
 		fmt.Fprintf(&b, "func f%d(x int) int {\n\ts := 0\n", i)
 		for j := range 8 {

@@ -9,9 +9,11 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -31,6 +33,7 @@ import (
 	"github.com/buildsvc/buildsvc/policy"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 	"github.com/buildsvc/buildsvc/server"
+	"github.com/buildsvc/buildsvc/web"
 )
 
 // stack is the local stack's environment, from .stack/env.
@@ -90,6 +93,9 @@ type testServer struct {
 	Addr   string
 	// HistoryPath is the server's history file (bbolt).
 	HistoryPath string
+	// WebURL is the server's web page and HTTP/JSON API, when the test
+	// asked for one (startWebTestServer).
+	WebURL string
 	// Log holds everything the server logged (JSON lines). It is printed
 	// when the test fails.
 	Log *syncBuffer
@@ -120,6 +126,18 @@ func (b *syncBuffer) String() string {
 // history file and log. opts are more options of its gRPC server
 // (interceptors).
 func startTestServer(t testing.TB, mutate func(*server.Config), opts ...grpc.ServerOption) *testServer {
+	t.Helper()
+	return startTestServerWith(t, false, mutate, opts...)
+}
+
+// startWebTestServer is startTestServer with the web page and the
+// HTTP/JSON API served too (package web), at WebURL.
+func startWebTestServer(t testing.TB, mutate func(*server.Config)) *testServer {
+	t.Helper()
+	return startTestServerWith(t, true, mutate)
+}
+
+func startTestServerWith(t testing.TB, withWeb bool, mutate func(*server.Config), opts ...grpc.ServerOption) *testServer {
 	t.Helper()
 	st := loadStack(t)
 	goproxy, _ := exec.Command("go", "env", "GOPROXY").Output()
@@ -162,6 +180,17 @@ func startTestServer(t testing.TB, mutate func(*server.Config), opts ...grpc.Ser
 	buildv1.RegisterBuildServer(gs, srv)
 	buildv1.RegisterAdminServiceServer(gs, srv)
 	go gs.Serve(lis)
+	var webSrv *httptest.Server
+	if withWeb {
+		key := make([]byte, 32)
+		_, _ = rand.Read(key)
+		h, err := web.New(web.Config{GRPC: gs, SessionKey: key, Logger: cfg.Logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		webSrv = httptest.NewServer(h)
+		ts.WebURL = webSrv.URL
+	}
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -169,6 +198,10 @@ func startTestServer(t testing.TB, mutate func(*server.Config), opts ...grpc.Ser
 	var once sync.Once
 	ts.Stop = func() {
 		once.Do(func() {
+			if webSrv != nil {
+				webSrv.CloseClientConnections() // streams to a browser
+				webSrv.Close()
+			}
 			conn.Close()
 			gs.Stop()
 			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

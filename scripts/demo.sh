@@ -15,12 +15,13 @@ ensure_apt jq
 TAG="$REGISTRY_ADDR/demo/sample:latest"
 log "building $GIT_BASE_URL/sample.git@main -> $TAG"
 out="$(mktemp)"
+progress="$(mktemp)"
 tmp="$(mktemp -d)"
-trap 'rm -rf "$out" "$tmp"' EXIT
+trap 'rm -rf "$out" "$progress" "$tmp"' EXIT
 start=$(date +%s.%N)
 # Progress goes to stderr (the terminal); the last stdout line is REF@sha256:...
 "$BIN/buildsvc" build --server "$BUILD_SERVER_ADDR" --repo "$GIT_BASE_URL/sample.git" \
-	--commit main --tag "$TAG" | tee "$out" || die "buildsvc build failed (server log: $LOGS/server.log)"
+	--commit main --tag "$TAG" 2> >(tee "$progress" >&2) | tee "$out" || die "buildsvc build failed (server log: $LOGS/server.log)"
 end=$(date +%s.%N)
 ref="$(grep -v '^[[:space:]]*$' "$out" | tail -n 1)"
 [[ $ref == *@sha256:* ]] || die "expected IMAGE@sha256:... as the last line of buildsvc build, got: $ref"
@@ -52,3 +53,8 @@ output="$("$bin" "${entrypoint[@]:1}")"
 printf '\nbuilt in %ss: %s\n' "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')" "$ref"
 printf 'digest: %s\n' "$digest"
 printf 'entrypoint %s printed: %s\n' "${entrypoint[*]}" "$output"
+# The build on the web page (sign in first with WEB_URL from .stack/env).
+id="$(sed -n 's/^build \([0-9][^:]*\): succeeded.*/\1/p' "$progress" | tail -n 1)"
+if [[ -n $id ]]; then
+	printf 'on the web page: https://%s/builds/%s (sign in with WEB_URL in .stack/env)\n' "$WEB_ADDR" "$id"
+fi

@@ -56,8 +56,9 @@ bash "$ROOT/scripts/lint-proto.sh"
 
 bash "$ROOT/scripts/up.sh"
 bash "$ROOT/scripts/images.sh"
-# The multi-platform test runs the arm64 binary it builds under qemu.
-ensure_apt qemu-user-static
+# The multi-platform test runs the arm64 binary it builds under qemu; the
+# web page's test drives Debian's headless Chromium.
+ensure_apt qemu-user-static chromium fonts-liberation
 
 if [[ ! -d $ROOT/integration ]]; then
 	log "integration/ does not exist yet: skipping the integration tests"
@@ -65,7 +66,7 @@ if [[ ! -d $ROOT/integration ]]; then
 fi
 
 load_env
-export STACK_DIR BUILD_SERVER_ADDR BUILDKIT_ADDR REGISTRY_ADDR REGISTRY_USER REGISTRY_PASSWORD_FILE \
+export STACK_DIR BUILD_SERVER_ADDR WEB_ADDR WEB_URL BUILDKIT_ADDR REGISTRY_ADDR REGISTRY_USER REGISTRY_PASSWORD_FILE \
 	DOCKER_CONFIG GIT_BASE_URL GIT_BASE_DIR BUILDER_IMAGE BASE_IMAGE DATABASE_URL
 # The packages with integration tests of their own: the offline bootstrap
 # (on the stack's buildkitd and registry), the ephemeral buildkitd

@@ -93,12 +93,16 @@ choose_port METRICS_PORT "$RUN/server.pid" "$BIN/buildsvc-server"
 MODPROXY_PORT="${MODPROXY_PORT:-$((METRICS_PORT + 1))}"
 [[ $MODPROXY_PORT =~ ^[0-9]+$ ]] || die "MODPROXY_PORT=$MODPROXY_PORT is not a port"
 choose_port MODPROXY_PORT "$RUN/server.pid" "$BIN/buildsvc-server"
+# The web page (--web-listen), next to the module proxy.
+WEB_PORT="${WEB_PORT:-$((METRICS_PORT + 2))}"
+[[ $WEB_PORT =~ ^[0-9]+$ ]] || die "WEB_PORT=$WEB_PORT is not a port"
+choose_port WEB_PORT "$RUN/server.pid" "$BIN/buildsvc-server"
 # Replica i > 1 (BUILDSVC_REPLICAS): SERVER_PORT_i, METRICS_PORT_i and
 # MODPROXY_PORT_i, the ones this stack last used, else the first
 # replica's plus 10*(i-1); moved like the others.
 replica_ports=""
 for ((i = 2; i <= REPLICAS; i++)); do
-	for p in SERVER_PORT METRICS_PORT MODPROXY_PORT; do
+	for p in SERVER_PORT METRICS_PORT MODPROXY_PORT WEB_PORT; do
 		var="${p}_$i"
 		v=""
 		[[ -f $PORTS_FILE ]] && v="$(awk -F= -v k="$var" '$1 == k && $2 ~ /^[0-9]+$/ { print $2; exit }' "$PORTS_FILE")"
@@ -118,10 +122,10 @@ METRICS_ADDR="127.0.0.1:$METRICS_PORT"
 } | write_if_changed "$PORTS_FILE" || true
 # The replicas' addresses (replica 1 is BUILD_SERVER_ADDR, METRICS_ADDR,
 # MODPROXY_PORT).
-SRV_PORTS=("$SERVER_PORT") SRV_METRICS_PORTS=("$METRICS_PORT") SRV_MODPROXY_PORTS=("$MODPROXY_PORT")
+SRV_PORTS=("$SERVER_PORT") SRV_METRICS_PORTS=("$METRICS_PORT") SRV_MODPROXY_PORTS=("$MODPROXY_PORT") SRV_WEB_PORTS=("$WEB_PORT")
 for ((i = 2; i <= REPLICAS; i++)); do
-	v="SERVER_PORT_$i" m="METRICS_PORT_$i" x="MODPROXY_PORT_$i"
-	SRV_PORTS+=("${!v}") SRV_METRICS_PORTS+=("${!m}") SRV_MODPROXY_PORTS+=("${!x}")
+	v="SERVER_PORT_$i" m="METRICS_PORT_$i" x="MODPROXY_PORT_$i" w="WEB_PORT_$i"
+	SRV_PORTS+=("${!v}") SRV_METRICS_PORTS+=("${!m}") SRV_MODPROXY_PORTS+=("${!x}") SRV_WEB_PORTS+=("${!w}")
 done
 BUILD_SERVER_ADDRS="$(printf '127.0.0.1:%s ' "${SRV_PORTS[@]}")"
 BUILD_SERVER_ADDRS="${BUILD_SERVER_ADDRS% }"
@@ -509,6 +513,9 @@ else
 	# --git-ssh-key-file).
 	# srv_args I: SRV_ARGS of replica I (1: the stack's server, as before
 	# the replicas; with more than one, every replica has --database-url).
+	# One key seals the page's sessions for every replica (and across
+	# restarts).
+	[[ -s $PKI/web-session.key ]] || (umask 077 && head -c 32 /dev/urandom >"$PKI/web-session.key")
 	srv_args() {
 		local i="$1" s mp
 		s="$(sfx "$i")"
@@ -519,6 +526,7 @@ else
 			--allow-loopback-hosts --allowed-ports "$GIT_PORT,$SSH_PORT,$REGISTRY_PORT,$REGISTRY2_PORT"
 			--ca-bundle "$INTERNAL_CA" --ssh-known-hosts "$GIT_SSH_KNOWN_HOSTS"
 			--metrics-listen "127.0.0.1:${SRV_METRICS_PORTS[i - 1]}"
+			--web-listen "127.0.0.1:${SRV_WEB_PORTS[i - 1]}" --web-session-key-file "$PKI/web-session.key"
 			--tls-cert "$PKI/server.crt" --tls-key "$PKI/server.key" --tls-client-ca "$PKI/ca.crt"
 			--callers "$PKI/callers.yaml" --build-user 65534:65534
 			--module-proxy-listen "127.0.0.1:$mp" --module-proxy-url "https://localhost:$mp"
@@ -550,7 +558,7 @@ else
 			stop_pid "server$s" "$RUN/server$s.pid" "$SRV_BIN" 40
 		fi
 		if ! pid_alive "$RUN/server$s.pid" "$SRV_BIN"; then
-			for p in "${SRV_PORTS[i - 1]}" "${SRV_METRICS_PORTS[i - 1]}"; do
+			for p in "${SRV_PORTS[i - 1]}" "${SRV_METRICS_PORTS[i - 1]}" "${SRV_WEB_PORTS[i - 1]}"; do
 				tcp_open "$p" && die "port $p (build server$s) is in use by another process (see $PORTS_FILE)"
 			done
 			start_bg "server$s" "$RUN/server$s.pid" "$LOGS/server$s.log" "$SRV_BIN" "${SRV_ARGS[@]}"
@@ -590,6 +598,11 @@ env_vars=(
 	# Every replica (BUILDSVC_REPLICAS), the first being BUILD_SERVER_ADDR.
 	BUILD_SERVER_ADDRS="$BUILD_SERVER_ADDRS"
 	METRICS_ADDR="$METRICS_ADDR"
+	# The web page of the first replica, and a link that signs the dev
+	# tenant in (its token is exchanged for a session cookie and dropped
+	# from the address bar). The stack's CA signs the certificate.
+	WEB_ADDR="127.0.0.1:$WEB_PORT"
+	WEB_URL="https://127.0.0.1:$WEB_PORT/session?token=$(cat "$PKI/dev.token")"
 	BUILDKIT_ADDR="$BUILDKIT_ADDR"
 	# Every worker of the servers' pool (BUILDSVC_WORKERS), the first being BUILDKIT_ADDR.
 	BUILDKIT_ADDRS="$BUILDKIT_ADDRS"
@@ -651,6 +664,7 @@ Local stack is up (state in $STACK, env in $STACK/env):
   build server  $server_line
                 TLS (CA $PKI/ca.crt); tokens: dev $PKI/dev.token, other $PKI/other.token, admin $PKI/admin.token
   metrics       http://$METRICS_ADDR/metrics
+  web page      https://127.0.0.1:$WEB_PORT/  (sign in as dev: WEB_URL in .stack/env)
   buildkitd     $buildkitd_line
   registry      http://$REGISTRY_ADDR  user $REGISTRY_USER, password in $PASSWORD_FILE, DOCKER_CONFIG=$DOCKER_CONFIG_DIR
   git daemon    $GIT_BASE_URL/<name>.git  serving $GIT_BASE_DIR  (e.g. $GIT_BASE_URL/sample.git)

@@ -347,8 +347,14 @@ function buildPage(id) {
     phases.replaceChildren(...items.map((x) => el("span", {}, el("strong", {}, x.n), " ", fmtDur(x.ms))));
   }
 
+  // byStart is the steps' digests in the order they started.
+  function byStart() {
+    const at = (d) => (vertices.get(d)?.started ? ts(vertices.get(d).started).getTime() : Infinity);
+    return [...order].sort((a, b) => at(a) - at(b));
+  }
+
   function renderTimeline() {
-    const vs = order.map((d) => vertices.get(d)).filter((v) => v.started);
+    const vs = byStart().map((d) => vertices.get(d)).filter((v) => v.started);
     if (!vs.length) {
       timeline.replaceChildren(el("p", { class: "muted" }, "No steps yet."));
       return;
@@ -363,16 +369,20 @@ function buildPage(id) {
       const cls = v.error ? "failed" : v.cached ? "cached" : v.completed ? "" : "open";
       const took = v.completed ? fmtDur(ts(v.completed) - ts(v.started)) : "running";
       const label = `${v.name}: ${v.cached ? "cached" : took}${v.error ? ", failed" : ""}`;
+      // Placed through the CSSOM: the page's CSP allows no style
+      // attributes.
+      const bar = el("span", { class: `tl-bar ${cls}` });
+      bar.style.left = `${(100 * s / span).toFixed(2)}%`;
+      bar.style.width = `${Math.max(0.3, 100 * (e - s) / span).toFixed(2)}%`;
       return el("div", { class: "tl-row", "data-vertex": v.digest },
         el("span", { class: "tl-name", title: v.name }, v.name),
-        el("span", { class: "tl-track", title: label, "aria-label": label },
-          el("span", { class: `tl-bar ${cls}`, style: `left:${(100 * s / span).toFixed(2)}%;width:${Math.max(0.3, 100 * (e - s) / span).toFixed(2)}%` })));
+        el("span", { class: "tl-track", title: label, "aria-label": label }, bar));
     }));
   }
 
   function renderStepOptions() {
     const have = new Set([...stepSel.options].map((o) => o.value));
-    for (const d of order) {
+    for (const d of byStart()) {
       if (!have.has(d) && out.has(d)) stepSel.append(el("option", { value: d }, vertices.get(d)?.name || d));
     }
   }
@@ -382,7 +392,7 @@ function buildPage(id) {
     const step = stepSel.value;
     const needle = search.value.trim().toLowerCase();
     const frag = document.createDocumentFragment();
-    for (const d of order) {
+    for (const d of byStart()) {
       if (step && d !== step) continue;
       const text = out.get(d);
       if (!text) continue;

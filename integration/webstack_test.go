@@ -1,0 +1,155 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+)
+
+// The stack's server serves its web face like production: HTTPS, the
+// API's own authentication. A sign-in link with the dev token sets the
+// session cookie and drops the token from the address; with the cookie
+// (and the CSRF token) dev lists its builds and not another tenant's, and
+// cannot read one; a wrong token signs nobody in; no answer and no page
+// holds the token.
+func TestWebOnTheStack(t *testing.T) {
+	sec := loadStackSecurity(t)
+	webAddr, webURL := os.Getenv("WEB_ADDR"), os.Getenv("WEB_URL")
+	if webAddr == "" || webURL == "" {
+		t.Fatal("WEB_ADDR and WEB_URL are not set: run the integration tests with `make test`, which starts the stack and sources .stack/env")
+	}
+	pem, err := os.ReadFile(sec.ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	devToken := sec.token(t, sec.devToken)
+	base := "https://" + webAddr
+
+	// Another tenant's build, through gRPC.
+	other := buildv1.NewBuildClient(sec.dial(t, sec.otherToken, false))
+	otherRepo := newRepo(t, sampleFiles(t))
+	otherStart, err := other.StartBuild(t.Context(), startRequest(&buildv1.CreateImageRequest{GitRepo: otherRepo.URL, GitCommit: "main", ImageTag: tagFor(t, "other")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A wrong token signs nobody in.
+	resp, err := c.Get(base + "/session?token=not-a-token-of-this-server-0123456789")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a wrong token: %d", resp.StatusCode)
+	}
+	u, _ := url.Parse(base)
+	if len(jar.Cookies(u)) != 0 {
+		t.Fatal("a wrong token got cookies")
+	}
+
+	// The stack's link signs dev in and ends on the page, without the
+	// token in the address.
+	if !strings.Contains(webURL, "token="+url.QueryEscape(devToken)) && !strings.Contains(webURL, "token="+devToken) {
+		t.Fatalf("WEB_URL is not the dev tenant's sign-in link")
+	}
+	resp, err = c.Get(webURL + "&next=/builds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Request.URL.Path != "/builds" || strings.Contains(resp.Request.URL.String(), "token") {
+		t.Fatalf("after the sign-in link: %d at %s", resp.StatusCode, resp.Request.URL)
+	}
+	var csrf string
+	for _, ck := range jar.Cookies(u) {
+		if ck.Name == "buildsvc_csrf" {
+			csrf = ck.Value
+		}
+	}
+	if csrf == "" {
+		t.Fatal("no CSRF cookie after the sign-in")
+	}
+	call := func(method, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, base+"/api/"+method, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Connect-Protocol-Version", "1")
+		req.Header.Set("X-Csrf-Token", csrf)
+		req.Header.Set("Origin", base)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, list := call("build.v1.Build/ListBuilds", `{"pageSize":100}`)
+	if code != 200 {
+		t.Fatalf("ListBuilds with the session: %d %s", code, list)
+	}
+	if strings.Contains(list, otherStart.GetBuildId()) || strings.Contains(list, `"tenant":"other"`) {
+		t.Error("dev's session lists the other tenant's build")
+	}
+	if code, body := call("build.v1.Build/GetBuild", `{"buildId":"`+otherStart.GetBuildId()+`"}`); code != http.StatusNotFound {
+		t.Errorf("dev's session reads the other tenant's build: %d %s", code, body)
+	}
+	if code, _ := call("build.v1.AdminService/GetStatus", `{}`); code != http.StatusForbidden {
+		t.Errorf("dev (no admin) reads the operators' status: %d", code)
+	}
+
+	for what, b := range map[string]string{"the page": string(page), "ListBuilds": list} {
+		if strings.Contains(b, devToken) {
+			t.Errorf("%s holds the dev token", what)
+		}
+	}
+}
+
+// The page's assets are in the server's binary: a server built from
+// cmd/server and run in an empty directory serves web/assets' files.
+func TestWebAssetsInTheBinary(t *testing.T) {
+	st := loadStack(t)
+	p := startServerProcess(t, "--listen", "127.0.0.1:0", "--metrics-listen", "", "--web-listen", "127.0.0.1:0",
+		"--data-dir", t.TempDir(), "--buildkit-addr", st.BuildKitAddr)
+	rec := p.logged(t, "serving", 2*time.Minute)
+	addr, _ := rec["web_addr"].(string)
+	if addr == "" {
+		t.Fatalf("the serving log has no web_addr: %v", rec)
+	}
+	for _, f := range []string{"app.js", "style.css", "index.html"} {
+		want, err := os.ReadFile("../web/assets/" + f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := "/assets/" + f
+		if f == "index.html" {
+			path = "/builds/some-id"
+		}
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !bytes.Equal(got, want) {
+			t.Errorf("%s: %d, %d bytes; want web/assets/%s's %d", path, resp.StatusCode, len(got), f, len(want))
+		}
+	}
+}
