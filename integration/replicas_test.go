@@ -72,7 +72,7 @@ func TestReplicasShareTheQueue(t *testing.T) {
 
 	infos := make([]*buildv1.BuildInfo, n)
 	for i, id := range ids {
-		infos[i] = waitEndedOn(t, replicas[(i+1)%2].Client, id, 10*time.Minute)
+		infos[i] = waitEnded(t, replicas[(i+1)%2].Client, id, 10*time.Minute)
 		if infos[i].GetState() != buildv1.BuildState_BUILD_STATE_SUCCEEDED {
 			t.Errorf("build %d (%s) ended %v: %v", i, id, infos[i].GetState(), infos[i].GetError())
 		}
@@ -205,13 +205,13 @@ func TestReplicaKilled(t *testing.T) {
 	}
 	<-victim.done
 
-	info := waitEndedOn(t, sc, slow.GetBuildId(), time.Minute)
+	info := waitEnded(t, sc, slow.GetBuildId(), time.Minute)
 	took := time.Since(killed)
 	if info.GetState() != buildv1.BuildState_BUILD_STATE_INTERRUPTED || !strings.Contains(info.GetError().GetMessage(), "replica that ran or held the build stopped answering") {
 		t.Fatalf("the victim's running build: %v %v", info.GetState(), info.GetError())
 	}
 	t.Logf("the killed replica's build was INTERRUPTED %v after the kill (lease 3s)", took.Round(100*time.Millisecond))
-	if got := waitEndedOn(t, sc, queued[0], 5*time.Minute); got.GetState() != buildv1.BuildState_BUILD_STATE_SUCCEEDED {
+	if got := waitEnded(t, sc, queued[0], 5*time.Minute); got.GetState() != buildv1.BuildState_BUILD_STATE_SUCCEEDED {
 		t.Fatalf("the victim's queued build ended %v: %v", got.GetState(), got.GetError())
 	}
 	if n := len(logRecords(survivor.Log.String(), "claimed a queued build")); n != 1 {
@@ -264,12 +264,6 @@ func watchToEnd(t *testing.T, c buildv1.BuildClient, id string) ([]*buildv1.Buil
 		return out, fmt.Errorf("the watch ended after %d events without the build's end", len(out))
 	}
 	return out, nil
-}
-
-// waitEndedOn waits for build id to end, asking c.
-func waitEndedOn(t *testing.T, c buildv1.BuildClient, id string, within time.Duration) *buildv1.BuildInfo {
-	t.Helper()
-	return waitEnded(t, c, id, within)
 }
 
 // logRecords are the JSON log records of log with message msg.

@@ -17,6 +17,7 @@
 package workers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -315,19 +316,9 @@ func (p *Pool[C]) order(key string) []string {
 		case sa < sb:
 			return 1
 		}
-		return cmpString(a, b)
+		return cmp.Compare(a, b)
 	})
 	return names
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Acquire gives the build of key a worker: the first healthy one in key's
@@ -424,7 +415,7 @@ func (p *Pool[C]) Status() []Status {
 		}
 		out = append(out, s)
 	}
-	slices.SortFunc(out, func(a, b Status) int { return cmpString(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b Status) int { return cmp.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -432,13 +423,7 @@ func (p *Pool[C]) Status() []Status {
 func (p *Pool[C]) Healthy() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := 0
-	for _, w := range p.workers {
-		if w.healthy && !w.gone {
-			n++
-		}
-	}
-	return n
+	return p.healthyLocked()
 }
 
 // Each calls fn with every healthy worker's connection, one at a time, and
@@ -452,7 +437,7 @@ func (p *Pool[C]) Each(ctx context.Context, fn func(ctx context.Context, name st
 		}
 	}
 	p.mu.Unlock()
-	slices.SortFunc(ws, func(a, b *worker[C]) int { return cmpString(a.name, b.name) })
+	slices.SortFunc(ws, func(a, b *worker[C]) int { return cmp.Compare(a.name, b.name) })
 	var errs []error
 	for _, w := range ws {
 		if err := fn(ctx, w.name, w.conn); err != nil {
