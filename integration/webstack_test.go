@@ -11,6 +11,7 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -151,5 +152,92 @@ func TestWebAssetsInTheBinary(t *testing.T) {
 		if resp.StatusCode != 200 || !bytes.Equal(got, want) {
 			t.Errorf("%s: %d, %d bytes; want web/assets/%s's %d", path, resp.StatusCode, len(got), f, len(want))
 		}
+	}
+}
+
+// A browser with the dev tenant's client certificate signs in with it (a
+// sign-in link with no token) on the stack's real server: the session
+// then lists dev's builds and not another tenant's. Before the sign-in, a
+// browser's call with the certificate alone is refused; a script's (no
+// Sec-Fetch-* headers) is let in by the certificate as over gRPC.
+func TestWebCertificateSignIn(t *testing.T) {
+	sec := loadStackSecurity(t)
+	webAddr := os.Getenv("WEB_ADDR")
+	if webAddr == "" {
+		t.Fatal("WEB_ADDR is not set: run the integration tests with `make test`, which starts the stack and sources .stack/env")
+	}
+	pem, err := os.ReadFile(sec.ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	pair, err := tls.LoadX509KeyPair(sec.mtlsCert, sec.mtlsKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}}}
+	base := "https://" + webAddr
+	u, _ := url.Parse(base)
+
+	dev := buildv1.NewBuildClient(sec.dial(t, sec.devToken, false))
+	other := buildv1.NewBuildClient(sec.dial(t, sec.otherToken, false))
+	var ids [2]string
+	for i, cl := range []buildv1.BuildClient{dev, other} {
+		repo := newRepo(t, noModuleFiles(t.Name()+strconv.Itoa(i), ""))
+		st, err := cl.StartBuild(t.Context(), startRequest(&buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "web-cert")}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = st.GetBuildId()
+	}
+
+	call := func(browser bool) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, base+"/api/build.v1.Build/ListBuilds", strings.NewReader(`{"pageSize":200}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Connect-Protocol-Version", "1")
+		if browser {
+			req.Header.Set("Origin", base)
+			req.Header.Set("Sec-Fetch-Site", "same-origin")
+			for _, ck := range jar.Cookies(u) {
+				if ck.Name == "buildsvc_csrf" {
+					req.Header.Set("X-Csrf-Token", ck.Value)
+				}
+			}
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := call(true); code != http.StatusUnauthorized {
+		t.Fatalf("a browser's call with the certificate and no session: %d %.300s", code, body)
+	}
+	if code, body := call(false); code != 200 || !strings.Contains(body, ids[0]) {
+		t.Fatalf("a script's call with the certificate: %d %.300s", code, body)
+	}
+
+	resp, err := c.Get(base + "/session?next=/builds/" + ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Request.URL.Path != "/builds/"+ids[0] {
+		t.Fatalf("sign-in with the certificate: %d at %s", resp.StatusCode, resp.Request.URL)
+	}
+	code, body := call(true)
+	if code != 200 || !strings.Contains(body, ids[0]) {
+		t.Fatalf("the certificate's session: %d %.300s", code, body)
+	}
+	if strings.Contains(body, ids[1]) {
+		t.Error("dev's certificate session lists the other tenant's build")
+	}
+	for i, cl := range []buildv1.BuildClient{dev, other} {
+		waitEnded(t, cl, ids[i], 5*time.Minute)
 	}
 }

@@ -19,13 +19,22 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
 const goodToken = "good-token-0123456789"
+
+// certCaller and secondCaller are the common names of the client
+// certificates the fake server lets in.
+const (
+	certCaller   = "cert-caller"
+	secondCaller = "second-caller"
+)
 
 // fakeBuild answers ListBuilds and WatchBuild; the interceptor in front
 // of it lets in only goodToken.
@@ -54,13 +63,30 @@ func (f *fakeBuild) authorize(ctx context.Context) error {
 	f.mu.Lock()
 	f.auths = append(f.auths, a)
 	f.mu.Unlock()
-	if a != "Bearer "+goodToken {
-		return status.Error(codes.Unauthenticated, "no valid token")
+	if a == "Bearer "+goodToken {
+		return nil
 	}
-	return nil
+	if p, ok := peer.FromContext(ctx); ok && a == "" {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 &&
+			(ti.State.VerifiedChains[0][0].Subject.CommonName == certCaller || ti.State.VerifiedChains[0][0].Subject.CommonName == secondCaller) {
+			f.mu.Lock()
+			f.auths[len(f.auths)-1] = "cert:" + ti.State.VerifiedChains[0][0].Subject.CommonName
+			f.mu.Unlock()
+			return nil
+		}
+	}
+	return status.Error(codes.Unauthenticated, "no valid token or certificate")
 }
 
 func newTestServer(t *testing.T) (*httptest.Server, *fakeBuild) {
+	t.Helper()
+	h, fb := newHandler(t)
+	ts := httptest.NewServer(h)
+	t.Cleanup(ts.Close)
+	return ts, fb
+}
+
+func newHandler(t *testing.T) (http.Handler, *fakeBuild) {
 	t.Helper()
 	fb := &fakeBuild{}
 	gs := grpc.NewServer(
@@ -83,9 +109,7 @@ func newTestServer(t *testing.T) (*httptest.Server, *fakeBuild) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(h)
-	t.Cleanup(ts.Close)
-	return ts, fb
+	return h, fb
 }
 
 func post(t *testing.T, c *http.Client, u, body string, hdr map[string]string) (int, string) {

@@ -144,9 +144,11 @@ function copyButton(text, label) {
 
 function showError(err) {
   if (err.code === "unauthenticated") {
+    const here = location.pathname + location.search;
     return el("div", { class: "banner", role: "alert" },
-      "Sign in first: open the sign-in link the server's operator gave you (for the local stack, WEB_URL in .stack/env). ",
-      el("span", { class: "muted" }, err.message));
+      "Sign in first: open the sign-in link the server's operator gave you (for the local stack, WEB_URL in .stack/env), or ",
+      el("a", { href: `/session?next=${encodeURIComponent(here)}` }, "sign in with your client certificate"),
+      ". ", el("span", { class: "muted" }, err.message));
   }
   return el("div", { class: "error", role: "alert" }, el("h2", {}, "The server said no"), el("pre", {}, `${err.code}: ${err.message}`));
 }
