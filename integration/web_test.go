@@ -25,7 +25,7 @@ type browser struct {
 	errors []string
 }
 
-func newBrowser(t *testing.T) *browser {
+func newBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) *browser {
 	t.Helper()
 	exe := "/usr/bin/chromium"
 	if _, err := os.Stat(exe); err != nil {
@@ -33,6 +33,7 @@ func newBrowser(t *testing.T) *browser {
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 900))
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	b := &browser{ctx: ctx}
@@ -89,6 +90,9 @@ func (b *browser) consoleErrors() []string {
 func (b *browser) screenshot(t *testing.T, name string, width int64) {
 	t.Helper()
 	b.do(t, 30*time.Second, "resize for "+name, chromedp.EmulateViewport(width, 900), chromedp.Sleep(400*time.Millisecond))
+	if w := value(t, b, 10*time.Second, "the page's width", chromedp.Evaluate[int64](`document.documentElement.scrollWidth`)); w > width {
+		t.Errorf("%s at %d px: the page is %d px wide (it scrolls sideways)", name, width, w)
+	}
 	png := value(t, b, 30*time.Second, "screenshot "+name, chromedp.FullScreenshot(100)) // 100: PNG
 	dir := filepath.Join(stackDir(t), "screenshots")
 	if err := os.MkdirAll(dir, 0o755); err != nil {

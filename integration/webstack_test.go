@@ -4,17 +4,24 @@ package integration
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
@@ -239,5 +246,95 @@ func TestWebCertificateSignIn(t *testing.T) {
 	}
 	for i, cl := range []buildv1.BuildClient{dev, other} {
 		waitEnded(t, cl, ids[i], 5*time.Minute)
+	}
+}
+
+// The stack's page in Chromium, over HTTPS with the stack's certificate
+// (trusted by its key, nothing else): with no session the page says how
+// to sign in; WEB_URL signs dev in and the address loses the token; dev
+// sees its builds and is refused the operators' page; Sign out ends the
+// session (the page asks to sign in again, the cookies are gone); the
+// admin's link opens the operators' page with the stack's buildkitd
+// healthy. The token is never in the page or its address.
+func TestWebStackInChromium(t *testing.T) {
+	sec := loadStackSecurity(t)
+	webAddr, webURL := os.Getenv("WEB_ADDR"), os.Getenv("WEB_URL")
+	if webAddr == "" || webURL == "" {
+		t.Fatal("WEB_ADDR and WEB_URL are not set: run the integration tests with `make test`, which starts the stack and sources .stack/env")
+	}
+	certPEM, err := os.ReadFile(filepath.Join(filepath.Dir(sec.ca), "server.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(certPEM)
+	if blk == nil {
+		t.Fatal("server.crt holds no PEM block")
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spki := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	b := newBrowser(t, chromedp.Flag("ignore-certificate-errors-spki-list", base64.StdEncoding.EncodeToString(spki[:])))
+	base := "https://" + webAddr
+	devToken, adminToken := sec.token(t, sec.devToken), sec.token(t, sec.adminToken)
+
+	dev := buildv1.NewBuildClient(sec.dial(t, sec.devToken, false))
+	repo := newRepo(t, noModuleFiles(t.Name()+" "+strconv.FormatInt(time.Now().UnixNano(), 10), ""))
+	started, err := dev.StartBuild(t.Context(), startRequest(&buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "chromium")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := started.GetBuildId()
+	noToken := func(when string) {
+		t.Helper()
+		html := value(t, b, 10*time.Second, "the page", chromedp.OuterHTML(chromedp.CSS("html")))
+		loc := value(t, b, 10*time.Second, "the address", chromedp.Location())
+		for name, tok := range map[string]string{"dev": devToken, "admin": adminToken} {
+			if strings.Contains(html, tok) || strings.Contains(loc, tok) || strings.Contains(loc, url.QueryEscape(tok)) {
+				t.Errorf("%s: the %s token is in the page or its address (%s)", when, name, loc)
+			}
+		}
+	}
+
+	b.do(t, time.Minute, "the page without a session", chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`[role="alert"] a[href^="/session?next="]`)))
+	b.audit(t, "the sign-in hint")
+
+	b.do(t, time.Minute, "the dev sign-in link", chromedp.Navigate(webURL+"&next="+url.QueryEscape("/builds/"+id)),
+		chromedp.WaitVisible(chromedp.CSS(`h1 ~ dl .state`)), chromedp.WaitVisible(chromedp.CSS("#sign-out")))
+	if loc := value(t, b, 10*time.Second, "the address", chromedp.Location()); loc != base+"/builds/"+id {
+		t.Errorf("after the sign-in link the page is at %s, want %s", loc, base+"/builds/"+id)
+	}
+	noToken("signed in as dev")
+	b.do(t, time.Minute, "dev's list", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr[data-build=%q]`, id))))
+	b.do(t, time.Minute, "dev on the operators' page", chromedp.Navigate(base+"/operators"),
+		chromedp.WaitVisible(chromedp.CSS(`.error[role="alert"]`)))
+	if msg := value(t, b, 10*time.Second, "the refusal", chromedp.Text(chromedp.CSS(`.error[role="alert"]`))); !strings.Contains(msg, "permission_denied") {
+		t.Errorf("dev on the operators' page: %q", msg)
+	}
+
+	b.do(t, time.Minute, "sign out", chromedp.Click(chromedp.CSS("#sign-out")),
+		chromedp.WaitVisible(chromedp.CSS(`[role="alert"] a[href^="/session?next="]`)))
+	if ck := value(t, b, 10*time.Second, "the cookies", chromedp.Evaluate[string](`document.cookie`)); strings.Contains(ck, "buildsvc_") {
+		t.Errorf("after sign-out the page still has cookies %q", ck)
+	}
+
+	b.do(t, time.Minute, "the admin's sign-in link", chromedp.Navigate(base+"/session?token="+url.QueryEscape(adminToken)+"&next=/operators"),
+		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr[data-worker=%q] [data-health="healthy"]`, loadStack(t).BuildKitAddr))))
+	noToken("signed in as admin")
+	b.audit(t, "the stack's operators' page")
+	waitEnded(t, dev, id, 5*time.Minute)
+	// The refusals the test asked for are Chromium's "Failed to load
+	// resource" with 401 (no session) and 403 (dev on the operators'
+	// page); anything else is the page's.
+	var errs []string
+	for _, e := range b.consoleErrors() {
+		if !strings.Contains(e, "Failed to load resource") || !strings.Contains(e, "status of 401") && !strings.Contains(e, "status of 403") {
+			errs = append(errs, e)
+		}
+	}
+	if len(errs) > 0 {
+		t.Errorf("the page logged errors:\n%s", strings.Join(errs, "\n"))
 	}
 }

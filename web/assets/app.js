@@ -123,6 +123,14 @@ function fmtDur(ms) {
   return `${m}m${Math.round(s - 60 * m)}s`;
 }
 
+function fmtBytes(n) {
+  if (!isFinite(n) || n < 0) return "";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
 function shortCommit(c) {
   return c ? c.slice(0, 12) : "";
 }
@@ -153,6 +161,30 @@ function showError(err) {
   return el("div", { class: "error", role: "alert" }, el("h2", {}, "The server said no"), el("pre", {}, `${err.code}: ${err.message}`));
 }
 
+// poller calls load now and then every ms while the page is visible (a
+// hidden tab asks the server nothing), and at once when it shows again.
+// stop ends it.
+function poller(load, ms) {
+  let stopped = false;
+  let timer = 0;
+  let busy = false;
+  const run = async () => {
+    clearTimeout(timer);
+    if (stopped || busy) return;
+    busy = true;
+    try {
+      await load(() => stopped);
+    } finally {
+      busy = false;
+    }
+    if (!stopped && document.visibilityState !== "hidden") timer = setTimeout(run, ms);
+  };
+  const onVisible = () => { if (document.visibilityState === "visible") run(); };
+  document.addEventListener("visibilitychange", onVisible);
+  run();
+  return { stop() { stopped = true; clearTimeout(timer); document.removeEventListener("visibilitychange", onVisible); } };
+}
+
 // ---------------------------------------------------------------- routing
 
 let current = null; // the page shown: its stop() ends its polls and streams
@@ -165,7 +197,7 @@ function navigate(url, replace) {
 
 document.addEventListener("click", (e) => {
   const a = e.target.closest("a");
-  if (!a || a.target || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
+  if (!a || a.target || a.getAttribute("href")?.startsWith("#") || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
   const u = new URL(a.href, location.href);
   if (u.origin !== location.origin || u.pathname.startsWith("/api/") || u.pathname.startsWith("/session")) return;
   e.preventDefault();
@@ -173,8 +205,25 @@ document.addEventListener("click", (e) => {
 });
 window.addEventListener("popstate", render);
 
+// signedIn shows the sign-out button while the browser has a session.
+function signedIn() {
+  const who = document.getElementById("who");
+  if (!csrf()) {
+    who.replaceChildren();
+    return;
+  }
+  who.replaceChildren(el("button", {
+    type: "button", id: "sign-out",
+    onclick: async () => {
+      await fetch("/session/end", { method: "POST" }).catch(() => {});
+      navigate("/", true);
+    },
+  }, "Sign out"));
+}
+
 function render() {
   if (current) current.stop();
+  signedIn();
   const p = location.pathname;
   for (const a of document.querySelectorAll("[data-nav]")) {
     const on = (a.dataset.nav === "list" && (p === "/" || p.startsWith("/builds"))) || (a.dataset.nav === "operators" && p === "/operators");
@@ -189,28 +238,36 @@ function render() {
 
 // ---------------------------------------------------------------- the list
 
+const PAGE_SIZES = [10, 25, 50, 100];
+
 function listPage() {
   const q = new URLSearchParams(location.search);
-  let stopped = false;
-  let timer = 0;
   const state = q.get("state") || "";
   const repo = q.get("repo") || "";
   const token = q.get("page") || "";
+  const size = Math.min(100, Math.max(1, parseInt(q.get("size") || "25", 10) || 25));
   document.title = "Builds · buildsvc";
 
   const stateSel = el("select", { id: "f-state", name: "state" },
     el("option", { value: "" }, "any"), ...STATES.map((s) => el("option", { value: s, selected: s === state }, s)));
   const repoIn = el("input", { id: "f-repo", name: "repo", type: "text", value: repo, placeholder: "https://git.example/team/app.git", size: 36 });
-  const apply = () => {
+  const sizes = PAGE_SIZES.includes(size) ? PAGE_SIZES : [...PAGE_SIZES, size].sort((a, b) => a - b);
+  const sizeSel = el("select", { id: "f-size", name: "size" }, ...sizes.map((n) => el("option", { value: n, selected: n === size }, n)));
+  // filters is the query of the list with these filters (and no page).
+  const filters = (st, rp, sz) => {
     const n = new URLSearchParams();
-    if (stateSel.value) n.set("state", stateSel.value);
-    if (repoIn.value.trim()) n.set("repo", repoIn.value.trim());
-    navigate("/" + (n.toString() ? "?" + n : ""));
+    if (st) n.set("state", st);
+    if (rp) n.set("repo", rp);
+    if (sz !== 25) n.set("size", sz);
+    return "/" + (n.toString() ? "?" + n : "");
   };
+  const apply = () => navigate(filters(stateSel.value, repoIn.value.trim(), Number(sizeSel.value)));
   stateSel.addEventListener("change", apply);
-  const form = el("form", { class: "filters", role: "search", onsubmit: (e) => { e.preventDefault(); apply(); } },
+  sizeSel.addEventListener("change", apply);
+  const form = el("form", { class: "filters", role: "search", "aria-label": "Filter the builds", onsubmit: (e) => { e.preventDefault(); apply(); } },
     el("label", { for: "f-state" }, "State", stateSel),
     el("label", { for: "f-repo" }, "Repository", repoIn),
+    el("label", { for: "f-size" }, "Per page", sizeSel),
     el("button", { type: "submit" }, "Filter"));
   const tbody = el("tbody");
   const table = el("table", { class: "builds", "aria-label": "Builds, newest first" },
@@ -222,15 +279,14 @@ function listPage() {
   const status = el("p", { class: "muted", "aria-live": "polite" });
   main.replaceChildren(el("h1", {}, "Builds"), form, table, pager, status);
 
-  async function load() {
-    if (stopped) return;
+  return poller(async (stopped) => {
     try {
-      const req = { pageSize: 25 };
+      const req = { pageSize: size };
       if (state) req.states = ["BUILD_STATE_" + state.toUpperCase()];
       if (repo) req.gitRepo = repo;
       if (token) req.pageToken = token;
       const resp = await call("Build", "ListBuilds", req);
-      if (stopped) return;
+      if (stopped()) return;
       const rows = (resp.builds || []).map((b) => {
         const st = stateName(b.state);
         const end = ts(b.endTime) || (ENDED.has(st) ? null : new Date());
@@ -246,21 +302,18 @@ function listPage() {
       });
       tbody.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 6, class: "muted" }, "No builds."))]));
       const links = [];
-      if (token) links.push(el("a", { href: "/" + (state || repo ? "?" + new URLSearchParams(Object.entries({ state, repo }).filter(([, v]) => v)) : "") }, "Newest"));
+      if (token) links.push(el("a", { href: filters(state, repo, size), id: "newest" }, "← Newest builds"));
       if (resp.nextPageToken) {
         const n = new URLSearchParams(location.search);
         n.set("page", resp.nextPageToken);
-        links.push(el("a", { href: "/?" + n, rel: "next" }, "Older builds →"));
+        links.push(el("a", { href: "/?" + n, rel: "next", id: "older" }, "Older builds →"));
       }
       pager.replaceChildren(...links);
       status.textContent = `Updated ${new Date().toLocaleTimeString()}`;
     } catch (err) {
-      if (!stopped) status.replaceChildren(showError(err));
+      if (!stopped()) status.replaceChildren(showError(err));
     }
-    if (!stopped) timer = setTimeout(load, 2000);
-  }
-  load();
-  return { stop() { stopped = true; clearTimeout(timer); } };
+  }, 2000);
 }
 
 // ---------------------------------------------------------------- a build
@@ -272,7 +325,7 @@ function buildPage(id) {
   const head = el("div");
   const errorBox = el("div");
   const phases = el("div", { class: "phases", "aria-label": "Time by phase" });
-  const timeline = el("div", { class: "timeline", role: "img", "aria-label": "Timeline of the build's steps" });
+  const timeline = el("div", { class: "timeline", role: "list", "aria-label": "Timeline of the build's steps" });
   const stepSel = el("select", { id: "log-step", "aria-label": "Logs of step" }, el("option", { value: "" }, "all steps"));
   const search = el("input", { id: "log-search", type: "search", placeholder: "search the logs", "aria-label": "Search the logs" });
   const logs = el("pre", { class: "logs", id: "logs", tabindex: "0", "aria-label": "Logs", "aria-live": "off" });
@@ -376,9 +429,10 @@ function buildPage(id) {
       const bar = el("span", { class: `tl-bar ${cls}` });
       bar.style.left = `${(100 * s / span).toFixed(2)}%`;
       bar.style.width = `${Math.max(0.3, 100 * (e - s) / span).toFixed(2)}%`;
-      return el("div", { class: "tl-row", "data-vertex": v.digest },
-        el("span", { class: "tl-name", title: v.name }, v.name),
-        el("span", { class: "tl-track", title: label, "aria-label": label }, bar));
+      return el("div", { class: "tl-row", role: "listitem", "data-vertex": v.digest },
+        el("span", { class: "tl-name", title: label },
+          el("span", { class: "tl-took" }, `${v.cached ? "cached" : took}${v.error ? ", failed" : ""}`), " ", v.name),
+        el("span", { class: "tl-track", title: label, "aria-hidden": "true" }, bar));
     }));
   }
 
@@ -469,37 +523,43 @@ function buildPage(id) {
 // ---------------------------------------------------------------- operators
 
 function operatorsPage() {
-  let stopped = false;
-  let timer = 0;
   document.title = "Operators · buildsvc";
   const body = el("div");
   main.replaceChildren(el("h1", {}, "Operators"), body);
-  async function load() {
-    if (stopped) return;
+  return poller(async (stopped) => {
     try {
       const s = await call("AdminService", "GetStatus", {});
-      if (stopped) return;
-      const card = (label, n) => el("div", { class: "card" }, el("div", { class: "muted" }, label), el("div", { class: "n" }, String(n ?? 0)));
-      const ws = (s.workers || []).map((w) => el("tr", {},
-        el("td", { class: "mono" }, w.name),
-        el("td", {}, el("span", { class: `state ${w.healthy ? "s-succeeded" : "s-failed"}` }, w.healthy ? "healthy" : "out")),
-        el("td", {}, String(w.running || 0)),
-        el("td", {}, w.diskBytes ? `${(Number(w.diskBytes) / 2 ** 30).toFixed(2)} GiB` : ""),
-        el("td", { class: "muted" }, w.error || "")));
+      if (stopped()) return;
+      const workers = s.workers || [];
+      const healthy = workers.filter((w) => w.healthy).length;
+      const card = (id, label, n, note) => el("div", { class: "card", id },
+        el("div", { class: "muted" }, label), el("div", { class: "n" }, String(n ?? 0)), note ? el("div", { class: "muted" }, note) : "");
+      const cols = ["Worker", "Health", "Running", "Builds given", "Cache on disk", "Checked", "Why out"];
+      const cell = (i, attrs, ...children) => el("td", { ...attrs, "data-label": cols[i] }, ...children);
+      const ws = workers.map((w) => el("tr", { "data-worker": w.name },
+        cell(0, { class: "mono" }, w.name),
+        cell(1, {}, el("span", { class: `state ${w.healthy ? "s-succeeded" : "s-failed"}`, "data-health": w.healthy ? "healthy" : "out" }, w.healthy ? "healthy" : "out")),
+        cell(2, {}, String(w.running || 0)),
+        cell(3, {}, String(w.builds || 0)),
+        cell(4, { class: "disk" }, Number(w.diskBytes) > 0 ? fmtBytes(Number(w.diskBytes)) : "unknown"),
+        cell(5, {}, fmtTime(w.checkedTime)),
+        cell(6, { class: "why" }, w.error || "")));
       body.replaceChildren(
-        el("div", { class: "cards" }, card("Queued", s.queued), card("Running", s.running), card("Healthy workers", (s.workers || []).filter((w) => w.healthy).length)),
+        s.replica ? el("p", {}, "Replica ", el("code", {}, s.replica), ": queue and running counts are of every replica sharing the queue; the workers are this replica's.") : "",
+        el("div", { class: "cards" },
+          card("c-queued", "Queued", s.queued, "waiting for a slot"),
+          card("c-running", "Running", s.running, `at most ${s.maxConcurrent || "?"} at once per server`),
+          card("c-here", "Running here", s.runningHere),
+          card("c-workers", "Healthy workers", workers.length ? `${healthy} of ${workers.length}` : "—", workers.length ? "" : "no worker pool: one buildkitd, or a builder per build")),
         el("h2", {}, "Workers"),
-        el("table", { "aria-label": "Workers" },
-          el("thead", {}, el("tr", {}, ...["Worker", "Health", "Running", "Disk", "Why out"].map((h) => el("th", { scope: "col" }, h)))),
-          el("tbody", {}, ws)),
+        workers.length ? el("table", { class: "workers", "aria-label": "Workers" },
+          el("thead", {}, el("tr", {}, ...cols.map((h) => el("th", { scope: "col" }, h)))),
+          el("tbody", {}, ws)) : el("p", { class: "muted" }, "This server has no pool of workers."),
         el("p", { class: "muted" }, `Updated ${new Date().toLocaleTimeString()}`));
     } catch (err) {
-      if (!stopped) body.replaceChildren(showError(err));
+      if (!stopped()) body.replaceChildren(showError(err));
     }
-    if (!stopped) timer = setTimeout(load, 3000);
-  }
-  load();
-  return { stop() { stopped = true; clearTimeout(timer); } };
+  }, 3000);
 }
 
 render();
