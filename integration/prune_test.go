@@ -14,9 +14,9 @@ import (
 	"github.com/buildsvc/buildsvc/server"
 )
 
-func diskUsage(t testing.TB) int64 {
+func diskUsage(t testing.TB, addr string) int64 {
 	t.Helper()
-	c, err := buildkitd.Dial(context.Background(), buildkitd.Endpoint{Address: loadStack(t).BuildKitAddr})
+	c, err := buildkitd.Dial(context.Background(), buildkitd.Endpoint{Address: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,14 +33,17 @@ func diskUsage(t testing.TB) int64 {
 }
 
 // A cleanup that keeps nothing frees BuildKit's disk, and the next build
-// still succeeds (cold). This file's name sorts last so the other tests keep
-// their warm caches.
+// still succeeds (cold). On a buildkitd of its own: a cleanup of the
+// stack's would leave every test after it cold.
 func TestCleanupFreesSpace(t *testing.T) {
+	t.Parallel()
+	d := startPoolDaemon(t)
 	c, addr := startServerAddr(t, func(cfg *server.Config) {
+		cfg.BuildKit = buildkitd.Endpoint{Address: d.addr}
 		cfg.Cleanup = server.CleanupPolicy{KeepDuration: 0, KeepStorage: 0}
 	})
 	sampleBuildSucceeds(t, c)
-	before := diskUsage(t)
+	before := diskUsage(t, d.addr)
 
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -51,7 +54,7 @@ func TestCleanupFreesSpace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	after := diskUsage(t)
+	after := diskUsage(t, d.addr)
 	t.Logf("disk usage %d -> %d bytes; cleanup says %d bytes in %d records", before, after, resp.BuildkitBytesFreed, resp.BuildkitRecordsPruned)
 	if resp.BuildkitBytesFreed <= 0 || resp.BuildkitRecordsPruned <= 0 || after >= before {
 		t.Errorf("cleanup freed nothing: %v (disk usage %d -> %d)", resp, before, after)
