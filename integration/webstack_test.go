@@ -255,7 +255,8 @@ func TestWebCertificateSignIn(t *testing.T) {
 // sees its builds and is refused the operators' page; Sign out ends the
 // session (the page asks to sign in again, the cookies are gone); the
 // admin's link opens the operators' page with the stack's buildkitd
-// healthy. The token is never in the page or its address.
+// healthy. No token (the callers', or the git host's a build was given)
+// is ever in the page or its address.
 func TestWebStackInChromium(t *testing.T) {
 	sec := loadStackSecurity(t)
 	webAddr, webURL := os.Getenv("WEB_ADDR"), os.Getenv("WEB_URL")
@@ -279,18 +280,24 @@ func TestWebStackInChromium(t *testing.T) {
 	base := "https://" + webAddr
 	devToken, adminToken := sec.token(t, sec.devToken), sec.token(t, sec.adminToken)
 
+	// A build of a private repository with the git host's token in the
+	// request: its page must not show the token anywhere.
+	priv := loadPrivate(t)
 	dev := buildv1.NewBuildClient(sec.dial(t, sec.devToken, false))
-	repo := newRepo(t, noModuleFiles(t.Name()+" "+strconv.FormatInt(time.Now().UnixNano(), 10), ""))
-	started, err := dev.StartBuild(t.Context(), startRequest(&buildv1.CreateImageRequest{GitRepo: repo.URL, GitCommit: "main", ImageTag: tagFor(t, "chromium")}))
+	repoURL, _ := priv.newPrivateRepo(t, plainFiles(t))
+	started, err := dev.StartBuild(t.Context(), startRequest(&buildv1.CreateImageRequest{GitRepo: repoURL, GitCommit: "main", ImageTag: tagFor(t, "chromium"),
+		GitCredentials: &buildv1.GitCredentials{Password: priv.Token}}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	id := started.GetBuildId()
+	secrets := map[string]string{"dev": devToken, "admin": adminToken, "the git host's": priv.Token,
+		"the git host's basic auth": base64.StdEncoding.EncodeToString([]byte("x-access-token:" + priv.Token))}
 	noToken := func(when string) {
 		t.Helper()
 		html := value(t, b, 10*time.Second, "the page", chromedp.OuterHTML(chromedp.CSS("html")))
 		loc := value(t, b, 10*time.Second, "the address", chromedp.Location())
-		for name, tok := range map[string]string{"dev": devToken, "admin": adminToken} {
+		for name, tok := range secrets {
 			if strings.Contains(html, tok) || strings.Contains(loc, tok) || strings.Contains(loc, url.QueryEscape(tok)) {
 				t.Errorf("%s: the %s token is in the page or its address (%s)", when, name, loc)
 			}
@@ -306,7 +313,9 @@ func TestWebStackInChromium(t *testing.T) {
 	if loc := value(t, b, 10*time.Second, "the address", chromedp.Location()); loc != base+"/builds/"+id {
 		t.Errorf("after the sign-in link the page is at %s, want %s", loc, base+"/builds/"+id)
 	}
-	noToken("signed in as dev")
+	b.do(t, 5*time.Minute, "the private build ends on its page", chromedp.WaitVisible(chromedp.CSS(`h1 ~ dl [data-state="succeeded"]`)),
+		until(`document.getElementById("logs").textContent.length > 0`))
+	noToken("the private build's page")
 	b.do(t, time.Minute, "dev's list", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr[data-build=%q]`, id))))
 	b.do(t, time.Minute, "dev on the operators' page", chromedp.Navigate(base+"/operators"),
 		chromedp.WaitVisible(chromedp.CSS(`.error[role="alert"]`)))
