@@ -141,23 +141,7 @@ func TestWorkerPool(t *testing.T) {
 		byAddr[d.addr] = d
 		es = append(es, buildkitd.Endpoint{Address: d.addr})
 	}
-	pool, err := workers.New(workers.Config[server.BuildKitClient]{
-		Endpoints: es,
-		Dial: func(ctx context.Context, e buildkitd.Endpoint) (server.BuildKitClient, error) {
-			return buildkitd.Dial(ctx, e)
-		},
-		MaxBuilds:     1,
-		CheckInterval: 500 * time.Millisecond,
-		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	var ran sync.WaitGroup
-	ran.Add(1)
-	go func() { defer ran.Done(); pool.Run(ctx) }()
-	t.Cleanup(func() { stop(); ran.Wait() })
+	pool := runPool(t, es, 1)
 	waitPool(t, pool, 3)
 
 	ts := startTestServer(t, func(c *server.Config) { c.Builders = server.WorkerPool(pool) })
@@ -302,6 +286,30 @@ func TestWorkerPool(t *testing.T) {
 			t.Errorf("after its restart the repository's build went to %s, not back to %s", on, victim.addr)
 		}
 	})
+}
+
+// runPool runs a pool of the buildkitds at es, checked every 500 ms, with
+// at most maxBuilds builds each (0: no limit), until the test ends.
+func runPool(t *testing.T, es []buildkitd.Endpoint, maxBuilds int) *workers.Pool[server.BuildKitClient] {
+	t.Helper()
+	pool, err := workers.New(workers.Config[server.BuildKitClient]{
+		Endpoints: es,
+		Dial: func(ctx context.Context, e buildkitd.Endpoint) (server.BuildKitClient, error) {
+			return buildkitd.Dial(ctx, e)
+		},
+		MaxBuilds:     maxBuilds,
+		CheckInterval: 500 * time.Millisecond,
+		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	var ran sync.WaitGroup
+	ran.Add(1)
+	go func() { defer ran.Done(); pool.Run(ctx) }()
+	t.Cleanup(func() { stop(); ran.Wait() })
+	return pool
 }
 
 // waitPool waits until n workers are healthy.

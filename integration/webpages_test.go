@@ -6,11 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,7 +18,6 @@ import (
 	"github.com/buildsvc/buildsvc/buildkitd"
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 	"github.com/buildsvc/buildsvc/server"
-	"github.com/buildsvc/buildsvc/workers"
 )
 
 // until waits until js is true on the page.
@@ -210,22 +206,7 @@ func TestWebOperators(t *testing.T) {
 	t.Parallel()
 	st := loadStack(t)
 	dead := "unix://" + t.TempDir() + "/no-buildkitd.sock"
-	pool, err := workers.New(workers.Config[server.BuildKitClient]{
-		Endpoints: []buildkitd.Endpoint{{Address: st.BuildKitAddr}, {Address: dead}},
-		Dial: func(ctx context.Context, e buildkitd.Endpoint) (server.BuildKitClient, error) {
-			return buildkitd.Dial(ctx, e)
-		},
-		CheckInterval: 500 * time.Millisecond,
-		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	var ran sync.WaitGroup
-	ran.Add(1)
-	go func() { defer ran.Done(); pool.Run(ctx) }()
-	t.Cleanup(func() { stop(); ran.Wait() })
+	pool := runPool(t, []buildkitd.Endpoint{{Address: st.BuildKitAddr}, {Address: dead}}, 0)
 	waitWorker(t, pool, st.BuildKitAddr, true)
 	waitWorker(t, pool, dead, false)
 

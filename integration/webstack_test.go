@@ -26,6 +26,29 @@ import (
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
 )
 
+// webClient is an HTTPS client of the stack's web listener that trusts
+// the stack's CA and keeps cookies in jar; with mtls it presents the dev
+// tenant's client certificate.
+func (s stackSecurity) webClient(t *testing.T, mtls bool) (c *http.Client, jar *cookiejar.Jar) {
+	t.Helper()
+	pem, err := os.ReadFile(s.ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if mtls {
+		pair, err := tls.LoadX509KeyPair(s.mtlsCert, s.mtlsKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	jar, _ = cookiejar.New(nil)
+	return &http.Client{Jar: jar, Transport: &http.Transport{TLSClientConfig: cfg}}, jar
+}
+
 // The stack's server serves its web face like production: HTTPS, the
 // API's own authentication. A sign-in link with the dev token sets the
 // session cookie and drops the token from the address; with the cookie
@@ -38,14 +61,7 @@ func TestWebOnTheStack(t *testing.T) {
 	if webAddr == "" || webURL == "" {
 		t.Fatal("WEB_ADDR and WEB_URL are not set: run the integration tests with `make test`, which starts the stack and sources .stack/env")
 	}
-	pem, err := os.ReadFile(sec.ca)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	c, jar := sec.webClient(t, false)
 	devToken := sec.token(t, sec.devToken)
 	base := "https://" + webAddr
 
@@ -173,18 +189,7 @@ func TestWebCertificateSignIn(t *testing.T) {
 	if webAddr == "" {
 		t.Fatal("WEB_ADDR is not set: run the integration tests with `make test`, which starts the stack and sources .stack/env")
 	}
-	pem, err := os.ReadFile(sec.ca)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	pair, err := tls.LoadX509KeyPair(sec.mtlsCert, sec.mtlsKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}}}
+	c, jar := sec.webClient(t, true)
 	base := "https://" + webAddr
 	u, _ := url.Parse(base)
 

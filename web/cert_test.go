@@ -110,15 +110,7 @@ func TestCertificateSession(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/operators" {
 		t.Fatalf("sign-in with the certificate: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
-	var sess, csrf *http.Cookie
-	for _, ck := range resp.Cookies() {
-		switch ck.Name {
-		case sessionCookie:
-			sess = ck
-		case csrfCookie:
-			csrf = ck
-		}
-	}
+	sess, csrf := sessionCookies(resp)
 	if sess == nil || csrf == nil || !sess.HttpOnly {
 		t.Fatalf("cookies %v", resp.Cookies())
 	}

@@ -112,6 +112,19 @@ func newHandler(t *testing.T) (http.Handler, *fakeBuild) {
 	return h, fb
 }
 
+// sessionCookies are the session and CSRF cookies resp sets, nil if not.
+func sessionCookies(resp *http.Response) (sess, csrf *http.Cookie) {
+	for _, ck := range resp.Cookies() {
+		switch ck.Name {
+		case sessionCookie:
+			sess = ck
+		case csrfCookie:
+			csrf = ck
+		}
+	}
+	return sess, csrf
+}
+
 func post(t *testing.T, c *http.Client, u, body string, hdr map[string]string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(body))
@@ -178,15 +191,7 @@ func TestSession(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/builds/b1" {
 		t.Fatalf("sign-in: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
-	var sess, csrf *http.Cookie
-	for _, ck := range resp.Cookies() {
-		switch ck.Name {
-		case sessionCookie:
-			sess = ck
-		case csrfCookie:
-			csrf = ck
-		}
-	}
+	sess, csrf := sessionCookies(resp)
 	if sess == nil || !sess.HttpOnly || sess.SameSite != http.SameSiteStrictMode || csrf == nil || csrf.HttpOnly || csrf.SameSite != http.SameSiteStrictMode {
 		t.Fatalf("cookies: session %+v, csrf %+v", sess, csrf)
 	}
