@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	buildv1 "github.com/buildsvc/buildsvc/proto/build/v1"
+	"github.com/buildsvc/buildsvc/server"
 )
 
 // httpCall makes a Connect unary call of the HTTP/JSON API and decodes
@@ -104,7 +106,12 @@ func sameMessage(t *testing.T, what string, viaHTTP, viaGRPC proto.Message) {
 // errors the same codes.
 func TestJSONAPI(t *testing.T) {
 	t.Parallel()
-	ts := startWebTestServer(t, nil)
+	// Its Cleanup call prunes nothing: the stack's buildkitd is every
+	// test's, and a prune of its cache would leave the tests after this one
+	// cold (TestCleanupFreesSpace prunes a buildkitd of its own).
+	ts := startWebTestServer(t, func(c *server.Config) {
+		c.Cleanup = server.CleanupPolicy{KeepDuration: 100 * 365 * 24 * time.Hour, KeepStorage: 1 << 50}
+	})
 	c, base := ts.Client, ts.WebURL
 	repo := newRepo(t, sampleFiles(t))
 

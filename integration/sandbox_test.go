@@ -108,7 +108,6 @@ tenants:
 // from the cache, so the compile step (offline) misses them; the server sees
 // it, downloads again and the build succeeds.
 func TestPrunedModuleCacheIsRefetched(t *testing.T) {
-	t.Parallel()
 	ns := fmt.Sprintf("prune-%d-%d", os.Getpid(), time.Now().UnixNano())
 	c := startServer(t, func(cfg *server.Config) { cfg.CacheNamespace = ns })
 	repo := newRepo(t, sampleFiles(t))

@@ -291,7 +291,7 @@ func TestWebStackInChromium(t *testing.T) {
 	dev := buildv1.NewBuildClient(sec.dial(t, sec.devToken, false))
 	repoURL, _ := priv.newPrivateRepo(t, plainFiles(t))
 	started, err := dev.StartBuild(t.Context(), startRequest(&buildv1.CreateImageRequest{GitRepo: repoURL, GitCommit: "main", ImageTag: tagFor(t, "chromium"),
-		GitCredentials: &buildv1.GitCredentials{Password: priv.Token}}))
+		GitCredentials: &buildv1.GitCredentials{Password: priv.Token}, BuildFlags: []string{"-v"}}))
 	if err != nil {
 		t.Fatal(err)
 	}
