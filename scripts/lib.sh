@@ -70,7 +70,7 @@ case " ${GOFLAGS:-} " in
 *) export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false" ;;
 esac
 
-log() { printf '==> %s\n' "$*" >&2; }
+log() { printf '==> [%s] %s\n' "$(date +%T)" "$*" >&2; }
 warn() { printf 'WARNING: %s\n' "$*" >&2; }
 die() {
 	printf 'ERROR: %s\n' "$*" >&2

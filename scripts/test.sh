@@ -20,6 +20,21 @@ if [[ ! -x $BIN/buf || "$(stamp_get buf)" != "$BUF_VERSION" ]]; then
 	buf_pid=$!
 fi
 
+# The stack (its tools built, its daemons started, the images
+# bootstrapped, the packages the integration tests need installed) comes
+# up in the background while the static checks, the unit tests and the
+# fuzzing run: much of it waits on processes and disks, not the CPU.
+stack_log="$LOGS/stack-up.log"
+log "starting the stack in the background (log: $stack_log)"
+(
+	bash "$ROOT/scripts/up.sh"
+	bash "$ROOT/scripts/images.sh"
+	# The multi-platform test runs the arm64 binary it builds under qemu;
+	# the web page's tests drive Debian's headless Chromium.
+	ensure_apt qemu-user-static chromium fonts-liberation
+) >"$stack_log" 2>&1 &
+stack_pid=$!
+
 log "go vet ./..."
 go vet ./...
 
@@ -54,11 +69,11 @@ if [[ -n $buf_pid ]]; then
 fi
 bash "$ROOT/scripts/lint-proto.sh"
 
-bash "$ROOT/scripts/up.sh"
-bash "$ROOT/scripts/images.sh"
-# The multi-platform test runs the arm64 binary it builds under qemu; the
-# web page's test drives Debian's headless Chromium.
-ensure_apt qemu-user-static chromium fonts-liberation
+log "waiting for the stack"
+stack_rc=0
+wait "$stack_pid" || stack_rc=$?
+cat "$stack_log" >&2
+((stack_rc == 0)) || die "starting the stack failed (exit $stack_rc; its log is above and in $stack_log)"
 
 if [[ ! -d $ROOT/integration ]]; then
 	log "integration/ does not exist yet: skipping the integration tests"
