@@ -55,6 +55,22 @@ func loadStackSecurity(t testing.TB) stackSecurity {
 // tokenFile ("" for none) and, if mtls, the client certificate.
 func (s stackSecurity) dial(t testing.TB, tokenFile string, mtls bool) *grpc.ClientConn {
 	t.Helper()
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(s.tlsConfig(t, mtls)))}
+	if tokenFile != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(auth.TokenCredentials(s.token(t, tokenFile), true)))
+	}
+	conn, err := grpc.NewClient(s.addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// tlsConfig trusts the stack's CA and, if mtls, presents the dev
+// tenant's client certificate.
+func (s stackSecurity) tlsConfig(t testing.TB, mtls bool) *tls.Config {
+	t.Helper()
 	pem, err := os.ReadFile(s.ca)
 	if err != nil {
 		t.Fatal(err)
@@ -69,16 +85,7 @@ func (s stackSecurity) dial(t testing.TB, tokenFile string, mtls bool) *grpc.Cli
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
-	if tokenFile != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(auth.TokenCredentials(s.token(t, tokenFile), true)))
-	}
-	conn, err := grpc.NewClient(s.addr, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
+	return cfg
 }
 
 func (s stackSecurity) token(t testing.TB, file string) string {

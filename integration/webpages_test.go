@@ -46,7 +46,7 @@ const auditJS = `(() => {
   const name = (e) => (e.getAttribute("aria-label") || (e.labels && [...e.labels].map((l) => l.textContent).join(" ")) || e.textContent || e.getAttribute("title") || "").trim();
   const where = (e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + (e.className ? "." + String(e.className).split(" ").join(".") : "");
   for (const e of document.querySelectorAll("a[href], button, input, select, textarea, [tabindex]:not([tabindex='-1'])")) {
-    if (!name(e) && e.tagName !== "PRE") bad.push("no name: " + where(e));
+    if (!name(e)) bad.push("no name: " + where(e));
   }
   for (const e of document.querySelectorAll("table")) if (!e.getAttribute("aria-label") && !e.querySelector("caption")) bad.push("table without a name: " + where(e));
   for (const e of document.querySelectorAll(".state")) if (!e.textContent.trim()) bad.push("a state shown by colour alone: " + where(e));

@@ -5,7 +5,6 @@ package integration
 import (
 	"bytes"
 	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -16,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,22 +31,46 @@ import (
 // tenant's client certificate.
 func (s stackSecurity) webClient(t *testing.T, mtls bool) (c *http.Client, jar *cookiejar.Jar) {
 	t.Helper()
-	pem, err := os.ReadFile(s.ca)
+	jar, _ = cookiejar.New(nil)
+	return &http.Client{Jar: jar, Transport: &http.Transport{TLSClientConfig: s.tlsConfig(t, mtls)}}, jar
+}
+
+// stackWeb is the stack's web listener (https://WEB_ADDR) and its sign-in
+// link for the dev tenant (WEB_URL), from .stack/env.
+func stackWeb(t *testing.T) (base, signIn string) {
+	t.Helper()
+	addr, signIn := os.Getenv("WEB_ADDR"), os.Getenv("WEB_URL")
+	if addr == "" || signIn == "" {
+		t.Fatal("WEB_ADDR and WEB_URL are not set: run the integration tests with `make test`, which starts the stack and sources .stack/env")
+	}
+	return "https://" + addr, signIn
+}
+
+// webCall makes a unary Connect call of method at base with c; browser
+// adds what a browser's call carries (Origin, Sec-Fetch-Site and the
+// session's CSRF token from jar).
+func webCall(t *testing.T, c *http.Client, base, method, body string, browser bool, jar *cookiejar.Jar) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/"+method, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Connect-Protocol-Version", "1")
+	if browser {
+		req.Header.Set("Origin", base)
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+		u, _ := url.Parse(base)
+		for _, ck := range jar.Cookies(u) {
+			if ck.Name == "buildsvc_csrf" {
+				req.Header.Set("X-Csrf-Token", ck.Value)
+			}
+		}
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	if mtls {
-		pair, err := tls.LoadX509KeyPair(s.mtlsCert, s.mtlsKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
-	}
-	jar, _ = cookiejar.New(nil)
-	return &http.Client{Jar: jar, Transport: &http.Transport{TLSClientConfig: cfg}}, jar
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // The stack's server serves its web face like production: HTTPS, the
@@ -57,13 +81,9 @@ func (s stackSecurity) webClient(t *testing.T, mtls bool) (c *http.Client, jar *
 // holds the token.
 func TestWebOnTheStack(t *testing.T) {
 	sec := loadStackSecurity(t)
-	webAddr, webURL := os.Getenv("WEB_ADDR"), os.Getenv("WEB_URL")
-	if webAddr == "" || webURL == "" {
-		t.Fatal("WEB_ADDR and WEB_URL are not set: run the integration tests with `make test`, which starts the stack and sources .stack/env")
-	}
+	base, webURL := stackWeb(t)
 	c, jar := sec.webClient(t, false)
 	devToken := sec.token(t, sec.devToken)
-	base := "https://" + webAddr
 
 	// Another tenant's build, through gRPC.
 	other := buildv1.NewBuildClient(sec.dial(t, sec.otherToken, false))
@@ -101,29 +121,12 @@ func TestWebOnTheStack(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Request.URL.Path != "/builds" || strings.Contains(resp.Request.URL.String(), "token") {
 		t.Fatalf("after the sign-in link: %d at %s", resp.StatusCode, resp.Request.URL)
 	}
-	var csrf string
-	for _, ck := range jar.Cookies(u) {
-		if ck.Name == "buildsvc_csrf" {
-			csrf = ck.Value
-		}
-	}
-	if csrf == "" {
+	if !slices.ContainsFunc(jar.Cookies(u), func(ck *http.Cookie) bool { return ck.Name == "buildsvc_csrf" && ck.Value != "" }) {
 		t.Fatal("no CSRF cookie after the sign-in")
 	}
 	call := func(method, body string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, base+"/api/"+method, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Connect-Protocol-Version", "1")
-		req.Header.Set("X-Csrf-Token", csrf)
-		req.Header.Set("Origin", base)
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return webCall(t, c, base, method, body, true, jar)
 	}
 	code, list := call("build.v1.Build/ListBuilds", `{"pageSize":100}`)
 	if code != 200 {
@@ -185,13 +188,8 @@ func TestWebAssetsInTheBinary(t *testing.T) {
 // Sec-Fetch-* headers) is let in by the certificate as over gRPC.
 func TestWebCertificateSignIn(t *testing.T) {
 	sec := loadStackSecurity(t)
-	webAddr := os.Getenv("WEB_ADDR")
-	if webAddr == "" {
-		t.Fatal("WEB_ADDR is not set: run the integration tests with `make test`, which starts the stack and sources .stack/env")
-	}
+	base, _ := stackWeb(t)
 	c, jar := sec.webClient(t, true)
-	base := "https://" + webAddr
-	u, _ := url.Parse(base)
 
 	dev := buildv1.NewBuildClient(sec.dial(t, sec.devToken, false))
 	other := buildv1.NewBuildClient(sec.dial(t, sec.otherToken, false))
@@ -207,25 +205,7 @@ func TestWebCertificateSignIn(t *testing.T) {
 
 	call := func(browser bool) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, base+"/api/build.v1.Build/ListBuilds", strings.NewReader(`{"pageSize":200}`))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Connect-Protocol-Version", "1")
-		if browser {
-			req.Header.Set("Origin", base)
-			req.Header.Set("Sec-Fetch-Site", "same-origin")
-			for _, ck := range jar.Cookies(u) {
-				if ck.Name == "buildsvc_csrf" {
-					req.Header.Set("X-Csrf-Token", ck.Value)
-				}
-			}
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return webCall(t, c, base, "build.v1.Build/ListBuilds", `{"pageSize":200}`, browser, jar)
 	}
 	if code, body := call(true); code != http.StatusUnauthorized {
 		t.Fatalf("a browser's call with the certificate and no session: %d %.300s", code, body)
@@ -264,10 +244,7 @@ func TestWebCertificateSignIn(t *testing.T) {
 // is ever in the page or its address.
 func TestWebStackInChromium(t *testing.T) {
 	sec := loadStackSecurity(t)
-	webAddr, webURL := os.Getenv("WEB_ADDR"), os.Getenv("WEB_URL")
-	if webAddr == "" || webURL == "" {
-		t.Fatal("WEB_ADDR and WEB_URL are not set: run the integration tests with `make test`, which starts the stack and sources .stack/env")
-	}
+	base, webURL := stackWeb(t)
 	certPEM, err := os.ReadFile(filepath.Join(filepath.Dir(sec.ca), "server.crt"))
 	if err != nil {
 		t.Fatal(err)
@@ -282,7 +259,6 @@ func TestWebStackInChromium(t *testing.T) {
 	}
 	spki := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 	b := newBrowser(t, chromedp.Flag("ignore-certificate-errors-spki-list", base64.StdEncoding.EncodeToString(spki[:])))
-	base := "https://" + webAddr
 	devToken, adminToken := sec.token(t, sec.devToken), sec.token(t, sec.adminToken)
 
 	// A build of a private repository with the git host's token in the
